@@ -1,0 +1,43 @@
+# One entry point for set-up, tests, benchmarks and the demo. Every target installs what it
+# needs into .venv (ignored by git) the first time, and reuses it afterwards.
+
+PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test lint typecheck unit bench demo clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check blacklist node tests bench
+	$(BIN)/ruff format --check blacklist node tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q tests
+
+# The benchmark files also run here once, tiny and untimed, so that they cannot rot.
+test: lint typecheck unit
+	BENCH_SCALE=20000 $(BIN)/pytest -q bench --benchmark-disable -p no:cacheprovider
+
+bench: install
+	$(BIN)/pytest bench --benchmark-only --benchmark-json=bench/results/latest.json \
+		--benchmark-columns=min,median,mean,rounds -q
+	$(BIN)/python -m bench.report bench/results/latest.json
+
+demo: install
+	$(BIN)/python -m node demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,138 @@
+"""Deciding whether a delta or snapshot may be applied: pure functions, no I/O.
+
+The order of checks follows Let's Encrypt's CRL storer: parse, then who signed it, then the
+signature, then what the key may sign, then the feed's numbering and chain, then content.
+The first failure wins and names its cause; nothing is applied on any failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import numpy as np
+
+from blacklist.delta import Delta, FeedHead, Snapshot, decode
+from blacklist.entry import Reason
+from blacklist.entryblock import CardColumns, EntryColumns
+from blacklist.errors import CodecError
+from blacklist.rejections import (
+    BadSignature,
+    DuplicateCard,
+    ForkedFeed,
+    KeyNotAllowed,
+    MalformedDelta,
+    ReplayedDelta,
+    UnknownKey,
+    VersionGap,
+)
+from blacklist.signing import TrustedKey
+
+_MAX_REASON = max(Reason)
+
+
+def parse_signed(data: bytes) -> Delta | Snapshot:
+    """Decode bytes from the wire; any decoding failure is a :class:`MalformedDelta`."""
+    try:
+        return decode(data)
+    except CodecError as exc:
+        raise MalformedDelta(str(exc)) from exc
+
+
+def _verify_origin(item: Delta | Snapshot, keys: Mapping[bytes, TrustedKey]) -> TrustedKey:
+    h = item.header
+    key = keys.get(h.key_id)
+    if key is None:
+        raise UnknownKey(f"{h.publisher} v{h.version}: key id {h.key_id.hex()} is not trusted")
+    if key.suite_id != h.suite_id:
+        raise BadSignature(
+            f"{h.publisher} v{h.version}: suite {h.suite_id} does not match key "
+            f"{h.key_id.hex()} (suite {key.suite_id})"
+        )
+    if not key.verify(hashlib.sha256(item.body).digest(), item.signature):
+        raise BadSignature(
+            f"{h.publisher} v{h.version}: signature does not verify with key {h.key_id.hex()}"
+        )
+    if key.publisher != h.publisher:
+        raise KeyNotAllowed(
+            f"key {h.key_id.hex()} signs for publisher {key.publisher}, "
+            f"not for {h.publisher}"
+        )
+    return key
+
+
+def _check_regions(key: TrustedKey, label: str, *card_sets: CardColumns) -> None:
+    regions = np.unique(np.concatenate([c.region for c in card_sets]))
+    for region in regions.tolist():
+        code = f"{region:06d}"
+        if not key.allows_region(code):
+            raise KeyNotAllowed(
+                f"{label}: region {code} is outside the key's prefixes {list(key.prefixes)}"
+            )
+
+
+def _check_entries(label: str, entries: EntryColumns) -> None:
+    reasons = entries.reason
+    if len(reasons) and (int(reasons.min()) < 1 or int(reasons.max()) > _MAX_REASON):
+        bad = int(reasons[(reasons < 1) | (reasons > _MAX_REASON)][0])
+        raise MalformedDelta(f"{label}: unknown reason code {bad}")
+
+
+def _check_unique(label: str, *card_sets: CardColumns) -> None:
+    """Blocks are sorted, so a duplicate within one block is two equal neighbours; across
+    blocks, the sorted union shows it the same way."""
+    cards = CardColumns.concatenate(card_sets).sorted() if len(card_sets) > 1 else card_sets[0]
+    dup = cards.first_duplicate()
+    if dup is not None:
+        raise DuplicateCard(f"{label}: card {dup} appears more than once")
+
+
+def accept_delta(head: FeedHead, delta: Delta, keys: Mapping[bytes, TrustedKey]) -> FeedHead:
+    """Return the feed head after ``delta``, or raise the :class:`DeltaRejected` that forbids it.
+
+    ``head`` is this node's head for the delta's publisher (:meth:`FeedHead.genesis` if it has
+    none).
+    """
+    label = f"delta {delta.publisher} v{delta.version}"
+    if head.publisher != delta.publisher:
+        raise ValueError(f"head is for {head.publisher}, delta for {delta.publisher}")
+    key = _verify_origin(delta, keys)
+    _check_regions(key, label, delta.adds.cards, delta.removes)
+    if delta.version <= head.version:
+        raise ReplayedDelta(f"{label}: at or below the head version {head.version}")
+    if delta.version != head.version + 1:
+        raise VersionGap(f"{label}: expected version {head.version + 1}")
+    if delta.prev_digest != head.digest:
+        raise ForkedFeed(
+            f"{label}: previous digest {delta.prev_digest.hex()[:16]} does not match the "
+            f"head's {head.digest.hex()[:16]}"
+        )
+    _check_entries(label, delta.adds)
+    _check_unique(label, delta.adds.cards, delta.removes)
+    return FeedHead(delta.publisher, delta.version, delta.digest)
+
+
+def accept_snapshot(
+    head: FeedHead, snapshot: Snapshot, keys: Mapping[bytes, TrustedKey]
+) -> FeedHead:
+    """Return the feed head a verified snapshot moves to, or raise why it may not be used.
+
+    A snapshot may move a feed forward, never back (rollback is a replay), and at the head's
+    own version it must reproduce the same head (else the feed has forked).
+    """
+    label = f"snapshot {snapshot.publisher} v{snapshot.version}"
+    if head.publisher != snapshot.publisher:
+        raise ValueError(f"head is for {head.publisher}, snapshot for {snapshot.publisher}")
+    key = _verify_origin(snapshot, keys)
+    _check_regions(key, label, snapshot.entries.cards)
+    if snapshot.version < head.version:
+        raise ReplayedDelta(f"{label}: older than the head version {head.version}")
+    if snapshot.version == head.version:
+        if snapshot.head_digest != head.digest:
+            raise ForkedFeed(f"{label}: same version as the head, different digest")
+        raise ReplayedDelta(f"{label}: this node is already at that version")
+    if len(snapshot.versions) and int(snapshot.versions.max()) > snapshot.version:
+        raise MalformedDelta(f"{label}: an entry claims a version after the snapshot's")
+    _check_entries(label, snapshot.entries)
+    _check_unique(label, snapshot.entries.cards)
+    return FeedHead(snapshot.publisher, snapshot.version, snapshot.head_digest)

@@ -1,0 +1,222 @@
+"""Answering "is this card still valid?" — the hot path of every node.
+
+Like CRLite's query side, this is small and separate from the builder: parse the id, look
+the fingerprint up in the in-memory bitmap, and only when it is there read LMDB to confirm.
+The answer is one of four statuses, never a bool, and carries the freshness of the feed it
+came from.
+
+Results for the common case (card fine, issuer known) are built once per publisher and
+reused until the store changes, so a miss costs a regex, a hash, a bitmap probe and two dict
+lookups.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+from xxhash import xxh64_intdigest
+
+from blacklist.cardbatch import keys_from_matrix, parse_many, region_codes
+from blacklist.cardid import canonical_bytes, text_to_key
+from blacklist.clock import Clock, system_clock
+from blacklist.entry import Entry, Reason
+from blacklist.filters.fingerprint import fingerprints
+from blacklist.signing import TrustedKey
+from blacklist.store import FeedState, RevocationStore
+
+
+class CheckStatus(enum.IntEnum):
+    NOT_REVOKED = 1
+    REVOKED = 2
+    UNKNOWN_ISSUER = 3  # the card's region belongs to no publisher this node knows
+    NO_DATA = 4  # a known publisher, but its feed has never arrived here
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CheckResult:
+    status: CheckStatus
+    publisher: str | None  # the feed that answered (None for UNKNOWN_ISSUER)
+    feed_version: int  # 0 when there is no feed
+    feed_checked_at: float | None  # when this node last knew that feed to be current
+    entry: Entry | None = None  # set for REVOKED
+    _clock: Clock = field(default=system_clock, repr=False)
+
+    @property
+    def revoked(self) -> bool:
+        return self.status is CheckStatus.REVOKED
+
+    @property
+    def reason(self) -> Reason | None:
+        return self.entry.reason if self.entry else None
+
+    @property
+    def effective_time(self) -> int | None:
+        return self.entry.effective_time if self.entry else None
+
+    @property
+    def feed_age_seconds(self) -> float | None:
+        """Seconds since this node's copy of the feed was last known current."""
+        if self.feed_checked_at is None:
+            return None
+        return max(0.0, self._clock() - self.feed_checked_at)
+
+
+class PublisherDirectory:
+    """Which publisher a region belongs to: the longest matching prefix among the trusted
+    keys' scopes (a city's "4401" beats its province's "44")."""
+
+    def __init__(self, scopes: Mapping[str, Sequence[str]]) -> None:
+        self._by_prefix: dict[str, str] = {}
+        for publisher, prefixes in scopes.items():
+            for prefix in prefixes:
+                other = self._by_prefix.setdefault(prefix, publisher)
+                if other != publisher:
+                    raise ValueError(
+                        f"region prefix {prefix!r} is claimed by both {other} and {publisher}"
+                    )
+        self._lengths = sorted({len(p) for p in self._by_prefix}, reverse=True)
+
+    @classmethod
+    def from_keys(cls, keys: Mapping[bytes, TrustedKey]) -> PublisherDirectory:
+        scopes: dict[str, set[str]] = {}
+        for k in keys.values():
+            scopes.setdefault(k.publisher, set()).update(k.prefixes)
+        return cls({p: sorted(s) for p, s in scopes.items()})
+
+    def publisher_of(self, region: str) -> str | None:
+        for length in self._lengths:
+            publisher = self._by_prefix.get(region[:length])
+            if publisher is not None:
+                return publisher
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Answers for a batch, sized by what is revoked rather than by the batch.
+
+    ``statuses[i]`` is every id's CheckStatus value; only revoked ids have an object in
+    ``revoked``; the feed that answered id ``i`` is ``feeds[feed_of[i]]``.
+    """
+
+    statuses: NDArray[np.uint8]
+    feed_of: NDArray[np.intp]
+    feeds: list[CheckResult]  # one per distinct region in the batch: its "not revoked" answer
+    revoked: dict[int, CheckResult]
+
+    def __len__(self) -> int:
+        return len(self.statuses)
+
+    def __getitem__(self, i: int) -> CheckResult:
+        hit = self.revoked.get(i)
+        return hit if hit is not None else self.feeds[int(self.feed_of[i])]
+
+    def counts(self) -> dict[CheckStatus, int]:
+        values, counts = np.unique(self.statuses, return_counts=True)
+        return {CheckStatus(int(v)): int(c) for v, c in zip(values, counts, strict=True)}
+
+
+class Checker:
+    def __init__(
+        self,
+        store: RevocationStore,
+        keys: Mapping[bytes, TrustedKey],
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._directory = PublisherDirectory.from_keys(keys)
+        self._epoch = -1
+        self._reset()
+
+    def set_keys(self, keys: Mapping[bytes, TrustedKey]) -> None:
+        self._directory = PublisherDirectory.from_keys(keys)
+        self._epoch = -1
+
+    def _reset(self) -> None:
+        """Forget cached answers after the store or the keys changed."""
+        index = self._store.index
+        self._bitmap = index.bitmap
+        self._width = index.width
+        self._shift = 64 - index.width
+        self._views: dict[bytes, CheckResult] = {}
+        self._views_by_code: dict[int, CheckResult] = {}
+        self._by_publisher: dict[str | None, CheckResult] = {}
+        self._epoch = self._store.epoch
+
+    def _feed_answer(self, publisher: str | None) -> CheckResult:
+        cached = self._by_publisher.get(publisher)
+        if cached is not None:
+            return cached
+        if publisher is None:
+            answer = CheckResult(CheckStatus.UNKNOWN_ISSUER, None, 0, None, None, self._clock)
+        else:
+            feed = self._store.feeds.get(publisher)
+            if feed is None:
+                answer = CheckResult(CheckStatus.NO_DATA, publisher, 0, None, None, self._clock)
+            else:
+                answer = self._fresh(CheckStatus.NOT_REVOKED, feed, None)
+        self._by_publisher[publisher] = answer
+        return answer
+
+    def _fresh(self, status: CheckStatus, feed: FeedState, entry: Entry | None) -> CheckResult:
+        return CheckResult(
+            status, feed.publisher, feed.version, float(feed.checked_at), entry, self._clock
+        )
+
+    def _view(self, region: bytes) -> CheckResult:
+        answer = self._feed_answer(self._directory.publisher_of(region.decode("ascii")))
+        self._views[region] = answer
+        return answer
+
+    def _revoked(self, entry: Entry) -> CheckResult:
+        feed = self._store.feeds.get(entry.publisher)
+        if feed is None:  # entries exist only under a feed; be safe rather than crash
+            return CheckResult(CheckStatus.REVOKED, entry.publisher, 0, None, entry, self._clock)
+        return self._fresh(CheckStatus.REVOKED, feed, entry)
+
+    def check(self, card_id: str) -> CheckResult:
+        """The status of one card. Raises CardIdError for a malformed id."""
+        canon = canonical_bytes(card_id)
+        if self._epoch != self._store.epoch:
+            self._reset()
+        view = self._views.get(canon[:6]) or self._view(canon[:6])
+        if (xxh64_intdigest(canon) >> self._shift) in self._bitmap:
+            entry = self._store.lookup(text_to_key(canon))
+            if entry is not None:
+                return self._revoked(entry)
+        return view
+
+    def check_many(self, card_ids: Sequence[str]) -> BatchResult:
+        """Statuses of many cards at once: parsing and hashing are vectorised over the batch,
+        and only bitmap hits cost per-card work. Raises CardIdError naming the first bad id."""
+        matrix = parse_many(card_ids)
+        if self._epoch != self._store.epoch:
+            self._reset()
+        bitmap = self._bitmap
+        hits = [i for i, fp in enumerate(fingerprints(matrix, self._width).tolist()) if fp in bitmap]
+        codes, feed_of = np.unique(region_codes(matrix), return_inverse=True)
+        feeds = [self._region_answer(code) for code in codes.tolist()]
+        statuses = np.array([a.status for a in feeds], dtype=np.uint8)[feed_of]
+        revoked: dict[int, CheckResult] = {}
+        if hits:
+            keys = keys_from_matrix(matrix[hits]).tobytes()
+            with self._store.read_txn() as txn:
+                for n, i in enumerate(hits):
+                    entry = self._store.lookup(keys[18 * n : 18 * n + 18], txn)
+                    if entry is not None:
+                        revoked[i] = self._revoked(entry)
+                        statuses[i] = CheckStatus.REVOKED
+        return BatchResult(statuses, feed_of, feeds, revoked)
+
+    def _region_answer(self, code: int) -> CheckResult:
+        answer = self._views_by_code.get(code)
+        if answer is None:
+            answer = self._view(b"%06d" % code)
+            self._views_by_code[code] = answer
+        return answer

@@ -1,0 +1,47 @@
+"""Revocation entries and their reasons."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Reason(enum.IntEnum):
+    """Why a card is on the invalidity list (失效原因). Values are part of the wire format."""
+
+    TEMPORARY_LOSS = 1  # 临时挂失
+    LOSS = 2  # 挂失
+    DAMAGED = 3  # 损坏
+    EXPIRED = 4  # 到期
+    REPLACED = 5  # 换卡
+    CANCELLED = 6  # 注销
+    OTHER = 7
+
+    @classmethod
+    def parse(cls, value: object) -> Reason:
+        """Accept a Reason, its number or its name (any case); reject anything else clearly."""
+        if isinstance(value, Reason):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return cls(value)
+            except ValueError:
+                raise ValueError(f"unknown reason code {value}") from None
+        if isinstance(value, str):
+            try:
+                return cls[value.strip().upper().replace("-", "_").replace(" ", "_")]
+            except KeyError:
+                names = ", ".join(r.name.lower() for r in cls)
+                raise ValueError(f"unknown reason {value!r}; expected one of {names}") from None
+        raise ValueError(f"unknown reason {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One revoked card as a node holds it."""
+
+    card_id: str  # canonical text
+    reason: Reason
+    effective_time: int  # unix seconds
+    publisher: str  # 6-digit code of the publishing authority
+    version: int  # the feed version that added (or last changed) it

@@ -1,0 +1,1 @@
+"""Fingerprints and the bitmap index built from them."""

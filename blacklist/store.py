@@ -1,0 +1,531 @@
+"""The durable truth of a node: LMDB, plus the fingerprint index kept in step with it.
+
+LMDB layout (one environment, named databases, all integers big-endian)::
+
+    entries   key   card key (18, see cardid.py) + publisher code (u24)        21 bytes
+              value reason u8, effective time i64, version u64                   17 bytes
+    feeds     key   publisher code (u24)
+              value see _FEED below
+    regions   key   publisher code (u24) + region code (u24), value empty
+              (which regions a publisher has entries in, so a snapshot can replace
+              that publisher's entries by scanning only those key ranges)
+    deltas    key   publisher code (u24) + version u64
+              value the signed delta exactly as received (retained for children)
+    meta      b"schema" → u32, b"generation" → u64 (bumped by every write transaction)
+
+A card key is followed by the publisher so that two publishers with overlapping scopes can
+each hold an entry for the same card; a lookup reads the key range of the card.
+
+Each delta is applied in one write transaction: entries, feed head, retained delta and
+generation together (py-lmdb docs: all or nothing; a killed process leaves the last
+committed state). Fingerprints of new entries enter the index *before* the commit and those
+of removed entries leave it *after*, so a concurrent check can see a false positive (which
+LMDB then refutes) but never a false negative.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+from numpy.typing import NDArray
+
+from blacklist.accept import accept_delta, accept_snapshot, parse_signed
+from blacklist.cardbatch import keys_from_columns, matrix_from_columns, matrix_from_keys
+from blacklist.cardid import KEY_LENGTH, key_to_text, region_key_range
+from blacklist.clock import Clock, system_clock
+from blacklist.delta import Delta, FeedHead, Snapshot, publisher_code
+from blacklist.entry import Entry, Reason
+from blacklist.entryblock import CardColumns, EntryColumns
+from blacklist.errors import StoreError
+from blacklist.filters.fingerprint import fingerprints
+from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, width_for
+from blacklist.rejections import MalformedDelta
+from blacklist.signing import TrustedKey
+
+SCHEMA_VERSION = 1
+DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
+DEFAULT_RETAIN_DELTAS = 1000
+INDEX_FILE = "index.fpx"
+
+_ENTRY = struct.Struct(">BqQ")
+_FEED = struct.Struct(">Q32sQ8sqqq")  # version, digest, entries, key id, issued, applied, checked
+_U64 = struct.Struct(">Q")
+_ENTRY_DTYPE = np.dtype([("reason", "u1"), ("time", ">i8"), ("version", ">u8")])
+_REBUILD_CHUNK = 1 << 20
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """What this node holds of one publisher's feed."""
+
+    head: FeedHead
+    entries: int
+    key_id: bytes
+    issued_at: int  # when the publisher produced the head delta
+    applied_at: int  # when this node last applied a delta or snapshot of it
+    checked_at: int  # when this node last knew its copy to be current
+
+    @property
+    def publisher(self) -> str:
+        return self.head.publisher
+
+    @property
+    def version(self) -> int:
+        return self.head.version
+
+    def pack(self) -> bytes:
+        return _FEED.pack(
+            self.head.version,
+            self.head.digest,
+            self.entries,
+            self.key_id,
+            self.issued_at,
+            self.applied_at,
+            self.checked_at,
+        )
+
+    @classmethod
+    def unpack(cls, publisher: str, raw: bytes) -> FeedState:
+        version, digest, entries, key_id, issued, applied, checked = _FEED.unpack(raw)
+        return cls(FeedHead(publisher, version, digest), entries, key_id, issued, applied, checked)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    publisher: str
+    version: int
+    added: int  # entries that were not there before
+    changed: int  # entries that were there and were overwritten
+    removed: int  # entries deleted
+    absent_removes: int  # removes of cards this node did not hold
+
+
+def _pub3(publisher: str) -> bytes:
+    return publisher_code(publisher).to_bytes(3, "big")
+
+
+def decode_entry(key: bytes, value: bytes) -> Entry:
+    reason, time, version = _ENTRY.unpack(value)
+    return Entry(
+        key_to_text(key[:KEY_LENGTH]),
+        Reason(reason),
+        time,
+        f"{int.from_bytes(key[KEY_LENGTH:], 'big'):06d}",
+        version,
+    )
+
+
+@contextlib.contextmanager
+def _abort_on_error(txn: Any) -> Iterator[None]:
+    """Abort a write transaction on any exception; the body commits it itself."""
+    try:
+        yield
+    except BaseException:
+        txn.abort()
+        raise
+
+
+def _split_rows(buf: bytes, width: int) -> list[bytes]:
+    return [buf[i : i + width] for i in range(0, len(buf), width)]
+
+
+class RevocationStore:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Clock = system_clock,
+        map_size: int = DEFAULT_MAP_SIZE,
+        fingerprint_width: int | None = None,
+        retain_deltas: int = DEFAULT_RETAIN_DELTAS,
+        progress: Progress | None = None,
+    ) -> None:
+        if retain_deltas < 0:
+            raise ValueError(f"retain_deltas must be >= 0, got {retain_deltas}")
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._fixed_width = fingerprint_width
+        self._retain = retain_deltas
+        self._progress = progress
+        self.env = lmdb.open(
+            str(self.path), map_size=map_size, max_dbs=8, readahead=False, max_readers=512
+        )
+        self._entries = self.env.open_db(b"entries")
+        self._feeds_db = self.env.open_db(b"feeds")
+        self._regions_db = self.env.open_db(b"regions")
+        self._deltas = self.env.open_db(b"deltas")
+        self._meta = self.env.open_db(b"meta")
+        self._check_schema()
+        self.generation = 0
+        # In-memory change counter (applies, touches, index rebuilds): readers such as the
+        # checker drop their caches when it moves.
+        self.epoch = 0
+        self.feeds: dict[str, FeedState] = {}
+        self._feed_regions: dict[str, set[int]] = {}
+        self._load_state()
+        self.index = self._open_index()
+
+    # ------------------------------------------------------------------ opening
+    def _check_schema(self) -> None:
+        with self.env.begin(write=True) as txn:
+            raw = txn.get(b"schema", db=self._meta)
+            if raw is None:
+                txn.put(b"schema", struct.pack(">I", SCHEMA_VERSION), db=self._meta)
+                txn.put(b"generation", _U64.pack(0), db=self._meta)
+            elif struct.unpack(">I", raw)[0] != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: store schema {struct.unpack('>I', raw)[0]}, "
+                    f"this code reads schema {SCHEMA_VERSION}"
+                )
+
+    def _load_state(self) -> None:
+        with self.env.begin() as txn:
+            self.generation = _U64.unpack(txn.get(b"generation", db=self._meta))[0]
+            for key, value in txn.cursor(db=self._feeds_db):
+                pub = f"{int.from_bytes(key, 'big'):06d}"
+                self.feeds[pub] = FeedState.unpack(pub, value)
+            for key in txn.cursor(db=self._regions_db).iternext(values=False):
+                pub = f"{int.from_bytes(key[:3], 'big'):06d}"
+                self._feed_regions.setdefault(pub, set()).add(int.from_bytes(key[3:], "big"))
+
+    def entry_count(self) -> int:
+        return self._stat_entries()
+
+    def _stat_entries(self) -> int:
+        with self.env.begin() as txn:
+            return int(txn.stat(self._entries)["entries"])
+
+    def _wanted_width(self, entries: int) -> int:
+        return self._fixed_width if self._fixed_width is not None else width_for(entries)
+
+    def _open_index(self) -> FingerprintIndex:
+        entries = self._stat_entries()
+        width = self._wanted_width(entries)
+        saved = self.path / INDEX_FILE
+        if saved.exists():
+            try:
+                index, generation = FingerprintIndex.from_bytes(saved.read_bytes())
+            except StoreError:
+                index, generation = None, -1  # type: ignore[assignment]
+            # A crash after the last save leaves an older generation: rebuild then.
+            if generation == self.generation and index.width == width and len(index) == entries:
+                return index
+        return self.rebuild_index(width)
+
+    def rebuild_index(self, width: int | None = None) -> FingerprintIndex:
+        """Recompute every fingerprint from the stored keys (vectorised, in chunks)."""
+        entries = self._stat_entries()
+        index = FingerprintIndex(width or self._wanted_width(entries))
+        done = 0
+        with self.env.begin() as txn:
+            keys = txn.cursor(db=self._entries).iternext(values=False)
+            while True:
+                chunk = [k[:KEY_LENGTH] for _, k in zip(range(_REBUILD_CHUNK), keys, strict=False)]
+                if not chunk:
+                    break
+                rows = np.frombuffer(b"".join(chunk), dtype=np.uint8).reshape(-1, KEY_LENGTH)
+                index.add_many(fingerprints(matrix_from_keys(rows), index.width))
+                done += len(chunk)
+                if self._progress:
+                    self._progress(done, entries)
+        self.index = index
+        self.epoch += 1
+        return index
+
+    def save_index(self) -> None:
+        """Persist the index beside LMDB (atomic rename), tagged with the store generation."""
+        target = self.path / INDEX_FILE
+        tmp = target.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(self.index.to_bytes(self.generation))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+
+    def close(self, save_index: bool = True) -> None:
+        if save_index:
+            self.save_index()
+        self.env.close()
+
+    def __enter__(self) -> RevocationStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+    def head(self, publisher: str) -> FeedHead:
+        feed = self.feeds.get(publisher)
+        return feed.head if feed else FeedHead.genesis(publisher)
+
+    def heads(self) -> dict[str, FeedHead]:
+        return {p: f.head for p, f in self.feeds.items()}
+
+    def lookup(self, card_key: bytes, txn: Any = None) -> Entry | None:
+        """The entry for an 18-byte card key (the first publisher's, if several hold one)."""
+        if txn is None:
+            with self.env.begin(buffers=False) as own:
+                return self._lookup(own, card_key)
+        return self._lookup(txn, card_key)
+
+    def _lookup(self, txn: Any, card_key: bytes) -> Entry | None:
+        cursor = txn.cursor(db=self._entries)
+        if cursor.set_range(card_key):
+            key = cursor.key()
+            if key[:KEY_LENGTH] == card_key:
+                return decode_entry(bytes(key), bytes(cursor.value()))
+        return None
+
+    def lookup_all(self, card_key: bytes) -> list[Entry]:
+        """Every publisher's entry for one card."""
+        out = []
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self._entries)
+            if cursor.set_range(card_key):
+                for key, value in cursor:
+                    if key[:KEY_LENGTH] != card_key:
+                        break
+                    out.append(decode_entry(key, value))
+        return out
+
+    def read_txn(self) -> Any:
+        return self.env.begin()
+
+    def iter_entries(self, prefix: str = "", start_after: bytes | None = None) -> Iterator[Entry]:
+        """Entries whose region starts with ``prefix``, in key order, from after a stored key."""
+        low, high = region_key_range(prefix)
+        start = start_after + b"\x00" if start_after else low
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self._entries)
+            if not cursor.set_range(max(start, low)):
+                return
+            for key, value in cursor:
+                if key[:3] >= high:
+                    break
+                yield decode_entry(key, value)
+
+    def feed_entries(self, publisher: str) -> tuple[EntryColumns, NDArray[np.uint64]]:
+        """All entries of one publisher as columns (for building its snapshot)."""
+        pub = _pub3(publisher)
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        with self.env.begin() as txn:
+            for key, value in self._publisher_items(txn, publisher):
+                if key[KEY_LENGTH:] == pub:
+                    keys.append(key[:KEY_LENGTH])
+                    values.append(value)
+        rows = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_LENGTH)
+        vals = np.frombuffer(b"".join(values), dtype=_ENTRY_DTYPE)
+        cards = CardColumns.from_keys(rows)
+        entries = EntryColumns(
+            cards, vals["reason"].astype(np.uint8), vals["time"].astype(np.int64)
+        )
+        return entries, vals["version"].astype(np.uint64)
+
+    def _publisher_items(self, txn: Any, publisher: str) -> Iterator[tuple[bytes, bytes]]:
+        cursor = txn.cursor(db=self._entries)
+        for region in sorted(self._feed_regions.get(publisher, ())):
+            start = region.to_bytes(3, "big")
+            if not cursor.set_range(start):
+                continue
+            for key, value in cursor:
+                if key[:3] != start:
+                    break
+                yield key, value
+
+    def retained_delta(self, publisher: str, version: int) -> bytes | None:
+        with self.env.begin() as txn:
+            raw = txn.get(_pub3(publisher) + _U64.pack(version), db=self._deltas)
+            return bytes(raw) if raw is not None else None
+
+    def retained_versions(self, publisher: str) -> list[int]:
+        pub = _pub3(publisher)
+        out = []
+        with self.env.begin() as txn:
+            cursor = txn.cursor(db=self._deltas)
+            if cursor.set_range(pub):
+                for key in cursor.iternext(values=False):
+                    if key[:3] != pub:
+                        break
+                    out.append(_U64.unpack(key[3:])[0])
+        return out
+
+    # ------------------------------------------------------------------ writing
+    def apply(self, data: bytes | Delta | Snapshot, keys: Mapping[bytes, TrustedKey]) -> ApplyResult:
+        """Verify and apply a signed delta or snapshot; raises DeltaRejected, changing nothing."""
+        item = parse_signed(data) if isinstance(data, bytes | bytearray | memoryview) else data
+        if isinstance(item, Snapshot):
+            return self.apply_snapshot(item, keys)
+        return self.apply_delta(item, keys)
+
+    def apply_delta(self, delta: Delta, keys: Mapping[bytes, TrustedKey]) -> ApplyResult:
+        new_head = accept_delta(self.head(delta.publisher), delta, keys)
+        pub = _pub3(delta.publisher)
+        adds, removes = delta.adds, delta.removes
+        add_keys, add_fps = self._keys_and_fps(adds.cards, pub)
+        add_vals = self._values(adds, np.full(len(adds), delta.version, dtype=np.uint64))
+        del_keys, del_fps = self._keys_and_fps(removes, pub)
+        new_regions = self._new_regions(delta.publisher, adds.cards)
+        now = int(self._clock())
+        previous = self.feeds.get(delta.publisher)
+
+        new_fps: list[int] = []
+        gone_fps: list[int] = []
+        changed = 0
+        txn = self.env.begin(write=True)
+        with _abort_on_error(txn):
+            for key, fp in zip(del_keys, del_fps, strict=True):
+                if txn.delete(key, db=self._entries):
+                    gone_fps.append(fp)
+            for key, value, fp in zip(add_keys, add_vals, add_fps, strict=True):
+                if txn.replace(key, value, db=self._entries) is None:
+                    new_fps.append(fp)
+                else:
+                    changed += 1
+            count = (previous.entries if previous else 0) + len(new_fps) - len(gone_fps)
+            feed = FeedState(
+                new_head, count, delta.header.key_id, delta.header.issued_at, now, now
+            )
+            self._write_feed(txn, feed, new_regions)
+            if self._retain:
+                txn.put(pub + _U64.pack(delta.version), delta.to_bytes(), db=self._deltas)
+                if delta.version > self._retain:
+                    txn.delete(pub + _U64.pack(delta.version - self._retain), db=self._deltas)
+            self._commit_with_index(txn, new_fps)
+        self._after_commit(feed, new_regions, gone_fps)
+        return ApplyResult(
+            delta.publisher,
+            delta.version,
+            len(new_fps),
+            changed,
+            len(gone_fps),
+            len(del_keys) - len(gone_fps),
+        )
+
+    def apply_snapshot(self, snapshot: Snapshot, keys: Mapping[bytes, TrustedKey]) -> ApplyResult:
+        """Replace one publisher's whole entry set with a verified snapshot, atomically."""
+        new_head = accept_snapshot(self.head(snapshot.publisher), snapshot, keys)
+        pub = _pub3(snapshot.publisher)
+        entries = snapshot.entries
+        add_keys, add_fps = self._keys_and_fps(entries.cards, pub)
+        add_vals = self._values(entries, snapshot.versions)
+        new_regions = self._new_regions(snapshot.publisher, entries.cards)
+        now = int(self._clock())
+        gone_fps: list[int] = []
+        txn = self.env.begin(write=True)
+        with _abort_on_error(txn):
+            old = [k for k, _ in self._publisher_items(txn, snapshot.publisher) if k[-3:] == pub]
+            if old:
+                rows = np.frombuffer(b"".join(k[:KEY_LENGTH] for k in old), np.uint8)
+                matrix = matrix_from_keys(rows.reshape(-1, KEY_LENGTH))
+                gone_fps = fingerprints(matrix, self.index.width).tolist()
+                for key in old:
+                    txn.delete(key, db=self._entries)
+            for key, value in zip(add_keys, add_vals, strict=True):
+                txn.put(key, value, db=self._entries)
+            feed = FeedState(
+                new_head, len(add_keys), snapshot.header.key_id, snapshot.header.issued_at, now, now
+            )
+            self._write_feed(txn, feed, new_regions)
+            # History before a snapshot is not this node's to serve any more.
+            cursor = txn.cursor(db=self._deltas)
+            if cursor.set_range(pub):
+                while cursor.key()[:3] == pub and cursor.delete():
+                    pass
+            self._commit_with_index(txn, add_fps)
+        self._after_commit(feed, new_regions, gone_fps)
+        return ApplyResult(snapshot.publisher, snapshot.version, len(add_keys), 0, len(old), 0)
+
+    def touch_feed(self, publisher: str, when: float | None = None) -> None:
+        """Record that this node's copy of a feed was confirmed current at ``when``."""
+        feed = self.feeds.get(publisher)
+        if feed is None:
+            raise StoreError(f"no feed for publisher {publisher}")
+        stamp = int(self._clock() if when is None else when)
+        updated = FeedState(
+            feed.head, feed.entries, feed.key_id, feed.issued_at, feed.applied_at, stamp
+        )
+        with self.env.begin(write=True) as txn:
+            self._write_feed(txn, updated, set())
+            self._bump_generation(txn)
+        self.feeds[publisher] = updated
+        self.generation += 1
+        self.epoch += 1
+
+    # ------------------------------------------------------------------ helpers
+    def _keys_and_fps(self, cards: CardColumns, pub: bytes) -> tuple[list[bytes], list[int]]:
+        n = len(cards)
+        if n == 0:
+            return [], []
+        rows = keys_from_columns(cards.region, cards.middle, cards.serial)
+        full = np.empty((n, KEY_LENGTH + 3), dtype=np.uint8)
+        full[:, :KEY_LENGTH] = rows
+        full[:, KEY_LENGTH:] = np.frombuffer(pub, dtype=np.uint8)
+        matrix = matrix_from_columns(cards.region, cards.middle, cards.serial)
+        fps = fingerprints(matrix, self.index.width)
+        return _split_rows(full.tobytes(), KEY_LENGTH + 3), fps.tolist()
+
+    @staticmethod
+    def _values(entries: EntryColumns, versions: NDArray[np.uint64]) -> list[bytes]:
+        vals = np.empty(len(entries), dtype=_ENTRY_DTYPE)
+        vals["reason"] = entries.reason
+        vals["time"] = entries.time
+        vals["version"] = versions
+        return _split_rows(vals.tobytes(), _ENTRY.size)
+
+    def _new_regions(self, publisher: str, cards: CardColumns) -> set[int]:
+        known = self._feed_regions.get(publisher, set())
+        return {r for r in np.unique(cards.region).tolist() if r not in known}
+
+    def _write_feed(self, txn: Any, feed: FeedState, new_regions: set[int]) -> None:
+        pub = _pub3(feed.publisher)
+        txn.put(pub, feed.pack(), db=self._feeds_db)
+        for region in new_regions:
+            txn.put(pub + region.to_bytes(3, "big"), b"", db=self._regions_db)
+
+    def _bump_generation(self, txn: Any) -> None:
+        txn.put(b"generation", _U64.pack(self.generation + 1), db=self._meta)
+
+    def _commit_with_index(self, txn: Any, new_fps: list[int]) -> None:
+        """Commit ``txn`` with the new fingerprints already in the index (see module doc)."""
+        self._bump_generation(txn)
+        for fp in new_fps:
+            self.index.add(fp)
+        try:
+            txn.commit()
+        except BaseException:
+            self.index.remove_many(new_fps)
+            raise
+
+    def _after_commit(self, feed: FeedState, new_regions: set[int], gone_fps: list[int]) -> None:
+        self.generation += 1
+        self.epoch += 1
+        self.index.remove_many(gone_fps)
+        self.feeds[feed.publisher] = feed
+        self._feed_regions.setdefault(feed.publisher, set()).update(new_regions)
+        self._maybe_widen_index()
+
+    def _maybe_widen_index(self) -> None:
+        """Rebuild at a wider fingerprint when entries have doubled past the density plan."""
+        width = self.index.width
+        if self._fixed_width is None and width < 32:
+            if len(self.index) > 1 << (width - SPARSITY_BITS + 1):
+                self.rebuild_index(width_for(len(self.index)))
+
+
+def open_store(path: str | os.PathLike[str], **kwargs: Any) -> RevocationStore:
+    return RevocationStore(path, **kwargs)
+
+
+__all__ = ["ApplyResult", "FeedState", "MalformedDelta", "RevocationStore", "open_store"]

@@ -1,0 +1,1 @@
+"""Sync planning and transport (next issue)."""

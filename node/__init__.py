@@ -1,0 +1,1 @@
+"""The node process: config, servers, CLI."""

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blacklist.authority import Authority, OutOfScope, Revocation
+from blacklist.checker import Checker, CheckStatus
+from blacklist.clock import ManualClock
+from blacklist.entry import Reason
+from blacklist.errors import CardIdError
+from blacklist.store import INDEX_FILE, RevocationStore
+from tests.conftest import Keys, card
+
+T = 1_749_000_000
+
+
+@pytest.fixture
+def gz(store: RevocationStore, keys: Keys, clock: ManualClock) -> Authority:
+    return Authority(store, keys.gz, keys.ring, clock=clock)
+
+
+def test_four_statuses(store: RevocationStore, keys: Keys, gz: Authority, clock: ManualClock) -> None:
+    revoked, fine = card(), card()
+    gz.publish([Revocation(revoked, Reason.DAMAGED, T)])
+    checker = Checker(store, keys.ring, clock=clock)
+
+    r = checker.check(revoked.lower())
+    assert r.status is CheckStatus.REVOKED
+    assert (r.reason, r.effective_time, r.publisher, r.feed_version) == (
+        Reason.DAMAGED, T, "440100", 1,
+    )
+    assert r.entry is not None and r.entry.card_id == revoked
+
+    ok = checker.check(fine)
+    assert (ok.status, ok.publisher, ok.feed_version) == (CheckStatus.NOT_REVOKED, "440100", 1)
+    assert checker.check(card("120100")).status is CheckStatus.UNKNOWN_ISSUER
+    no_data = checker.check(card("110100"))
+    assert (no_data.status, no_data.publisher) == (CheckStatus.NO_DATA, "110100")
+    assert no_data.feed_age_seconds is None
+
+
+def test_feed_age_grows_until_touched(
+    store: RevocationStore, keys: Keys, gz: Authority, clock: ManualClock
+) -> None:
+    gz.publish([Revocation(card(), Reason.LOSS, T)])
+    checker = Checker(store, keys.ring, clock=clock)
+    assert checker.check(card()).feed_age_seconds == 0
+    clock.advance(90)
+    assert checker.check(card()).feed_age_seconds == 90
+    store.touch_feed("440100")
+    assert checker.check(card()).feed_age_seconds == 0
+
+
+def test_reinstate_makes_card_valid_again(store: RevocationStore, keys: Keys, gz: Authority) -> None:
+    c = card()
+    gz.publish([Revocation(c, Reason.TEMPORARY_LOSS, T)])
+    checker = Checker(store, keys.ring)
+    assert checker.check(c).revoked
+    gz.publish(reinstatements=[c])
+    assert checker.check(c).status is CheckStatus.NOT_REVOKED
+    assert checker.check(c).feed_version == 2
+
+
+def test_authority_refuses_out_of_scope(store: RevocationStore, gz: Authority) -> None:
+    with pytest.raises(OutOfScope, match="110100"):
+        gz.publish([Revocation(card("110100"), Reason.LOSS, T)])
+    assert store.heads() == {}
+
+
+def test_check_many_matches_check(store: RevocationStore, keys: Keys, gz: Authority) -> None:
+    revoked = [card() for _ in range(50)]
+    gz.publish([Revocation(c, Reason.LOSS, T) for c in revoked])
+    batch = revoked[:20] + [card() for _ in range(30)] + [card("120100"), card("110100")]
+    checker = Checker(store, keys.ring)
+    result = checker.check_many(batch)
+    assert len(result) == len(batch)
+    assert set(result.revoked) == set(range(20))
+    for i, c in enumerate(batch):
+        single = checker.check(c)
+        assert result[i].status is single.status
+        assert result.statuses[i] == single.status
+        assert result[i].entry == single.entry
+    assert result.counts() == {
+        CheckStatus.REVOKED: 20,
+        CheckStatus.NOT_REVOKED: 30,
+        CheckStatus.UNKNOWN_ISSUER: 1,
+        CheckStatus.NO_DATA: 1,
+    }
+
+
+@pytest.mark.parametrize("bad", ["", "440100", card() + "0", card()[:-1] + "G", card("990100")])
+def test_malformed_ids_are_refused(store: RevocationStore, keys: Keys, bad: str) -> None:
+    checker = Checker(store, keys.ring)
+    with pytest.raises(CardIdError):
+        checker.check(bad)
+    with pytest.raises(CardIdError) as info:
+        checker.check_many([card(), bad])
+    assert info.value.index == 1
+
+
+def test_index_is_saved_and_reloaded(tmp_path: Path, keys: Keys) -> None:
+    path = tmp_path / "s"
+    store = RevocationStore(path, map_size=1 << 28)
+    Authority(store, keys.gz, keys.ring).publish([Revocation(card(), Reason.LOSS, T)] * 1)
+    store.close()
+    saved = (path / INDEX_FILE).read_bytes()
+    reopened = RevocationStore(path, map_size=1 << 28)
+    assert len(reopened.index) == 1
+    assert reopened.index.to_bytes(reopened.generation) == saved
+    reopened.close()
+
+
+def test_stale_or_corrupt_index_is_rebuilt(tmp_path: Path, keys: Keys) -> None:
+    path = tmp_path / "s"
+    store = RevocationStore(path, map_size=1 << 28)
+    gz = Authority(store, keys.gz, keys.ring)
+    first = card()
+    gz.publish([Revocation(first, Reason.LOSS, T)])
+    store.save_index()
+    second = card()
+    gz.publish([Revocation(second, Reason.LOSS, T)])
+    store.close(save_index=False)  # a crash: the saved index predates the second delta
+    reopened = RevocationStore(path, map_size=1 << 28)
+    assert Checker(reopened, keys.ring).check(second).revoked
+    reopened.close(save_index=False)
+    (path / INDEX_FILE).write_bytes(b"FPX1 junk")
+    again = RevocationStore(path, map_size=1 << 28)
+    assert Checker(again, keys.ring).check(first).revoked
+    again.close()
+
+
+def test_index_widens_as_entries_grow(tmp_path: Path, keys: Keys) -> None:
+    store = RevocationStore(tmp_path / "s", map_size=1 << 28)
+    assert store.index.width == 16
+    gz = Authority(store, keys.gz, keys.ring)
+    cards = [card() for _ in range(1000)]
+    gz.publish([Revocation(c, Reason.LOSS, T) for c in cards])
+    assert store.index.width == 18
+    checker = Checker(store, keys.ring)
+    assert checker.check_many(cards).counts() == {CheckStatus.REVOKED: 1000}
+    store.close()
