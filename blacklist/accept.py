@@ -55,8 +55,7 @@ def _verify_origin(item: Delta | Snapshot, keys: Mapping[bytes, TrustedKey]) -> 
         )
     if key.publisher != h.publisher:
         raise KeyNotAllowed(
-            f"key {h.key_id.hex()} signs for publisher {key.publisher}, "
-            f"not for {h.publisher}"
+            f"key {h.key_id.hex()} signs for publisher {key.publisher}, not for {h.publisher}"
         )
     return key
 

@@ -50,7 +50,7 @@ def canonical_bytes(value: object) -> bytes:
     This is the hot path of every check: one encode, one regex, one upper().
     """
     try:
-        raw = value.encode("ascii")  # type: ignore[attr-defined]
+        raw: bytes = value.encode("ascii")  # type: ignore[attr-defined]
     except (AttributeError, UnicodeEncodeError):
         raise diagnose(value) from None
     if _CARD_RE.fullmatch(raw) is None:
@@ -125,11 +125,11 @@ _KEY = struct.Struct(">I7sQ")
 
 def text_to_key(canonical: str | bytes) -> bytes:
     """Binary key of an already-validated canonical card id."""
-    text = canonical.decode("ascii") if isinstance(canonical, bytes) else canonical
-    region = int(text[:6])
-    middle = int(text[6:16], 36)
-    serial = int(text[16:], 16)
-    return region.to_bytes(3, "big") + middle.to_bytes(7, "big") + serial.to_bytes(8, "big")
+    return (
+        int(canonical[:6]).to_bytes(3, "big")
+        + int(canonical[6:16], 36).to_bytes(7, "big")
+        + int(canonical[16:], 16).to_bytes(8, "big")
+    )
 
 
 def key_to_text(key: bytes) -> str:

@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from xxhash import xxh64_intdigest
 
-from blacklist.cardbatch import keys_from_matrix, parse_many, region_codes
-from blacklist.cardid import canonical_bytes, text_to_key
+from blacklist.cardbatch import keys_from_matrix
+from blacklist.cardid import text_to_key
 from blacklist.clock import Clock, system_clock
 from blacklist.entry import Entry, Reason
-from blacklist.filters.fingerprint import fingerprints
+from blacklist.probe import probe, scan
 from blacklist.signing import TrustedKey
-from blacklist.store import FeedState, RevocationStore
+from blacklist.store import FeedState, RevocationStore, decode_entry
 
 
 class CheckStatus(enum.IntEnum):
@@ -36,14 +35,33 @@ class CheckStatus(enum.IntEnum):
     NO_DATA = 4  # a known publisher, but its feed has never arrived here
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class CheckResult:
-    status: CheckStatus
-    publisher: str | None  # the feed that answered (None for UNKNOWN_ISSUER)
-    feed_version: int  # 0 when there is no feed
-    feed_checked_at: float | None  # when this node last knew that feed to be current
-    entry: Entry | None = None  # set for REVOKED
-    _clock: Clock = field(default=system_clock, repr=False)
+    """One answer. A plain slotted class rather than a frozen dataclass: it is built on every
+    revoked answer, and frozen dataclasses cost several times more to construct."""
+
+    __slots__ = ("_clock", "entry", "feed_checked_at", "feed_version", "publisher", "status")
+
+    def __init__(
+        self,
+        status: CheckStatus,
+        publisher: str | None,
+        feed_version: int,
+        feed_checked_at: float | None,
+        entry: Entry | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.status = status
+        self.publisher = publisher  # the feed that answered (None for UNKNOWN_ISSUER)
+        self.feed_version = feed_version  # 0 when there is no feed
+        self.feed_checked_at = feed_checked_at  # when this node last knew the feed current
+        self.entry = entry  # set for REVOKED
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return (
+            f"CheckResult({self.status.name}, publisher={self.publisher}, "
+            f"feed_version={self.feed_version}, entry={self.entry})"
+        )
 
     @property
     def revoked(self) -> bool:
@@ -131,12 +149,21 @@ class Checker:
         self._store = store
         self._clock = clock
         self._directory = PublisherDirectory.from_keys(keys)
+        self._clear_region_slots()
         self._epoch = -1
         self._reset()
 
     def set_keys(self, keys: Mapping[bytes, TrustedKey]) -> None:
         self._directory = PublisherDirectory.from_keys(keys)
+        self._clear_region_slots()
         self._epoch = -1
+
+    def _clear_region_slots(self) -> None:
+        # Region code → small publisher slot, for check_many: one numpy gather per batch
+        # instead of a sort. It depends only on the keys, so it survives store changes.
+        self._region_slot = np.full(1_000_000, -1, dtype=np.int16)
+        self._slot_publishers: list[str | None] = []
+        self._slot_of: dict[str | None, int] = {}
 
     def _reset(self) -> None:
         """Forget cached answers after the store or the keys changed."""
@@ -145,7 +172,7 @@ class Checker:
         self._width = index.width
         self._shift = 64 - index.width
         self._views: dict[bytes, CheckResult] = {}
-        self._views_by_code: dict[int, CheckResult] = {}
+        self._slot_answers: list[CheckResult] | None = None
         self._by_publisher: dict[str | None, CheckResult] = {}
         self._epoch = self._store.epoch
 
@@ -182,41 +209,56 @@ class Checker:
 
     def check(self, card_id: str) -> CheckResult:
         """The status of one card. Raises CardIdError for a malformed id."""
-        canon = canonical_bytes(card_id)
         if self._epoch != self._store.epoch:
             self._reset()
-        view = self._views.get(canon[:6]) or self._view(canon[:6])
-        if (xxh64_intdigest(canon) >> self._shift) in self._bitmap:
-            entry = self._store.lookup(text_to_key(canon))
-            if entry is not None:
-                return self._revoked(entry)
+        # One C call validates, canonicalises, hashes and finds the region's cached answer.
+        view: CheckResult | None
+        view, canon, digest = probe(card_id, self._views)
+        if view is None:
+            view = self._view(canon[:6])
+        if (digest >> self._shift) in self._bitmap:
+            with self._store.read_txn() as txn:
+                found = self._store.find(text_to_key(canon), txn)
+                if found is not None:
+                    return self._revoked(decode_entry(*found, canon.decode("ascii")))
         return view
 
     def check_many(self, card_ids: Sequence[str]) -> BatchResult:
         """Statuses of many cards at once: parsing and hashing are vectorised over the batch,
         and only bitmap hits cost per-card work. Raises CardIdError naming the first bad id."""
-        matrix = parse_many(card_ids)
         if self._epoch != self._store.epoch:
             self._reset()
-        bitmap = self._bitmap
-        hits = [i for i, fp in enumerate(fingerprints(matrix, self._width).tolist()) if fp in bitmap]
-        codes, feed_of = np.unique(region_codes(matrix), return_inverse=True)
-        feeds = [self._region_answer(code) for code in codes.tolist()]
+        matrix, regions, hits = scan(card_ids, self._width, self._bitmap)
+        feed_of = self._slots(regions)
+        feeds = self._slot_answers or self._answers_by_slot()
         statuses = np.array([a.status for a in feeds], dtype=np.uint8)[feed_of]
         revoked: dict[int, CheckResult] = {}
         if hits:
             keys = keys_from_matrix(matrix[hits]).tobytes()
+            find = self._store.find
             with self._store.read_txn() as txn:
                 for n, i in enumerate(hits):
-                    entry = self._store.lookup(keys[18 * n : 18 * n + 18], txn)
-                    if entry is not None:
-                        revoked[i] = self._revoked(entry)
+                    found = find(keys[18 * n : 18 * n + 18], txn)
+                    if found is not None:
+                        text = matrix[i].tobytes().decode("ascii")
+                        revoked[i] = self._revoked(decode_entry(*found, text))
                         statuses[i] = CheckStatus.REVOKED
         return BatchResult(statuses, feed_of, feeds, revoked)
 
-    def _region_answer(self, code: int) -> CheckResult:
-        answer = self._views_by_code.get(code)
-        if answer is None:
-            answer = self._view(b"%06d" % code)
-            self._views_by_code[code] = answer
-        return answer
+    def _slots(self, codes: NDArray[np.uint32]) -> NDArray[np.intp]:
+        slots = self._region_slot[codes]
+        if (slots < 0).any():
+            for code in np.unique(codes[slots < 0]).tolist():
+                publisher = self._directory.publisher_of(f"{code:06d}")
+                slot = self._slot_of.get(publisher)
+                if slot is None:
+                    slot = self._slot_of[publisher] = len(self._slot_publishers)
+                    self._slot_publishers.append(publisher)
+                    self._slot_answers = None
+                self._region_slot[code] = slot
+            slots = self._region_slot[codes]
+        return slots.astype(np.intp)
+
+    def _answers_by_slot(self) -> list[CheckResult]:
+        self._slot_answers = [self._feed_answer(p) for p in self._slot_publishers]
+        return self._slot_answers

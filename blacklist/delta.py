@@ -232,7 +232,13 @@ def sign_snapshot(
     entries = entries.take(order)
     versions = np.asarray(versions, dtype=np.uint64)[order]
     header = Header(
-        Kind.SNAPSHOT, head.publisher, head.version, head.digest, issued_at, key.suite_id, key.key_id
+        Kind.SNAPSHOT,
+        head.publisher,
+        head.version,
+        head.digest,
+        issued_at,
+        key.suite_id,
+        key.key_id,
     )
     w = Writer()
     _write_header(w, header)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Reason(enum.IntEnum):
@@ -36,9 +36,9 @@ class Reason(enum.IntEnum):
         raise ValueError(f"unknown reason {value!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One revoked card as a node holds it."""
+class Entry(NamedTuple):
+    """One revoked card as a node holds it. (A NamedTuple: built on every revoked answer,
+    and a frozen dataclass costs several times more to construct.)"""
 
     card_id: str  # canonical text
     reason: Reason

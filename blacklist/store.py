@@ -114,11 +114,15 @@ def _pub3(publisher: str) -> bytes:
     return publisher_code(publisher).to_bytes(3, "big")
 
 
-def decode_entry(key: bytes, value: bytes) -> Entry:
+_REASONS = {r.value: r for r in Reason}
+
+
+def decode_entry(key: bytes, value: bytes, card_text: str | None = None) -> Entry:
+    """An Entry from a stored record; ``card_text`` saves rebuilding the id from the key."""
     reason, time, version = _ENTRY.unpack(value)
     return Entry(
-        key_to_text(key[:KEY_LENGTH]),
-        Reason(reason),
+        card_text if card_text is not None else key_to_text(key[:KEY_LENGTH]),
+        _REASONS[reason],
         time,
         f"{int.from_bytes(key[KEY_LENGTH:], 'big'):06d}",
         version,
@@ -135,8 +139,10 @@ def _abort_on_error(txn: Any) -> Iterator[None]:
         raise
 
 
-def _split_rows(buf: bytes, width: int) -> list[bytes]:
-    return [buf[i : i + width] for i in range(0, len(buf), width)]
+def _rows(matrix: NDArray[np.uint8]) -> list[bytes]:
+    """Each row of a 2-D uint8 array as a bytes object (a void view converts in C)."""
+    width = matrix.shape[1]
+    return list(np.ascontiguousarray(matrix).view(f"V{width}").ravel().tolist())
 
 
 class RevocationStore:
@@ -191,7 +197,10 @@ class RevocationStore:
 
     def _load_state(self) -> None:
         with self.env.begin() as txn:
-            self.generation = _U64.unpack(txn.get(b"generation", db=self._meta))[0]
+            raw = txn.get(b"generation", db=self._meta)
+            if raw is None:
+                raise StoreError(f"{self.path}: store metadata has no generation record")
+            self.generation = _U64.unpack(raw)[0]
             for key, value in txn.cursor(db=self._feeds_db):
                 pub = f"{int.from_bytes(key, 'big'):06d}"
                 self.feeds[pub] = FeedState.unpack(pub, value)
@@ -217,7 +226,7 @@ class RevocationStore:
             try:
                 index, generation = FingerprintIndex.from_bytes(saved.read_bytes())
             except StoreError:
-                index, generation = None, -1  # type: ignore[assignment]
+                generation = -1  # unreadable: rebuild
             # A crash after the last save leaves an older generation: rebuild then.
             if generation == self.generation and index.width == width and len(index) == entries:
                 return index
@@ -280,11 +289,16 @@ class RevocationStore:
         return self._lookup(txn, card_key)
 
     def _lookup(self, txn: Any, card_key: bytes) -> Entry | None:
+        found = self.find(card_key, txn)
+        return decode_entry(*found) if found else None
+
+    def find(self, card_key: bytes, txn: Any) -> tuple[bytes, bytes] | None:
+        """The raw (key, value) of the first entry for an 18-byte card key, if any."""
         cursor = txn.cursor(db=self._entries)
         if cursor.set_range(card_key):
             key = cursor.key()
             if key[:KEY_LENGTH] == card_key:
-                return decode_entry(bytes(key), bytes(cursor.value()))
+                return key, cursor.value()
         return None
 
     def lookup_all(self, card_key: bytes) -> list[Entry]:
@@ -362,7 +376,9 @@ class RevocationStore:
         return out
 
     # ------------------------------------------------------------------ writing
-    def apply(self, data: bytes | Delta | Snapshot, keys: Mapping[bytes, TrustedKey]) -> ApplyResult:
+    def apply(
+        self, data: bytes | Delta | Snapshot, keys: Mapping[bytes, TrustedKey]
+    ) -> ApplyResult:
         """Verify and apply a signed delta or snapshot; raises DeltaRejected, changing nothing."""
         item = parse_signed(data) if isinstance(data, bytes | bytearray | memoryview) else data
         if isinstance(item, Snapshot):
@@ -371,8 +387,9 @@ class RevocationStore:
 
     def apply_delta(self, delta: Delta, keys: Mapping[bytes, TrustedKey]) -> ApplyResult:
         new_head = accept_delta(self.head(delta.publisher), delta, keys)
-        pub = _pub3(delta.publisher)
         adds, removes = delta.adds, delta.removes
+        self._plan_width(len(self.index) + len(adds))
+        pub = _pub3(delta.publisher)
         add_keys, add_fps = self._keys_and_fps(adds.cards, pub)
         add_vals = self._values(adds, np.full(len(adds), delta.version, dtype=np.uint64))
         del_keys, del_fps = self._keys_and_fps(removes, pub)
@@ -380,23 +397,20 @@ class RevocationStore:
         now = int(self._clock())
         previous = self.feeds.get(delta.publisher)
 
-        new_fps: list[int] = []
-        gone_fps: list[int] = []
-        changed = 0
         txn = self.env.begin(write=True)
         with _abort_on_error(txn):
-            for key, fp in zip(del_keys, del_fps, strict=True):
-                if txn.delete(key, db=self._entries):
-                    gone_fps.append(fp)
-            for key, value, fp in zip(add_keys, add_vals, add_fps, strict=True):
-                if txn.replace(key, value, db=self._entries) is None:
-                    new_fps.append(fp)
-                else:
-                    changed += 1
+            cursor = txn.cursor(db=self._entries)
+            # getmulti/putmulti loop in C; the keys arrive sorted (a block's order is the
+            # key order), which keeps LMDB's page writes sequential.
+            held = {k for k, _ in cursor.getmulti(del_keys)} if del_keys else set()
+            for key in held:
+                txn.delete(key, db=self._entries)
+            gone_fps = del_fps[[k in held for k in del_keys]] if held else del_fps[:0]
+            existing = {k for k, _ in cursor.getmulti(add_keys)} if add_keys else set()
+            cursor.putmulti(zip(add_keys, add_vals, strict=True), overwrite=True)
+            new_fps = add_fps[[k not in existing for k in add_keys]] if existing else add_fps
             count = (previous.entries if previous else 0) + len(new_fps) - len(gone_fps)
-            feed = FeedState(
-                new_head, count, delta.header.key_id, delta.header.issued_at, now, now
-            )
+            feed = FeedState(new_head, count, delta.header.key_id, delta.header.issued_at, now, now)
             self._write_feed(txn, feed, new_regions)
             if self._retain:
                 txn.put(pub + _U64.pack(delta.version), delta.to_bytes(), db=self._deltas)
@@ -408,7 +422,7 @@ class RevocationStore:
             delta.publisher,
             delta.version,
             len(new_fps),
-            changed,
+            len(existing),
             len(gone_fps),
             len(del_keys) - len(gone_fps),
         )
@@ -416,24 +430,27 @@ class RevocationStore:
     def apply_snapshot(self, snapshot: Snapshot, keys: Mapping[bytes, TrustedKey]) -> ApplyResult:
         """Replace one publisher's whole entry set with a verified snapshot, atomically."""
         new_head = accept_snapshot(self.head(snapshot.publisher), snapshot, keys)
+        previous = self.feeds.get(snapshot.publisher)
+        self._plan_width(
+            len(self.index) + len(snapshot.entries) - (previous.entries if previous else 0)
+        )
         pub = _pub3(snapshot.publisher)
         entries = snapshot.entries
         add_keys, add_fps = self._keys_and_fps(entries.cards, pub)
         add_vals = self._values(entries, snapshot.versions)
         new_regions = self._new_regions(snapshot.publisher, entries.cards)
         now = int(self._clock())
-        gone_fps: list[int] = []
+        gone_fps = np.zeros(0, dtype=np.uint32)
         txn = self.env.begin(write=True)
         with _abort_on_error(txn):
             old = [k for k, _ in self._publisher_items(txn, snapshot.publisher) if k[-3:] == pub]
             if old:
                 rows = np.frombuffer(b"".join(k[:KEY_LENGTH] for k in old), np.uint8)
                 matrix = matrix_from_keys(rows.reshape(-1, KEY_LENGTH))
-                gone_fps = fingerprints(matrix, self.index.width).tolist()
+                gone_fps = fingerprints(matrix, self.index.width)
                 for key in old:
                     txn.delete(key, db=self._entries)
-            for key, value in zip(add_keys, add_vals, strict=True):
-                txn.put(key, value, db=self._entries)
+            txn.cursor(db=self._entries).putmulti(zip(add_keys, add_vals, strict=True))
             feed = FeedState(
                 new_head, len(add_keys), snapshot.header.key_id, snapshot.header.issued_at, now, now
             )
@@ -464,17 +481,18 @@ class RevocationStore:
         self.epoch += 1
 
     # ------------------------------------------------------------------ helpers
-    def _keys_and_fps(self, cards: CardColumns, pub: bytes) -> tuple[list[bytes], list[int]]:
+    def _keys_and_fps(
+        self, cards: CardColumns, pub: bytes
+    ) -> tuple[list[bytes], NDArray[np.uint32]]:
         n = len(cards)
         if n == 0:
-            return [], []
+            return [], np.zeros(0, dtype=np.uint32)
         rows = keys_from_columns(cards.region, cards.middle, cards.serial)
         full = np.empty((n, KEY_LENGTH + 3), dtype=np.uint8)
         full[:, :KEY_LENGTH] = rows
         full[:, KEY_LENGTH:] = np.frombuffer(pub, dtype=np.uint8)
         matrix = matrix_from_columns(cards.region, cards.middle, cards.serial)
-        fps = fingerprints(matrix, self.index.width)
-        return _split_rows(full.tobytes(), KEY_LENGTH + 3), fps.tolist()
+        return _rows(full), fingerprints(matrix, self.index.width)
 
     @staticmethod
     def _values(entries: EntryColumns, versions: NDArray[np.uint64]) -> list[bytes]:
@@ -482,7 +500,7 @@ class RevocationStore:
         vals["reason"] = entries.reason
         vals["time"] = entries.time
         vals["version"] = versions
-        return _split_rows(vals.tobytes(), _ENTRY.size)
+        return _rows(vals.view(np.uint8).reshape(len(entries), _ENTRY.size))
 
     def _new_regions(self, publisher: str, cards: CardColumns) -> set[int]:
         known = self._feed_regions.get(publisher, set())
@@ -497,31 +515,31 @@ class RevocationStore:
     def _bump_generation(self, txn: Any) -> None:
         txn.put(b"generation", _U64.pack(self.generation + 1), db=self._meta)
 
-    def _commit_with_index(self, txn: Any, new_fps: list[int]) -> None:
+    def _commit_with_index(self, txn: Any, new_fps: NDArray[np.uint32]) -> None:
         """Commit ``txn`` with the new fingerprints already in the index (see module doc)."""
         self._bump_generation(txn)
-        for fp in new_fps:
-            self.index.add(fp)
+        self.index.add_many(new_fps)
         try:
             txn.commit()
         except BaseException:
-            self.index.remove_many(new_fps)
+            self.index.remove_many(new_fps.tolist())
             raise
 
-    def _after_commit(self, feed: FeedState, new_regions: set[int], gone_fps: list[int]) -> None:
+    def _after_commit(
+        self, feed: FeedState, new_regions: set[int], gone_fps: NDArray[np.uint32]
+    ) -> None:
         self.generation += 1
         self.epoch += 1
-        self.index.remove_many(gone_fps)
+        self.index.remove_many(gone_fps.tolist())
         self.feeds[feed.publisher] = feed
         self._feed_regions.setdefault(feed.publisher, set()).update(new_regions)
-        self._maybe_widen_index()
 
-    def _maybe_widen_index(self) -> None:
-        """Rebuild at a wider fingerprint when entries have doubled past the density plan."""
+    def _plan_width(self, entries: int) -> None:
+        """Before a write that brings the store to about ``entries``: rebuild at a wider
+        fingerprint once entries have doubled past the density plan (amortised O(1))."""
         width = self.index.width
-        if self._fixed_width is None and width < 32:
-            if len(self.index) > 1 << (width - SPARSITY_BITS + 1):
-                self.rebuild_index(width_for(len(self.index)))
+        if self._fixed_width is None and width < 32 and entries > 1 << (width - SPARSITY_BITS + 1):
+            self.rebuild_index(width_for(entries))
 
 
 def open_store(path: str | os.PathLike[str], **kwargs: Any) -> RevocationStore:

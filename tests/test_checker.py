@@ -20,7 +20,9 @@ def gz(store: RevocationStore, keys: Keys, clock: ManualClock) -> Authority:
     return Authority(store, keys.gz, keys.ring, clock=clock)
 
 
-def test_four_statuses(store: RevocationStore, keys: Keys, gz: Authority, clock: ManualClock) -> None:
+def test_four_statuses(
+    store: RevocationStore, keys: Keys, gz: Authority, clock: ManualClock
+) -> None:
     revoked, fine = card(), card()
     gz.publish([Revocation(revoked, Reason.DAMAGED, T)])
     checker = Checker(store, keys.ring, clock=clock)
@@ -28,7 +30,10 @@ def test_four_statuses(store: RevocationStore, keys: Keys, gz: Authority, clock:
     r = checker.check(revoked.lower())
     assert r.status is CheckStatus.REVOKED
     assert (r.reason, r.effective_time, r.publisher, r.feed_version) == (
-        Reason.DAMAGED, T, "440100", 1,
+        Reason.DAMAGED,
+        T,
+        "440100",
+        1,
     )
     assert r.entry is not None and r.entry.card_id == revoked
 
@@ -52,7 +57,9 @@ def test_feed_age_grows_until_touched(
     assert checker.check(card()).feed_age_seconds == 0
 
 
-def test_reinstate_makes_card_valid_again(store: RevocationStore, keys: Keys, gz: Authority) -> None:
+def test_reinstate_makes_card_valid_again(
+    store: RevocationStore, keys: Keys, gz: Authority
+) -> None:
     c = card()
     gz.publish([Revocation(c, Reason.TEMPORARY_LOSS, T)])
     checker = Checker(store, keys.ring)

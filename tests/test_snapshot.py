@@ -85,8 +85,9 @@ def test_snapshot_rejections(tmp_path: Path, keys: Keys) -> None:
     target.apply(snap, keys.ring)
     with pytest.raises(ReplayedDelta):  # the same version again
         target.apply(snap, keys.ring)
-    forged = sign_snapshot(keys.gz, type(head)(head.publisher, head.version, b"\x07" * 32),
-                           entries, versions, T)
+    forged = sign_snapshot(
+        keys.gz, type(head)(head.publisher, head.version, b"\x07" * 32), entries, versions, T
+    )
     with pytest.raises(ForkedFeed):
         target.apply(forged.to_bytes(), keys.ring)
     source.close()

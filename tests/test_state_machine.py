@@ -89,11 +89,17 @@ class StoreVsDict(RuleBasedStateMachine):
             if data is None:
                 return
         elif kind == "gap":
-            data = build_delta(key, FeedHead(head.publisher, head.version + 1, head.digest),
-                               [Revocation(c, Reason.LOSS, 1)]).to_bytes()
+            data = build_delta(
+                key,
+                FeedHead(head.publisher, head.version + 1, head.digest),
+                [Revocation(c, Reason.LOSS, 1)],
+            ).to_bytes()
         elif kind == "fork":
-            data = build_delta(key, FeedHead(head.publisher, head.version, b"\x01" * 32),
-                               [Revocation(c, Reason.LOSS, 1)]).to_bytes()
+            data = build_delta(
+                key,
+                FeedHead(head.publisher, head.version, b"\x01" * 32),
+                [Revocation(c, Reason.LOSS, 1)],
+            ).to_bytes()
         else:
             raw = bytearray(build_delta(key, head, [Revocation(c, Reason.LOSS, 1)]).to_bytes())
             raw[-3] ^= 0x40

@@ -1,0 +1,39 @@
+"""Print the headline figures of a pytest-benchmark JSON file beside their baselines.
+
+python -m bench.report bench/results/latest.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+# figure key → (baseline key, target as text)
+FIGURES: dict[str, tuple[str | None, str]] = {
+    "ns_per_check": ("baseline_ns_per_check", "<= naive lookup"),
+    "cards_per_s": ("baseline_cards_per_s", ">= 1.5x naive loop"),
+    "index_bytes_per_entry": ("baseline_bytes_per_entry", "<= 2.5 (10M), <= 1/40 of dict"),
+    "entries_per_s": ("baseline_entries_per_s", ">= 50% of bare LMDB puts"),
+    "delta_bytes_per_entry": ("crl_bytes_per_entry", "<= 10 (CRL ~41)"),
+}
+
+
+def main(path: str) -> None:
+    with open(path) as f:
+        report = json.load(f)
+    print(f"{'benchmark':32} {'figure':24} {'value':>14} {'baseline':>14} {'ratio':>7}  target")
+    for bench in report["benchmarks"]:
+        info = bench.get("extra_info", {})
+        for key, (base_key, target) in FIGURES.items():
+            if key not in info:
+                continue
+            value = float(info[key])
+            base = float(info[base_key]) if base_key and base_key in info else None
+            ratio = f"{value / base:7.2f}" if base else "       "
+            base_s = f"{base:14,.1f}" if base is not None else " " * 14
+            print(f"{bench['name']:32} {key:24} {value:14,.1f} {base_s} {ratio}  {target}")
+    print(f"(entries per benchmark store: {report['benchmarks'][0]['extra_info'].get('entries')})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest.json")

@@ -1,0 +1,231 @@
+"""Issue #2 figures: check (miss/hit), check_many, index memory, delta apply rate, delta size.
+
+Each figure is stored in ``benchmark.extra_info`` beside a baseline measured in the same run
+(these machines are noisy); ``make bench`` writes them to bench/results/latest.json and
+prints them with ``python -m bench.report``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import tempfile
+import time
+from typing import Any
+
+import lmdb
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
+
+from bench.conftest import SCALE, Loaded, per_call_seconds
+from bench.data import city_entries, naive_check
+from blacklist.delta import FeedHead, sign_delta
+from blacklist.entryblock import CardColumns, EntryColumns
+from blacklist.signing import Keyring, SigningKey
+from blacklist.store import RevocationStore
+
+BATCH = 1000
+
+
+def median(benchmark: Any) -> float | None:
+    """The benchmark's median seconds per call, or None when timing is disabled."""
+    stats = getattr(benchmark, "stats", None)
+    return None if stats is None else float(stats.stats.median)
+
+
+def record(benchmark: Any, **figures: float | int | str) -> None:
+    benchmark.extra_info.update(figures)
+    print(
+        "\n  "
+        + "  ".join(
+            f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+        ),
+        file=sys.stderr,
+    )
+
+
+def _check_loop(loaded: Loaded, queries: list[str]) -> tuple[Any, Any]:
+    check = loaded.checker.check
+    table = loaded.naive
+
+    def ours() -> None:
+        for q in queries:
+            check(q)
+
+    def naive() -> None:
+        for q in queries:
+            naive_check(table, q)
+
+    return ours, naive
+
+
+@pytest.mark.parametrize("kind", ["miss", "hit"])
+def test_check_single(benchmark: Any, loaded: Loaded, kind: str) -> None:
+    queries = (loaded.misses if kind == "miss" else loaded.hits)[:BATCH]
+    ours, naive = _check_loop(loaded, queries)
+    baseline = per_call_seconds(naive)
+    benchmark.name = f"test_check_{kind}"
+    benchmark(ours)
+    if (m := median(benchmark)) is not None:
+        record(
+            benchmark,
+            entries=loaded.entries,
+            ns_per_check=m / len(queries) * 1e9,
+            baseline_ns_per_check=baseline / len(queries) * 1e9,
+        )
+
+
+def test_check_many(benchmark: Any, loaded: Loaded) -> None:
+    # A gateway's batch: mostly valid cards, 1% revoked.
+    batch = loaded.misses[: BATCH - BATCH // 100] + loaded.hits[: BATCH // 100]
+    check_many = loaded.checker.check_many
+    result = check_many(batch)
+    assert len(result.revoked) == BATCH // 100
+    table = loaded.naive
+    baseline = per_call_seconds(lambda: [naive_check(table, q) for q in batch])
+    benchmark(check_many, batch)
+    if (m := median(benchmark)) is not None:
+        record(
+            benchmark,
+            entries=loaded.entries,
+            cards_per_s=len(batch) / m,
+            baseline_cards_per_s=len(batch) / baseline,
+        )
+
+
+def _dict_bytes(table: dict[str, tuple[int, int]]) -> int:
+    """What the naive dict holds: the table, each key string, each value tuple and its
+    non-cached ints (the reason is a small cached int)."""
+    total = sys.getsizeof(table)
+    for key, (_, t) in table.items():
+        total += sys.getsizeof(key) + sys.getsizeof((0, 0)) + sys.getsizeof(t)
+    return total
+
+
+def test_index_memory(benchmark: Any, loaded: Loaded) -> None:
+    index = loaded.store.index
+    benchmark(index.memory_bytes)
+    per_entry = index.memory_bytes() / len(index)
+    baseline = _dict_bytes(loaded.naive) / len(loaded.naive)
+    assert per_entry * 40 <= baseline or SCALE < 100_000
+    record(
+        benchmark,
+        entries=len(index),
+        fingerprint_width=index.width,
+        index_bytes_per_entry=per_entry,
+        baseline_bytes_per_entry=baseline,
+        ratio=baseline / per_entry,
+    )
+
+
+DELTA_SIZE = min(100_000, SCALE)
+
+
+@pytest.fixture(scope="module")
+def big_delta() -> tuple[bytes, SigningKey, Keyring, EntryColumns]:
+    key = SigningKey.generate("440300", ["4403"])
+    rng = np.random.default_rng(5)
+    # One city's cards, per-second times within one hour, mixed reasons.
+    entries = city_entries(rng, "440300", DELTA_SIZE, start=1_767_225_600, span=3600)
+    delta = sign_delta(key, FeedHead.genesis("440300"), entries, CardColumns.empty(), 0)
+    return delta.to_bytes(), key, Keyring([key.trusted()]), entries
+
+
+def test_delta_apply_rate(benchmark: Any, big_delta: tuple[bytes, Any, Keyring, Any]) -> None:
+    data, _, ring, _ = big_delta
+    scratch = tempfile.TemporaryDirectory(prefix="bench-apply-")
+    stores: list[RevocationStore] = []
+
+    def fresh() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        store = RevocationStore(f"{scratch.name}/{len(stores)}", map_size=1 << 32)
+        stores.append(store)
+        return (store,), {}
+
+    def apply(store: RevocationStore) -> None:
+        store.apply(data, ring)
+
+    # Baseline: the same keys and values put into a bare LMDB in one transaction.
+    probe, _ = fresh()
+    probe[0].apply(data, ring)
+    with probe[0].env.begin() as txn:
+        items = list(txn.cursor(db=probe[0]._entries))
+    baseline_runs = []
+    for run in range(3):
+        env = lmdb.open(f"{scratch.name}/bare{run}", map_size=1 << 32, max_dbs=2)
+        db = env.open_db(b"entries")
+        t0 = time.perf_counter()
+        with env.begin(write=True) as txn:
+            for k, v in items:
+                txn.put(k, v, db=db)
+        baseline_runs.append(time.perf_counter() - t0)
+        env.close()
+    benchmark.pedantic(apply, setup=fresh, rounds=3, iterations=1)
+    for s in stores:
+        s.close(save_index=False)
+    scratch.cleanup()
+    if (m := median(benchmark)) is not None:
+        n = len(items)
+        record(
+            benchmark,
+            entries_per_s=n / m,
+            baseline_entries_per_s=n / min(baseline_runs),
+            ratio=min(baseline_runs) / m,
+        )
+
+
+def _crl_bytes(entries: EntryColumns) -> int:
+    """A DER X.509 delta CRL (RFC 5280 §5.2.4) of the same revocations: serial, revocation
+    date and reason code per entry, signed with Ed25519."""
+    key = Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "440300 card authority")])
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(name)
+        .last_update(now)
+        .next_update(now + dt.timedelta(hours=1))
+        .add_extension(x509.CRLNumber(2), critical=False)
+        .add_extension(x509.DeltaCRLIndicator(1), critical=True)
+    )
+    flags = list(x509.ReasonFlags)
+    reasons = [
+        x509.ReasonFlags.key_compromise,
+        x509.ReasonFlags.superseded,
+        x509.ReasonFlags.cessation_of_operation,
+        x509.ReasonFlags.affiliation_changed,
+    ]
+    for serial, reason, t in zip(
+        entries.cards.serial.tolist(), entries.reason.tolist(), entries.time.tolist(), strict=True
+    ):
+        revoked = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial or 1)
+            .revocation_date(dt.datetime.fromtimestamp(t, dt.UTC))
+            .add_extension(x509.CRLReason(reasons[reason % len(reasons)]), critical=False)
+            .build()
+        )
+        builder = builder.add_revoked_certificate(revoked)
+    assert flags
+    return len(builder.sign(key, None).public_bytes(serialization_der()))
+
+
+def serialization_der() -> Any:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.DER
+
+
+def test_delta_size(benchmark: Any, big_delta: tuple[bytes, SigningKey, Keyring, Any]) -> None:
+    data, key, _, entries = big_delta
+    benchmark(sign_delta, key, FeedHead.genesis("440300"), entries, CardColumns.empty(), 0)
+    crl = _crl_bytes(entries)
+    record(
+        benchmark,
+        entries=len(entries),
+        delta_bytes_per_entry=len(data) / len(entries),
+        crl_bytes_per_entry=crl / len(entries),
+    )
+    assert len(data) / len(entries) <= 10

@@ -1,0 +1,424 @@
+/* blacklist._speedups: the single-card check's front half in one C call.
+ *
+ * Why: Checker.check must be no slower than a naive regex + upper + dict.get lookup
+ * (~440 ns on the slow build machine). In Python, encode + validate + upper + xxh64 +
+ * region lookup is five or six C calls at ~50-100 ns of interpreter overhead each;
+ * doing all of it here costs one call. blacklist/probe.py wraps this and keeps a
+ * pure-Python fallback with identical results (tests/test_probe.py compares them).
+ *
+ * probe(card_id, views, provinces) -> (views.get(canon[:6]), canon, xxh64(canon))
+ *
+ * Card id layout (blacklist/cardid.py): 32 ASCII characters
+ *     0-5    region: 6 digits, the first two a province-level code (provinces[p] != 0)
+ *     6-15   middle: 10 ASCII letters or digits
+ *     16-31  serial: 16 hex digits, either case
+ * The canonical form is the upper-case text. `provinces` is a 100-byte table built in
+ * Python from regions.PROVINCE_PREFIXES, the single source of truth for valid prefixes.
+ *
+ * Any malformed id raises a bare ValueError; the Python wrapper replaces it with
+ * cardid.diagnose(), which explains the failure. Wrong types for `views` or `provinces`
+ * are programming errors and raise TypeError, so they are never mistaken for a bad id.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CARD_ID_LENGTH 32
+#define REGION_LENGTH 6
+#define PROVINCE_TABLE_LENGTH 100
+
+/* Character classes, one bit each. */
+#define C_DIGIT 0x01
+#define C_ALNUM 0x02
+#define C_HEX 0x04
+
+/* Class bits of each byte; everything not listed (including bytes >= 0x80) is 0. */
+static const unsigned char char_class[256] = {
+    ['0'] = C_DIGIT | C_ALNUM | C_HEX, ['1'] = C_DIGIT | C_ALNUM | C_HEX,
+    ['2'] = C_DIGIT | C_ALNUM | C_HEX, ['3'] = C_DIGIT | C_ALNUM | C_HEX,
+    ['4'] = C_DIGIT | C_ALNUM | C_HEX, ['5'] = C_DIGIT | C_ALNUM | C_HEX,
+    ['6'] = C_DIGIT | C_ALNUM | C_HEX, ['7'] = C_DIGIT | C_ALNUM | C_HEX,
+    ['8'] = C_DIGIT | C_ALNUM | C_HEX, ['9'] = C_DIGIT | C_ALNUM | C_HEX,
+    ['A'] = C_ALNUM | C_HEX, ['B'] = C_ALNUM | C_HEX, ['C'] = C_ALNUM | C_HEX,
+    ['D'] = C_ALNUM | C_HEX, ['E'] = C_ALNUM | C_HEX, ['F'] = C_ALNUM | C_HEX,
+    ['a'] = C_ALNUM | C_HEX, ['b'] = C_ALNUM | C_HEX, ['c'] = C_ALNUM | C_HEX,
+    ['d'] = C_ALNUM | C_HEX, ['e'] = C_ALNUM | C_HEX, ['f'] = C_ALNUM | C_HEX,
+    ['G'] = C_ALNUM, ['H'] = C_ALNUM, ['I'] = C_ALNUM, ['J'] = C_ALNUM,
+    ['K'] = C_ALNUM, ['L'] = C_ALNUM, ['M'] = C_ALNUM, ['N'] = C_ALNUM,
+    ['O'] = C_ALNUM, ['P'] = C_ALNUM, ['Q'] = C_ALNUM, ['R'] = C_ALNUM,
+    ['S'] = C_ALNUM, ['T'] = C_ALNUM, ['U'] = C_ALNUM, ['V'] = C_ALNUM,
+    ['W'] = C_ALNUM, ['X'] = C_ALNUM, ['Y'] = C_ALNUM, ['Z'] = C_ALNUM,
+    ['g'] = C_ALNUM, ['h'] = C_ALNUM, ['i'] = C_ALNUM, ['j'] = C_ALNUM,
+    ['k'] = C_ALNUM, ['l'] = C_ALNUM, ['m'] = C_ALNUM, ['n'] = C_ALNUM,
+    ['o'] = C_ALNUM, ['p'] = C_ALNUM, ['q'] = C_ALNUM, ['r'] = C_ALNUM,
+    ['s'] = C_ALNUM, ['t'] = C_ALNUM, ['u'] = C_ALNUM, ['v'] = C_ALNUM,
+    ['w'] = C_ALNUM, ['x'] = C_ALNUM, ['y'] = C_ALNUM, ['z'] = C_ALNUM,
+};
+
+/* XXH64 (xxHash specification, "XXH64 algorithm description") of exactly 32 bytes with
+ * seed 0: one stripe of four little-endian 64-bit lanes, then merge, length, avalanche.
+ * Must match xxhash.xxh64_intdigest and filters/fingerprint.py bit for bit. */
+#define P1 UINT64_C(0x9E3779B185EBCA87)
+#define P2 UINT64_C(0xC2B2AE3D27D4EB4F)
+#define P3 UINT64_C(0x165667B19E3779F9)
+#define P4 UINT64_C(0x85EBCA77C2B2AE63)
+
+static inline uint64_t
+rotl64(uint64_t x, int r)
+{
+    return (x << r) | (x >> (64 - r));
+}
+
+static inline uint64_t
+read_le64(const unsigned char *p)
+{
+    /* Byte by byte so the result is the same on big-endian machines; compilers turn
+     * this into one load on little-endian ones. */
+    return (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16) |
+           ((uint64_t)p[3] << 24) | ((uint64_t)p[4] << 32) | ((uint64_t)p[5] << 40) |
+           ((uint64_t)p[6] << 48) | ((uint64_t)p[7] << 56);
+}
+
+static inline uint64_t
+xxh64_round(uint64_t acc, uint64_t lane)
+{
+    acc += lane * P2;
+    acc = rotl64(acc, 31);
+    return acc * P1;
+}
+
+static inline uint64_t
+xxh64_merge(uint64_t h, uint64_t v)
+{
+    h ^= xxh64_round(0, v);
+    return h * P1 + P4;
+}
+
+static uint64_t
+xxh64_32(const unsigned char *p)
+{
+    uint64_t v1 = xxh64_round(P1 + P2, read_le64(p));
+    uint64_t v2 = xxh64_round(P2, read_le64(p + 8));
+    uint64_t v3 = xxh64_round(0, read_le64(p + 16));
+    uint64_t v4 = xxh64_round((uint64_t)0 - P1, read_le64(p + 24));
+    uint64_t h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18);
+    h = xxh64_merge(h, v1);
+    h = xxh64_merge(h, v2);
+    h = xxh64_merge(h, v3);
+    h = xxh64_merge(h, v4);
+    h += CARD_ID_LENGTH;
+    /* No tail bytes: the input is exactly one stripe. */
+    h ^= h >> 33;
+    h *= P2;
+    h ^= h >> 29;
+    h *= P3;
+    h ^= h >> 32;
+    return h;
+}
+
+static PyObject *
+invalid_card_id(void)
+{
+    PyErr_SetString(PyExc_ValueError, "invalid card id");
+    return NULL;
+}
+
+/* Validate `card_id` and write its canonical upper-case form into `out`.
+ * Returns 0 on success, -1 (with no exception set) if the id is malformed. */
+static int
+canonicalise(PyObject *card_id, const unsigned char *provinces, unsigned char *out)
+{
+    if (!PyUnicode_Check(card_id) || !PyUnicode_IS_ASCII(card_id) ||
+        PyUnicode_GET_LENGTH(card_id) != CARD_ID_LENGTH) {
+        return -1;
+    }
+    const unsigned char *s = PyUnicode_1BYTE_DATA(card_id);
+    unsigned int bad = 0;
+    int i;
+    /* Accumulate the missing class bits instead of branching on each character. */
+    for (i = 0; i < REGION_LENGTH; i++) {
+        bad |= ~char_class[s[i]] & C_DIGIT;
+    }
+    for (; i < 16; i++) {
+        bad |= ~char_class[s[i]] & C_ALNUM;
+    }
+    for (; i < CARD_ID_LENGTH; i++) {
+        bad |= ~char_class[s[i]] & C_HEX;
+    }
+    if (bad) {
+        return -1;
+    }
+    if (!provinces[(s[0] - '0') * 10 + (s[1] - '0')]) {
+        return -1;
+    }
+    for (i = 0; i < CARD_ID_LENGTH; i++) {
+        unsigned char c = s[i];
+        /* Every character is now known to be [0-9A-Za-z]; only a-z change. */
+        out[i] = (c >= 'a') ? (unsigned char)(c - ('a' - 'A')) : c;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(probe_doc,
+"probe(card_id, views, provinces, /) -> (view or None, canon, hash)\n\n"
+"Validate a card id, return views.get(canon[:6]), the canonical upper-case bytes and\n"
+"XXH64 (seed 0) of them. Raises ValueError for a malformed id.");
+
+static PyObject *
+probe(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "probe() takes exactly 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *card_id = args[0];
+    PyObject *views = args[1];
+    PyObject *provinces = args[2];
+    if (!PyDict_Check(views)) {
+        PyErr_Format(PyExc_TypeError, "views must be a dict, not %.100s",
+                     Py_TYPE(views)->tp_name);
+        return NULL;
+    }
+    if (!PyBytes_Check(provinces) || PyBytes_GET_SIZE(provinces) != PROVINCE_TABLE_LENGTH) {
+        PyErr_SetString(PyExc_TypeError, "provinces must be a bytes table of length 100");
+        return NULL;
+    }
+
+    unsigned char buf[CARD_ID_LENGTH];
+    if (canonicalise(card_id, (const unsigned char *)PyBytes_AS_STRING(provinces), buf) < 0) {
+        return invalid_card_id();
+    }
+
+    PyObject *result = PyTuple_New(3);
+    if (result == NULL) {
+        return NULL;
+    }
+    PyObject *canon = PyBytes_FromStringAndSize((const char *)buf, CARD_ID_LENGTH);
+    if (canon == NULL) {
+        goto error;
+    }
+    PyTuple_SET_ITEM(result, 1, canon);
+    PyObject *hash = PyLong_FromUnsignedLongLong((unsigned long long)xxh64_32(buf));
+    if (hash == NULL) {
+        goto error;
+    }
+    PyTuple_SET_ITEM(result, 2, hash);
+
+    PyObject *region = PyBytes_FromStringAndSize((const char *)buf, REGION_LENGTH);
+    if (region == NULL) {
+        goto error;
+    }
+    /* Like dict.get: a missing key is not an error (and __missing__ is not called). */
+    PyObject *view;
+#if PY_VERSION_HEX >= 0x030D0000
+    /* A strong reference: a borrowed one is unsafe in the free-threaded build. */
+    int found = PyDict_GetItemRef(views, region, &view);
+    Py_DECREF(region);
+    if (found < 0) {
+        goto error;
+    }
+    if (found == 0) {
+        view = Py_NewRef(Py_None);
+    }
+#else
+    view = PyDict_GetItemWithError(views, region); /* borrowed */
+    Py_DECREF(region);
+    if (view == NULL) {
+        if (PyErr_Occurred()) {
+            goto error;
+        }
+        view = Py_None;
+    }
+    Py_INCREF(view);
+#endif
+    PyTuple_SET_ITEM(result, 0, view);
+    return result;
+
+error:
+    /* Unset slots of a new tuple are NULL, which tuple deallocation skips. */
+    Py_DECREF(result);
+    return NULL;
+}
+
+PyDoc_STRVAR(members_doc,
+"members(container, fingerprints, /) -> list[int]\n"
+"\n"
+"Indices i for which fingerprints[i] in container; fingerprints is a buffer of\n"
+"uint32 (a numpy array). The check_many membership loop in C: the container's own\n"
+"__contains__ is called for each value, without the interpreter in between.");
+
+static PyObject *
+members(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "members() takes exactly 2 arguments");
+        return NULL;
+    }
+    PyObject *container = args[0];
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return NULL;
+    }
+    if (view.itemsize != 4 || view.format == NULL ||
+        (strcmp(view.format, "I") != 0 && strcmp(view.format, "=I") != 0 &&
+         strcmp(view.format, "<I") != 0 && strcmp(view.format, "L") != 0)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "fingerprints must be a contiguous uint32 buffer");
+        return NULL;
+    }
+    const uint32_t *values = (const uint32_t *)view.buf;
+    Py_ssize_t n = view.len / 4;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = PyLong_FromUnsignedLong(values[i]);
+        if (value == NULL) {
+            goto fail;
+        }
+        int found = PySequence_Contains(container, value);
+        Py_DECREF(value);
+        if (found < 0) {
+            goto fail;
+        }
+        if (found) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(out, index) < 0) {
+                Py_XDECREF(index);
+                goto fail;
+            }
+            Py_DECREF(index);
+        }
+    }
+    PyBuffer_Release(&view);
+    return out;
+fail:
+    PyBuffer_Release(&view);
+    Py_DECREF(out);
+    return NULL;
+}
+
+PyDoc_STRVAR(scan_doc,
+"scan(card_ids, provinces, shift, container, /) -> (canon, regions, hits)\n"
+"\n"
+"check_many's front half in one pass: validate and canonicalise every id (canon: the\n"
+"n * 32 canonical bytes), its region code (regions: n native uint32), and the indices\n"
+"whose fingerprint XXH64(canon) >> shift is in container (hits). A malformed id raises\n"
+"ValueError(index) for the first one; the caller explains it.");
+
+static PyObject *
+scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "scan() takes exactly 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *provinces = args[1];
+    if (!PyBytes_Check(provinces) || PyBytes_GET_SIZE(provinces) != PROVINCE_TABLE_LENGTH) {
+        PyErr_SetString(PyExc_TypeError, "provinces must be a bytes table of length 100");
+        return NULL;
+    }
+    long shift = PyLong_AsLong(args[2]);
+    if (shift == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (shift < 32 || shift > 63) {
+        PyErr_SetString(PyExc_ValueError, "shift must be within 32..63");
+        return NULL;
+    }
+    PyObject *container = args[3];
+    PyObject *seq = PySequence_Fast(args[0], "card_ids must be a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    const unsigned char *table = (const unsigned char *)PyBytes_AS_STRING(provinces);
+    PyObject *canon = PyBytes_FromStringAndSize(NULL, n * CARD_ID_LENGTH);
+    PyObject *regions = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(uint32_t));
+    PyObject *hits = PyList_New(0);
+    if (canon == NULL || regions == NULL || hits == NULL) {
+        goto fail;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(canon);
+    uint32_t *codes = (uint32_t *)PyBytes_AS_STRING(regions);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char *row = out + i * CARD_ID_LENGTH;
+        if (canonicalise(items[i], table, row) < 0) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index != NULL) {
+                PyErr_SetObject(PyExc_ValueError, index);
+                Py_DECREF(index);
+            }
+            goto fail;
+        }
+        uint32_t code = 0;
+        for (int k = 0; k < REGION_LENGTH; k++) {
+            code = code * 10 + (uint32_t)(row[k] - '0');
+        }
+        codes[i] = code;
+        PyObject *fp = PyLong_FromUnsignedLongLong(xxh64_32(row) >> shift);
+        if (fp == NULL) {
+            goto fail;
+        }
+        int found = PySequence_Contains(container, fp);
+        Py_DECREF(fp);
+        if (found < 0) {
+            goto fail;
+        }
+        if (found) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(hits, index) < 0) {
+                Py_XDECREF(index);
+                goto fail;
+            }
+            Py_DECREF(index);
+        }
+    }
+    Py_DECREF(seq);
+    return Py_BuildValue("(NNN)", canon, regions, hits);
+fail:
+    Py_DECREF(seq);
+    Py_XDECREF(canon);
+    Py_XDECREF(regions);
+    Py_XDECREF(hits);
+    return NULL;
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL, scan_doc},
+    {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, probe_doc},
+    {"members", (PyCFunction)(void (*)(void))members, METH_FASTCALL, members_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef_Slot speedups_slots[] = {
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "blacklist._speedups",
+    .m_doc = "C fast path for the single-card check (see blacklist/probe.py).",
+    .m_size = 0,
+    .m_methods = speedups_methods,
+    .m_slots = speedups_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModuleDef_Init(&speedups_module);
+}

@@ -1,0 +1,23 @@
+# Type stub for the C extension built from _speedups.c (wrapped by blacklist/probe.py).
+
+from collections.abc import Container
+from typing import Any, TypeVar
+
+_V = TypeVar("_V")
+
+def probe(
+    card_id: object, views: dict[bytes, _V], provinces: bytes, /
+) -> tuple[_V | None, bytes, int]:
+    """Validate a card id; return ``(views.get(canon[:6]), canon, xxh64(canon))``.
+
+    Raises a bare ValueError for a malformed id (the caller explains it with ``diagnose``)
+    and TypeError if ``views`` is not a dict or ``provinces`` not a 100-byte table.
+    """
+
+def members(container: Container[int], fingerprints: Any, /) -> list[int]:
+    """Indices i with fingerprints[i] in container (fingerprints: a uint32 buffer)."""
+
+def scan(
+    card_ids: object, provinces: bytes, shift: int, container: Container[int], /
+) -> tuple[bytes, bytes, list[int]]:
+    """Validate, canonicalise, locate and probe a batch; ValueError(index) for a bad id."""
