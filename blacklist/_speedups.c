@@ -391,7 +391,58 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(card_key_doc,
+"card_key(canon, /) -> bytes\n"
+"\n"
+"The 18-byte binary key (cardid.py layout: region u24, base-36 middle in 7 bytes, serial\n"
+"u64, all big-endian) of a canonical 32-byte id that probe() or scan() produced.");
+
+static int
+base36_digit(unsigned char c)
+{
+    return c <= '9' ? c - '0' : c - 'A' + 10;
+}
+
+static int
+hex_digit(unsigned char c)
+{
+    return c <= '9' ? c - '0' : c - 'A' + 10;
+}
+
+static PyObject *
+card_key(PyObject *module, PyObject *canon)
+{
+    (void)module;
+    if (!PyBytes_Check(canon) || PyBytes_GET_SIZE(canon) != CARD_ID_LENGTH) {
+        PyErr_SetString(PyExc_TypeError, "card_key() needs 32 canonical bytes");
+        return NULL;
+    }
+    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(canon);
+    uint64_t region = 0, middle = 0, serial = 0;
+    for (int i = 0; i < REGION_LENGTH; i++) {
+        region = region * 10 + (uint64_t)(s[i] - '0');
+    }
+    for (int i = REGION_LENGTH; i < 16; i++) {
+        middle = middle * 36 + (uint64_t)base36_digit(s[i]);
+    }
+    for (int i = 16; i < CARD_ID_LENGTH; i++) {
+        serial = (serial << 4) | (uint64_t)hex_digit(s[i]);
+    }
+    unsigned char key[18];
+    for (int i = 0; i < 3; i++) {
+        key[i] = (unsigned char)(region >> (8 * (2 - i)));
+    }
+    for (int i = 0; i < 7; i++) {
+        key[3 + i] = (unsigned char)(middle >> (8 * (6 - i)));
+    }
+    for (int i = 0; i < 8; i++) {
+        key[10 + i] = (unsigned char)(serial >> (8 * (7 - i)));
+    }
+    return PyBytes_FromStringAndSize((const char *)key, 18);
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"card_key", (PyCFunction)card_key, METH_O, card_key_doc},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL, scan_doc},
     {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, probe_doc},
     {"members", (PyCFunction)(void (*)(void))members, METH_FASTCALL, members_doc},

@@ -21,3 +21,6 @@ def scan(
     card_ids: object, provinces: bytes, shift: int, container: Container[int], /
 ) -> tuple[bytes, bytes, list[int]]:
     """Validate, canonicalise, locate and probe a batch; ValueError(index) for a bad id."""
+
+def card_key(canon: bytes, /) -> bytes:
+    """The 18-byte binary key of a canonical id (cardid.text_to_key, in C)."""

@@ -20,10 +20,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from blacklist.cardbatch import keys_from_matrix
-from blacklist.cardid import text_to_key
 from blacklist.clock import Clock, system_clock
 from blacklist.entry import Entry, Reason
-from blacklist.probe import probe, scan
+from blacklist.probe import card_key, probe, scan
 from blacklist.signing import TrustedKey
 from blacklist.store import FeedState, RevocationStore, decode_entry
 
@@ -218,7 +217,7 @@ class Checker:
             view = self._view(canon[:6])
         if (digest >> self._shift) in self._bitmap:
             with self._store.read_txn() as txn:
-                found = self._store.find(text_to_key(canon), txn)
+                found = self._store.find(card_key(canon), txn)
                 if found is not None:
                     return self._revoked(decode_entry(*found, canon.decode("ascii")))
         return view

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from xxhash import xxh64_intdigest
 
 from blacklist.cardbatch import parse_many, region_codes
-from blacklist.cardid import canonical_bytes, diagnose
+from blacklist.cardid import canonical_bytes, diagnose, text_to_key
 from blacklist.filters.fingerprint import fingerprints
 from blacklist.regions import PROVINCE_PREFIXES
 
@@ -57,6 +57,7 @@ def python_scan(
 
 
 try:
+    from blacklist._speedups import card_key as _c_card_key
     from blacklist._speedups import members as _c_members
     from blacklist._speedups import probe as _c_probe
     from blacklist._speedups import scan as _c_scan
@@ -103,6 +104,7 @@ ProbeFn = Callable[[object, dict[bytes, Any]], tuple[Any, bytes, int]]
 ScanFn = Callable[
     [Sequence[str], int, Any], tuple[NDArray[np.uint8], NDArray[np.uint32], list[int]]
 ]
+card_key: Callable[[bytes], bytes] = _c_card_key if HAVE_SPEEDUPS else text_to_key
 probe: ProbeFn = _speedups_probe if HAVE_SPEEDUPS else python_probe
 scan: ScanFn = _speedups_scan if HAVE_SPEEDUPS else python_scan
 members = _speedups_members if HAVE_SPEEDUPS else python_members

@@ -115,6 +115,14 @@ def _pub3(publisher: str) -> bytes:
 
 
 _REASONS = {r.value: r for r in Reason}
+_PUBLISHERS: dict[bytes, str] = {}  # 3-byte code → "440100", filled as met (a few hundred)
+
+
+def _publisher_text(code: bytes) -> str:
+    text = _PUBLISHERS.get(code)
+    if text is None:
+        text = _PUBLISHERS[bytes(code)] = f"{int.from_bytes(code, 'big'):06d}"
+    return text
 
 
 def decode_entry(key: bytes, value: bytes, card_text: str | None = None) -> Entry:
@@ -124,7 +132,7 @@ def decode_entry(key: bytes, value: bytes, card_text: str | None = None) -> Entr
         card_text if card_text is not None else key_to_text(key[:KEY_LENGTH]),
         _REASONS[reason],
         time,
-        f"{int.from_bytes(key[KEY_LENGTH:], 'big'):06d}",
+        _publisher_text(key[KEY_LENGTH:]),
         version,
     )
 
