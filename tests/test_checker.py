@@ -131,7 +131,7 @@ def test_stale_or_corrupt_index_is_rebuilt(tmp_path: Path, keys: Keys) -> None:
     reopened = RevocationStore(path, map_size=1 << 28)
     assert Checker(reopened, keys.ring).check(second).revoked
     reopened.close(save_index=False)
-    (path / INDEX_FILE).write_bytes(b"FPX1 junk")
+    (path / INDEX_FILE).write_bytes(b"FPX2 junk")
     again = RevocationStore(path, map_size=1 << 28)
     assert Checker(again, keys.ring).check(first).revoked
     again.close()

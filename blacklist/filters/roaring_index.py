@@ -6,9 +6,10 @@ touching LMDB. Present → maybe revoked, confirmed in LMDB. So the index may ho
 positives, never false negatives.
 
 Two revoked cards can share a fingerprint. Clearing the bit when one of them is reinstated
-would hide the other, so fingerprints held by more than one entry are counted in a small
-side table (at 10M entries and 32 bits, about 12,000 such pairs); a bit is cleared only when
-its last holder goes.
+would hide the other, so fingerprints are reference-counted: ``shared`` (a second roaring
+bitmap, 2 bytes each) marks those held by two or more entries, and a dict counts the rare
+ones held by three or more. A bit is cleared only when its last holder goes. (At 10M entries
+and 32 bits about 12,000 fingerprints are shared, a few by three.)
 
 Density: width is chosen so that an entry shares its 65,536-value roaring container with
 hundreds of others (about 2^8 fingerprints of space per entry). Array containers then cost
@@ -31,8 +32,9 @@ from blacklist.filters.fingerprint import MAX_WIDTH, MIN_WIDTH
 SPARSITY_BITS = 8
 MIN_AUTO_WIDTH = 16
 
-_HEADER = struct.Struct(">4sBQQI")  # magic, width, generation, entries, collision count
-_MAGIC = b"FPX1"
+# magic, width, generation, entries, count of 3+ holders, shared bitmap bytes
+_HEADER = struct.Struct(">4sBQQII")
+_MAGIC = b"FPX2"
 
 
 def width_for(entries: int) -> int:
@@ -46,8 +48,8 @@ class FingerprintIndex:
             raise ValueError(f"fingerprint width {width} is outside {MIN_WIDTH}..{MAX_WIDTH}")
         self.width = width
         self.bitmap = BitMap()
-        # fingerprint → number of entries holding it beyond the first
-        self._extra: dict[int, int] = {}
+        self.shared = BitMap()  # fingerprints held by 2+ entries
+        self._extra: dict[int, int] = {}  # fingerprint → holders beyond 2 (3+ holders only)
         self._entries = 0
 
     def __len__(self) -> int:
@@ -57,9 +59,16 @@ class FingerprintIndex:
     def __contains__(self, fp: int) -> bool:
         return fp in self.bitmap
 
+    def _one_more(self, fp: int) -> None:
+        """Another holder for a fingerprint that is already in the bitmap."""
+        if fp in self.shared:
+            self._extra[fp] = self._extra.get(fp, 0) + 1
+        else:
+            self.shared.add(fp)
+
     def add(self, fp: int) -> None:
         if fp in self.bitmap:
-            self._extra[fp] = self._extra.get(fp, 0) + 1
+            self._one_more(fp)
         else:
             self.bitmap.add(fp)
         self._entries += 1
@@ -67,14 +76,17 @@ class FingerprintIndex:
     def remove(self, fp: int) -> None:
         """Forget one holder of ``fp``. The caller guarantees such an entry existed."""
         extra = self._extra.get(fp)
-        if extra is None:
-            if fp not in self.bitmap:
-                raise StoreError(f"fingerprint {fp} removed but not present: index out of sync")
+        if extra is not None:
+            if extra == 1:
+                del self._extra[fp]
+            else:
+                self._extra[fp] = extra - 1
+        elif fp in self.shared:
+            self.shared.remove(fp)
+        elif fp in self.bitmap:
             self.bitmap.remove(fp)
-        elif extra == 1:
-            del self._extra[fp]
         else:
-            self._extra[fp] = extra - 1
+            raise StoreError(f"fingerprint {fp} removed but not present: index out of sync")
         self._entries -= 1
 
     def add_many(self, fps: NDArray[np.uint32]) -> None:
@@ -87,9 +99,10 @@ class FingerprintIndex:
         already = batch & self.bitmap
         self.bitmap |= batch
         for fp in already:
-            self._extra[fp] = self._extra.get(fp, 0) + 1
+            self._one_more(fp)
         for fp, c in zip(uniq[counts > 1].tolist(), counts[counts > 1].tolist(), strict=True):
-            self._extra[fp] = self._extra.get(fp, 0) + c - 1
+            for _ in range(c - 1):
+                self._one_more(fp)
         self._entries += len(fps)
 
     def remove_many(self, fps: Iterable[int]) -> None:
@@ -97,39 +110,45 @@ class FingerprintIndex:
             self.remove(int(fp))
 
     def shared_fingerprints(self) -> int:
-        return len(self._extra)
+        return len(self.shared)
 
     def memory_bytes(self) -> int:
-        """Bytes held: the bitmap's serialized size (≈ its container memory) plus the side
-        table at ~100 bytes per shared fingerprint (dict slot and two small ints)."""
-        return len(self.bitmap.serialize()) + 100 * len(self._extra)
+        """Bytes held: both bitmaps' serialized sizes (≈ their container memory) plus the
+        dict of 3+ holders at ~100 bytes an item (dict slot and two small ints)."""
+        return len(self.bitmap.serialize()) + len(self.shared.serialize()) + 100 * len(self._extra)
 
-    # Persisted copy: header, then the side table as pairs, then the roaring serialization.
+    # Persisted copy: header, the 3+ holder pairs, the shared bitmap, the main bitmap.
     def to_bytes(self, generation: int) -> bytes:
         extra = np.array(sorted(self._extra.items()), dtype=np.uint32).reshape(-1, 2)
-        header = _HEADER.pack(_MAGIC, self.width, generation, self._entries, len(extra))
-        return header + extra.astype(">u4").tobytes() + self.bitmap.serialize()
+        shared = self.shared.serialize()
+        header = _HEADER.pack(
+            _MAGIC, self.width, generation, self._entries, len(extra), len(shared)
+        )
+        return header + extra.astype(">u4").tobytes() + shared + self.bitmap.serialize()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> tuple[FingerprintIndex, int]:
         """Load a persisted copy; returns it with the store generation it was saved at."""
         if len(data) < _HEADER.size:
             raise StoreError("persisted index is truncated")
-        magic, width, generation, entries, nextra = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
-            raise StoreError("persisted index has a bad magic")
+        magic, width, generation, entries, nextra, nshared = _HEADER.unpack_from(data)
+        if magic != _MAGIC or not MIN_WIDTH <= width <= MAX_WIDTH:
+            raise StoreError("persisted index has a bad magic or width")
         start = _HEADER.size
-        end = start + 8 * nextra
+        mid = start + 8 * nextra
+        end = mid + nshared
         if len(data) < end:
-            raise StoreError("persisted index side table is truncated")
+            raise StoreError("persisted index side tables are truncated")
         index = cls(width)
-        pairs = np.frombuffer(data[start:end], dtype=">u4").reshape(-1, 2)
+        pairs = np.frombuffer(data[start:mid], dtype=">u4").reshape(-1, 2)
         index._extra = {int(a): int(b) for a, b in pairs.tolist()}
         try:
+            index.shared = BitMap.deserialize(data[mid:end])
             index.bitmap = BitMap.deserialize(data[end:])
         except Exception as exc:  # pyroaring raises ValueError or MemoryError on junk
             raise StoreError(f"persisted index bitmap does not deserialize: {exc}") from exc
         index._entries = entries
-        if len(index.bitmap) + sum(index._extra.values()) != entries:
+        held = len(index.bitmap) + len(index.shared) + sum(index._extra.values())
+        if held != entries:
             raise StoreError("persisted index counts do not add up")
         return index, generation
