@@ -441,7 +441,79 @@ card_key(PyObject *module, PyObject *canon)
     return PyBytes_FromStringAndSize((const char *)key, 18);
 }
 
+PyDoc_STRVAR(key_fingerprints_doc,
+"key_fingerprints(keys, shift, /) -> bytes\n"
+"\n"
+"Fingerprints (XXH64 of the canonical id >> shift, native uint32) of n concatenated\n"
+"18-byte binary keys: the apply path's way from stored keys to index entries without\n"
+"building the text of every id in numpy first. Keys must be in range (cardbatch checks).");
+
+static PyObject *
+key_fingerprints(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char digits36[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "key_fingerprints() takes exactly 2 arguments");
+        return NULL;
+    }
+    long shift = PyLong_AsLong(args[1]);
+    if (shift == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (shift < 32 || shift > 63) {
+        PyErr_SetString(PyExc_ValueError, "shift must be within 32..63");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_C_CONTIGUOUS) < 0) {
+        return NULL;
+    }
+    if (view.len % 18 != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "keys must be a multiple of 18 bytes");
+        return NULL;
+    }
+    Py_ssize_t n = view.len / 18;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(uint32_t));
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    uint32_t *fps = (uint32_t *)PyBytes_AS_STRING(out);
+    const unsigned char *keys = (const unsigned char *)view.buf;
+    unsigned char text[CARD_ID_LENGTH];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *k = keys + i * 18;
+        uint64_t region = ((uint64_t)k[0] << 16) | ((uint64_t)k[1] << 8) | k[2];
+        uint64_t middle = 0, serial = 0;
+        for (int j = 3; j < 10; j++) {
+            middle = (middle << 8) | k[j];
+        }
+        for (int j = 10; j < 18; j++) {
+            serial = (serial << 8) | k[j];
+        }
+        for (int j = REGION_LENGTH - 1; j >= 0; j--) {
+            text[j] = (unsigned char)('0' + region % 10);
+            region /= 10;
+        }
+        for (int j = 15; j >= REGION_LENGTH; j--) {
+            text[j] = (unsigned char)digits36[middle % 36];
+            middle /= 36;
+        }
+        for (int j = CARD_ID_LENGTH - 1; j >= 16; j--) {
+            text[j] = (unsigned char)digits36[serial & 15];
+            serial >>= 4;
+        }
+        fps[i] = (uint32_t)(xxh64_32(text) >> shift);
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"key_fingerprints", (PyCFunction)(void (*)(void))key_fingerprints, METH_FASTCALL,
+     key_fingerprints_doc},
     {"card_key", (PyCFunction)card_key, METH_O, card_key_doc},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL, scan_doc},
     {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, probe_doc},

@@ -24,3 +24,6 @@ def scan(
 
 def card_key(canon: bytes, /) -> bytes:
     """The 18-byte binary key of a canonical id (cardid.text_to_key, in C)."""
+
+def key_fingerprints(keys: Any, shift: int, /) -> bytes:
+    """Native uint32 fingerprints of n concatenated 18-byte keys."""

@@ -266,6 +266,19 @@ def _as_columns(
     return columns[0], columns[1], columns[2]
 
 
+def _checked_columns(
+    region: NDArray[np.integer], middle: NDArray[np.integer], serial: NDArray[np.integer]
+) -> tuple[NDArray[np.integer], NDArray[np.integer], NDArray[np.integer]]:
+    """Columns as arrays; CardIdError for the first row out of range (no id has it)."""
+    region, middle, serial = _as_columns(region, middle, serial)
+    bad = _columns_out_of_range(region, middle, serial)
+    if bad.any():
+        i = int(bad.argmax())
+        value = (int(region[i]), int(middle[i]), int(serial[i]))
+        raise CardIdError("columns out of range (region, middle, serial)", value, i)
+    return region, middle, serial
+
+
 def matrix_from_columns(
     region: NDArray[np.integer], middle: NDArray[np.integer], serial: NDArray[np.integer]
 ) -> NDArray[np.uint8]:
@@ -274,12 +287,7 @@ def matrix_from_columns(
     Raises :class:`CardIdError` for the first row whose region is above 999999 or whose
     middle is not below 36**10 (no card id has them).
     """
-    region, middle, serial = _as_columns(region, middle, serial)
-    bad = _columns_out_of_range(region, middle, serial)
-    if bad.any():
-        i = int(bad.argmax())
-        value = (int(region[i]), int(middle[i]), int(serial[i]))
-        raise CardIdError("columns out of range (region, middle, serial)", value, i)
+    region, middle, serial = _checked_columns(region, middle, serial)
     return _matrix_from_valid_columns(
         region.astype(np.uint32, copy=False),
         middle.astype(np.uint64, copy=False),
@@ -343,12 +351,7 @@ def keys_from_columns(
     Raises :class:`CardIdError` for the first row out of range, as
     :func:`matrix_from_columns` does: such a key could not be turned back into an id.
     """
-    region, middle, serial = _as_columns(region, middle, serial)
-    bad = _columns_out_of_range(region, middle, serial)
-    if bad.any():
-        i = int(bad.argmax())
-        value = (int(region[i]), int(middle[i]), int(serial[i]))
-        raise CardIdError("columns out of range (region, middle, serial)", value, i)
+    region, middle, serial = _checked_columns(region, middle, serial)
     n = region.shape[0]
     keys = np.empty((n, KEY_LENGTH), dtype=np.uint8)
     keys[:, 0:3] = region.astype(">u4").view(np.uint8).reshape(n, 4)[:, 1:]

@@ -92,8 +92,31 @@ class Header:
     key_id: bytes
 
 
+class _Signed:
+    """What deltas and snapshots share: a header, a signed body and its signature."""
+
+    header: Header
+    body: bytes
+    signature: bytes
+
+    @property
+    def publisher(self) -> str:
+        return self.header.publisher
+
+    @property
+    def version(self) -> int:
+        return self.header.version
+
+    @cached_property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.body).digest()
+
+    def to_bytes(self) -> bytes:
+        return _container(self.body, self.signature)
+
+
 @dataclass(frozen=True)
-class Delta:
+class Delta(_Signed):
     header: Header
     adds: EntryColumns
     removes: CardColumns
@@ -101,27 +124,12 @@ class Delta:
     signature: bytes = field(repr=False)
 
     @property
-    def publisher(self) -> str:
-        return self.header.publisher
-
-    @property
-    def version(self) -> int:
-        return self.header.version
-
-    @property
     def prev_digest(self) -> bytes:
         return self.header.link
 
-    @cached_property
-    def digest(self) -> bytes:
-        return hashlib.sha256(self.body).digest()
-
-    def to_bytes(self) -> bytes:
-        return _container(self.body, self.signature)
-
 
 @dataclass(frozen=True)
-class Snapshot:
+class Snapshot(_Signed):
     header: Header
     entries: EntryColumns
     versions: NDArray[np.uint64]
@@ -129,23 +137,8 @@ class Snapshot:
     signature: bytes = field(repr=False)
 
     @property
-    def publisher(self) -> str:
-        return self.header.publisher
-
-    @property
-    def version(self) -> int:
-        return self.header.version
-
-    @property
     def head_digest(self) -> bytes:
         return self.header.link
-
-    @cached_property
-    def digest(self) -> bytes:
-        return hashlib.sha256(self.body).digest()
-
-    def to_bytes(self) -> bytes:
-        return _container(self.body, self.signature)
 
 
 def _container(body: bytes, signature: bytes) -> bytes:

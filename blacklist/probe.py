@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 from xxhash import xxh64_intdigest
 
-from blacklist.cardbatch import parse_many, region_codes
+from blacklist.cardbatch import matrix_from_keys, parse_many, region_codes
 from blacklist.cardid import canonical_bytes, diagnose, text_to_key
 from blacklist.filters.fingerprint import fingerprints
 from blacklist.regions import PROVINCE_PREFIXES
@@ -58,6 +58,7 @@ def python_scan(
 
 try:
     from blacklist._speedups import card_key as _c_card_key
+    from blacklist._speedups import key_fingerprints as _c_key_fingerprints
     from blacklist._speedups import members as _c_members
     from blacklist._speedups import probe as _c_probe
     from blacklist._speedups import scan as _c_scan
@@ -104,6 +105,26 @@ ProbeFn = Callable[[object, dict[bytes, Any]], tuple[Any, bytes, int]]
 ScanFn = Callable[
     [Sequence[str], int, Any], tuple[NDArray[np.uint8], NDArray[np.uint32], list[int]]
 ]
+
+
+def python_key_fingerprints(keys: NDArray[np.uint8], width: int) -> NDArray[np.uint32]:
+    """Fingerprints of ``(n, 18)`` binary keys via the canonical text (numpy)."""
+    return fingerprints(matrix_from_keys(keys), width)
+
+
+def _speedups_key_fingerprints(keys: NDArray[np.uint8], width: int) -> NDArray[np.uint32]:
+    """Fingerprints of ``(n, 18)`` binary keys, computed in one C pass."""
+    if not len(keys):
+        return np.zeros(0, dtype=np.uint32)
+    # Keys come from range-checked columns (cardbatch.keys_from_columns), so every one
+    # renders as a card id; the C loop relies on that rather than checking again.
+    raw = _c_key_fingerprints(np.ascontiguousarray(keys), 64 - width)
+    return np.frombuffer(raw, dtype=np.uint32)
+
+
+key_fingerprints: Callable[[NDArray[np.uint8], int], NDArray[np.uint32]] = (
+    _speedups_key_fingerprints if HAVE_SPEEDUPS else python_key_fingerprints
+)
 card_key: Callable[[bytes], bytes] = _c_card_key if HAVE_SPEEDUPS else text_to_key
 probe: ProbeFn = _speedups_probe if HAVE_SPEEDUPS else python_probe
 scan: ScanFn = _speedups_scan if HAVE_SPEEDUPS else python_scan

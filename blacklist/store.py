@@ -38,15 +38,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from blacklist.accept import accept_delta, accept_snapshot, parse_signed
-from blacklist.cardbatch import keys_from_columns, matrix_from_columns, matrix_from_keys
+from blacklist.cardbatch import keys_from_columns
 from blacklist.cardid import KEY_LENGTH, key_to_text, region_key_range
 from blacklist.clock import Clock, system_clock
 from blacklist.delta import Delta, FeedHead, Snapshot, publisher_code
 from blacklist.entry import Entry, Reason
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import StoreError
-from blacklist.filters.fingerprint import fingerprints
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, width_for
+from blacklist.probe import key_fingerprints
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
 
@@ -252,7 +252,7 @@ class RevocationStore:
                 if not chunk:
                     break
                 rows = np.frombuffer(b"".join(chunk), dtype=np.uint8).reshape(-1, KEY_LENGTH)
-                index.add_many(fingerprints(matrix_from_keys(rows), index.width))
+                index.add_many(key_fingerprints(rows, index.width))
                 done += len(chunk)
                 if self._progress:
                     self._progress(done, entries)
@@ -454,8 +454,7 @@ class RevocationStore:
             old = [k for k, _ in self._publisher_items(txn, snapshot.publisher) if k[-3:] == pub]
             if old:
                 rows = np.frombuffer(b"".join(k[:KEY_LENGTH] for k in old), np.uint8)
-                matrix = matrix_from_keys(rows.reshape(-1, KEY_LENGTH))
-                gone_fps = fingerprints(matrix, self.index.width)
+                gone_fps = key_fingerprints(rows.reshape(-1, KEY_LENGTH), self.index.width)
                 for key in old:
                     txn.delete(key, db=self._entries)
             txn.cursor(db=self._entries).putmulti(zip(add_keys, add_vals, strict=True))
@@ -499,8 +498,7 @@ class RevocationStore:
         full = np.empty((n, KEY_LENGTH + 3), dtype=np.uint8)
         full[:, :KEY_LENGTH] = rows
         full[:, KEY_LENGTH:] = np.frombuffer(pub, dtype=np.uint8)
-        matrix = matrix_from_columns(cards.region, cards.middle, cards.serial)
-        return _rows(full), fingerprints(matrix, self.index.width)
+        return _rows(full), key_fingerprints(rows, self.index.width)
 
     @staticmethod
     def _values(entries: EntryColumns, versions: NDArray[np.uint64]) -> list[bytes]:

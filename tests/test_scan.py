@@ -58,3 +58,16 @@ def test_scan_names_the_first_bad_id(bad: object) -> None:
     with pytest.raises(CardIdError) as slow:
         python_scan(batch, 28, BitMap())  # type: ignore[arg-type]
     assert str(slow.value) == str(info.value)
+
+
+@given(st.lists(ids, max_size=40), st.integers(1, 32))
+@settings(max_examples=40, deadline=None)
+def test_key_fingerprints_match_fallback(batch: list[str], width: int) -> None:
+    from blacklist.cardbatch import keys_from_matrix, parse_many
+    from blacklist.probe import key_fingerprints, python_key_fingerprints
+
+    matrix = parse_many(batch)
+    keys = keys_from_matrix(matrix)
+    expected = fingerprints(matrix, width).tolist()
+    assert key_fingerprints(keys, width).tolist() == expected
+    assert python_key_fingerprints(keys, width).tolist() == expected
