@@ -8,7 +8,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint typecheck unit bench demo clean
+GEN := node/gen
+PROTOS := $(wildcard proto/blacklist/v1/*.proto)
+PROTO_STAMP := $(GEN)/.stamp
+
+.PHONY: install proto test lint typecheck unit bench demo up clean
 
 $(STAMP): pyproject.toml blacklist/_speedups.c
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required and none was found on PATH" >&2; exit 1; }
@@ -17,7 +21,23 @@ $(STAMP): pyproject.toml blacklist/_speedups.c
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(PROTO_STAMP)
+
+# Python stubs from proto/ with the pinned grpcio-tools, into node/gen (not committed).
+# protoc names modules after the proto package (blacklist.v1), which would shadow the
+# library, so the generated imports are rewritten to live under node.gen.
+$(PROTO_STAMP): $(STAMP) $(PROTOS)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=$(GEN) --pyi_out=$(GEN) \
+		--grpc_python_out=$(GEN) $(PROTOS)
+	sed -i 's/^from blacklist\.v1 import/from node.gen.blacklist.v1 import/' \
+		$(GEN)/blacklist/v1/*.py $(GEN)/blacklist/v1/*.pyi
+	touch $(GEN)/__init__.py $(GEN)/blacklist/__init__.py $(GEN)/blacklist/v1/__init__.py
+	touch $(PROTO_STAMP)
+
+proto:
+	rm -f $(PROTO_STAMP)
+	$(MAKE) $(PROTO_STAMP)
 
 lint: install
 	$(BIN)/ruff check blacklist node tests bench

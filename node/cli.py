@@ -1,0 +1,63 @@
+"""Command line: ``python -m node run --config FILE`` (also the ``blacklist-node`` script),
+``keys generate``, ``init`` (a config for a local node) and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from blacklist.signing import SigningKey
+from node.config import ConfigError, load_config
+from node.keyfiles import write_key_pair
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from node.server import serve
+
+    asyncio.run(serve(config))
+    return 0
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    key = SigningKey.generate(args.publisher, args.prefix)
+    try:
+        private, public = write_key_pair(key, args.out)
+    except FileExistsError as exc:
+        print(f"error: {exc.filename} exists; refusing to overwrite a key", file=sys.stderr)
+        return 2
+    print(f"wrote {private} (private, mode 0600) and {public}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    parser = argparse.ArgumentParser(prog="python -m node")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a node")
+    run.add_argument("--config", required=True, type=Path, help="the node's TOML config")
+    run.set_defaults(fn=_run)
+    keys = sub.add_parser("keys", help="signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = keys_sub.add_parser("generate", help="write <publisher>.key and <publisher>.pub")
+    gen.add_argument("--publisher", required=True, help="6-digit code, e.g. 440100")
+    gen.add_argument("--prefix", action="append", required=True, help="region prefix, e.g. 4401")
+    gen.add_argument("--out", required=True, type=Path, help="directory for the key files")
+    gen.set_defaults(fn=_keys_generate)
+    demo = sub.add_parser("demo", help="start a node as a separate process and use it")
+    demo.set_defaults(fn=lambda a: __import__("node.demo", fromlist=["main"]).main())
+    args = parser.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Key files: a node's private signing key and the public keys it trusts.
+
+Both are small TOML files so an operator can read them::
+
+    # 440100.key (mode 0600)                # 440100.pub
+    suite = "ed25519"                        suite = "ed25519"
+    publisher = "440100"                     publisher = "440100"
+    prefixes = ["4401"]                      prefixes = ["4401"]
+    private = "<base64 raw key>"             public = "<base64 raw key>"
+
+The certified key hierarchy (ministry → province → city) replaces trusting bare public keys
+in the trust issue; the files stay the same shape.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from blacklist.signing import SUITES_BY_NAME, SigningKey, TrustedKey, suite
+
+
+class KeyFileError(ValueError):
+    """A key file is missing, unreadable or malformed; the message names the file and field."""
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: no such key file") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise KeyFileError(f"{path}: {exc}") from None
+
+
+def _field(data: dict[str, Any], path: Path, name: str, kind: type) -> Any:
+    value = data.get(name)
+    if not isinstance(value, kind):
+        raise KeyFileError(f"{path}: field {name!r} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _common(data: dict[str, Any], path: Path) -> tuple[int, str, tuple[str, ...]]:
+    suite_name = _field(data, path, "suite", str)
+    if suite_name not in SUITES_BY_NAME:
+        raise KeyFileError(f"{path}: unknown suite {suite_name!r}")
+    publisher = _field(data, path, "publisher", str)
+    if len(publisher) != 6 or not publisher.isdigit():
+        raise KeyFileError(f"{path}: publisher {publisher!r} is not a 6-digit code")
+    prefixes = _field(data, path, "prefixes", list)
+    if not all(isinstance(p, str) and p.isdigit() and len(p) <= 6 for p in prefixes):
+        raise KeyFileError(f"{path}: prefixes {prefixes!r} must be strings of 1-6 digits")
+    return SUITES_BY_NAME[suite_name].suite_id, publisher, tuple(prefixes)
+
+
+def _b64(data: dict[str, Any], path: Path, name: str) -> bytes:
+    try:
+        return base64.b64decode(_field(data, path, name, str), validate=True)
+    except binascii.Error:
+        raise KeyFileError(f"{path}: field {name!r} is not base64") from None
+
+
+def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
+    p = Path(path)
+    data = _read(p)
+    suite_id, publisher, prefixes = _common(data, p)
+    key = SigningKey(suite_id, _b64(data, p, "private"), publisher, prefixes)
+    try:
+        key.public  # noqa: B018 - validates the private key bytes
+    except ValueError as exc:
+        raise KeyFileError(f"{p}: {exc}") from None
+    return key
+
+
+def load_trusted_key(path: str | os.PathLike[str]) -> TrustedKey:
+    p = Path(path)
+    data = _read(p)
+    suite_id, publisher, prefixes = _common(data, p)
+    return TrustedKey(suite_id, _b64(data, p, "public"), publisher, prefixes)
+
+
+def load_trusted_keys(paths: Iterable[str | os.PathLike[str]]) -> list[TrustedKey]:
+    return [load_trusted_key(p) for p in paths]
+
+
+def _toml(fields: dict[str, str | list[str]]) -> str:
+    lines = []
+    for name, value in fields.items():
+        if isinstance(value, list):
+            lines.append(
+                f"{name} = [{', '.join(repr(v).replace(chr(39), chr(34)) for v in value)}]"
+            )
+        else:
+            lines.append(f'{name} = "{value}"')
+    return "\n".join(lines) + "\n"
+
+
+def write_key_pair(key: SigningKey, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``<publisher>.key`` (0600, created exclusively) and ``<publisher>.pub``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    name = suite(key.suite_id).name
+    private = d / f"{key.publisher}.key"
+    public = d / f"{key.publisher}.pub"
+    common: dict[str, str | list[str]] = {
+        "suite": name,
+        "publisher": key.publisher,
+        "prefixes": list(key.prefixes),
+    }
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(_toml({**common, "private": base64.b64encode(key.private).decode()}))
+    public.write_text(_toml({**common, "public": base64.b64encode(key.public).decode()}))
+    return private, public

@@ -1,0 +1,286 @@
+"""CardStatus and Admin servicers: thin, each method a call into the library.
+
+Writes (Admin.Revoke/Reinstate) run on one dedicated thread, because an LMDB write
+transaction must stay on the thread that began it (py-lmdb docs) and a large delta should
+not stall the event loop that answers checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from blacklist.authority import Authority, Revocation
+from blacklist.cardid import CardId, text_to_key
+from blacklist.checker import Checker, CheckResult, CheckStatus
+from blacklist.clock import Clock
+from blacklist.entry import Entry, Reason
+from blacklist.store import ApplyResult, FeedState, RevocationStore
+from node.gen.blacklist.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    card_status_pb2,
+    card_status_pb2_grpc,
+    types_pb2,
+)
+from node.metrics import NodeMetrics
+from node.rpc import InvalidRequest, NotAnAuthority
+
+MAX_WRITE = 100_000
+MAX_PAGE = 10_000
+DEFAULT_PAGE = 100
+_STATUS = {s: types_pb2.CardStatusCode.Value(s.name) for s in CheckStatus}
+Context = Any  # grpc.aio.ServicerContext (grpc ships no type stubs)
+
+
+def _enum(value: int) -> Any:
+    """A protobuf enum field takes the plain int (the generated stubs only name the enum)."""
+    return int(value)
+
+
+def feed_info(feed: FeedState, now: float) -> types_pb2.FeedInfo:
+    return types_pb2.FeedInfo(
+        publisher=feed.publisher,
+        version=feed.version,
+        digest=feed.head.digest,
+        age_seconds=max(0.0, now - feed.checked_at),
+        entries=feed.entries,
+        issued_at=feed.issued_at,
+    )
+
+
+def entry_message(entry: Entry) -> types_pb2.Entry:
+    return types_pb2.Entry(
+        card_id=entry.card_id,
+        reason=_enum(entry.reason),
+        effective_time=entry.effective_time,
+        publisher=entry.publisher,
+        version=entry.version,
+    )
+
+
+class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
+    def __init__(self, checker: Checker, metrics: NodeMetrics, max_batch: int) -> None:
+        self._checker = checker
+        self._max_batch = max_batch
+        self._observe = metrics.check_seconds.observe
+        self._counted = {s: metrics.checks.labels(s.name) for s in CheckStatus}
+
+    def _answer(self, card_id: str) -> card_status_pb2.CheckCardResponse:
+        t0 = time.perf_counter()
+        result = self._checker.check(card_id)
+        response = self._response(result, card_id.upper())
+        self._observe(time.perf_counter() - t0)
+        self._counted[result.status].inc()
+        return response
+
+    @staticmethod
+    def _response(result: CheckResult, canonical: str) -> card_status_pb2.CheckCardResponse:
+        age = result.feed_age_seconds
+        response = card_status_pb2.CheckCardResponse(
+            status=_STATUS[result.status],
+            publisher=result.publisher or "",
+            feed_version=result.feed_version,
+            feed_age_seconds=age if age is not None else 0.0,
+            card_id=canonical,
+        )
+        if result.entry is not None:
+            response.reason = _enum(result.entry.reason)
+            response.effective_time = result.entry.effective_time
+        return response
+
+    async def CheckCard(
+        self, request: card_status_pb2.CheckCardRequest, context: Context
+    ) -> card_status_pb2.CheckCardResponse:
+        return self._answer(request.card_id)
+
+    async def BatchCheck(
+        self, request: card_status_pb2.BatchCheckRequest, context: Context
+    ) -> card_status_pb2.BatchCheckResponse:
+        ids = request.card_ids
+        if not ids:
+            raise InvalidRequest("empty batch: send at least one card id")
+        if len(ids) > self._max_batch:
+            raise InvalidRequest(
+                f"batch of {len(ids)} card ids exceeds the limit of {self._max_batch} per call"
+            )
+        result = self._checker.check_many(list(ids))
+        response = card_status_pb2.BatchCheckResponse(count=len(ids))
+        for i in np.flatnonzero(result.statuses != CheckStatus.NOT_REVOKED).tolist():
+            answer = result[i]
+            card = response.cards.add(index=i, status=_STATUS[answer.status])
+            card.publisher = answer.publisher or ""
+            if answer.entry is not None:
+                card.reason = _enum(answer.entry.reason)
+                card.effective_time = answer.entry.effective_time
+        seen: set[str] = set()
+        for answer in [*result.feeds, *result.revoked.values()]:
+            if answer.publisher and answer.publisher not in seen and answer.feed_checked_at:
+                seen.add(answer.publisher)
+                response.feeds.add(
+                    publisher=answer.publisher,
+                    version=answer.feed_version,
+                    age_seconds=answer.feed_age_seconds or 0.0,
+                )
+        for status, n in result.counts().items():
+            self._counted[status].inc(n)
+        return response
+
+    async def CheckStream(
+        self, request_iterator: AsyncIterator[card_status_pb2.CheckCardRequest], context: Context
+    ) -> AsyncIterator[card_status_pb2.CheckCardResponse]:
+        async for request in request_iterator:
+            yield self._answer(request.card_id)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServicer):
+    def __init__(
+        self,
+        *,
+        role: str,
+        region: str,
+        store: RevocationStore,
+        authority: Authority | None,
+        metrics: NodeMetrics,
+        writer: ThreadPoolExecutor,
+        clock: Clock,
+        build_version: str,
+    ) -> None:
+        self._role = role
+        self._region = region
+        self._store = store
+        self._authority = authority
+        self._metrics = metrics
+        self._writer = writer
+        self._clock = clock
+        self._build = build_version
+
+    def _need_authority(self) -> Authority:
+        if self._authority is None:
+            raise NotAnAuthority(
+                f"node {self._region} has no signing key: revocations are entered at the "
+                "authority that owns the card's region"
+            )
+        return self._authority
+
+    async def _publish(
+        self, revocations: Sequence[Revocation], reinstatements: Sequence[str]
+    ) -> admin_pb2.PublishResponse:
+        authority = self._need_authority()
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        delta, result = await loop.run_in_executor(
+            self._writer, authority.publish, revocations, reinstatements
+        )
+        self._metrics.apply_seconds.observe(time.perf_counter() - t0)
+        return self._published(result, delta.digest)
+
+    @staticmethod
+    def _published(result: ApplyResult, digest: bytes) -> admin_pb2.PublishResponse:
+        return admin_pb2.PublishResponse(
+            publisher=result.publisher,
+            version=result.version,
+            digest=digest,
+            added=result.added,
+            changed=result.changed,
+            removed=result.removed,
+            absent=result.absent_removes,
+        )
+
+    @staticmethod
+    def _unique_cards(ids: Sequence[str], what: str) -> list[str]:
+        if not ids:
+            raise InvalidRequest(f"no cards to {what}")
+        if len(ids) > MAX_WRITE:
+            raise InvalidRequest(f"{len(ids)} cards exceed the limit of {MAX_WRITE} per call")
+        canonical = [CardId.parse(c).text for c in ids]
+        if len(set(canonical)) != len(canonical):
+            seen: set[str] = set()
+            dup = next(c for c in canonical if c in seen or seen.add(c))  # type: ignore[func-returns-value]
+            raise InvalidRequest(f"card {dup} appears more than once in the request")
+        return canonical
+
+    async def Revoke(
+        self, request: admin_pb2.RevokeRequest, context: Context
+    ) -> admin_pb2.PublishResponse:
+        self._need_authority()
+        cards = self._unique_cards([r.card_id for r in request.revocations], "revoke")
+        now = int(self._clock())
+        revocations = []
+        for card, r in zip(cards, request.revocations, strict=True):
+            if r.reason not in Reason._value2member_map_:
+                raise InvalidRequest(
+                    f"card {card}: reason {r.reason} is not one of "
+                    + ", ".join(f"{x.value}={x.name}" for x in Reason)
+                )
+            revocations.append(Revocation(card, Reason(r.reason), r.effective_time or now))
+        response = await self._publish(revocations, [])
+        self._metrics.revocations.inc(len(revocations))
+        return response
+
+    async def Reinstate(
+        self, request: admin_pb2.ReinstateRequest, context: Context
+    ) -> admin_pb2.PublishResponse:
+        self._need_authority()
+        cards = self._unique_cards(list(request.card_ids), "reinstate")
+        response = await self._publish([], cards)
+        self._metrics.reinstatements.inc(response.removed)
+        return response
+
+    async def GetEntry(
+        self, request: admin_pb2.GetEntryRequest, context: Context
+    ) -> admin_pb2.GetEntryResponse:
+        card = CardId.parse(request.card_id)
+        entries = self._store.lookup_all(card.key)
+        return admin_pb2.GetEntryResponse(
+            found=bool(entries), entries=[entry_message(e) for e in entries]
+        )
+
+    async def ListEntries(
+        self, request: admin_pb2.ListEntriesRequest, context: Context
+    ) -> admin_pb2.ListEntriesResponse:
+        prefix = request.region_prefix
+        if prefix and (not prefix.isdigit() or not prefix.isascii() or len(prefix) > 6):
+            raise InvalidRequest(f"region_prefix {prefix!r} must be 0-6 digits")
+        size = request.page_size or DEFAULT_PAGE
+        if size > MAX_PAGE:
+            raise InvalidRequest(f"page_size {size} exceeds the limit of {MAX_PAGE}")
+        start: bytes | None = None
+        if request.page_token:
+            try:
+                start = bytes.fromhex(request.page_token)
+            except ValueError:
+                raise InvalidRequest(f"page_token {request.page_token!r} is not valid") from None
+            if len(start) != 21:
+                raise InvalidRequest(f"page_token {request.page_token!r} is not valid")
+        response = admin_pb2.ListEntriesResponse()
+        last: Entry | None = None
+        for n, entry in enumerate(self._store.iter_entries(prefix, start)):
+            if n == size:
+                assert last is not None
+                key = text_to_key(last.card_id) + int(last.publisher).to_bytes(3, "big")
+                response.next_page_token = key.hex()
+                break
+            response.entries.append(entry_message(entry))
+            last = entry
+        return response
+
+    async def Status(
+        self, request: admin_pb2.StatusRequest, context: Context
+    ) -> admin_pb2.StatusResponse:
+        now = self._clock()
+        authority = self._authority
+        return admin_pb2.StatusResponse(
+            role=self._role,
+            region=self._region,
+            publisher=authority.publisher if authority else "",
+            scope=list(authority.key.prefixes) if authority else [],
+            feeds=[feed_info(f, now) for _, f in sorted(self._store.feeds.items())],
+            entries=self._store.entry_count(),
+            build_version=self._build,
+        )
