@@ -144,3 +144,21 @@ def accept_snapshot(
     _check_entries(label, snapshot.entries)
     _check_unique(label, snapshot.entries.cards)
     return FeedHead(snapshot.publisher, snapshot.version, snapshot.head_digest)
+
+
+def accept_current_snapshot(
+    head: FeedHead, snapshot: Snapshot, keys: Mapping[bytes, TrustedKey]
+) -> None:
+    """Check a snapshot that reproduces ``head`` (to keep and serve, not to apply): the same
+    verification as any snapshot, and exactly the head's version and digest."""
+    label = f"snapshot {snapshot.publisher} v{snapshot.version}"
+    key = _verify_origin(snapshot, keys)
+    _check_regions(key, label, snapshot.entries.cards)
+    if snapshot.version < head.version:
+        raise ReplayedDelta(f"{label}: older than the head version {head.version}")
+    if snapshot.version > head.version:
+        raise VersionGap(f"{label}: newer than the head version {head.version}; apply it")
+    if snapshot.head_digest != head.digest:
+        raise ForkedFeed(f"{label}: same version as the head, different digest")
+    _check_entries(label, snapshot.entries)
+    _check_unique(label, snapshot.entries.cards)

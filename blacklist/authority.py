@@ -11,12 +11,13 @@ import numpy as np
 
 from blacklist.cardbatch import columns_from_matrix, parse_many, rows_to_str
 from blacklist.clock import Clock, system_clock
-from blacklist.delta import Delta, FeedHead, sign_delta
+from blacklist.delta import Delta, FeedHead, Snapshot, sign_delta, sign_snapshot
 from blacklist.entry import Reason
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import BlacklistError
 from blacklist.signing import SigningKey, TrustedKey
 from blacklist.store import ApplyResult, RevocationStore
+from blacklist.sync.plan import should_snapshot
 
 
 class OutOfScope(BlacklistError, ValueError):
@@ -101,4 +102,19 @@ class Authority:
             reinstatements,
             int(self._clock()),
         )
-        return delta, self.store.apply_delta(delta, self.keys)
+        result = self.store.apply_delta(delta, self.keys)
+        self.maybe_snapshot()
+        return delta, result
+
+    def maybe_snapshot(self) -> Snapshot | None:
+        """Sign and keep a snapshot of the feed when the policy asks for one (see
+        blacklist.sync.plan.should_snapshot), so children can always bootstrap."""
+        history = self.store.history(self.publisher)
+        if not should_snapshot(history, self.store.archive.max_count or 1000):
+            return None
+        entries, versions = self.store.feed_entries(self.publisher)
+        snapshot = sign_snapshot(
+            self.key, self.store.head(self.publisher), entries, versions, int(self._clock())
+        )
+        self.store.keep_snapshot(snapshot, self.keys)
+        return snapshot

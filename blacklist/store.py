@@ -9,8 +9,7 @@ LMDB layout (one environment, named databases, all integers big-endian)::
     regions   key   publisher code (u24) + region code (u24), value empty
               (which regions a publisher has entries in, so a snapshot can replace
               that publisher's entries by scanning only those key ranges)
-    deltas    key   publisher code (u24) + version u64
-              value the signed delta exactly as received (retained for children)
+    deltas, snapshots   retained signed deltas and the latest snapshot per feed (archive.py)
     meta      b"schema" → u32, b"generation" → u64 (bumped by every write transaction)
 
 A card key is followed by the publisher so that two publishers with overlapping scopes can
@@ -37,7 +36,13 @@ import lmdb
 import numpy as np
 from numpy.typing import NDArray
 
-from blacklist.accept import accept_delta, accept_snapshot, parse_signed
+from blacklist.accept import (
+    accept_current_snapshot,
+    accept_delta,
+    accept_snapshot,
+    parse_signed,
+)
+from blacklist.archive import Archive
 from blacklist.cardbatch import keys_from_columns
 from blacklist.cardid import KEY_LENGTH, key_to_text, region_key_range
 from blacklist.clock import Clock, system_clock
@@ -49,6 +54,7 @@ from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, wid
 from blacklist.probe import key_fingerprints
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
+from blacklist.sync.plan import FeedHistory
 
 SCHEMA_VERSION = 1
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
@@ -178,7 +184,7 @@ class RevocationStore:
         self._entries = self.env.open_db(b"entries")
         self._feeds_db = self.env.open_db(b"feeds")
         self._regions_db = self.env.open_db(b"regions")
-        self._deltas = self.env.open_db(b"deltas")
+        self.archive = Archive(self.env, retain_deltas)
         self._meta = self.env.open_db(b"meta")
         self._check_schema()
         self.generation = 0
@@ -367,21 +373,28 @@ class RevocationStore:
                 yield key, value
 
     def retained_delta(self, publisher: str, version: int) -> bytes | None:
-        with self.env.begin() as txn:
-            raw = txn.get(_pub3(publisher) + _U64.pack(version), db=self._deltas)
-            return bytes(raw) if raw is not None else None
+        return self.archive.delta(publisher, version)
 
     def retained_versions(self, publisher: str) -> list[int]:
-        pub = _pub3(publisher)
-        out = []
-        with self.env.begin() as txn:
-            cursor = txn.cursor(db=self._deltas)
-            if cursor.set_range(pub):
-                for key in cursor.iternext(values=False):
-                    if key[:3] != pub:
-                        break
-                    out.append(_U64.unpack(key[3:])[0])
-        return out
+        return self.archive.versions(publisher)
+
+    def history(self, publisher: str) -> FeedHistory:
+        return self.archive.history(publisher, self.head(publisher))
+
+    def histories(self) -> dict[str, FeedHistory]:
+        return {p: self.history(p) for p in self.feeds}
+
+    def keep_snapshot(self, snapshot: Snapshot, keys: Mapping[bytes, TrustedKey]) -> None:
+        """Store a snapshot of a feed's current head, to serve children (verified first)."""
+        accept_current_snapshot(self.head(snapshot.publisher), snapshot, keys)
+        txn = self.env.begin(write=True)
+        with _abort_on_error(txn):
+            archived = self.archive.keep_snapshot(txn, snapshot, snapshot.to_bytes())
+            self._bump_generation(txn)
+            txn.commit()
+        archived()
+        self.generation += 1
+        self.epoch += 1
 
     # ------------------------------------------------------------------ writing
     def apply(
@@ -420,11 +433,10 @@ class RevocationStore:
             count = (previous.entries if previous else 0) + len(new_fps) - len(gone_fps)
             feed = FeedState(new_head, count, delta.header.key_id, delta.header.issued_at, now, now)
             self._write_feed(txn, feed, new_regions)
-            if self._retain:
-                txn.put(pub + _U64.pack(delta.version), delta.to_bytes(), db=self._deltas)
-                if delta.version > self._retain:
-                    txn.delete(pub + _U64.pack(delta.version - self._retain), db=self._deltas)
+            archived = self.archive.add_delta(txn, delta, new_head) if self._retain else None
             self._commit_with_index(txn, new_fps)
+        if archived:
+            archived()
         self._after_commit(feed, new_regions, gone_fps)
         return ApplyResult(
             delta.publisher,
@@ -462,12 +474,10 @@ class RevocationStore:
                 new_head, len(add_keys), snapshot.header.key_id, snapshot.header.issued_at, now, now
             )
             self._write_feed(txn, feed, new_regions)
-            # History before a snapshot is not this node's to serve any more.
-            cursor = txn.cursor(db=self._deltas)
-            if cursor.set_range(pub):
-                while cursor.key()[:3] == pub and cursor.delete():
-                    pass
+            # History before a snapshot is not this node's to serve any more; the snapshot is.
+            archived = self.archive.replace_with_snapshot(txn, snapshot, snapshot.to_bytes())
             self._commit_with_index(txn, add_fps)
+        archived()
         self._after_commit(feed, new_regions, gone_fps)
         return ApplyResult(snapshot.publisher, snapshot.version, len(add_keys), 0, len(old), 0)
 

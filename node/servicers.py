@@ -20,6 +20,7 @@ from blacklist.cardid import CardId, text_to_key
 from blacklist.checker import Checker, CheckResult, CheckStatus
 from blacklist.clock import Clock
 from blacklist.entry import Entry, Reason
+from blacklist.rejections import DeltaRejected
 from blacklist.store import ApplyResult, FeedState, RevocationStore
 from node.gen.blacklist.v1 import (
     admin_pb2,
@@ -174,9 +175,13 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         authority = self._need_authority()
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        delta, result = await loop.run_in_executor(
-            self._writer, authority.publish, revocations, reinstatements
-        )
+        try:
+            delta, result = await loop.run_in_executor(
+                self._writer, authority.publish, revocations, reinstatements
+            )
+        except DeltaRejected as exc:  # our own delta refused: count it like any other
+            self._metrics.rejected.labels(exc.cause).inc()
+            raise
         self._metrics.apply_seconds.observe(time.perf_counter() - t0)
         return self._published(result, delta.digest)
 
