@@ -481,6 +481,33 @@ class RevocationStore:
         self._after_commit(feed, new_regions, gone_fps)
         return ApplyResult(snapshot.publisher, snapshot.version, len(add_keys), 0, len(old), 0)
 
+    def touch_feeds(self, publishers: list[str], when: float) -> None:
+        """Record, in one transaction, that these feeds were confirmed current at ``when``."""
+        updated = []
+        for publisher in publishers:
+            feed = self.feeds.get(publisher)
+            if feed is not None:
+                updated.append(
+                    FeedState(
+                        feed.head,
+                        feed.entries,
+                        feed.key_id,
+                        feed.issued_at,
+                        feed.applied_at,
+                        int(when),
+                    )
+                )
+        if not updated:
+            return
+        with self.env.begin(write=True) as txn:
+            for feed in updated:
+                self._write_feed(txn, feed, set())
+            self._bump_generation(txn)
+        for feed in updated:
+            self.feeds[feed.publisher] = feed
+        self.generation += 1
+        self.epoch += 1
+
     def touch_feed(self, publisher: str, when: float | None = None) -> None:
         """Record that this node's copy of a feed was confirmed current at ``when``."""
         feed = self.feeds.get(publisher)

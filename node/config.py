@@ -7,6 +7,8 @@
     data_dir = "/var/lib/blacklist/440100"
     signing_key = "keys/440100.key"     # optional: only an authority publishes
     trusted_keys = ["keys/440100.pub", "keys/110100.pub"]
+    upstreams = ["127.0.0.1:50041"]     # where to sync from, in failover order (none: a root)
+    sync_interval = 5.0                 # seconds between scheduled pulls (push is immediate)
     max_batch = 10000                   # BatchCheck ids per call
     map_size_gib = 64                   # LMDB address space
 
@@ -28,7 +30,7 @@ from node.keyfiles import KeyFileError, load_signing_key, load_trusted_keys
 ROLES = ("ministry", "province", "city")
 KNOWN_FIELDS = {
     "role", "region", "listen", "metrics_listen", "data_dir", "signing_key", "trusted_keys",
-    "max_batch", "map_size_gib", "retain_deltas",
+    "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval",
 }  # fmt: skip
 
 
@@ -48,6 +50,8 @@ class NodeConfig:
     max_batch: int = 10_000
     map_size_gib: int = 64
     retain_deltas: int = 1000
+    upstreams: tuple[str, ...] = ()
+    sync_interval: float = 5.0
     source: Path | None = field(default=None, compare=False)
 
     def signing_key(self) -> SigningKey | None:
@@ -105,6 +109,21 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     trusted = data.get("trusted_keys", [])
     if not isinstance(trusted, list) or not all(isinstance(t, str) for t in trusted):
         raise ConfigError(f"config field 'trusted_keys' must be a list of paths, got {trusted!r}")
+    upstreams = data.get("upstreams", [])
+    if not isinstance(upstreams, list):
+        raise ConfigError(
+            f"config field 'upstreams' must be a list of host:port, got {upstreams!r}"
+        )
+    upstreams = [_address({"upstreams": u}, "upstreams") for u in upstreams]
+    interval = data.get("sync_interval", 5.0)
+    if (
+        not isinstance(interval, int | float)
+        or isinstance(interval, bool)
+        or not 0.05 <= interval <= 86400
+    ):
+        raise ConfigError(
+            f"config field 'sync_interval' must be seconds in 0.05..86400, got {interval!r}"
+        )
     config = NodeConfig(
         role=role,
         region=region,
@@ -116,6 +135,8 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         max_batch=_int(data, "max_batch", 10_000, 1, 1_000_000),
         map_size_gib=_int(data, "map_size_gib", 64, 1, 1 << 14),
         retain_deltas=_int(data, "retain_deltas", 1000, 0, 10_000_000),
+        upstreams=tuple(upstreams),
+        sync_interval=float(interval),
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.
     try:

@@ -77,6 +77,8 @@ class NodeSpec:
     map_size_gib: int = 1
     max_batch: int | None = None
     retain_deltas: int | None = None
+    upstreams: tuple[str, ...] = ()
+    sync_interval: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,10 @@ def config_text(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data") -> st
         lines.append(f"max_batch = {spec.max_batch}")
     if spec.retain_deltas is not None:
         lines.append(f"retain_deltas = {spec.retain_deltas}")
+    if spec.upstreams:
+        lines.append(f"upstreams = [{', '.join(_toml_string(u) for u in spec.upstreams)}]")
+    if spec.sync_interval is not None:
+        lines.append(f"sync_interval = {spec.sync_interval}")
     return "\n".join(lines) + "\n"
 
 

@@ -99,6 +99,48 @@ class NodeMetrics:
         self.rejected = Counter(
             "blacklist_deltas_rejected", "Deltas refused, by cause", ["cause"], registry=registry
         )
+        self.sync_applied = Counter(
+            "blacklist_sync_deltas_applied",
+            "Deltas and snapshots applied, by where they came from",
+            ["source"],
+            registry=registry,
+        )
+        self.sync_duplicates = Counter(
+            "blacklist_sync_duplicates",
+            "Copies of deltas already held (normal: push and pull overlap)",
+            registry=registry,
+        )
+        self.sync_received_bytes = Counter(
+            "blacklist_sync_received_bytes",
+            "Bytes of signed deltas and snapshots received from upstreams and children",
+            registry=registry,
+        )
+        self.sync_last_success = Gauge(
+            "blacklist_sync_last_success_timestamp_seconds",
+            "When this node last completed a pull from an upstream (unix time)",
+            registry=registry,
+        )
+        self.sync_lag = Gauge(
+            "blacklist_sync_lag_versions",
+            "Versions this node is behind its upstream, per publisher, at the last pull",
+            ["publisher"],
+            registry=registry,
+        )
+        self.snapshot_transfers = Counter(
+            "blacklist_snapshot_transfers",
+            "Snapshot transfers, by direction (sent/received) and result",
+            ["direction", "result"],
+            registry=registry,
+        )
+        self.upstream_up = Gauge(
+            "blacklist_upstream_connected",
+            "1 while this node holds a working session with the upstream",
+            ["upstream"],
+            registry=registry,
+        )
+        self.sync_subscribers = Gauge(
+            "blacklist_sync_subscribers", "Children subscribed to this node", registry=registry
+        )
         self.build_info = Gauge(
             "blacklist_build_info",
             "Build information (always 1)",
@@ -109,7 +151,7 @@ class NodeMetrics:
         # Pre-create label sets so dashboards see zeros rather than gaps.
         for status in CheckStatus:
             self.checks.labels(status.name)
-        for cause in ALL_CAUSES:
+        for cause in (*ALL_CAUSES, "snapshot_checksum"):
             self.rejected.labels(cause)
 
     def watch_store(self, store: RevocationStore, clock: Clock = system_clock) -> None:

@@ -26,16 +26,27 @@ from blacklist.checker import Checker
 from blacklist.clock import Clock, system_clock
 from blacklist.store import RevocationStore
 from node.config import NodeConfig
-from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc, card_status_pb2, card_status_pb2_grpc
+from node.gen.blacklist.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    card_status_pb2,
+    card_status_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+)
+from node.hub import FeedHub
 from node.metrics import VERSION, NodeMetrics
 from node.rpc import Meter
 from node.servicers import AdminServicer, CardStatusServicer
+from node.sync_client import SyncClient
+from node.sync_service import SyncServicer
 
 log = logging.getLogger("node")
 MAX_MESSAGE = 16 * 1024 * 1024  # a 100,000-card Revoke is ~5 MB
 SERVICES = {
     "CardStatus": card_status_pb2.DESCRIPTOR.services_by_name["CardStatus"].full_name,
     "Admin": admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+    "Sync": sync_pb2.DESCRIPTOR.services_by_name["Sync"].full_name,
 }
 
 
@@ -63,6 +74,10 @@ class Node:
         self.authority = Authority(self.store, own, keys, clock=clock) if own else None
         self.checker = Checker(self.store, keys, clock=clock)
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
+        self.keys = keys
+        self.hub: FeedHub | None = None  # made in start(): it needs the running loop
+        self.sync: SyncClient | None = None
+        self._sync_task: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.grpc_address = ""
         self.metrics_url = ""
@@ -86,10 +101,16 @@ class Node:
             writer=self.writer,
             clock=self.clock,
             build_version=VERSION,
+            hub=self.hub,
         )
         for name in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status"):
             setattr(admin, name, meter.unary(SERVICES["Admin"], name, getattr(admin, name)))
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
+        assert self.hub is not None
+        sync = SyncServicer(self.store, self.hub, self.metrics)
+        for name in ("GetUpdates", "PushDeltas"):
+            setattr(sync, name, meter.unary(SERVICES["Sync"], name, getattr(sync, name)))
+        sync_pb2_grpc.add_SyncServicer_to_server(sync, server)  # type: ignore[no-untyped-call]
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         self._health = health_servicer
@@ -103,6 +124,7 @@ class Node:
         )
 
     async def start(self) -> None:
+        self.hub = FeedHub(self.store, self.keys, self.writer, self.metrics)
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -123,8 +145,22 @@ class Node:
         for name in ("", *SERVICES.values()):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.server = server
+        if self.config.upstreams:
+            self.sync = SyncClient(
+                region=self.config.region,
+                upstreams=list(self.config.upstreams),
+                interval=self.config.sync_interval,
+                store=self.store,
+                hub=self.hub,
+                metrics=self.metrics,
+                clock=self.clock,
+            )
+            self._sync_task = asyncio.create_task(self.sync.run())
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self.sync is not None and self._sync_task is not None:
+            await self.sync.stop()
+            await asyncio.wait_for(self._sync_task, timeout=grace)
         if self.server is not None:
             await self._health.enter_graceful_shutdown()
             await self.server.stop(grace)
@@ -137,6 +173,11 @@ class Node:
 
 async def serve(config: NodeConfig, ready: Any = sys.stdout) -> None:
     node = Node(config)
+    # Handlers first: a supervisor may send SIGTERM as soon as it reads READY.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     await node.start()
     # One machine-readable line, for supervisors, tests and `make up`.
     print(
@@ -159,10 +200,6 @@ async def serve(config: NodeConfig, ready: Any = sys.stdout) -> None:
         node.grpc_address,
         node.metrics_url,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("signal received: finishing in-flight calls")
     await node.stop()

@@ -29,6 +29,7 @@ from node.gen.blacklist.v1 import (
     card_status_pb2_grpc,
     types_pb2,
 )
+from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
 from node.rpc import InvalidRequest, NotAnAuthority
 
@@ -151,7 +152,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         writer: ThreadPoolExecutor,
         clock: Clock,
         build_version: str,
+        hub: FeedHub | None = None,
     ) -> None:
+        self._hub = hub
         self._role = role
         self._region = region
         self._store = store
@@ -183,6 +186,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             self._metrics.rejected.labels(exc.cause).inc()
             raise
         self._metrics.apply_seconds.observe(time.perf_counter() - t0)
+        if self._hub is not None:
+            self._hub.fan_out(delta.to_bytes(), Source.LOCAL)
         return self._published(result, delta.digest)
 
     @staticmethod

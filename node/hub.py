@@ -1,0 +1,124 @@
+"""The feed hub: every signed delta or snapshot, whatever its source (an upstream's push or
+pull, a child's push, this node's own Admin), is verified and applied here on the writer
+thread, then fanned out to subscribed children and, unless it came from the upstream,
+queued to go up. Nothing is applied anywhere else, so the rules hold on every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from blacklist.accept import parse_signed
+from blacklist.delta import Delta
+from blacklist.rejections import DeltaRejected, ReplayedDelta, VersionGap
+from blacklist.signing import TrustedKey
+from blacklist.store import ApplyResult, RevocationStore
+from node.metrics import NodeMetrics
+
+log = logging.getLogger("node.hub")
+SUBSCRIBER_QUEUE = 10_000
+T = TypeVar("T")
+
+
+class Source(enum.Enum):
+    UPSTREAM = "upstream"
+    CHILD = "child"
+    LOCAL = "local"
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # a copy of something already held (normal with two paths)
+
+
+class FeedHub:
+    def __init__(
+        self,
+        store: RevocationStore,
+        keys: Mapping[bytes, TrustedKey],
+        writer: ThreadPoolExecutor,
+        metrics: NodeMetrics,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self._writer = writer
+        self._metrics = metrics
+        self._subscribers: set[asyncio.Queue[bytes | None]] = set()
+        self.uplink: asyncio.Queue[bytes] = asyncio.Queue()
+        self.gap_detected = asyncio.Event()  # tells the sync client to pull now
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store write on the writer thread (LMDB write transactions stay there)."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    def _is_duplicate(self, data: bytes) -> bool:
+        """A copy of a delta this node already holds (same version, same bytes/digest)."""
+        try:
+            item = parse_signed(data)
+        except DeltaRejected:
+            return False
+        head = self.store.head(item.publisher)
+        if item.version > head.version:
+            return False
+        if isinstance(item, Delta) and item.version == head.version:
+            return item.digest == head.digest
+        held = self.store.retained_delta(item.publisher, item.version)
+        return held == data or (item.version == head.version)
+
+    def _apply_sync(self, data: bytes) -> ApplyResult:
+        t0 = time.perf_counter()
+        result = self.store.apply(data, self.keys)
+        self._metrics.apply_seconds.observe(time.perf_counter() - t0)
+        return result
+
+    async def apply(self, data: bytes, source: Source) -> Outcome:
+        """Verify and apply; raises DeltaRejected (counted) if refused, changing nothing."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._writer, self._apply_sync, data)
+        except ReplayedDelta:
+            if self._is_duplicate(data):
+                self._metrics.sync_duplicates.inc()
+                return Outcome.DUPLICATE
+            self._metrics.rejected.labels(ReplayedDelta.cause).inc()
+            raise
+        except DeltaRejected as exc:
+            self._metrics.rejected.labels(exc.cause).inc()
+            if isinstance(exc, VersionGap):
+                self.gap_detected.set()
+            log.warning("rejected %s delta: %s: %s", source.value, exc.cause, exc)
+            raise
+        self._metrics.sync_applied.labels(source.value).inc()
+        self.fan_out(data, source)
+        return Outcome.APPLIED
+
+    def fan_out(self, data: bytes, source: Source) -> None:
+        """Send an applied delta to every subscriber, and up unless it came from there."""
+        for queue in list(self._subscribers):
+            if queue.qsize() >= SUBSCRIBER_QUEUE:
+                # A child that cannot keep up is cut off (None ends its stream); it
+                # reconnects and catches up by pulling.
+                self.unsubscribe(queue)
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(None)
+            else:
+                queue.put_nowait(data)
+        if source is not Source.UPSTREAM:
+            self.uplink.put_nowait(data)
+
+    def subscribe(self) -> asyncio.Queue[bytes | None]:
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._subscribers.add(queue)
+        self._metrics.sync_subscribers.set(len(self._subscribers))
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[bytes | None]) -> None:
+        self._subscribers.discard(queue)
+        self._metrics.sync_subscribers.set(len(self._subscribers))
