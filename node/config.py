@@ -9,6 +9,7 @@
     trusted_keys = ["keys/440100.pub", "keys/110100.pub"]
     upstreams = ["127.0.0.1:50041"]     # where to sync from, in failover order (none: a root)
     sync_interval = 5.0                 # seconds between scheduled pulls (push is immediate)
+    subscribe = true                    # hold the upstream's push stream (false: pull only)
     max_batch = 10000                   # BatchCheck ids per call
     map_size_gib = 64                   # LMDB address space
 
@@ -30,7 +31,7 @@ from node.keyfiles import KeyFileError, load_signing_key, load_trusted_keys
 ROLES = ("ministry", "province", "city")
 KNOWN_FIELDS = {
     "role", "region", "listen", "metrics_listen", "data_dir", "signing_key", "trusted_keys",
-    "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval",
+    "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval", "subscribe",
 }  # fmt: skip
 
 
@@ -52,6 +53,7 @@ class NodeConfig:
     retain_deltas: int = 1000
     upstreams: tuple[str, ...] = ()
     sync_interval: float = 5.0
+    subscribe: bool = True
     source: Path | None = field(default=None, compare=False)
 
     def signing_key(self) -> SigningKey | None:
@@ -83,6 +85,13 @@ def _int(data: dict[str, Any], name: str, default: int, low: int, high: int) -> 
         raise ConfigError(
             f"config field {name!r} must be an integer in {low}..{high}, got {value!r}"
         )
+    return value
+
+
+def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
+    value = data.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"config field {name!r} must be true or false, got {value!r}")
     return value
 
 
@@ -137,6 +146,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         retain_deltas=_int(data, "retain_deltas", 1000, 0, 10_000_000),
         upstreams=tuple(upstreams),
         sync_interval=float(interval),
+        subscribe=_bool(data, "subscribe", True),
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.
     try:

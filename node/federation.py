@@ -41,6 +41,7 @@ class Federation:
     root: Path
     sync_interval: float = 2.0
     retain_deltas: int | None = None
+    subscribe: bool = True  # False: pull only (for the pull-vs-push benchmark)
     topology: tuple[tuple[str, str, str | None, str | None], ...] = TOPOLOGY
     keys: dict[str, KeyPair] = field(default_factory=dict)
     ports: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -66,6 +67,7 @@ class Federation:
                 upstreams=(self.address(parent),) if parent else (),
                 sync_interval=self.sync_interval,
                 retain_deltas=self.retain_deltas,
+                subscribe=self.subscribe,
             )
             self.configs[region] = write_config(spec, self.root / region)
 

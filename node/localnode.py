@@ -79,6 +79,7 @@ class NodeSpec:
     retain_deltas: int | None = None
     upstreams: tuple[str, ...] = ()
     sync_interval: float | None = None
+    subscribe: bool = True
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ def config_text(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data") -> st
         lines.append(f"upstreams = [{', '.join(_toml_string(u) for u in spec.upstreams)}]")
     if spec.sync_interval is not None:
         lines.append(f"sync_interval = {spec.sync_interval}")
+    if not spec.subscribe:
+        lines.append("subscribe = false")
     return "\n".join(lines) + "\n"
 
 

@@ -154,6 +154,7 @@ class Node:
                 hub=self.hub,
                 metrics=self.metrics,
                 clock=self.clock,
+                subscribe=self.config.subscribe,
             )
             self._sync_task = asyncio.create_task(self.sync.run())
 

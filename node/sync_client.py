@@ -50,8 +50,10 @@ class SyncClient:
         hub: FeedHub,
         metrics: NodeMetrics,
         clock: Clock,
+        subscribe: bool = True,
         rng: random.Random | None = None,
     ) -> None:
+        self._use_push = subscribe
         self._region = region
         self._upstreams = upstreams
         self._interval = interval
@@ -97,7 +99,7 @@ class SyncClient:
             self.connected_to = upstream
             self._metrics.upstream_up.labels(upstream).set(1)
             tasks = [
-                asyncio.create_task(self._subscribe(stub)),
+                asyncio.create_task(self._subscribe(stub) if self._use_push else _forever()),
                 asyncio.create_task(self._pull_loop(stub)),
                 asyncio.create_task(self._push_loop(stub)),
                 asyncio.create_task(self._stopped.wait()),
@@ -214,6 +216,10 @@ class SyncClient:
             raise
         self._metrics.snapshot_transfers.labels("received", "ok").inc()
         log.info("bootstrapped %s from a snapshot (%d bytes)", publisher, len(data))
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
 
 
 def _describe(exc: BaseException) -> str:
