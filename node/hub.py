@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from blacklist.accept import parse_signed
-from blacklist.delta import Delta
+from blacklist.archive import peek
+from blacklist.delta import Delta, Kind
 from blacklist.rejections import DeltaRejected, ReplayedDelta, VersionGap
 from blacklist.signing import TrustedKey
 from blacklist.store import ApplyResult, RevocationStore
@@ -95,7 +96,10 @@ class FeedHub:
             log.warning("rejected %s delta: %s: %s", source.value, exc.cause, exc)
             raise
         self._metrics.sync_applied.labels(source.value).inc()
-        self.fan_out(data, source)
+        if peek(data)[0] == Kind.DELTA:
+            # Snapshots are not pushed: a child that needs one asks for it (GetSnapshot),
+            # and one can exceed a message's size.
+            self.fan_out(data, source)
         return Outcome.APPLIED
 
     def fan_out(self, data: bytes, source: Source) -> None:
