@@ -24,11 +24,9 @@ LMDB then refutes) but never a false negative.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +42,24 @@ from blacklist.accept import (
 )
 from blacklist.archive import Archive
 from blacklist.cardbatch import keys_from_columns
-from blacklist.cardid import KEY_LENGTH, key_to_text, region_key_range
+from blacklist.cardid import KEY_LENGTH, region_key_range
 from blacklist.clock import Clock, system_clock
-from blacklist.delta import Delta, FeedHead, Snapshot, publisher_code
-from blacklist.entry import Entry, Reason
+from blacklist.delta import Delta, FeedHead, Snapshot
+from blacklist.entry import Entry
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import StoreError
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, width_for
 from blacklist.probe import key_fingerprints
+from blacklist.records import (
+    _ENTRY,
+    _ENTRY_DTYPE,
+    ApplyResult,
+    FeedState,
+    _abort_on_error,
+    _pub3,
+    _rows,
+    decode_entry,
+)
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
 from blacklist.sync.plan import FeedHistory
@@ -61,102 +69,10 @@ DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as us
 DEFAULT_RETAIN_DELTAS = 1000
 INDEX_FILE = "index.fpx"
 
-_ENTRY = struct.Struct(">BqQ")
-_FEED = struct.Struct(">Q32sQ8sqqq")  # version, digest, entries, key id, issued, applied, checked
 _U64 = struct.Struct(">Q")
-_ENTRY_DTYPE = np.dtype([("reason", "u1"), ("time", ">i8"), ("version", ">u8")])
 _REBUILD_CHUNK = 1 << 20
 
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class FeedState:
-    """What this node holds of one publisher's feed."""
-
-    head: FeedHead
-    entries: int
-    key_id: bytes
-    issued_at: int  # when the publisher produced the head delta
-    applied_at: int  # when this node last applied a delta or snapshot of it
-    checked_at: int  # when this node last knew its copy to be current
-
-    @property
-    def publisher(self) -> str:
-        return self.head.publisher
-
-    @property
-    def version(self) -> int:
-        return self.head.version
-
-    def pack(self) -> bytes:
-        return _FEED.pack(
-            self.head.version,
-            self.head.digest,
-            self.entries,
-            self.key_id,
-            self.issued_at,
-            self.applied_at,
-            self.checked_at,
-        )
-
-    @classmethod
-    def unpack(cls, publisher: str, raw: bytes) -> FeedState:
-        version, digest, entries, key_id, issued, applied, checked = _FEED.unpack(raw)
-        return cls(FeedHead(publisher, version, digest), entries, key_id, issued, applied, checked)
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    publisher: str
-    version: int
-    added: int  # entries that were not there before
-    changed: int  # entries that were there and were overwritten
-    removed: int  # entries deleted
-    absent_removes: int  # removes of cards this node did not hold
-
-
-def _pub3(publisher: str) -> bytes:
-    return publisher_code(publisher).to_bytes(3, "big")
-
-
-_REASONS = {r.value: r for r in Reason}
-_PUBLISHERS: dict[bytes, str] = {}  # 3-byte code → "440100", filled as met (a few hundred)
-
-
-def _publisher_text(code: bytes) -> str:
-    text = _PUBLISHERS.get(code)
-    if text is None:
-        text = _PUBLISHERS[bytes(code)] = f"{int.from_bytes(code, 'big'):06d}"
-    return text
-
-
-def decode_entry(key: bytes, value: bytes, card_text: str | None = None) -> Entry:
-    """An Entry from a stored record; ``card_text`` saves rebuilding the id from the key."""
-    reason, time, version = _ENTRY.unpack(value)
-    return Entry(
-        card_text if card_text is not None else key_to_text(key[:KEY_LENGTH]),
-        _REASONS[reason],
-        time,
-        _publisher_text(key[KEY_LENGTH:]),
-        version,
-    )
-
-
-@contextlib.contextmanager
-def _abort_on_error(txn: Any) -> Iterator[None]:
-    """Abort a write transaction on any exception; the body commits it itself."""
-    try:
-        yield
-    except BaseException:
-        txn.abort()
-        raise
-
-
-def _rows(matrix: NDArray[np.uint8]) -> list[bytes]:
-    """Each row of a 2-D uint8 array as a bytes object (a void view converts in C)."""
-    width = matrix.shape[1]
-    return list(np.ascontiguousarray(matrix).view(f"V{width}").ravel().tolist())
+Progress = Callable[[int, int], None]  # (done, total) while rebuilding the index
 
 
 class RevocationStore:
@@ -589,4 +505,11 @@ def open_store(path: str | os.PathLike[str], **kwargs: Any) -> RevocationStore:
     return RevocationStore(path, **kwargs)
 
 
-__all__ = ["ApplyResult", "FeedState", "MalformedDelta", "RevocationStore", "open_store"]
+__all__ = [
+    "ApplyResult",
+    "FeedState",
+    "MalformedDelta",
+    "RevocationStore",
+    "decode_entry",
+    "open_store",
+]

@@ -1,0 +1,114 @@
+"""The stored records of the store's LMDB databases, and their (de)coding.
+
+entries  value: reason u8, effective time i64, version u64 (17 bytes)
+feeds    value: version u64, digest 32, entries u64, key id 8, issued i64,
+                applied i64, checked i64 (see FeedState)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from blacklist.cardid import KEY_LENGTH, key_to_text
+from blacklist.delta import FeedHead, publisher_code
+from blacklist.entry import Entry, Reason
+
+_ENTRY = struct.Struct(">BqQ")
+_FEED = struct.Struct(">Q32sQ8sqqq")  # version, digest, entries, key id, issued, applied, checked
+_ENTRY_DTYPE = np.dtype([("reason", "u1"), ("time", ">i8"), ("version", ">u8")])
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """What this node holds of one publisher's feed."""
+
+    head: FeedHead
+    entries: int
+    key_id: bytes
+    issued_at: int  # when the publisher produced the head delta
+    applied_at: int  # when this node last applied a delta or snapshot of it
+    checked_at: int  # when this node last knew its copy to be current
+
+    @property
+    def publisher(self) -> str:
+        return self.head.publisher
+
+    @property
+    def version(self) -> int:
+        return self.head.version
+
+    def pack(self) -> bytes:
+        return _FEED.pack(
+            self.head.version,
+            self.head.digest,
+            self.entries,
+            self.key_id,
+            self.issued_at,
+            self.applied_at,
+            self.checked_at,
+        )
+
+    @classmethod
+    def unpack(cls, publisher: str, raw: bytes) -> FeedState:
+        version, digest, entries, key_id, issued, applied, checked = _FEED.unpack(raw)
+        return cls(FeedHead(publisher, version, digest), entries, key_id, issued, applied, checked)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    publisher: str
+    version: int
+    added: int  # entries that were not there before
+    changed: int  # entries that were there and were overwritten
+    removed: int  # entries deleted
+    absent_removes: int  # removes of cards this node did not hold
+
+
+def _pub3(publisher: str) -> bytes:
+    return publisher_code(publisher).to_bytes(3, "big")
+
+
+_REASONS = {r.value: r for r in Reason}
+_PUBLISHERS: dict[bytes, str] = {}  # 3-byte code → "440100", filled as met (a few hundred)
+
+
+def _publisher_text(code: bytes) -> str:
+    text = _PUBLISHERS.get(code)
+    if text is None:
+        text = _PUBLISHERS[bytes(code)] = f"{int.from_bytes(code, 'big'):06d}"
+    return text
+
+
+def decode_entry(key: bytes, value: bytes, card_text: str | None = None) -> Entry:
+    """An Entry from a stored record; ``card_text`` saves rebuilding the id from the key."""
+    reason, time, version = _ENTRY.unpack(value)
+    return Entry(
+        card_text if card_text is not None else key_to_text(key[:KEY_LENGTH]),
+        _REASONS[reason],
+        time,
+        _publisher_text(key[KEY_LENGTH:]),
+        version,
+    )
+
+
+@contextlib.contextmanager
+def _abort_on_error(txn: Any) -> Iterator[None]:
+    """Abort a write transaction on any exception; the body commits it itself."""
+    try:
+        yield
+    except BaseException:
+        txn.abort()
+        raise
+
+
+def _rows(matrix: NDArray[np.uint8]) -> list[bytes]:
+    """Each row of a 2-D uint8 array as a bytes object (a void view converts in C)."""
+    width = matrix.shape[1]
+    return list(np.ascontiguousarray(matrix).view(f"V{width}").ravel().tolist())
