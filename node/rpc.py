@@ -63,14 +63,21 @@ class Meter:
             self._m.handled.labels(*labels, "OK"),
         )
 
-    async def _fail(self, exc: BaseException, context: Any, where: str) -> None:
+    async def _fail(
+        self, exc: BaseException, context: Any, where: str, labels: tuple[str, str, str]
+    ) -> None:
         code = status_of(exc)
+        # Count before aborting: abort() sends the status to the client before it raises,
+        # and a scrape right after the client's answer must already see it.
+        self._m.handled.labels(*labels, (code or grpc.StatusCode.INTERNAL).name).inc()
         if code is None:
             log.exception("%s failed", where)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
         await context.abort(code, str(exc))
 
-    def _count(self, labels: tuple[str, str, str], context: Any, ok: Any) -> None:
+    def _count(self, labels: tuple[str, str, str], context: Any, ok: Any, failed: bool) -> None:
+        if failed:
+            return  # counted by _fail
         code = context.code()
         if code is None or code == grpc.StatusCode.OK:
             ok.inc()
@@ -85,16 +92,18 @@ class Meter:
         async def metered(request: Req, context: Any) -> Resp:
             started.inc()
             t0 = time.perf_counter()
+            failed = False
             try:
                 return await fn(request, context)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:  # mapped to a status, or INTERNAL and logged
-                await self._fail(exc, context, where)
+                failed = True
+                await self._fail(exc, context, where, labels)
                 raise
             finally:
                 handling.observe(time.perf_counter() - t0)
-                self._count(labels, context, ok)
+                self._count(labels, context, ok, failed)
 
         return metered
 
@@ -106,16 +115,18 @@ class Meter:
         async def metered(requests: AsyncIterator[Req], context: Any) -> AsyncIterator[Resp]:
             started.inc()
             t0 = time.perf_counter()
+            failed = False
             try:
                 async for response in fn(requests, context):
                     yield response
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                await self._fail(exc, context, where)
+                failed = True
+                await self._fail(exc, context, where, labels)
                 raise
             finally:
                 handling.observe(time.perf_counter() - t0)
-                self._count(labels, context, ok)
+                self._count(labels, context, ok, failed)
 
         return metered
