@@ -12,7 +12,7 @@ GEN := node/gen
 PROTOS := $(wildcard proto/blacklist/v1/*.proto)
 PROTO_STAMP := $(GEN)/.stamp
 
-.PHONY: install proto test lint typecheck unit bench demo up clean
+.PHONY: install proto test lint typecheck unit bench demo up down clean
 
 $(STAMP): pyproject.toml blacklist/_speedups.c
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required and none was found on PATH" >&2; exit 1; }
@@ -58,8 +58,19 @@ bench: install
 		--benchmark-columns=min,median,mean,rounds -q
 	$(BIN)/python -m bench.report bench/results/latest.json
 
+# The national scenario (issue #4): six nodes as separate processes, revoked at Guangzhou,
+# refused in Beijing; everything stopped at the end.
 demo: install
 	$(BIN)/python -m node demo
+
+# The same federation left running in the background (state, logs and data in .federation/),
+# until `make down`.
+up: install
+	$(BIN)/python -m node up
+
+down:
+	@test -x $(BIN)/python || { echo "no $(VENV): nothing was started by make up"; exit 0; }
+	$(BIN)/python -m node down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,5 +1,6 @@
 """Command line: ``python -m node run --config FILE`` (also the ``blacklist-node`` script),
-``keys generate``, ``init`` (a config for a local node) and ``demo``."""
+``keys generate``, ``demo`` (the national scenario), and ``up`` / ``down`` (a six-node
+federation left running in the background)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def _keys_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up(args: argparse.Namespace) -> int:
+    from node.up import up
+
+    return up(args.dir)
+
+
+def _down(args: argparse.Namespace) -> int:
+    from node.up import down
+
+    return down(args.dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -53,8 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--prefix", action="append", required=True, help="region prefix, e.g. 4401")
     gen.add_argument("--out", required=True, type=Path, help="directory for the key files")
     gen.set_defaults(fn=_keys_generate)
-    demo = sub.add_parser("demo", help="start a node as a separate process and use it")
+    demo = sub.add_parser("demo", help="the national scenario: six nodes syncing, then stopped")
     demo.set_defaults(fn=lambda a: __import__("node.demo", fromlist=["main"]).main())
+    state = "keys, configs, data, logs and federation.json (default: ./.federation)"
+    up = sub.add_parser("up", help="start the six-node federation in the background")
+    up.add_argument("--dir", type=Path, default=Path(".federation"), help=state)
+    up.set_defaults(fn=_up)
+    down = sub.add_parser("down", help="stop the federation that `up` started")
+    down.add_argument("--dir", type=Path, default=Path(".federation"), help=state)
+    down.set_defaults(fn=_down)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

@@ -1,29 +1,40 @@
-"""`make demo` (the node issue): one city node as a separate process, used over real gRPC.
+"""`make demo` (issue #4): the national scenario, six node processes syncing over loopback.
 
-As an operator and a terminal would: make Guangzhou's signing key with the CLI, write a
-config, start ``python -m node run`` and wait for its READY line; revoke 5,000 cards through
-Admin.Revoke, check cards through CardStatus (CheckCard, one BatchCheck, a short
-CheckStream), reinstate one, show two refusals with their gRPC status, measure CheckCard
-latency from the client, scrape /metrics, and stop the node with SIGTERM. Every answer is
-checked against what was revoked, so the demo fails loudly (non-zero exit) if the node is
-wrong, and it never leaves the node running.
+    ministry 000000
+      ├── province 440000 (Guangdong) ── city 440100 (Guangzhou), city 440300 (Shenzhen)
+      └── province 110000 (Beijing)   ── city 110100 (Beijing)
+
+As operators and terminals would: make every publisher's key with the CLI, write the
+configs, start the six ``python -m node run`` processes (node/federation.py) and wait until
+every child holds its upstream's push stream. Then revoke cards at Guangzhou through
+Admin.Revoke and watch a Beijing terminal refuse them (CheckCard on 110100), timing how long
+each revocation takes to cross the country (city → province → ministry → province → city);
+check Shenzhen sees them too; reinstate one and watch Beijing accept it again; revoke a card
+at Beijing and watch Guangzhou refuse it; measure check latency at Beijing; print every
+node's feed heads side by side; stop all six with SIGTERM.
+
+Every answer is checked, so the demo fails loudly (a message and a non-zero exit) if any node
+is wrong or a change does not arrive within ``PROPAGATION_TIMEOUT``; and it never leaves a
+node running (try/finally, SIGTERM to the demo itself included).
 """
 
 from __future__ import annotations
 
 import random
+import signal
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import grpc
 
+from node.federation import Federation
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -31,11 +42,16 @@ from node.gen.blacklist.v1 import (
     card_status_pb2_grpc,
     types_pb2,
 )
-from node.localnode import LocalNode, LocalNodeError, NodeSpec, generate_keys, start_node
+from node.localnode import LocalNodeError
+from node.up import NAMES, FederationError, scrape, wait_linked
 
-REGION, PREFIX, CITY = "440100", "4401", "Guangzhou"
-REVOCATIONS, PER_CALL = 5000, 1000
-LATENCY_CALLS, WARM_UP = 2000, 200
+GUANGZHOU, SHENZHEN, BEIJING = "440100", "440300", "110100"
+BATCH = 1000  # cards in the one large Revoke
+SINGLES = 9  # single-card Revokes, each timed to Beijing
+LATENCY_CALLS, WARM_UP = 1000, 200
+SYNC_INTERVAL = 2.0  # the pull fallback; changes travel on the push streams
+PROPAGATION_TIMEOUT = 10.0
+POLL_INTERVAL = 0.002
 RPC_TIMEOUT = 10.0
 CHINA = timezone(timedelta(hours=8), "CST")
 # Roughly how reasons mix on a city's list: mostly lost and replaced cards.
@@ -48,17 +64,14 @@ REASON_WEIGHTS = {
     types_pb2.CANCELLED: 8,
     types_pb2.OTHER: 2,
 }
-METRIC_LINES = (
-    "blacklist_checks_total",
-    "blacklist_feed_version",
-    "blacklist_feed_entries",
-    "blacklist_revocations_total",
-    "blacklist_reinstatements_total",
-)
 
 
 class DemoFailed(RuntimeError):
-    """The node answered something other than what the demo revoked (or did not answer)."""
+    """A node answered something other than what the demo did (or did not answer in time)."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM to the demo itself: unwind through every ``finally``, so no node is left."""
 
 
 def _card(region: str, rng: random.Random) -> str:
@@ -81,12 +94,38 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
 
+def _route(
+    topology: Sequence[tuple[str, str, str | None, str | None]], src: str, dst: str
+) -> tuple[list[str], list[str]]:
+    """The nodes a delta published at ``src`` passes to reach ``dst``: pushed up the tree to
+    the first common ancestor, then streamed down (DESIGN.md §2)."""
+    parent = {region: up for region, _, up, _ in topology}
+
+    def chain(region: str) -> list[str]:
+        out = [region]
+        while (up := parent[out[-1]]) is not None:
+            out.append(up)
+        return out
+
+    up, down = chain(src), chain(dst)
+    common = next(r for r in up if r in down)
+    return up[1 : up.index(common) + 1], down[: down.index(common)][::-1]
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.0f} ms"
+
+
 class Demo:
     def __init__(self, out: TextIO, seed: int = 2026) -> None:
         self.out = out
         self.rng = random.Random(seed)
         self.started = time.perf_counter()
         self.revoked: dict[str, tuple[int, int]] = {}  # card -> (reason, effective_time)
+        self.fed: Federation | None = None
+        self.channels: list[grpc.Channel] = []
+        self.status: dict[str, Any] = {}  # region -> CardStatus stub (a terminal there)
+        self.admin: dict[str, Any] = {}  # region -> Admin stub (an operator there)
 
     def say(self, text: str) -> None:
         print(f"[{time.perf_counter() - self.started:5.2f}s] {text}", file=self.out, flush=True)
@@ -94,294 +133,407 @@ class Demo:
     def show(self, text: str) -> None:
         print(f"         {text}", file=self.out, flush=True)
 
-    # -- setting up, as an operator would ---------------------------------------------------
+    @property
+    def federation(self) -> Federation:
+        assert self.fed is not None
+        return self.fed
 
-    def start(self, root: Path) -> LocalNode:
-        keys = generate_keys(REGION, [PREFIX], root / "keys")
-        self.say(
-            f"keys: `python -m node keys generate --publisher {REGION} --prefix {PREFIX}` wrote "
-            f"{keys.private} and {keys.public.name}"
-        )
-        spec = NodeSpec(REGION, "city", signing_key=keys.private, trusted_keys=(keys.public,))
-        node = start_node(spec, root / REGION)
-        self.say(
-            f"node {REGION} ({CITY}, city) started as pid {node.pid} from {node.config}: "
-            f"gRPC {node.grpc}, metrics {node.metrics_url}"
-        )
-        return node
+    # -- setting up, as operators would -----------------------------------------------------
 
-    # -- Admin ------------------------------------------------------------------------------
-
-    def revoke(self, admin: Any) -> int:
-        now = int(time.time())
-        reasons, weights = list(REASON_WEIGHTS), list(REASON_WEIGHTS.values())
+    def start(self, root: Path) -> None:
+        fed = self.fed = Federation(root, sync_interval=SYNC_INTERVAL)
         t0 = time.perf_counter()
-        version = 0
-        for _ in range(REVOCATIONS // PER_CALL):
-            batch = []
-            for _ in range(PER_CALL):
-                card = _card(REGION, self.rng)
-                reason = self.rng.choices(reasons, weights)[0]
-                # Reported over the last 90 days, during office hours more or less.
-                effective = now - self.rng.randrange(90 * 86400)
-                self.revoked[card] = (reason, effective)
-                batch.append(
-                    admin_pb2.Revocation(card_id=card, reason=reason, effective_time=effective)
-                )
-            answer = admin.Revoke(admin_pb2.RevokeRequest(revocations=batch), timeout=RPC_TIMEOUT)
-            if answer.added != PER_CALL:
-                raise DemoFailed(f"Revoke added {answer.added} of {PER_CALL} new cards")
-            version = answer.version
-        mix = Counter(_reason(r) for r, _ in self.revoked.values())
+        fed.prepare()
         self.say(
-            f"Admin.Revoke: {len(self.revoked):,} cards in {REVOCATIONS // PER_CALL} calls → "
-            f"feed {REGION} v{version} ({(time.perf_counter() - t0) * 1e3:.0f} ms); reasons "
-            + ", ".join(f"{name} {n}" for name, n in mix.most_common())
+            f"keys: `python -m node keys generate` for {len(fed.keys)} publishers ("
+            + ", ".join(f"{r} → {p}xx" for r, _, _, p in fed.topology if p)
+            + f"); configs in {root}/<region>/node.toml ({time.perf_counter() - t0:.1f} s)"
         )
-        return version
-
-    def reinstate(self, admin: Any, status: Any, card: str) -> None:
-        before = self.check(status, card, types_pb2.REVOKED)
-        answer = admin.Reinstate(admin_pb2.ReinstateRequest(card_ids=[card]), timeout=RPC_TIMEOUT)
-        if answer.removed != 1:
-            raise DemoFailed(f"Reinstate of {card} removed {answer.removed} cards, expected 1")
-        del self.revoked[card]
-        after = self.check(status, card, types_pb2.NOT_REVOKED)
+        t0 = time.perf_counter()
+        fed.start()
+        self.say(f"started {len(fed.nodes)} nodes in {time.perf_counter() - t0:.1f} s:")
+        for region, role, parent, _ in fed.topology:
+            node = fed.nodes[region]
+            up = f"upstream {parent}" if parent else "root"
+            self.show(
+                f"{region} {NAMES[region]:18} {role:8} pid {node.pid:<7} gRPC {node.grpc:21} "
+                f"metrics {node.metrics_url}  ({up})"
+            )
+        for region, *_ in fed.topology:
+            channel = grpc.insecure_channel(fed.address(region))
+            self.channels.append(channel)
+            grpc.channel_ready_future(channel).result(timeout=RPC_TIMEOUT)
+            self.status[region] = card_status_pb2_grpc.CardStatusStub(channel)  # type: ignore[no-untyped-call]
+            self.admin[region] = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        t0 = time.perf_counter()
+        links = wait_linked(fed)
         self.say(
-            f"Admin.Reinstate {card} (was {_status(before.status)} "
-            f"{_reason(before.reason)}) → feed v{answer.version}; CheckCard now says "
-            f"{_status(after.status)} (feed v{after.feed_version})"
+            f"sync: all {links} children hold their upstream's push stream "
+            f"({_ms(time.perf_counter() - t0)}; pull fallback every {SYNC_INTERVAL:g} s)"
         )
 
-    # -- CardStatus, as a terminal would ----------------------------------------------------
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+        if self.fed is not None:
+            self.fed.close()  # kills whatever is still running (an error path)
 
-    def check(self, status: Any, card: str, expected: int) -> Any:
-        answer = status.CheckCard(
-            card_status_pb2.CheckCardRequest(card_id=card, terminal_id="DEMO-POS-0001"),
+    # -- the terminal's side ----------------------------------------------------------------
+
+    def check(self, region: str, card: str) -> Any:
+        return self.status[region].CheckCard(
+            card_status_pb2.CheckCardRequest(card_id=card, terminal_id=f"{region}-POS-0001"),
             timeout=RPC_TIMEOUT,
         )
-        if answer.status != expected:
-            raise DemoFailed(
-                f"CheckCard {card}: {_status(answer.status)}, expected {_status(expected)}"
-            )
-        if expected == types_pb2.REVOKED:
-            reason, effective = self.revoked[card.upper()]
-            if (answer.reason, answer.effective_time) != (reason, effective):
-                raise DemoFailed(
-                    f"CheckCard {card}: reason {_reason(answer.reason)} at "
-                    f"{answer.effective_time}, revoked as {_reason(reason)} at {effective}"
-                )
+
+    def expect(self, region: str, card: str, expected: int) -> Any:
+        answer = self.check(region, card)
+        self._verify(region, card, answer, expected)
         return answer
 
-    def check_table(self, status: Any) -> None:
+    def _verify(self, region: str, card: str, answer: Any, expected: int) -> None:
+        if answer.status != expected:
+            raise DemoFailed(
+                f"CheckCard {card} at {region}: {_status(answer.status)}, "
+                f"expected {_status(expected)}"
+            )
+        if expected == types_pb2.REVOKED:
+            reason, effective = self.revoked[card]
+            if (answer.reason, answer.effective_time) != (reason, effective):
+                raise DemoFailed(
+                    f"CheckCard {card} at {region}: {_reason(answer.reason)} at "
+                    f"{answer.effective_time}, but it was revoked as {_reason(reason)} at "
+                    f"{effective}"
+                )
+
+    def wait_for(self, region: str, card: str, expected: int, since: float) -> float:
+        """Poll CheckCard at ``region`` until it answers ``expected``; seconds from ``since``."""
+        request = card_status_pb2.CheckCardRequest(card_id=card, terminal_id=f"{region}-POS-0001")
+        check = self.status[region].CheckCard
+        while True:
+            answer = check(request, timeout=RPC_TIMEOUT)
+            took = time.perf_counter() - since
+            if answer.status == expected:
+                self._verify(region, card, answer, expected)
+                return took
+            if took > PROPAGATION_TIMEOUT:
+                raise DemoFailed(
+                    f"propagation not seen: {region} ({NAMES[region]}) still answers "
+                    f"{_status(answer.status)} for {card} {PROPAGATION_TIMEOUT:g} s later, "
+                    f"expected {_status(expected)} (its feed {answer.publisher or '-'} is at "
+                    f"v{answer.feed_version})"
+                )
+            time.sleep(POLL_INTERVAL)
+
+    def batch_expect(self, region: str, revoked: list[str], clean: list[str]) -> Any:
+        ids = revoked + clean
+        self.rng.shuffle(ids)
+        answer = self.status[region].BatchCheck(
+            card_status_pb2.BatchCheckRequest(card_ids=ids, terminal_id=f"{region}-GATEWAY"),
+            timeout=RPC_TIMEOUT,
+        )
+        flagged = {ids[c.index]: c for c in answer.cards}
+        if answer.count != len(ids) or set(flagged) != set(revoked):
+            raise DemoFailed(
+                f"BatchCheck at {region}: {len(flagged)} of {answer.count} flagged, expected "
+                f"exactly the {len(revoked)} revoked cards of {len(ids)}"
+            )
+        for card, c in flagged.items():
+            if (c.status, c.reason, c.effective_time) != (types_pb2.REVOKED, *self.revoked[card]):
+                raise DemoFailed(f"BatchCheck at {region}: {card} answered {c}")
+        return answer
+
+    # -- the operator's side ----------------------------------------------------------------
+
+    def revocation(self, region: str, now: int) -> admin_pb2.Revocation:
+        card = _card(region, self.rng)
+        reason = self.rng.choices(list(REASON_WEIGHTS), list(REASON_WEIGHTS.values()))[0]
+        effective = now - self.rng.randrange(90 * 86400)  # reported over the last 90 days
+        return admin_pb2.Revocation(card_id=card, reason=reason, effective_time=effective)
+
+    def revoke(self, region: str, revocations: list[admin_pb2.Revocation]) -> Any:
+        answer = self.admin[region].Revoke(
+            admin_pb2.RevokeRequest(revocations=revocations), timeout=RPC_TIMEOUT
+        )
+        if answer.added != len(revocations):
+            raise DemoFailed(f"Revoke at {region} added {answer.added} of {len(revocations)}")
+        for r in revocations:
+            self.revoked[r.card_id] = (r.reason, r.effective_time)
+        return answer
+
+    # -- the scenario -----------------------------------------------------------------------
+
+    def before(self) -> None:
+        card = _card(GUANGZHOU, self.rng)
+        answer = self.expect(BEIJING, card, types_pb2.NO_DATA)
+        self.say(
+            f"before: {BEIJING} answers {_status(answer.status)} for Guangzhou card {card} "
+            f"(feed {answer.publisher} has not published yet)"
+        )
+
+    def revoke_batch(self) -> None:
+        now = int(time.time())
+        batch = [self.revocation(GUANGZHOU, now) for _ in range(BATCH)]
+        t0 = time.perf_counter()
+        answer = self.revoke(GUANGZHOU, batch)
+        returned = time.perf_counter()
+        took = self.wait_for(BEIJING, batch[-1].card_id, types_pb2.REVOKED, returned)
+        mix = Counter(_reason(r.reason) for r in batch)
+        self.say(
+            f"Admin.Revoke at {GUANGZHOU}: {BATCH:,} cards in one call → feed {GUANGZHOU} "
+            f"v{answer.version} ({_ms(returned - t0)}); REVOKED at {BEIJING} (Beijing) "
+            f"{_ms(took)} after the call returned ({BATCH:,} cards, and the first delta any node "
+            "applies)"
+        )
+        self.show("reasons: " + ", ".join(f"{name} {n}" for name, n in mix.most_common()))
+        cards = [r.card_id for r in batch]
+        self.batch_expect(BEIJING, cards, [_card(GUANGZHOU, self.rng) for _ in range(BATCH)])
+        self.say(
+            f"BatchCheck at {BEIJING} of those {BATCH:,} + {BATCH:,} never-revoked Guangzhou "
+            f"ids: exactly the {BATCH:,} flagged REVOKED, each with the reason and time "
+            "entered at Guangzhou"
+        )
+
+    def revoke_singles(self) -> None:
+        pushed, streamed = _route(self.federation.topology, GUANGZHOU, BEIJING)
+        hops = pushed + streamed
+        before = {r: self._applied(r) for r in hops}
+        took = []
+        for _ in range(SINGLES):
+            revocation = self.revocation(GUANGZHOU, int(time.time()))
+            self.revoke(GUANGZHOU, [revocation])
+            took.append(
+                self.wait_for(BEIJING, revocation.card_id, types_pb2.REVOKED, time.perf_counter())
+            )
+        lat = sorted(took)
+        self.say(
+            f"propagation {GUANGZHOU} → {BEIJING}, {SINGLES} single-card Revokes (Revoke "
+            f"returns → CheckCard at {BEIJING} says REVOKED): p50 {_ms(_percentile(lat, 0.5))}, "
+            f"max {_ms(lat[-1])}"
+        )
+        self.show("each: " + ", ".join(_ms(t) for t in took))
+        # Where the time goes: each hop verifies and applies the delta before passing it on.
+        means = {}
+        for r in hops:
+            total, count = (a - b for a, b in zip(self._applied(r), before[r], strict=True))
+            means[r] = total / count if count else 0.0
+        self.show(
+            f"path: {GUANGZHOU} ⇢ "
+            + " ⇢ ".join(pushed)
+            + " → "
+            + " → ".join(streamed)
+            + f" ({len(pushed)} PushDeltas up ⇢, {len(streamed)} Subscribe streams down →); "
+            "each hop verifies and applies before passing on, mean: "
+            + ", ".join(f"{r} {v * 1e3:.1f} ms" for r, v in means.items())
+            + f" = {sum(means.values()) * 1e3:.0f} ms of the p50; the rest is RPC hops, "
+            f"event loops and the {POLL_INTERVAL * 1e3:g} ms poll"
+        )
+
+    def _applied(self, region: str) -> tuple[float, float]:
+        metrics = scrape(self.federation.metrics_url(region))
+        return (
+            metrics.get("blacklist_delta_apply_seconds_sum", 0.0),
+            metrics.get("blacklist_delta_apply_seconds_count", 0.0),
+        )
+
+    def terminals(self) -> None:
         by_reason: dict[int, str] = {}
         for card, (reason, _) in self.revoked.items():
             by_reason.setdefault(reason, card)
-        revoked = [by_reason[r] for r in sorted(by_reason)][:4]
-        samples = [
-            *[("revoked", c, types_pb2.REVOKED) for c in revoked],
-            ("revoked, typed in lower case", revoked[0].lower(), types_pb2.REVOKED),
-            ("never revoked", _card(REGION, self.rng), types_pb2.NOT_REVOKED),
-            ("never revoked", _card(REGION, self.rng), types_pb2.NOT_REVOKED),
-            (
-                "Beijing card (no Beijing key here)",
-                _card("110100", self.rng),
-                types_pb2.UNKNOWN_ISSUER,
-            ),
-        ]
-        self.say(f"CheckCard, one call per card ({len(samples)} cards):")
-        head = f"{'':34} {'card id':32}  {'status':14} {'reason':14} {'effective (UTC+8)':17} feed"
+        samples = [by_reason[r] for r in sorted(by_reason)][:5]
+        samples.append(_card(GUANGZHOU, self.rng))
+        t0 = time.perf_counter()
+        for card in samples:  # Shenzhen is two hops from Guangzhou: poll, do not assume
+            expected = types_pb2.REVOKED if card in self.revoked else types_pb2.NOT_REVOKED
+            self.wait_for(SHENZHEN, card, expected, t0)
+        self.say("CheckCard, the same cards at a Beijing and a Shenzhen terminal:")
+        head = f"{'card id':32}  {'110100 (Beijing)':16} {'440300 (Shenzhen)':17} {'reason':14} "
+        head += f"{'effective (UTC+8)':17}  feed"
         self.show(head)
         self.show("-" * len(head))
-        for label, card, expected in samples:
-            a = self.check(status, card, expected)
-            feed = f"{a.publisher} v{a.feed_version}" if a.publisher else "-"
+        for card in samples:
+            expected = types_pb2.REVOKED if card in self.revoked else types_pb2.NOT_REVOKED
+            bj = self.expect(BEIJING, card, expected)
+            sz = self.expect(SHENZHEN, card, expected)
             self.show(
-                f"{label:34} {a.card_id:32}  {_status(a.status):14} {_reason(a.reason):14} "
-                f"{_when(a.effective_time):17} {feed}"
+                f"{card:32}  {_status(bj.status):16} {_status(sz.status):17} "
+                f"{_reason(bj.reason):14} {_when(bj.effective_time):17}  "
+                f"{bj.publisher} v{bj.feed_version}"
             )
-
-    def batch_check(self, status: Any) -> None:
-        ids = [_card(REGION, self.rng) for _ in range(990)]
-        revoked = list(self.revoked)[100:110]
-        for card in revoked:
-            ids.insert(self.rng.randrange(len(ids) + 1), card)
-        t0 = time.perf_counter()
-        answer = status.BatchCheck(
-            card_status_pb2.BatchCheckRequest(card_ids=ids, terminal_id="DEMO-GATEWAY"),
-            timeout=RPC_TIMEOUT,
-        )
-        took = time.perf_counter() - t0
-        flagged = {c.index: c for c in answer.cards}
-        expected = {i for i, c in enumerate(ids) if c in self.revoked}
-        if answer.count != len(ids) or set(flagged) != expected:
-            raise DemoFailed(
-                f"BatchCheck: flagged indexes {sorted(flagged)} of {answer.count}, "
-                f"expected {sorted(expected)} of {len(ids)}"
-            )
-        if any(c.status != types_pb2.REVOKED for c in flagged.values()):
-            raise DemoFailed(f"BatchCheck: unexpected answers {list(flagged.values())}")
+        revoked = list(self.revoked)
+        answer = self.batch_expect(SHENZHEN, revoked, [])
         feeds = ", ".join(f"{f.publisher} v{f.version}" for f in answer.feeds)
         self.say(
-            f"BatchCheck of {len(ids):,} ids in {took * 1e3:.1f} ms: {len(flagged)} REVOKED "
-            f"(indexes {', '.join(map(str, sorted(flagged)))}), {len(ids) - len(flagged)} "
-            f"NOT_REVOKED; feed {feeds}"
+            f"BatchCheck at {SHENZHEN} (Shenzhen) of all {len(revoked):,} revoked cards: "
+            f"{len(answer.cards):,} REVOKED (feed {feeds})"
         )
 
-    def check_stream(self, status: Any) -> None:
-        revoked = list(self.revoked)[200:204]
-        ids = [card for r in revoked for card in (r, _card(REGION, self.rng))]
-
-        def requests() -> Iterator[card_status_pb2.CheckCardRequest]:
-            for card in ids:
-                yield card_status_pb2.CheckCardRequest(card_id=card, terminal_id="DEMO-GATEWAY")
-
-        t0 = time.perf_counter()
-        answers = list(status.CheckStream(requests(), timeout=RPC_TIMEOUT))
-        took = time.perf_counter() - t0
-        got = [(a.card_id, a.status) for a in answers]
-        want = [(c, types_pb2.REVOKED if c in self.revoked else types_pb2.NOT_REVOKED) for c in ids]
-        if got != want:
-            raise DemoFailed(f"CheckStream answered {got}, expected {want}")
+    def reinstate(self) -> None:
+        card = next(iter(self.revoked))
+        reason = self.revoked[card][0]
+        answer = self.admin[GUANGZHOU].Reinstate(
+            admin_pb2.ReinstateRequest(card_ids=[card]), timeout=RPC_TIMEOUT
+        )
+        returned = time.perf_counter()
+        if answer.removed != 1:
+            raise DemoFailed(f"Reinstate of {card} removed {answer.removed} cards, expected 1")
+        del self.revoked[card]
+        took = self.wait_for(BEIJING, card, types_pb2.NOT_REVOKED, returned)
+        self.wait_for(SHENZHEN, card, types_pb2.NOT_REVOKED, returned)
         self.say(
-            f"CheckStream: {len(ids)} requests → {len(answers)} answers in order in "
-            f"{took * 1e3:.1f} ms: " + " ".join(_status(s) for _, s in got)
+            f"Admin.Reinstate at {GUANGZHOU} of {card} (was {_reason(reason)}) → feed "
+            f"v{answer.version}; accepted again at {BEIJING}: NOT_REVOKED {_ms(took)} after "
+            f"the call returned (and at {SHENZHEN})"
         )
 
-    # -- refusals ---------------------------------------------------------------------------
-
-    def refused(self, what: str, call: Any, expected: grpc.StatusCode) -> None:
+    def other_direction(self) -> None:
+        revocation = self.revocation(BEIJING, int(time.time()))
         try:
-            call()
-        except grpc.RpcError as exc:
-            if exc.code() != expected:
-                raise DemoFailed(
-                    f"{what}: {exc.code().name} ({exc.details()}), expected {expected.name}"
-                ) from None
-            self.say(f"{what} → refused: {exc.code().name}: {exc.details()}")
-            return
-        raise DemoFailed(f"{what} was accepted; expected {expected.name}")
-
-    def refusals(self, admin: Any, status: Any) -> None:
-        bad = "44010OD156000005ABCDEF"
-        self.refused(
-            f"CheckCard {bad!r}",
-            lambda: status.CheckCard(
-                card_status_pb2.CheckCardRequest(card_id=bad), timeout=RPC_TIMEOUT
-            ),
-            grpc.StatusCode.INVALID_ARGUMENT,
-        )
-        before = self.feed_version(admin)
-        beijing = _card("110100", self.rng)
-        revocation = admin_pb2.Revocation(card_id=beijing, reason=types_pb2.LOSS)
-        self.refused(
-            f"Admin.Revoke of Beijing card {beijing}",
-            lambda: admin.Revoke(
+            self.admin[GUANGZHOU].Revoke(
                 admin_pb2.RevokeRequest(revocations=[revocation]), timeout=RPC_TIMEOUT
-            ),
-            grpc.StatusCode.PERMISSION_DENIED,
+            )
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.PERMISSION_DENIED:
+                raise
+            refusal = f"{exc.code().name}: {exc.details()}"
+            self.say(f"Admin.Revoke of a Beijing card at {GUANGZHOU} → refused: {refusal}")
+        else:
+            raise DemoFailed(f"{GUANGZHOU} accepted a revocation of Beijing card {revocation}")
+        answer = self.revoke(BEIJING, [revocation])
+        took = self.wait_for(GUANGZHOU, revocation.card_id, types_pb2.REVOKED, time.perf_counter())
+        self.say(
+            f"Admin.Revoke at {BEIJING} of Beijing card {revocation.card_id} "
+            f"({_reason(revocation.reason)}) → feed {BEIJING} v{answer.version}; refused at "
+            f"{GUANGZHOU} (Guangzhou): REVOKED {_ms(took)} after the call returned"
         )
-        if self.feed_version(admin) != before:
-            raise DemoFailed("the refused Revoke changed the feed")
 
-    def feed_version(self, admin: Any) -> int:
-        answer = admin.Status(admin_pb2.StatusRequest(), timeout=RPC_TIMEOUT)
-        return next((int(f.version) for f in answer.feeds if f.publisher == REGION), 0)
-
-    # -- measurements -----------------------------------------------------------------------
-
-    def latency(self, status: Any) -> None:
+    def latency(self) -> None:
         revoked = list(self.revoked)
         cards = [
-            self.rng.choice(revoked) if self.rng.random() < 0.1 else _card(REGION, self.rng)
+            self.rng.choice(revoked)
+            if self.rng.random() < 0.1
+            else _card(self.rng.choice((GUANGZHOU, BEIJING, SHENZHEN)), self.rng)
             for _ in range(WARM_UP + LATENCY_CALLS)
         ]
         requests = [card_status_pb2.CheckCardRequest(card_id=c) for c in cards]
-        check = status.CheckCard
+        check = self.status[BEIJING].CheckCard
+        url = self.federation.metrics_url(BEIJING)
+        for request in requests[:WARM_UP]:
+            check(request, timeout=RPC_TIMEOUT)
+        before = scrape(url)
         took: list[float] = []
-        for request in requests:
+        for request in requests[WARM_UP:]:
             t0 = time.perf_counter_ns()
             check(request, timeout=RPC_TIMEOUT)
             took.append((time.perf_counter_ns() - t0) / 1000)
-        lat = sorted(took[WARM_UP:])
+        after = scrape(url)
+        lat = sorted(took)
         self.say(
-            f"CheckCard latency from the client, {len(lat):,} sequential calls (10% revoked): "
-            f"p50 {_percentile(lat, 0.50):.0f} µs, p90 {_percentile(lat, 0.90):.0f} µs, "
-            f"p99 {_percentile(lat, 0.99):.0f} µs, max {lat[-1]:.0f} µs"
+            f"CheckCard latency at {BEIJING} from the client, {len(lat):,} sequential calls "
+            f"(10% revoked): p50 {_percentile(lat, 0.50):.0f} µs, p90 "
+            f"{_percentile(lat, 0.90):.0f} µs, p99 {_percentile(lat, 0.99):.0f} µs, max "
+            f"{lat[-1]:.0f} µs"
+        )
+        count = after["blacklist_check_seconds_count"] - before["blacklist_check_seconds_count"]
+        spent = after["blacklist_check_seconds_sum"] - before["blacklist_check_seconds_sum"]
+        if count != len(lat):
+            raise DemoFailed(f"{url} counted {count:.0f} checks, the client made {len(lat)}")
+        self.show(
+            f"server side ({url}, blacklist_check_seconds): {count:,.0f} checks, mean "
+            f"{spent / count * 1e6:.1f} µs inside the handler; the rest is the gRPC round trip"
         )
 
-    def scrape(self, url: str, version: int) -> None:
-        with urllib.request.urlopen(url, timeout=RPC_TIMEOUT) as response:
-            text = response.read().decode("utf-8")
-        lines = [
-            line
-            for line in text.splitlines()
-            if line.startswith(METRIC_LINES)
-            or (line.startswith("grpc_server_handled_total") and 'grpc_code="OK"' not in line)
-        ]
-        want = f'blacklist_feed_version{{publisher="{REGION}"}} {float(version)}'
-        if want not in lines:
-            raise DemoFailed(f"/metrics has no line {want!r}")
-        self.say(f"metrics: {url} ({len(text.splitlines())} lines), among them:")
-        for line in lines:
-            self.show(line)
-        # The client's latency above is mostly the gRPC round trip; the handler's own share:
-        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1] != "#")
-        count = float(values.get("blacklist_check_seconds_count", "0"))
-        if count:
-            spent = float(values["blacklist_check_seconds_sum"]) / count
-            self.show(
-                f"(blacklist_check_seconds: {count:,.0f} checks, mean {spent * 1e6:.1f} µs "
-                "inside the handler)"
+    def heads(self) -> None:
+        fed = self.federation
+        regions = [r for r, *_ in fed.topology]
+        deadline = time.perf_counter() + PROPAGATION_TIMEOUT
+        while True:
+            status = {
+                r: self.admin[r].Status(admin_pb2.StatusRequest(), timeout=RPC_TIMEOUT)
+                for r in regions
+            }
+            heads = {
+                r: {f.publisher: (f.version, f.digest) for f in s.feeds} for r, s in status.items()
+            }
+            if all(h == heads[regions[0]] for h in heads.values()):
+                break
+            if time.perf_counter() > deadline:
+                raise DemoFailed(f"feed heads differ {PROPAGATION_TIMEOUT:g} s on: {heads}")
+            time.sleep(0.05)
+        publishers = sorted(heads[regions[0]])
+        self.say(f"feed heads on every node (Admin.Status): identical on all {len(regions)}")
+        head = f"{'node':36}" + "".join(f"{p + ' head':17}" for p in publishers) + "entries"
+        self.show(head)
+        self.show("-" * len(head))
+        for r, role, *_ in fed.topology:
+            cells = "".join(
+                f"v{heads[r][p][0]:<4} {heads[r][p][1][:4].hex()}    " for p in publishers
             )
+            self.show(f"{r} {NAMES[r]:18} {role:8}  {cells}{status[r].entries:>7,}")
 
-    # -- the whole run ----------------------------------------------------------------------
+    def stop(self) -> None:
+        t0 = time.perf_counter()
+        codes = self.federation.stop_all()
+        took = time.perf_counter() - t0
+        listed = ", ".join(f"{r} {c}" for r, c in codes.items())
+        if len(codes) != len(self.federation.topology) or any(codes.values()):
+            raise DemoFailed(f"not every node stopped cleanly on SIGTERM: exit codes {listed}")
+        self.say(
+            f"all {len(codes)} nodes stopped with SIGTERM, cities first, in {took:.1f} s; "
+            f"exit codes: {listed}"
+        )
+
+    def dump_logs(self) -> None:
+        if self.fed is None:
+            return
+        for node in self.fed.nodes.values():
+            print(f"--- {node.log} (last lines)\n{node.log_tail(8)}", file=sys.stderr)
 
     def run(self) -> None:
         with tempfile.TemporaryDirectory(prefix="blacklist-demo-") as tmp:
-            node = self.start(Path(tmp))
             try:
-                self.use(node)
-                t0 = time.perf_counter()
-                code = node.stop()
-                if code != 0:
-                    raise DemoFailed(f"node exited with code {code} after SIGTERM")
-                self.say(
-                    f"node {REGION} stopped cleanly on SIGTERM (exit 0) in "
-                    f"{time.perf_counter() - t0:.2f} s"
-                )
+                self.start(Path(tmp))
+                self.before()
+                self.revoke_batch()
+                self.revoke_singles()
+                self.terminals()
+                self.reinstate()
+                self.other_direction()
+                self.latency()
+                self.heads()
+                self.stop()
+            except Exception:
+                self.dump_logs()  # the directory goes away with the demo
+                raise
             finally:
-                node.close()  # kills it if anything above failed
+                self.close()
         self.say("demo finished")
 
-    def use(self, node: LocalNode) -> None:
-        with grpc.insecure_channel(node.grpc) as channel:
-            grpc.channel_ready_future(channel).result(timeout=RPC_TIMEOUT)
-            status = card_status_pb2_grpc.CardStatusStub(channel)  # type: ignore[no-untyped-call]
-            admin = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
-            self.revoke(admin)
-            self.check_table(status)
-            self.batch_check(status)
-            self.check_stream(status)
-            self.reinstate(admin, status, next(iter(self.revoked)))
-            self.refusals(admin, status)
-            self.latency(status)
-            self.scrape(node.metrics_url, self.feed_version(admin))
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def run(out: TextIO = sys.stdout) -> int:
     demo = Demo(out)
     try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: no handler, SIGTERM ends the process as usual
+        previous = None
+    try:
         demo.run()
-    except (DemoFailed, LocalNodeError, OSError, grpc.FutureTimeoutError) as exc:
+    except (DemoFailed, FederationError, LocalNodeError, OSError, grpc.FutureTimeoutError) as exc:
         print(f"demo FAILED: {exc}", file=sys.stderr, flush=True)
         return 1
     except grpc.RpcError as exc:
         print(f"demo FAILED: gRPC {exc.code().name}: {exc.details()}", file=sys.stderr, flush=True)
         return 1
-    except KeyboardInterrupt:
-        print("demo interrupted", file=sys.stderr, flush=True)
+    except (KeyboardInterrupt, Interrupted):
+        print("demo interrupted; no node left running", file=sys.stderr, flush=True)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

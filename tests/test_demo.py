@@ -1,42 +1,174 @@
-"""`make demo` end to end: the real CLI, a real node process, real gRPC (one test, as the
-demo itself checks every answer and exits non-zero on any mismatch)."""
+"""`make demo`, `make up` and `make down` end to end: the real CLI, six real node processes,
+real gRPC. The demo checks every answer itself and exits non-zero on any mismatch, so one
+test runs it and looks for the lines that tell the story; a second starts the federation in
+the background, uses it, and stops it."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+import pytest
+
+from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
+from node.up import STATE_FILE, pid_alive, still_runs
+
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 40.0
+DEMO_TIMEOUT = 120.0
+UP_TIMEOUT = 90.0
+REGIONS = ("000000", "440000", "110000", "440100", "440300", "110100")
+CARD = r"440100D156000005[0-9A-F]{16}"
 
 EXPECTED_LINES = {
-    "a REVOKED answer": r"440100D156000005[0-9A-F]{16}\s+REVOKED\s+[A-Z_]+\s+\d{4}-\d\d-\d\d",
-    "a NOT_REVOKED answer": r"440100D156000005[0-9A-F]{16}\s+NOT_REVOKED\s",
-    "a reinstated card": r"Admin\.Reinstate .* CheckCard now says NOT_REVOKED",
-    "the malformed id refused": r"refused: INVALID_ARGUMENT: invalid card id",
-    "the Beijing revoke refused": r"refused: PERMISSION_DENIED: card 110100\S+ .*outside",
-    "the latency line": r"CheckCard latency from the client, 2,000 sequential calls.*"
-    r"p50 \d+ µs.*p99 \d+ µs",
-    "the metrics URL": r"metrics: http://127\.0\.0\.1:\d+/metrics",
-    "a scraped metric": r'blacklist_feed_version\{publisher="440100"\} 6\.0',
-    "a clean stop": r"node 440100 stopped cleanly on SIGTERM \(exit 0\)",
+    "the six nodes started": r"started 6 nodes in [\d.]+ s:",
+    "the sync links up": r"sync: all 5 children hold their upstream's push stream",
+    "the batch REVOKED at 110100": r"Admin\.Revoke at 440100: 1,000 cards in one call → feed "
+    r"440100 v1 .*; REVOKED at 110100 \(Beijing\) \d+ ms after the call returned",
+    "the batch checked at 110100": r"BatchCheck at 110100 .*exactly the 1,000 flagged REVOKED",
+    "the propagation time": r"propagation 440100 → 110100, \d+ single-card Revokes .*: "
+    r"p50 \d+ ms, max \d+ ms",
+    "REVOKED at Beijing and Shenzhen": CARD + r"\s+REVOKED\s+REVOKED\s+[A-Z_]+\s+\d{4}-\d\d-\d\d",
+    "NOT_REVOKED at Beijing and Shenzhen": CARD + r"\s+NOT_REVOKED\s+NOT_REVOKED\s",
+    "Shenzhen's batch": r"BatchCheck at 440300 \(Shenzhen\) of all ([\d,]+) revoked cards: \1 "
+    r"REVOKED",
+    "NOT_REVOKED after reinstatement": r"Admin\.Reinstate at 440100 of " + CARD + r" .* "
+    r"accepted again at 110100: NOT_REVOKED \d+ ms after the call returned",
+    "the out-of-scope refusal": r"refused: PERMISSION_DENIED: card 110100\S+ .*outside",
+    "the other direction": r"Admin\.Revoke at 110100 of Beijing card 110100D156000005\w{16} "
+    r".* refused at 440100 \(Guangzhou\): REVOKED \d+ ms",
+    "the client latency": r"CheckCard latency at 110100 from the client, 1,000 sequential "
+    r"calls.*p50 \d+ µs.*p99 \d+ µs",
+    "the server-side mean": r"server side \(http://127\.0\.0\.1:\d+/metrics, "
+    r"blacklist_check_seconds\): 1,000 checks, mean [\d.]+ µs",
+    "the heads table": r"feed heads on every node \(Admin\.Status\): identical on all 6",
+    "all nodes stopped with 0": r"all 6 nodes stopped with SIGTERM.*exit codes: 110100 0, "
+    r"440300 0, 440100 0, 110000 0, 440000 0, 000000 0",
+    "the end": r"demo finished",
 }
 
 
-def test_demo_runs_a_node_and_exits_zero() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "node", "demo"],
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m node ARGS`` in its own session; on timeout kill the whole session,
+    so that a hung run cannot leave nodes behind."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "node", *args],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         encoding="utf-8",
-        timeout=TIMEOUT,
-        check=False,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"`python -m node {' '.join(args)}` took over {timeout:g} s:\n{stdout}{stderr}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args and pid_alive(int(cmdline.parent.name)):
+            found.append(f"{cmdline.parent.name}: {args}")
+    return found
+
+
+def test_demo_runs_the_national_scenario_and_exits_zero() -> None:
+    done = _run(["demo"], DEMO_TIMEOUT)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     for what, pattern in EXPECTED_LINES.items():
         assert re.search(pattern, done.stdout), f"no line with {what} ({pattern}):\n{output}"
     assert "FAILED" not in output
+    # The heads table: one row per node, every row the same heads and entry count.
+    rows = {
+        m[1]: m[2].split()
+        for m in re.finditer(
+            r"^\s+(\d{6}) \D+?\s+(?:ministry|province|city)\s+(v.*)$", done.stdout, re.MULTILINE
+        )
+    }
+    assert sorted(rows) == sorted(REGIONS), output
+    assert len({tuple(r) for r in rows.values()}) == 1, f"heads differ:\n{output}"
+    # Nothing left running from the demo's directory.
+    root = re.search(r"configs in (\S+)/<region>/node\.toml", done.stdout)
+    assert root is not None, output
+    if Path("/proc/self").exists():
+        assert _processes_mentioning(root[1]) == []
+
+
+@pytest.fixture
+def federation_dir(tmp_path: Path) -> Iterator[Path]:
+    directory = tmp_path / "fed"
+    yield directory
+    # Whatever the test did, leave nothing running: `down`, then SIGKILL for any survivor.
+    state = directory / STATE_FILE
+    if state.exists():
+        nodes = json.loads(state.read_text())["nodes"]
+        subprocess.run(
+            [sys.executable, "-m", "node", "down", "--dir", str(directory)],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        for node in nodes:
+            for pid in (node["pid"], node["keeper"]):
+                if still_runs(pid, node["config"]):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_up_leaves_the_federation_running_until_down(federation_dir: Path) -> None:
+    started = _run(["up", "--dir", str(federation_dir)], UP_TIMEOUT)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert re.search(r"federation up: 6 nodes, 5 sync links", started.stdout), started.stdout
+    printed = {
+        m[1]: m
+        for m in re.finditer(
+            r"^\s+(\d{6})\s+(ministry|province|city)\s+.*?\s(\d+)\s+(127\.0\.0\.1:\d+)\s+"
+            r"(http://127\.0\.0\.1:\d+/metrics)\s+(\S+node\.log)$",
+            started.stdout,
+            re.MULTILINE,
+        )
+    }
+    assert sorted(printed) == sorted(REGIONS), started.stdout
+    state = json.loads((federation_dir / STATE_FILE).read_text())
+    pids = [pid for node in state["nodes"] for pid in (node["pid"], node["keeper"])]
+    assert all(pid_alive(pid) for pid in pids)
+
+    # `up` has returned; the nodes serve on. A terminal at Beijing asks about a Guangzhou card.
+    with grpc.insecure_channel(printed["110100"][4]) as channel:
+        stub = card_status_pb2_grpc.CardStatusStub(channel)  # type: ignore[no-untyped-call]
+        card = "440100d156000005abcdef0123456789"
+        answer = stub.CheckCard(card_status_pb2.CheckCardRequest(card_id=card), timeout=10)
+    assert answer.card_id == card.upper()
+    assert answer.status == types_pb2.NO_DATA  # a known publisher that has published nothing
+
+    again = _run(["up", "--dir", str(federation_dir)], UP_TIMEOUT)
+    assert again.returncode == 1
+    assert "already up" in again.stdout
+
+    stopped = _run(["down", "--dir", str(federation_dir)], UP_TIMEOUT)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    for region in REGIONS:
+        assert re.search(rf"^\s+{region} .* exit 0 \(SIGTERM, ", stopped.stdout, re.MULTILINE)
+    assert "all nodes exited 0" in stopped.stdout
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert not (federation_dir / STATE_FILE).exists()
+
+    twice = _run(["down", "--dir", str(federation_dir)], UP_TIMEOUT)
+    assert twice.returncode == 0
+    assert "no federation is up" in twice.stdout
