@@ -24,7 +24,7 @@ from blacklist.clock import Clock
 from blacklist.errors import BlacklistError
 from blacklist.rejections import DeltaRejected
 from blacklist.store import RevocationStore
-from blacklist.sync.plan import plan_push
+from blacklist.sync.plan import SendSnapshot, plan_push
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
@@ -33,6 +33,8 @@ from node.sync_service import head_messages, heads_from
 log = logging.getLogger("node.sync")
 BACKOFF_START = 0.2
 BACKOFF_MAX = 10.0
+# A PushDeltas request must stay under the upstream's 16 MiB message limit (node/server.py).
+MAX_PUSH_BYTES = 15 << 20
 
 
 class SnapshotCorrupt(BlacklistError):
@@ -63,6 +65,10 @@ class SyncClient:
         self._clock = clock
         self._rng = rng or random.Random()
         self._stopped = asyncio.Event()
+        # Held while a delta pushed down the Subscribe stream is applied: a pull waits for
+        # it before reading its heads, or it would ask from the older head and receive the
+        # same delta a second time (the whole delta again on the wire).
+        self._applying_pushed = asyncio.Lock()
         self.connected_to: str | None = None
         for up in upstreams:
             metrics.upstream_up.labels(up).set(0)
@@ -119,9 +125,10 @@ class SyncClient:
         """One GetUpdates round: apply what the upstream has, then push up what it lacks.
         Repeats while the upstream says there is more (its answer has a size budget)."""
         for _ in range(1000):
-            request = sync_pb2.GetUpdatesRequest(
-                heads=head_messages(self._store.heads()), node=self._region
-            )
+            async with self._applying_pushed:
+                request = sync_pb2.GetUpdatesRequest(
+                    heads=head_messages(self._store.heads()), node=self._region
+                )
             response = await stub.GetUpdates(request, timeout=30)
             more = False
             for update in response.updates:
@@ -155,6 +162,22 @@ class SyncClient:
     async def _push(self, stub: Any, upstream_heads: dict[str, Any]) -> None:
         plan = plan_push(self._store.histories(), upstream_heads)
         for action in plan.values():
+            if isinstance(action, SendSnapshot):
+                # The upstream applies a pushed snapshot like a pulled one; the deltas
+                # after it follow on the next pull.
+                snapshot = self._store.archive.snapshot(action.publisher)
+                if snapshot is None:
+                    continue
+                if len(snapshot) > MAX_PUSH_BYTES:
+                    log.warning(
+                        "cannot push the %d-byte snapshot of %s up: over the %d-byte limit",
+                        len(snapshot),
+                        action.publisher,
+                        MAX_PUSH_BYTES,
+                    )
+                    continue
+                await self._send_up(stub, [snapshot])
+                continue
             deltas = self._store.archive.deltas(action.publisher, action.first, action.last)
             await self._send_up(stub, deltas)
 
@@ -169,7 +192,8 @@ class SyncClient:
         async for event in stub.Subscribe(sync_pb2.SubscribeRequest(node=self._region)):
             self._metrics.sync_received_bytes.inc(len(event.delta))
             with contextlib.suppress(DeltaRejected):
-                await self._hub.apply(event.delta, Source.UPSTREAM)
+                async with self._applying_pushed:
+                    await self._hub.apply(event.delta, Source.UPSTREAM)
 
     async def _pull_loop(self, stub: Any) -> None:
         while True:

@@ -84,6 +84,13 @@ def test_plan_push_sends_what_upstream_lacks() -> None:
     assert plan_push({P: history(3, 5)}, {}) == {}  # cannot prove 1..2: upstream snapshots
 
 
+def test_plan_push_sends_the_snapshot_when_the_deltas_are_gone() -> None:
+    # The upstream fell behind further than this node's retained history (it may be the
+    # feed's only way up): the snapshot brings it back, the deltas after follow.
+    assert plan_push({P: history(6, 10, snap=8)}, {P: head(2)}) == {P: SendSnapshot(P, "compacted")}
+    assert plan_push({P: history(9, 10, snap=8)}, {P: head(8)}) == {P: SendDeltas(P, 9, 10)}
+
+
 def test_retention_keeps_count_and_size_limits() -> None:
     assert retention_cut(history(1, 10, snap=10), max_count=4) == [1, 2, 3, 4, 5, 6]
     # 2 x 1000 bytes of snapshot = 20 deltas of 100 bytes at most

@@ -113,14 +113,18 @@ def plan_updates(
 
 def plan_push(
     local: Mapping[str, FeedHistory], upstream_heads: Mapping[str, FeedHead]
-) -> dict[str, SendDeltas]:
-    """Which retained deltas to push up: feeds where the upstream is behind this node and
-    this node still holds every delta after the upstream's head."""
-    plan = {}
+) -> dict[str, SendDeltas | SendSnapshot]:
+    """What to push up, for feeds where the upstream is behind this node: the retained
+    deltas after the upstream's head, or, where those are gone (or cost more), this node's
+    snapshot, as a child is answered going down. This node may be the feed's only way up
+    (a city's feed reaches the rest of the country through its province alone), so an
+    upstream that fell further behind than the retained history must still be brought
+    up to date, else it, and everything above it, would stay behind forever."""
+    plan: dict[str, SendDeltas | SendSnapshot] = {}
     for publisher, history in sorted(local.items()):
         up = upstream_heads.get(publisher) or FeedHead.genesis(publisher)
         action = plan_feed(history, up)
-        if isinstance(action, SendDeltas):
+        if isinstance(action, SendDeltas | SendSnapshot):
             plan[publisher] = action
     return plan
 
