@@ -15,7 +15,30 @@ FIGURES: dict[str, tuple[str | None, str]] = {
     "index_bytes_per_entry": ("baseline_bytes_per_entry", "<= 2.5 (10M), <= 1/40 of dict"),
     "entries_per_s": ("baseline_entries_per_s", ">= 50% of bare LMDB puts"),
     "delta_bytes_per_entry": ("crl_bytes_per_entry", "<= 10 (CRL ~41)"),
+    # issue #4 (test_sync.py); the propagation baseline is one CheckCard round trip
+    "p50_ms": ("baseline_p50_ms", "propagation over 4 hops"),
+    "p99_ms": ("baseline_p99_ms", "<= 250 with push"),
+    "seconds": ("baseline_seconds", "<= 60 at 10M (baseline: copy data.mdb)"),
+    "received_bytes_per_entry": ("baseline_file_bytes_per_entry", "bootstrap (vs data.mdb)"),
+    "wire_bytes_per_entry": ("signed_bytes_per_entry", "<= 12 (vs the signed delta)"),
+    # issue #3 (test_node.py): the node under h2load; baselines are an empty grpc.aio server
+    "rps": ("baseline_rps", ">= 90% of empty grpc.aio handler"),
+    "p50_us": ("baseline_p50_us", "CheckCard at half the peak rate"),
+    "p99_us": ("baseline_p99_us", "<= 1,000 at half the peak rate"),
+    "messages_per_s": ("baseline_messages_per_s", "(none: CheckStream)"),
 }
+# Where one key means different things: (part of the benchmark's name, key) → target.
+TARGETS_BY_NAME: dict[tuple[str, str], str] = {
+    ("test_node_batch", "cards_per_s"): ">= 500,000 per server process",
+    ("test_propagation_pull", "p99_ms"): "(reference: pull only, see pull_interval_s)",
+}
+
+
+def target_of(name: str, key: str) -> str:
+    for (part, k), target in TARGETS_BY_NAME.items():
+        if k == key and part in name:
+            return target
+    return FIGURES[key][1]
 
 
 def main(path: str) -> None:
@@ -24,13 +47,14 @@ def main(path: str) -> None:
     print(f"{'benchmark':32} {'figure':24} {'value':>14} {'baseline':>14} {'ratio':>7}  target")
     for bench in report["benchmarks"]:
         info = bench.get("extra_info", {})
-        for key, (base_key, target) in FIGURES.items():
+        for key, (base_key, _) in FIGURES.items():
             if key not in info:
                 continue
             value = float(info[key])
             base = float(info[base_key]) if base_key and base_key in info else None
             ratio = f"{value / base:7.2f}" if base else "       "
             base_s = f"{base:14,.1f}" if base is not None else " " * 14
+            target = target_of(bench["name"], key)
             print(f"{bench['name']:32} {key:24} {value:14,.1f} {base_s} {ratio}  {target}")
     print(f"(entries per benchmark store: {report['benchmarks'][0]['extra_info'].get('entries')})")
 

@@ -3,6 +3,7 @@ with go-grpc-prometheus names. Servicers raise; this module turns that into stat
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -120,6 +121,11 @@ class Meter:
                 async for response in fn(requests, context):
                     yield response
             except grpc.aio.AbortError:
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                # The client went away mid-stream: not an OK stream, whatever code() says.
+                failed = True
+                self._m.handled.labels(*labels, grpc.StatusCode.CANCELLED.name).inc()
                 raise
             except Exception as exc:
                 failed = True
