@@ -93,8 +93,14 @@ class Authority:
         return self.key.publisher
 
     def publish(
-        self, revocations: Sequence[Revocation] = (), reinstatements: Sequence[str] = ()
+        self,
+        revocations: Sequence[Revocation] = (),
+        reinstatements: Sequence[str] = (),
+        *,
+        snapshot: bool = True,
     ) -> tuple[Delta, ApplyResult]:
+        """Sign and apply the next delta. ``snapshot=False`` leaves the snapshot policy to
+        the caller (a node sends the delta on first, then calls :meth:`maybe_snapshot`)."""
         delta = build_delta(
             self.key,
             self.store.head(self.publisher),
@@ -103,7 +109,8 @@ class Authority:
             int(self._clock()),
         )
         result = self.store.apply_delta(delta, self.keys)
-        self.maybe_snapshot()
+        if snapshot:
+            self.maybe_snapshot()
         return delta, result
 
     def maybe_snapshot(self) -> Snapshot | None:

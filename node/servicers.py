@@ -8,6 +8,8 @@ not stall the event loop that answers checks.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +40,11 @@ MAX_PAGE = 10_000
 DEFAULT_PAGE = 100
 _STATUS = {s: types_pb2.CardStatusCode.Value(s.name) for s in CheckStatus}
 Context = Any  # grpc.aio.ServicerContext (grpc ships no type stubs)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logging.getLogger("node").error("signing a snapshot failed: %r", future.exception())
 
 
 def _enum(value: int) -> Any:
@@ -180,7 +187,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         t0 = time.perf_counter()
         try:
             delta, result = await loop.run_in_executor(
-                self._writer, authority.publish, revocations, reinstatements
+                self._writer,
+                functools.partial(authority.publish, revocations, reinstatements, snapshot=False),
             )
         except DeltaRejected as exc:  # our own delta refused: count it like any other
             self._metrics.rejected.labels(exc.cause).inc()
@@ -188,6 +196,10 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self._metrics.apply_seconds.observe(time.perf_counter() - t0)
         if self._hub is not None:
             self._hub.fan_out(delta.to_bytes(), Source.LOCAL)
+        # The delta is on its way; signing a snapshot (when the policy asks) must not delay
+        # it, so it runs after, on the writer thread, before the next write.
+        snap = loop.run_in_executor(self._writer, authority.maybe_snapshot)
+        snap.add_done_callback(_log_failure)
         return self._published(result, delta.digest)
 
     @staticmethod
