@@ -22,29 +22,13 @@ from cryptography.x509.oid import NameOID
 
 from bench.conftest import SCALE, Loaded, per_call_seconds
 from bench.data import city_entries, naive_check
+from bench.figures import median, record
 from blacklist.delta import FeedHead, sign_delta
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
 
 BATCH = 1000
-
-
-def median(benchmark: Any) -> float | None:
-    """The benchmark's median seconds per call, or None when timing is disabled."""
-    stats = getattr(benchmark, "stats", None)
-    return None if stats is None else float(stats.stats.median)
-
-
-def record(benchmark: Any, **figures: float | int | str) -> None:
-    benchmark.extra_info.update(figures)
-    print(
-        "\n  "
-        + "  ".join(
-            f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
-        ),
-        file=sys.stderr,
-    )
 
 
 def _check_loop(loaded: Loaded, queries: list[str]) -> tuple[Any, Any]:

@@ -24,7 +24,6 @@ calls; without h2load only the grpc-client half runs and the rest is skipped, na
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -38,6 +37,7 @@ import pytest
 from bench import empty_server
 from bench.conftest import PUBLISHERS, SCALE, progress
 from bench.data import card_strings, make_dataset, unseen_cards
+from bench.figures import record, timed
 from bench.grpc_load import (
     H2LoadRun,
     Samples,
@@ -104,21 +104,6 @@ TINY = {
     "stream": Load(clients=1, streams=2, requests=4),
 }
 TINY_RATE = 160  # calls/s for one second: two paced connections
-
-
-def timed(benchmark: Any) -> bool:
-    return not getattr(benchmark, "disabled", True)
-
-
-def record(benchmark: Any, **figures: float | int | str) -> None:
-    benchmark.extra_info.update(figures)
-    print(
-        "\n  "
-        + "  ".join(
-            f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
-        ),
-        file=sys.stderr,
-    )
 
 
 def need_h2load() -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,6 +45,8 @@ import pytest
 from bench import tcp_info
 from bench.conftest import PUBLISHERS, SCALE, progress
 from bench.data import STANDARD_MIDDLE, card_strings, city_entries
+from bench.figures import record as record_figures
+from bench.figures import timed
 from bench.grpc_load import sample, scrape
 from bench.snapshot_upstream import MAP_SIZE_GIB, build_snapshot_upstream
 from node.federation import Federation
@@ -78,21 +79,10 @@ WIRE_SETTLE = 1.0
 BOOTSTRAP_TIMEOUT = 900.0
 
 
-def timed(benchmark: Any) -> bool:
-    return not getattr(benchmark, "disabled", True)
-
-
 def record(benchmark: Any, **figures: float | int | str) -> None:
     # Other work on these shared cores moves every figure here; keep the load with them.
     figures.setdefault("load_1m", os.getloadavg()[0])
-    benchmark.extra_info.update(figures)
-    print(
-        "\n  "
-        + "  ".join(
-            f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
-        ),
-        file=sys.stderr,
-    )
+    record_figures(benchmark, **figures)
 
 
 def percentile(values: list[float], q: float) -> float:

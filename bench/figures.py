@@ -1,0 +1,29 @@
+"""Recording benchmark figures: into ``benchmark.extra_info`` (so the JSON keeps them) and
+onto stderr, beside their baselines."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def timed(benchmark: Any) -> bool:
+    """False under --benchmark-disable (the tiny, untimed run of `make test`)."""
+    return not getattr(benchmark, "disabled", True)
+
+
+def median(benchmark: Any) -> float | None:
+    """The benchmark's median seconds per call, or None when timing is disabled."""
+    stats = getattr(benchmark, "stats", None)
+    return None if stats is None else float(stats.stats.median)
+
+
+def record(benchmark: Any, **figures: float | int | str) -> None:
+    benchmark.extra_info.update(figures)
+    print(
+        "\n  "
+        + "  ".join(
+            f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+        ),
+        file=sys.stderr,
+    )
