@@ -133,8 +133,13 @@ class BatchResult:
         return hit if hit is not None else self.feeds[int(self.feed_of[i])]
 
     def counts(self) -> dict[CheckStatus, int]:
-        values, counts = np.unique(self.statuses, return_counts=True)
-        return {CheckStatus(int(v)): int(c) for v, c in zip(values, counts, strict=True)}
+        tally = np.bincount(self.statuses, minlength=len(CheckStatus) + 1).tolist()
+        return {s: tally[s] for s in CheckStatus if tally[s]}
+
+    def answering_feeds(self) -> list[CheckResult]:
+        """One answer per feed that answered some id of this batch (for its freshness)."""
+        used = np.flatnonzero(np.bincount(self.feed_of, minlength=len(self.feeds))).tolist()
+        return [self.feeds[i] for i in used]
 
 
 class Checker:

@@ -118,7 +118,7 @@ class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
             raise InvalidRequest(
                 f"batch of {len(ids)} card ids exceeds the limit of {self._max_batch} per call"
             )
-        result = self._checker.check_many(list(ids))
+        result = self._checker.check_many(ids)
         response = card_status_pb2.BatchCheckResponse(count=len(ids))
         for i in np.flatnonzero(result.statuses != CheckStatus.NOT_REVOKED).tolist():
             answer = result[i]
@@ -128,7 +128,7 @@ class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
                 card.reason = _enum(answer.entry.reason)
                 card.effective_time = answer.entry.effective_time
         seen: set[str] = set()
-        for answer in [*result.feeds, *result.revoked.values()]:
+        for answer in [*result.answering_feeds(), *result.revoked.values()]:
             if answer.publisher and answer.publisher not in seen and answer.feed_checked_at:
                 seen.add(answer.publisher)
                 response.feeds.add(
