@@ -1,0 +1,342 @@
+"""The certified key hierarchy: deciding whether a key is trusted. Pure functions, no I/O.
+
+Every node pins one :class:`TrustAnchor`, the ministry root key, whose scope is national:
+any province-level prefix of :data:`blacklist.regions.PROVINCE_PREFIXES` or a longer prefix
+under one. A chain runs from the anchor to the key that signs, root-most certificate first
+(province, then city). :func:`verify_chain` checks each certificate in a fixed order — the
+first failure wins and names the certificate and the value:
+
+1. its issuer key id is the anchor's (first certificate) or the previous certificate's
+   subject key id (``unknown_issuer``: a chain to a self-made root ends here);
+2. the issuer's signature over SHA-256 of its body (``bad_certificate_signature``);
+3. ``not_before <= at <= not_after`` (``not_yet_valid``, ``expired``);
+4. its scope lies within its issuer's: every prefix starts with one of the issuer's, and so
+   does the subject's publisher code, so that a province can neither grant another
+   province's regions nor give a key another province's feed to write (``scope_violation``);
+5. its certifier has not revoked the subject key as of ``at`` (``key_revoked``). Only a
+   revocation signed by the key that issued the certificate counts; any other, including one
+   that claims the certifier's key id but does not verify, is ignored.
+
+Scope is also what a leaf may *sign* (its :class:`~blacklist.signing.TrustedKey` prefixes):
+a province key certified for "44" may sign cards of any city in 44 in its own feed, which
+it could anyway by certifying itself a city key. Depth is bounded by scope, not by a count:
+a city key may certify another key inside its own prefixes, which grants nothing new.
+
+Key rotation. A revocation voids a key *as of* ``effective_at`` = T: a delta whose
+``issued_at`` = t verifies with that key iff t < T (:func:`key_valid_at`; or
+:func:`verify_chain` with ``at=t``). So a node catching up on a feed still accepts the deltas
+the old key signed before T, and the authority continues under a newly certified key: its
+certificate names the same publisher and a new key id, and nothing of the old key's
+revocation touches it. Revocations are of keys, not of certificates: re-presenting the old
+key's certificate, or a fresh certificate for the same revoked key from the same certifier,
+still fails with ``key_revoked``.
+
+Replay. An old delta the old key signed before T still verifies after the rotation; what
+stops it being applied again is the feed, not the key: its version is at or below the head
+(``replay``) or its previous-digest is not the head's (``fork``), see
+:mod:`blacklist.accept`. ``issued_at`` is the signer's own claim, so a thief of a revoked
+key can backdate a delta to before T; that delta must also extend the head by exactly one
+version with the right previous-digest, which after the authority's first delta under its
+new key it cannot (the chain has moved on). The window that remains — a thief racing the
+authority to the next version — is why a compromise revocation should name the suspected
+time of compromise, and why acceptance should also refuse an ``issued_at`` older than the
+head's (a check :mod:`blacklist.accept` does not make yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from blacklist.certs import Certificate, KeyRevocation, SubjectKey, decode_certificate
+from blacklist.errors import BlacklistError, CodecError
+from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
+from blacklist.signing import Keyring, TrustedKey, key_id_of, suite
+
+# The scope a TrustedKey carries for the anchor: "" matches every region, and as the
+# shortest prefix it loses to every province and city in PublisherDirectory's lookup.
+NATIONAL_PREFIX = ""
+
+
+class TrustError(BlacklistError):
+    """A certificate chain does not make a key trusted. ``cause`` is a stable metrics label;
+    ``certificate`` is the failing certificate, when there is one."""
+
+    cause: ClassVar[str] = "untrusted"
+
+    def __init__(self, message: str, certificate: Certificate | None = None) -> None:
+        super().__init__(message)
+        self.certificate = certificate
+
+
+class MalformedCertificate(TrustError):
+    """The bytes do not decode as a certificate."""
+
+    cause = "malformed_certificate"
+
+
+class UnknownIssuer(TrustError):
+    """Issued by a key that is neither the pinned root nor the previous certificate's."""
+
+    cause = "unknown_issuer"
+
+
+class BadCertificateSignature(TrustError):
+    """The issuer's signature does not verify over the certificate's body."""
+
+    cause = "bad_certificate_signature"
+
+
+class NotYetValid(TrustError):
+    cause = "not_yet_valid"
+
+
+class CertificateExpired(TrustError):
+    cause = "expired"
+
+
+class ScopeViolation(TrustError):
+    """The certificate grants a prefix or publisher outside its issuer's scope."""
+
+    cause = "scope_violation"
+
+
+class KeyRevoked(TrustError):
+    """A key in the chain was revoked by its certifier at or before the time checked."""
+
+    cause = "key_revoked"
+
+
+class ConflictingCertificates(TrustError):
+    """Valid chains certify one key for different publishers (so it is trusted for none)."""
+
+    cause = "conflicting_certificates"
+
+
+ALL_TRUST_CAUSES: tuple[str, ...] = tuple(
+    c.cause
+    for c in (
+        MalformedCertificate,
+        UnknownIssuer,
+        BadCertificateSignature,
+        NotYetValid,
+        CertificateExpired,
+        ScopeViolation,
+        KeyRevoked,
+        ConflictingCertificates,
+    )
+)
+
+
+class Certifier(Protocol):
+    """A key that issues certificates and revocations: the anchor or a certified key."""
+
+    @property
+    def key_id(self) -> bytes: ...
+
+    def verify(self, message: bytes, signature: bytes) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TrustAnchor:
+    """The pinned ministry root key: publisher 000000, national scope."""
+
+    suite_id: int
+    public: bytes
+
+    def __post_init__(self) -> None:
+        suite(self.suite_id)  # KeyFormatError for an unknown suite
+        if not self.public:
+            raise ValueError("the trust anchor needs a public key")
+
+    @classmethod
+    def of(cls, key: SubjectKey) -> TrustAnchor:
+        """The anchor for a root key (its publisher must be the ministry's)."""
+        if key.publisher != MINISTRY_CODE:
+            raise ValueError(f"a root key publishes for {MINISTRY_CODE}, not {key.publisher}")
+        return cls(key.suite_id, key.public)
+
+    @property
+    def publisher(self) -> str:
+        return MINISTRY_CODE
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id_of(self.suite_id, self.public)
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        return suite(self.suite_id).verify(self.public, message, signature)
+
+    def trusted(self) -> TrustedKey:
+        return TrustedKey(self.suite_id, self.public, MINISTRY_CODE, (NATIONAL_PREFIX,))
+
+
+def effective_revocation(
+    key_id: bytes, certifier: Certifier, revocations: Iterable[KeyRevocation]
+) -> KeyRevocation | None:
+    """The earliest revocation of ``key_id`` that ``certifier`` signed, or None.
+
+    Revocations by any other key, and ones whose signature does not verify, are ignored:
+    only the key that vouched for a key may withdraw it.
+    """
+    found: KeyRevocation | None = None
+    for r in revocations:
+        if r.revoked_key_id != key_id or r.issuer_key_id != certifier.key_id:
+            continue
+        if found is not None and r.effective_at >= found.effective_at:
+            continue
+        if certifier.verify(r.digest, r.signature):
+            found = r
+    return found
+
+
+def key_valid_at(
+    key_id: bytes, certifier: Certifier, revocations: Iterable[KeyRevocation], t: int
+) -> bool:
+    """Whether something signed at ``t`` with ``key_id`` escapes its certifier's
+    revocations: True iff no revocation by ``certifier`` takes effect at or before ``t``."""
+    r = effective_revocation(key_id, certifier, revocations)
+    return r is None or t < r.effective_at
+
+
+def _in_national_scope(code: str) -> bool:
+    return len(code) >= 2 and code[:2].isdigit() and int(code[:2]) in PROVINCE_PREFIXES
+
+
+def _within(code: str, scope: tuple[str, ...] | None) -> bool:
+    """``scope`` None is the anchor's national scope."""
+    return _in_national_scope(code) if scope is None else code.startswith(scope)
+
+
+def _scope_text(scope: tuple[str, ...] | None) -> str:
+    return "the national scope" if scope is None else f"the issuer's scope {list(scope)}"
+
+
+def _verify_link(
+    cert: Certificate,
+    issuer: Certifier,
+    issuer_name: str,
+    scope: tuple[str, ...] | None,
+    revocations: Sequence[KeyRevocation],
+    at: int,
+) -> None:
+    label = cert.label
+    if cert.issuer_key_id != issuer.key_id:
+        raise UnknownIssuer(
+            f"{label}: issuer key {cert.issuer_key_id.hex()} is not {issuer_name} "
+            f"({issuer.key_id.hex()})",
+            cert,
+        )
+    if not issuer.verify(cert.digest, cert.signature):
+        raise BadCertificateSignature(
+            f"{label}: signature does not verify with issuer key {issuer.key_id.hex()}", cert
+        )
+    if at < cert.not_before:
+        raise NotYetValid(f"{label}: not valid before {cert.not_before}, checked at {at}", cert)
+    if at > cert.not_after:
+        raise CertificateExpired(f"{label}: expired at {cert.not_after}, checked at {at}", cert)
+    publisher_ok = _within(cert.publisher, scope) or (
+        scope is None and cert.publisher == MINISTRY_CODE
+    )
+    if not publisher_ok:
+        raise ScopeViolation(
+            f"{label}: publisher {cert.publisher} is outside {_scope_text(scope)}", cert
+        )
+    for prefix in cert.prefixes:
+        if not _within(prefix, scope):
+            raise ScopeViolation(
+                f"{label}: prefix {prefix!r} is outside {_scope_text(scope)}", cert
+            )
+    revocation = effective_revocation(cert.key_id, issuer, revocations)
+    if revocation is not None and revocation.effective_at <= at:
+        raise KeyRevoked(
+            f"{label}: key {cert.key_id.hex()} revoked as of {revocation.effective_at} "
+            f"({revocation.reason.name.lower()}, revocation #{revocation.serial}), "
+            f"checked at {at}",
+            cert,
+        )
+
+
+def verify_chain(
+    chain: Sequence[Certificate],
+    anchor: TrustAnchor,
+    revocations: Iterable[KeyRevocation],
+    at: int,
+) -> TrustedKey:
+    """The leaf key of ``chain`` (root-most certificate first) as trusted at time ``at``,
+    with the leaf certificate's publisher and prefixes; or the :class:`TrustError` that
+    forbids it. The empty chain names the anchor itself."""
+    revs = tuple(revocations)
+    issuer: Certifier = anchor
+    issuer_name = "the pinned root key"
+    scope: tuple[str, ...] | None = None
+    for cert in chain:
+        _verify_link(cert, issuer, issuer_name, scope, revs, at)
+        issuer = cert.trusted()
+        issuer_name = f"the key of {cert.label}"
+        scope = cert.prefixes
+    return chain[-1].trusted() if chain else anchor.trusted()
+
+
+def decode_chain(chain: Sequence[bytes]) -> list[Certificate]:
+    """Decode a chain from the wire; a certificate that does not decode is a
+    :class:`MalformedCertificate` naming its position."""
+    out = []
+    for i, data in enumerate(chain):
+        try:
+            out.append(decode_certificate(data))
+        except CodecError as exc:
+            raise MalformedCertificate(f"certificate {i} of the chain: {exc}") from exc
+    return out
+
+
+def verify_chain_bytes(
+    chain: Sequence[bytes],
+    anchor: TrustAnchor,
+    revocations: Iterable[KeyRevocation],
+    at: int,
+) -> TrustedKey:
+    """:func:`verify_chain` over encoded certificates."""
+    return verify_chain(decode_chain(chain), anchor, revocations, at)
+
+
+def keyring_from_chains(
+    chains: Iterable[Sequence[Certificate]],
+    anchor: TrustAnchor,
+    revocations: Iterable[KeyRevocation],
+    at: int,
+) -> tuple[Keyring, list[TrustError]]:
+    """The keyring of every leaf whose chain verifies at ``at``, and why the others did not.
+
+    One key certified by several valid chains for the same publisher gets the union of their
+    prefixes (any valid certificate suffices); certified for different publishers, it is
+    ambiguous and left out, with a :class:`ConflictingCertificates` for each such chain.
+    """
+    revs = tuple(revocations)
+    errors: list[TrustError] = []
+    by_id: dict[bytes, list[tuple[TrustedKey, Certificate | None]]] = {}
+    for chain in chains:
+        try:
+            key = verify_chain(chain, anchor, revs, at)
+        except TrustError as exc:
+            errors.append(exc)
+            continue
+        by_id.setdefault(key.key_id, []).append((key, chain[-1] if chain else None))
+    keys: list[TrustedKey] = []
+    for key_id, found in by_id.items():
+        publishers = sorted({k.publisher for k, _ in found})
+        if len(publishers) > 1:
+            for _, leaf in found:
+                name = leaf.label if leaf is not None else "the pinned root key"
+                errors.append(
+                    ConflictingCertificates(
+                        f"{name}: key {key_id.hex()} is certified for publishers {publishers}",
+                        leaf,
+                    )
+                )
+            continue
+        first = found[0][0]
+        prefixes = sorted({p for k, _ in found for p in k.prefixes})
+        keys.append(TrustedKey(first.suite_id, first.public, first.publisher, tuple(prefixes)))
+    return Keyring(keys), errors
