@@ -3,6 +3,11 @@
 The order of checks follows Let's Encrypt's CRL storer: parse, then who signed it, then the
 signature, then what the key may sign, then the feed's numbering and chain, then content.
 The first failure wins and names its cause; nothing is applied on any failure.
+
+"Who signed it" depends on the keys given: a plain :class:`~blacklist.signing.Keyring` has
+no time, so a key is trusted or not; a :class:`~blacklist.trust.CertifiedKeys` resolves the
+key as of the item's ``issued_at``, so a key revoked as of T still vouches for what it signed
+before T (``key_revoked`` after), see :mod:`blacklist.trust` on rotation and replay.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from blacklist.rejections import (
     DuplicateCard,
     ForkedFeed,
     KeyNotAllowed,
+    KeyRevokedRejection,
     MalformedDelta,
     ReplayedDelta,
     UnknownKey,
     VersionGap,
 )
 from blacklist.signing import TrustedKey
+from blacklist.trust import KeyRevoked, KeysAtTime, TrustError
 
 _MAX_REASON = max(Reason)
 
@@ -39,9 +46,35 @@ def parse_signed(data: bytes) -> Delta | Snapshot:
         raise MalformedDelta(str(exc)) from exc
 
 
+def _signature_verifies(item: Delta | Snapshot, key: TrustedKey) -> bool:
+    return key.suite_id == item.header.suite_id and key.verify(
+        hashlib.sha256(item.body).digest(), item.signature
+    )
+
+
+def _key_at_issue(item: Delta | Snapshot, keys: KeysAtTime) -> TrustedKey | None:
+    """The signing key as certified when the item says it was issued (DESIGN §6: a key
+    revoked as of T signs nothing dated T or later). A revoked key's signature is checked
+    first, so that a forgery naming a revoked key id counts as a bad signature."""
+    h = item.header
+    try:
+        return keys.key_at(h.key_id, h.issued_at)
+    except KeyRevoked as exc:
+        claimed = keys.claimed(h.key_id)
+        if claimed is not None and not _signature_verifies(item, claimed):
+            raise BadSignature(
+                f"{h.publisher} v{h.version}: signature does not verify with key {h.key_id.hex()}"
+            ) from exc
+        raise KeyRevokedRejection(
+            f"{h.publisher} v{h.version} issued at {h.issued_at}: {exc}"
+        ) from exc
+    except TrustError as exc:
+        raise UnknownKey(f"{h.publisher} v{h.version}: key id {h.key_id.hex()}: {exc}") from exc
+
+
 def _verify_origin(item: Delta | Snapshot, keys: Mapping[bytes, TrustedKey]) -> TrustedKey:
     h = item.header
-    key = keys.get(h.key_id)
+    key = _key_at_issue(item, keys) if isinstance(keys, KeysAtTime) else keys.get(h.key_id)
     if key is None:
         raise UnknownKey(f"{h.publisher} v{h.version}: key id {h.key_id.hex()} is not trusted")
     if key.suite_id != h.suite_id:

@@ -27,6 +27,13 @@ class UnknownKey(DeltaRejected):
     cause = "unknown_key"
 
 
+class KeyRevokedRejection(DeltaRejected):
+    """Signed with a certified key that its certifier revoked as of a time at or before the
+    delta's ``issued_at`` (or whose chain contains a key so revoked)."""
+
+    cause = "key_revoked"
+
+
 class BadSignature(DeltaRejected):
     """The signature does not verify over the body's digest."""
 
@@ -68,6 +75,7 @@ ALL_CAUSES: tuple[str, ...] = tuple(
     for c in (
         MalformedDelta,
         UnknownKey,
+        KeyRevokedRejection,
         BadSignature,
         KeyNotAllowed,
         ReplayedDelta,

@@ -45,9 +45,9 @@ head's (a check :mod:`blacklist.accept` does not make yet).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from blacklist.certs import Certificate, KeyRevocation, SubjectKey, decode_certificate
 from blacklist.errors import BlacklistError, CodecError
@@ -213,6 +213,24 @@ def _scope_text(scope: tuple[str, ...] | None) -> str:
     return "the national scope" if scope is None else f"the issuer's scope {list(scope)}"
 
 
+def check_scope(cert: Certificate, scope: tuple[str, ...] | None) -> None:
+    """Raise :class:`ScopeViolation` unless ``cert``'s publisher and every prefix lie within
+    ``scope`` (an issuer certificate's prefixes; None is the anchor's national scope)."""
+    label = cert.label
+    publisher_ok = _within(cert.publisher, scope) or (
+        scope is None and cert.publisher == MINISTRY_CODE
+    )
+    if not publisher_ok:
+        raise ScopeViolation(
+            f"{label}: publisher {cert.publisher} is outside {_scope_text(scope)}", cert
+        )
+    for prefix in cert.prefixes:
+        if not _within(prefix, scope):
+            raise ScopeViolation(
+                f"{label}: prefix {prefix!r} is outside {_scope_text(scope)}", cert
+            )
+
+
 def _verify_link(
     cert: Certificate,
     issuer: Certifier,
@@ -236,18 +254,7 @@ def _verify_link(
         raise NotYetValid(f"{label}: not valid before {cert.not_before}, checked at {at}", cert)
     if at > cert.not_after:
         raise CertificateExpired(f"{label}: expired at {cert.not_after}, checked at {at}", cert)
-    publisher_ok = _within(cert.publisher, scope) or (
-        scope is None and cert.publisher == MINISTRY_CODE
-    )
-    if not publisher_ok:
-        raise ScopeViolation(
-            f"{label}: publisher {cert.publisher} is outside {_scope_text(scope)}", cert
-        )
-    for prefix in cert.prefixes:
-        if not _within(prefix, scope):
-            raise ScopeViolation(
-                f"{label}: prefix {prefix!r} is outside {_scope_text(scope)}", cert
-            )
+    check_scope(cert, scope)
     revocation = effective_revocation(cert.key_id, issuer, revocations)
     if revocation is not None and revocation.effective_at <= at:
         raise KeyRevoked(
@@ -340,3 +347,105 @@ def keyring_from_chains(
         prefixes = sorted({p for k, _ in found for p in k.prefixes})
         keys.append(TrustedKey(first.suite_id, first.public, first.publisher, tuple(prefixes)))
     return Keyring(keys), errors
+
+
+@runtime_checkable
+class KeysAtTime(Protocol):
+    """A key mapping with a time dimension (:class:`CertifiedKeys`); acceptance resolves a
+    delta's key as of its ``issued_at`` through it. A plain Keyring has none."""
+
+    def key_at(self, key_id: bytes, t: int) -> TrustedKey | None: ...
+
+    def claimed(self, key_id: bytes) -> TrustedKey | None: ...
+
+
+class CertifiedKeys(Mapping[bytes, TrustedKey]):
+    """The keys an anchor's certificate chains certify, honouring their certifiers'
+    revocations. Immutable: build a new one (:meth:`updated`) for new chains or revocations.
+
+    As a Mapping it is the keyring of the keys valid at ``at`` (:func:`keyring_from_chains`;
+    what a checker or a publisher directory needs). :meth:`key_at` answers for any time: the
+    key as trusted for something signed at ``t``, which is what delta acceptance asks.
+    """
+
+    def __init__(
+        self,
+        anchor: TrustAnchor,
+        chains: Iterable[Sequence[Certificate]],
+        revocations: Iterable[KeyRevocation],
+        at: int,
+    ) -> None:
+        self.anchor = anchor
+        self.chains: tuple[tuple[Certificate, ...], ...] = tuple(tuple(c) for c in chains)
+        self.revocations: tuple[KeyRevocation, ...] = tuple(revocations)
+        self.at = at
+        self._by_leaf: dict[bytes, list[tuple[Certificate, ...]]] = {}
+        for chain in self.chains:
+            leaf = chain[-1].key_id if chain else anchor.key_id
+            self._by_leaf.setdefault(leaf, []).append(chain)
+        self._now, self.errors = keyring_from_chains(self.chains, anchor, self.revocations, at)
+
+    def updated(
+        self,
+        chains: Iterable[Sequence[Certificate]] = (),
+        revocations: Iterable[KeyRevocation] = (),
+        at: int | None = None,
+    ) -> CertifiedKeys:
+        """A new view with more chains and revocations, as of ``at`` (default: the same)."""
+        return CertifiedKeys(
+            self.anchor,
+            (*self.chains, *chains),
+            (*self.revocations, *revocations),
+            self.at if at is None else at,
+        )
+
+    def __getitem__(self, key_id: bytes) -> TrustedKey:
+        return self._now[key_id]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._now)
+
+    def __len__(self) -> int:
+        return len(self._now)
+
+    def publishers(self) -> dict[str, tuple[str, ...]]:
+        return self._now.publishers()
+
+    def claimed(self, key_id: bytes) -> TrustedKey | None:
+        """The key as a certificate names it, verified against nothing (to check a signature
+        before saying that a key is revoked); None if no chain ends in it."""
+        chains = self._by_leaf.get(key_id)
+        if not chains:
+            return None
+        return chains[0][-1].trusted() if chains[0] else self.anchor.trusted()
+
+    def key_at(self, key_id: bytes, t: int) -> TrustedKey | None:
+        """The key as trusted for something signed at ``t``: None if no chain ends in it;
+        raises the :class:`TrustError` that forbids it if none of its chains verifies at
+        ``t`` (:class:`KeyRevoked` if any of them fails by a revocation, since that is the
+        certifier's explicit word; otherwise the first chain's error).
+
+        Several valid chains give the union of their prefixes, as in
+        :func:`keyring_from_chains`; for different publishers, :class:`ConflictingCertificates`.
+        """
+        chains = self._by_leaf.get(key_id)
+        if not chains:
+            return None
+        found: list[TrustedKey] = []
+        errors: list[TrustError] = []
+        for chain in chains:
+            try:
+                found.append(verify_chain(chain, self.anchor, self.revocations, t))
+            except TrustError as exc:
+                errors.append(exc)
+        if not found:
+            revoked = [e for e in errors if isinstance(e, KeyRevoked)]
+            raise (revoked or errors)[0]
+        publishers = sorted({k.publisher for k in found})
+        if len(publishers) > 1:
+            raise ConflictingCertificates(
+                f"key {key_id.hex()} is certified for publishers {publishers} at {t}"
+            )
+        prefixes = sorted({p for k in found for p in k.prefixes})
+        first = found[0]
+        return TrustedKey(first.suite_id, first.public, first.publisher, tuple(prefixes))

@@ -1,5 +1,5 @@
 """Command line: ``python -m node run --config FILE`` (also the ``blacklist-node`` script),
-``keys generate``, ``demo`` (the national scenario), and ``up`` / ``down`` (a six-node
+``keys generate``, ``tls init-ca`` / ``tls issue`` (mutual TLS, node/tls.py), ``demo`` (the national scenario), and ``up`` / ``down`` (a six-node
 federation left running in the background)."""
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 from blacklist.signing import SigningKey
+from node import keys_cli
 from node.config import ConfigError, load_config
 from node.keyfiles import write_key_pair
+from node.tls import add_commands as add_tls_commands
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--prefix", action="append", required=True, help="region prefix, e.g. 4401")
     gen.add_argument("--out", required=True, type=Path, help="directory for the key files")
     gen.set_defaults(fn=_keys_generate)
+    keys_cli.register(keys_sub)
+    add_tls_commands(sub)
     demo = sub.add_parser("demo", help="the national scenario: six nodes syncing, then stopped")
     demo.set_defaults(fn=lambda a: __import__("node.demo", fromlist=["main"]).main())
     state = "keys, configs, data, logs and federation.json (default: ./.federation)"

@@ -12,6 +12,11 @@
     subscribe = true                    # hold the upstream's push stream (false: pull only)
     max_batch = 10000                   # BatchCheck ids per call
     map_size_gib = 64                   # LMDB address space
+    tls_ca = "tls/ca.crt"               # mutual TLS (node/tls.py): the CA every peer's
+    tls_cert = "tls/440100.crt"         #   certificate must be signed by, and this node's
+    tls_key = "tls/440100.key"          #   own certificate (role node) and key
+    plaintext = true                    # instead of the tls_* fields: no TLS and no role
+                                        #   checks, for tests and demos only
 
 Relative paths are relative to the config file. Any problem is a :class:`ConfigError` whose
 message names the field, so a node refuses to start rather than run misconfigured.
@@ -27,11 +32,14 @@ from typing import Any
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import Keyring, SigningKey, TrustedKey
 from node.keyfiles import KeyFileError, load_signing_key, load_trusted_keys
+from node.tls import TlsError, identity_from_pem, load_private_key
 
 ROLES = ("ministry", "province", "city")
+TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key")
 KNOWN_FIELDS = {
     "role", "region", "listen", "metrics_listen", "data_dir", "signing_key", "trusted_keys",
     "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval", "subscribe",
+    "tls_ca", "tls_cert", "tls_key", "plaintext",
 }  # fmt: skip
 
 
@@ -54,7 +62,15 @@ class NodeConfig:
     upstreams: tuple[str, ...] = ()
     sync_interval: float = 5.0
     subscribe: bool = True
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    plaintext: bool = False
     source: Path | None = field(default=None, compare=False)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None
 
     def signing_key(self) -> SigningKey | None:
         if self.signing_key_path is None:
@@ -164,7 +180,58 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
             f"config field 'signing_key': the key publishes for {own.publisher}, "
             f"but this node's region is {region}"
         )
-    return config
+    return _with_transport(config, data, base)
+
+
+def _with_transport(config: NodeConfig, data: dict[str, Any], base: Path) -> NodeConfig:
+    """Mutual TLS (all three tls_* fields) or ``plaintext = true``: one, explicitly."""
+    plaintext = _bool(data, "plaintext", False)
+    given = [name for name in TLS_FIELDS if name in data]
+    for name in given:
+        if not isinstance(data[name], str) or not data[name]:
+            raise ConfigError(f"config field {name!r} must be a path, got {data[name]!r}")
+    if plaintext and given:
+        raise ConfigError(
+            f"config field 'plaintext' = true contradicts {', '.join(map(repr, given))}"
+        )
+    if plaintext:
+        return NodeConfig(**{**config.__dict__, "plaintext": True})
+    if len(given) != len(TLS_FIELDS):
+        missing = ", ".join(repr(n) for n in TLS_FIELDS if n not in given)
+        raise ConfigError(
+            f"config fields {missing} are required for mutual TLS "
+            "(or 'plaintext = true' to run without TLS, for tests and demos only)"
+        )
+    paths = {name: (base / data[name]).resolve() for name in TLS_FIELDS}
+    # Read them now, so that a missing or wrong file stops the node at start-up, named.
+    for name, path in paths.items():
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"config field {name!r}: cannot read {path}: {exc.strerror}"
+            ) from None
+        if name == "tls_key":
+            try:
+                load_private_key(pem)
+            except TlsError as exc:
+                raise ConfigError(f"config field {name!r}: {path}: {exc}") from None
+        elif b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise ConfigError(f"config field {name!r}: {path} is not a PEM certificate")
+    identity = identity_from_pem(paths["tls_cert"].read_bytes())
+    if identity is None or identity.role != "node":
+        raise ConfigError(
+            f"config field 'tls_cert': {paths['tls_cert']} is not a node certificate "
+            f"(found {identity})"
+        )
+    return NodeConfig(
+        **{
+            **config.__dict__,
+            "tls_ca": paths["tls_ca"],
+            "tls_cert": paths["tls_cert"],
+            "tls_key": paths["tls_key"],
+        }
+    )
 
 
 def load_config(path: str | Path) -> NodeConfig:

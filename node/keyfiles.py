@@ -8,8 +8,9 @@ Both are small TOML files so an operator can read them::
     prefixes = ["4401"]                      prefixes = ["4401"]
     private = "<base64 raw key>"             public = "<base64 raw key>"
 
-The certified key hierarchy (ministry → province → city) replaces trusting bare public keys
-in the trust issue; the files stay the same shape.
+The ministry root key pair is ``root.key``/``root.pub`` (publisher 000000, no prefixes: its
+national scope is implied). Certificates (``.crt``) and key revocations (``.rev``) are the raw
+bytes of :mod:`blacklist.certs`, written by ``python -m node keys certify`` / ``keys revoke``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from blacklist.certs import Certificate, KeyRevocation, decode_certificate, decode_revocation
+from blacklist.errors import CodecError
 from blacklist.signing import SUITES_BY_NAME, SigningKey, TrustedKey, suite
 
 
@@ -101,13 +104,17 @@ def _toml(fields: dict[str, str | list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_key_pair(key: SigningKey, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``<publisher>.key`` (0600, created exclusively) and ``<publisher>.pub``."""
+def write_key_pair(
+    key: SigningKey, directory: str | os.PathLike[str], stem: str | None = None
+) -> tuple[Path, Path]:
+    """Write ``<stem>.key`` (0600, created exclusively) and ``<stem>.pub``; the stem defaults
+    to the publisher code."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     name = suite(key.suite_id).name
-    private = d / f"{key.publisher}.key"
-    public = d / f"{key.publisher}.pub"
+    stem = key.publisher if stem is None else stem
+    private = d / f"{stem}.key"
+    public = d / f"{stem}.pub"
     common: dict[str, str | list[str]] = {
         "suite": name,
         "publisher": key.publisher,
@@ -118,3 +125,40 @@ def write_key_pair(key: SigningKey, directory: str | os.PathLike[str]) -> tuple[
         f.write(_toml({**common, "private": base64.b64encode(key.private).decode()}))
     public.write_text(_toml({**common, "public": base64.b64encode(key.public).decode()}))
     return private, public
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: no such {what} file") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: {exc}") from None
+
+
+def load_certificate(path: str | os.PathLike[str]) -> Certificate:
+    """One certificate's bytes (not verified here: see :func:`blacklist.trust.verify_chain`)."""
+    p = Path(path)
+    try:
+        return decode_certificate(_read_bytes(p, "certificate"))
+    except CodecError as exc:
+        raise KeyFileError(f"{p}: not a valid certificate: {exc}") from None
+
+
+def load_revocation(path: str | os.PathLike[str]) -> KeyRevocation:
+    """One key revocation's bytes (its signature is checked by whoever relies on it)."""
+    p = Path(path)
+    try:
+        return decode_revocation(_read_bytes(p, "key revocation"))
+    except CodecError as exc:
+        raise KeyFileError(f"{p}: not a valid key revocation: {exc}") from None
+
+
+def write_new_file(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> Path:
+    """Create ``path`` exclusively (FileExistsError if it exists) with ``mode``; for public
+    objects such as certificates and revocations."""
+    p = Path(path)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return p

@@ -80,6 +80,11 @@ class NodeSpec:
     upstreams: tuple[str, ...] = ()
     sync_interval: float | None = None
     subscribe: bool = True
+    # Mutual TLS (node/tls.py): the CA and this node's certificate and key. Without them the
+    # config says ``plaintext = true`` (tests and demos only).
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +160,13 @@ def config_text(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data") -> st
         lines.append(f"sync_interval = {spec.sync_interval}")
     if not spec.subscribe:
         lines.append("subscribe = false")
+    tls = {"tls_ca": spec.tls_ca, "tls_cert": spec.tls_cert, "tls_key": spec.tls_key}
+    if any(p is not None for p in tls.values()):
+        for name, p in tls.items():
+            if p is not None:
+                lines.append(f"{name} = {_toml_string(str(Path(p).resolve()))}")
+    else:
+        lines.append("plaintext = true")
     return "\n".join(lines) + "\n"
 
 

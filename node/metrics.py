@@ -84,6 +84,12 @@ class NodeMetrics:
             buckets=RPC_BUCKETS,
             registry=registry,
         )
+        self.denied = Counter(
+            "blacklist_denied_calls",
+            "Calls refused by the role check (node/rpc.py), by reason",
+            ["reason", "grpc_method"],
+            registry=registry,
+        )
         self.revocations = Counter(
             "blacklist_revocations", "Cards revoked through Admin", registry=registry
         )

@@ -1,12 +1,20 @@
 """The gRPC edge: each library error maps to one status code, and every method is metered
-with go-grpc-prometheus names. Servicers raise; this module turns that into statuses."""
+with go-grpc-prometheus names. Servicers raise; this module turns that into statuses.
+
+With TLS the Meter is also the one place that decides who may call what: the caller's role
+and region come from its client certificate (verified by gRPC in the handshake, read by
+node/tls.py), and :data:`ALLOWED_ROLES` says which roles may call each method. Operators may
+change only cards within their certificate's region (the node separately refuses cards out
+of its own scope). In plain-text mode (``plaintext = true``, tests and demos only) there is
+no certificate and no check: every caller may call everything.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -15,6 +23,7 @@ from blacklist.authority import OutOfScope
 from blacklist.errors import CardIdError
 from blacklist.rejections import DeltaRejected
 from node.metrics import NodeMetrics
+from node.tls import Identity, identity_of
 
 log = logging.getLogger("node.rpc")
 
@@ -27,11 +36,40 @@ class NotAnAuthority(RuntimeError):
     """Admin writes on a node that has no signing key of its own."""
 
 
+class CallerUnauthenticated(PermissionError):
+    """A TLS call whose client certificate carries no role (node/tls.py)."""
+
+
+class CallerNotPermitted(PermissionError):
+    """A call outside the caller's role, or an operator's change outside its region."""
+
+
+# Who may call what (service short name, method) → roles. A method not listed is refused to
+# everyone: a new RPC is closed until someone decides who may call it.
+_ANY = frozenset({"terminal", "operator", "node"})
+ALLOWED_ROLES: dict[tuple[str, str], frozenset[str]] = {
+    ("CardStatus", "CheckCard"): _ANY,
+    ("CardStatus", "BatchCheck"): _ANY,
+    ("CardStatus", "CheckStream"): _ANY,
+    **{("Admin", m): frozenset({"operator"})
+       for m in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status")},
+    **{("Sync", m): frozenset({"node"})
+       for m in ("GetUpdates", "PushDeltas", "Subscribe", "GetSnapshot")},
+}  # fmt: skip
+# Writes an operator may make only within its certificate's region: the card ids of a request.
+SCOPED_CARDS: dict[tuple[str, str], Callable[[Any], Iterable[str]]] = {
+    ("Admin", "Revoke"): lambda request: (r.card_id for r in request.revocations),
+    ("Admin", "Reinstate"): lambda request: request.card_ids,
+}
+
+
 # The first matching class wins (STYLE.md: one status code per error at the edge).
 STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (CardIdError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (OutOfScope, grpc.StatusCode.PERMISSION_DENIED),
+    (CallerUnauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (CallerNotPermitted, grpc.StatusCode.PERMISSION_DENIED),
     (NotAnAuthority, grpc.StatusCode.FAILED_PRECONDITION),
     (DeltaRejected, grpc.StatusCode.FAILED_PRECONDITION),
 )
@@ -48,13 +86,42 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Unary = Callable[[Req, Any], Awaitable[Resp]]
 Streaming = Callable[[AsyncIterator[Req], Any], AsyncIterator[Resp]]
+ServerStreaming = Callable[[Req, Any], AsyncIterator[Resp]]
 
 
 class Meter:
-    """Wraps servicer methods with metrics and the error → status mapping."""
+    """Wraps servicer methods with metrics, the error → status mapping and, when ``enforce``
+    (the node serves TLS), the role check of :data:`ALLOWED_ROLES`."""
 
-    def __init__(self, metrics: NodeMetrics) -> None:
+    def __init__(self, metrics: NodeMetrics, *, enforce: bool = False) -> None:
         self._m = metrics
+        self._enforce = enforce
+
+    def _authorize(self, service: str, method: str, request: Any, context: Any) -> None:
+        """Raise CallerUnauthenticated / CallerNotPermitted (counted) unless the caller's
+        certificate allows this call."""
+        if not self._enforce:
+            return
+        key = (service.rpartition(".")[2], method)
+        where = f"{key[0]}/{method}"
+        identity: Identity | None = identity_of(context.auth_context())
+        if identity is None:
+            self._m.denied.labels("unauthenticated", method).inc()
+            raise CallerUnauthenticated(
+                f"{where}: the client certificate carries no blacklist role"
+            )
+        if identity.role not in ALLOWED_ROLES.get(key, frozenset()):
+            self._m.denied.labels("permission_denied", method).inc()
+            raise CallerNotPermitted(f"role {identity.role!r} may not call {where}")
+        scoped = SCOPED_CARDS.get(key)
+        if scoped is not None and request is not None:
+            for card_id in scoped(request):
+                if not identity.covers(card_id):
+                    self._m.denied.labels("permission_denied", method).inc()
+                    raise CallerNotPermitted(
+                        f"role {identity.role!r} of region {identity.region} may not call "
+                        f"{where} for card {card_id}: outside the certificate's region"
+                    )
 
     def _children(self, service: str, method: str, kind: str) -> tuple[Any, Any, Any]:
         labels = (kind, service, method)
@@ -95,6 +162,7 @@ class Meter:
             t0 = time.perf_counter()
             failed = False
             try:
+                self._authorize(service, method, request, context)
                 return await fn(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -118,6 +186,7 @@ class Meter:
             t0 = time.perf_counter()
             failed = False
             try:
+                self._authorize(service, method, None, context)
                 async for response in fn(requests, context):
                     yield response
             except grpc.aio.AbortError:
@@ -136,3 +205,20 @@ class Meter:
                 self._count(labels, context, ok, failed)
 
         return metered
+
+    def guard(
+        self, service: str, method: str, fn: ServerStreaming[Req, Resp]
+    ) -> ServerStreaming[Req, Resp]:
+        """The role check alone, for the server-streaming Sync methods (not metered)."""
+
+        async def guarded(request: Req, context: Any) -> AsyncIterator[Resp]:
+            try:
+                self._authorize(service, method, request, context)
+            except PermissionError as exc:
+                code = status_of(exc)
+                assert code is not None
+                await context.abort(code, str(exc))
+            async for response in fn(request, context):
+                yield response
+
+        return guarded

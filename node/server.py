@@ -40,6 +40,7 @@ from node.rpc import Meter
 from node.servicers import AdminServicer, CardStatusServicer
 from node.sync_client import SyncClient
 from node.sync_service import SyncServicer
+from node.tls import channel_credentials, server_credentials
 
 log = logging.getLogger("node")
 MAX_MESSAGE = 16 * 1024 * 1024  # a 100,000-card Revoke is ~5 MB
@@ -84,7 +85,7 @@ class Node:
         self._http: Any = None
 
     def _add_services(self, server: grpc.aio.Server) -> None:
-        meter = Meter(self.metrics)
+        meter = Meter(self.metrics, enforce=self.config.tls)
         status = CardStatusServicer(self.checker, self.metrics, self.config.max_batch)
         for name in ("CheckCard", "BatchCheck"):
             setattr(status, name, meter.unary(SERVICES["CardStatus"], name, getattr(status, name)))
@@ -110,6 +111,8 @@ class Node:
         sync = SyncServicer(self.store, self.hub, self.metrics)
         for name in ("GetUpdates", "PushDeltas"):
             setattr(sync, name, meter.unary(SERVICES["Sync"], name, getattr(sync, name)))
+        for name in ("Subscribe", "GetSnapshot"):
+            setattr(sync, name, meter.guard(SERVICES["Sync"], name, getattr(sync, name)))
         sync_pb2_grpc.add_SyncServicer_to_server(sync, server)  # type: ignore[no-untyped-call]
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -134,7 +137,14 @@ class Node:
         )
         self._add_services(server)
         host = self.config.listen.rpartition(":")[0]
-        bound = server.add_insecure_port(self.config.listen)
+        if self.config.tls:
+            assert self.config.tls_ca and self.config.tls_cert and self.config.tls_key
+            credentials = server_credentials(
+                self.config.tls_ca, self.config.tls_cert, self.config.tls_key
+            )
+            bound = server.add_secure_port(self.config.listen, credentials)
+        else:  # plaintext = true: tests and demos only (node/config.py)
+            bound = server.add_insecure_port(self.config.listen)
         if bound == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         self.grpc_address = f"{host}:{bound}"
@@ -155,6 +165,13 @@ class Node:
                 metrics=self.metrics,
                 clock=self.clock,
                 subscribe=self.config.subscribe,
+                credentials=(
+                    channel_credentials(
+                        self.config.tls_ca, self.config.tls_cert, self.config.tls_key
+                    )
+                    if self.config.tls_ca and self.config.tls_cert and self.config.tls_key
+                    else None
+                ),
             )
             self._sync_task = asyncio.create_task(self.sync.run())
 
@@ -189,6 +206,7 @@ async def serve(config: NodeConfig, ready: Any = sys.stdout) -> None:
                 "role": config.role,
                 "grpc": node.grpc_address,
                 "metrics": node.metrics_url,
+                "tls": config.tls,
             }
         ),
         file=ready,

@@ -54,7 +54,10 @@ class SyncClient:
         clock: Clock,
         subscribe: bool = True,
         rng: random.Random | None = None,
+        credentials: Any = None,
     ) -> None:
+        # grpc.ChannelCredentials of this node's certificate (mutual TLS), or None: plaintext.
+        self._credentials = credentials
         self._use_push = subscribe
         self._region = region
         self._upstreams = upstreams
@@ -98,7 +101,12 @@ class SyncClient:
         self._stopped.set()
 
     async def _session(self, upstream: str) -> None:
-        async with grpc.aio.insecure_channel(upstream) as channel:
+        channel = (
+            grpc.aio.secure_channel(upstream, self._credentials)
+            if self._credentials is not None
+            else grpc.aio.insecure_channel(upstream)
+        )
+        async with channel:
             stub = sync_pb2_grpc.SyncStub(channel)  # type: ignore[no-untyped-call]
             await self.pull(stub)
             log.info("syncing from %s", upstream)

@@ -125,6 +125,7 @@ def write_node(
         "data_dir": str(directory / "data"),
         "trusted_keys": [str(p) for p in trusted_paths],
         "map_size_gib": 1,
+        "plaintext": True,  # tests/test_tls.py runs nodes with mutual TLS
     }
     if keys:
         fields["signing_key"] = str(keys.private)

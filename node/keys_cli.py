@@ -1,0 +1,179 @@
+"""``python -m node keys init-root | certify | revoke``: the ministry's and provinces' offline
+key chores for the certified hierarchy (DESIGN §6).
+
+::
+
+    python -m node keys init-root --out keys/                      # root.key (0600), root.pub
+    python -m node keys certify --issuer keys/root.key --subject 440000.pub --scope 44 \\
+        --days 730 --out 440000.crt
+    python -m node keys certify --issuer 440000.key --issuer-cert 440000.crt \\
+        --subject 440100.pub --scope 4401 --days 365 --out 440100.crt
+    python -m node keys revoke --issuer 440000.key --key 440100.pub --as-of now \\
+        --reason superseded --out 440100-1.rev
+
+Every output is created exclusively (an existing file is never overwritten) and private keys
+are mode 0600. ``certify`` refuses a scope its issuer could not grant — outside the
+``--issuer-cert`` prefixes, or outside the national scope for the root — because a verifier
+would refuse the certificate anyway (:func:`blacklist.trust.verify_chain`) and it is better
+to learn that at the desk than in the field. Exit status 2 and one ``error:`` line on any
+refusal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from blacklist.certs import (
+    RevocationReason,
+    canonical_prefixes,
+    issue_certificate,
+    issue_revocation,
+)
+from blacklist.regions import MINISTRY_CODE
+from blacklist.signing import SigningKey
+from blacklist.trust import ScopeViolation, check_scope
+from node.keyfiles import (
+    KeyFileError,
+    load_certificate,
+    load_signing_key,
+    load_trusted_key,
+    write_key_pair,
+    write_new_file,
+)
+
+DAY = 86_400
+# Serials only need to be distinct per issuer; a random 63-bit one needs no counter file.
+_SERIAL_BITS = 63
+
+
+class KeyCommandError(Exception):
+    """A refusal, reported as ``error: <message>`` with exit status 2."""
+
+
+def _serial(args: argparse.Namespace) -> int:
+    return int(args.serial) if args.serial is not None else secrets.randbits(_SERIAL_BITS)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    try:
+        return write_new_file(path, data)
+    except FileExistsError:
+        raise KeyCommandError(f"{path} exists; refusing to overwrite it") from None
+    except OSError as exc:
+        raise KeyCommandError(f"{path}: {exc}") from None
+
+
+def _init_root(args: argparse.Namespace) -> str:
+    key = SigningKey.generate(MINISTRY_CODE, [])
+    try:
+        private, public = write_key_pair(key, args.out, stem="root")
+    except FileExistsError as exc:
+        raise KeyCommandError(f"{exc.filename} exists; refusing to overwrite a key") from None
+    return f"wrote {private} (private, mode 0600) and {public}; key id {key.key_id.hex()}"
+
+
+def _certify(args: argparse.Namespace) -> str:
+    issuer = load_signing_key(args.issuer)
+    subject = load_trusted_key(args.subject)
+    if args.days < 1:
+        raise KeyCommandError(f"--days must be at least 1, got {args.days}")
+    try:
+        scope = canonical_prefixes(args.scope)
+    except ValueError as exc:
+        raise KeyCommandError(str(exc)) from None
+    not_before = int(time.time())
+    cert = issue_certificate(
+        issuer, subject, scope, not_before, not_before + args.days * DAY, _serial(args)
+    )
+    issuer_scope: tuple[str, ...] | None
+    if args.issuer_cert is not None:
+        issuer_cert = load_certificate(args.issuer_cert)
+        if issuer_cert.key_id != issuer.key_id:
+            raise KeyCommandError(
+                f"{args.issuer_cert} certifies key {issuer_cert.key_id.hex()}, not the "
+                f"issuer's key {issuer.key_id.hex()} ({args.issuer})"
+            )
+        issuer_scope = issuer_cert.prefixes
+    elif issuer.publisher == MINISTRY_CODE:
+        issuer_scope = None  # the root: national scope
+    else:
+        issuer_scope = ()  # unknown: not checked
+    if issuer_scope != ():
+        try:
+            check_scope(cert, issuer_scope)
+        except ScopeViolation as exc:
+            raise KeyCommandError(f"refusing to certify: {exc}") from None
+    out = _write(args.out, cert.to_bytes())
+    note = "" if issuer_scope != () else " (scope not checked: no --issuer-cert)"
+    return (
+        f"wrote {out}: key {cert.key_id.hex()} for {cert.publisher}, prefixes "
+        f"{list(cert.prefixes)}, valid {cert.not_before}..{cert.not_after}{note}"
+    )
+
+
+def _as_of(text: str) -> int:
+    if text == "now":
+        return int(time.time())
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a unix time or 'now'") from None
+
+
+def _revoke(args: argparse.Namespace) -> str:
+    issuer = load_signing_key(args.issuer)
+    revoked = load_trusted_key(args.key)
+    rev = issue_revocation(
+        issuer, revoked.key_id, args.as_of, RevocationReason[args.reason.upper()], _serial(args)
+    )
+    out = _write(args.out, rev.to_bytes())
+    return f"wrote {out}: {rev.label}, effective at {rev.effective_at} ({args.reason})"
+
+
+def _run(fn: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            print(fn(args))
+        except (KeyCommandError, KeyFileError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    return run
+
+
+def register(keys_sub: Any) -> None:
+    """Add ``init-root``, ``certify`` and ``revoke`` to the ``keys`` subcommand parsers."""
+    init = keys_sub.add_parser("init-root", help="write the ministry root key root.key/root.pub")
+    init.add_argument("--out", required=True, type=Path, help="directory for the key files")
+    init.set_defaults(fn=_run(_init_root))
+
+    cert = keys_sub.add_parser("certify", help="certify a public key for region prefixes")
+    cert.add_argument("--issuer", required=True, type=Path, help="the certifier's .key file")
+    cert.add_argument(
+        "--issuer-cert", type=Path, help="the certifier's own .crt (refuses a wider scope)"
+    )
+    cert.add_argument("--subject", required=True, type=Path, help="the subject's .pub file")
+    cert.add_argument(
+        "--scope", action="append", required=True, help="region prefix granted, e.g. 4401"
+    )
+    cert.add_argument("--days", required=True, type=int, help="validity from now, in days")
+    cert.add_argument("--serial", type=int, help="certificate serial (default: random)")
+    cert.add_argument("--out", required=True, type=Path, help="the .crt file to create")
+    cert.set_defaults(fn=_run(_certify))
+
+    rev = keys_sub.add_parser("revoke", help="revoke a key this issuer certified, as of a time")
+    rev.add_argument("--issuer", required=True, type=Path, help="the certifier's .key file")
+    rev.add_argument("--key", required=True, type=Path, help="the revoked key's .pub file")
+    rev.add_argument(
+        "--as-of", required=True, type=_as_of, help="unix time the key is void from, or 'now'"
+    )
+    rev.add_argument("--reason", required=True, choices=[r.name.lower() for r in RevocationReason])
+    rev.add_argument("--serial", type=int, help="revocation serial (default: random)")
+    rev.add_argument("--out", required=True, type=Path, help="the .rev file to create")
+    rev.set_defaults(fn=_run(_revoke))

@@ -1,0 +1,180 @@
+"""``python -m node keys init-root | certify | revoke`` run as subprocesses: build the chain
+root → Guangdong (44) → Guangzhou (4401), verify it, revoke, and check the refusals."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from blacklist.certs import RevocationReason
+from blacklist.trust import KeyRevoked, TrustAnchor, verify_chain
+from node.keyfiles import (
+    KeyFileError,
+    load_certificate,
+    load_revocation,
+    load_signing_key,
+    load_trusted_key,
+)
+
+ROOT_DIR = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node", "keys", *map(str, args)],
+        cwd=ROOT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def ok(*args: str | Path) -> str:
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def refused(*args: str | Path) -> str:
+    result = cli(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "error: " in result.stderr
+    return result.stderr
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("keys")
+    ok("init-root", "--out", d)
+    ok("generate", "--publisher", "440000", "--prefix", "44", "--out", d)
+    ok("generate", "--publisher", "440100", "--prefix", "4401", "--out", d)
+    ok("generate", "--publisher", "110000", "--prefix", "11", "--out", d)
+    ok(
+        "certify", "--issuer", d / "root.key", "--subject", d / "440000.pub",
+        "--scope", "44", "--days", "730", "--out", d / "440000.crt",
+    )  # fmt: skip
+    ok(
+        "certify", "--issuer", d / "440000.key", "--issuer-cert", d / "440000.crt",
+        "--subject", d / "440100.pub", "--scope", "4401", "--days", "365",
+        "--out", d / "440100.crt",
+    )  # fmt: skip
+    return d
+
+
+def test_the_chain_verifies(chain: Path) -> None:
+    anchor = TrustAnchor.of(load_trusted_key(chain / "root.pub"))
+    gd, gz = load_certificate(chain / "440000.crt"), load_certificate(chain / "440100.crt")
+    key = verify_chain([gd, gz], anchor, [], int(time.time()))
+    assert (key.publisher, key.prefixes) == ("440100", ("4401",))
+    assert key.key_id == load_signing_key(chain / "440100.key").key_id
+    assert gz.not_after - gz.not_before == 365 * 86_400
+    assert gd.issuer_key_id == anchor.key_id
+
+
+def test_permissions(chain: Path) -> None:
+    assert mode(chain / "root.key") == 0o600
+    assert load_signing_key(chain / "root.key").publisher == "000000"
+    for public in ("root.pub", "440000.crt", "440100.crt"):
+        assert not mode(chain / public) & 0o022, public  # nobody else may rewrite it
+
+
+def test_revoke(chain: Path) -> None:
+    as_of = int(time.time()) + 100
+    out = chain / "440100-superseded.rev"
+    ok(
+        "revoke", "--issuer", chain / "440000.key", "--key", chain / "440100.pub",
+        "--as-of", str(as_of), "--reason", "superseded", "--out", out,
+    )  # fmt: skip
+    rev = load_revocation(out)
+    assert (rev.effective_at, rev.reason) == (as_of, RevocationReason.SUPERSEDED)
+    assert not mode(out) & 0o022
+    anchor = TrustAnchor.of(load_trusted_key(chain / "root.pub"))
+    certs = [load_certificate(chain / "440000.crt"), load_certificate(chain / "440100.crt")]
+    verify_chain(certs, anchor, [rev], as_of - 1)
+    with pytest.raises(KeyRevoked):
+        verify_chain(certs, anchor, [rev], as_of)
+
+
+def test_revoke_now(chain: Path) -> None:
+    out = chain / "110000-now.rev"
+    before = int(time.time())
+    ok(
+        "revoke", "--issuer", chain / "root.key", "--key", chain / "110000.pub",
+        "--as-of", "now", "--reason", "compromised", "--out", out,
+    )  # fmt: skip
+    rev = load_revocation(out)
+    assert before <= rev.effective_at <= int(time.time())
+    assert rev.reason is RevocationReason.COMPROMISED
+    refused(
+        "revoke", "--issuer", chain / "root.key", "--key", chain / "110000.pub",
+        "--as-of", "yesterday", "--reason", "retired", "--out", chain / "x.rev",
+    )  # fmt: skip
+
+
+def test_refuses_a_scope_outside_the_issuers(chain: Path) -> None:
+    out = chain / "bad.crt"
+    err = refused(
+        "certify", "--issuer", chain / "440000.key", "--issuer-cert", chain / "440000.crt",
+        "--subject", chain / "110000.pub", "--scope", "1101", "--days", "30", "--out", out,
+    )  # fmt: skip
+    assert "publisher 110000 is outside" in err
+    assert not out.exists()
+    err = refused(
+        "certify", "--issuer", chain / "440000.key", "--issuer-cert", chain / "440000.crt",
+        "--subject", chain / "440100.pub", "--scope", "4401", "--scope", "4501",
+        "--days", "30", "--out", out,
+    )  # fmt: skip
+    assert "'4501'" in err and not out.exists()
+    # The root's scope is national: a prefix of no province is refused too.
+    err = refused(
+        "certify", "--issuer", chain / "root.key", "--subject", chain / "440000.pub",
+        "--scope", "00", "--days", "30", "--out", out,
+    )  # fmt: skip
+    assert "national scope" in err and not out.exists()
+
+
+def test_refuses_an_issuer_cert_for_another_key(chain: Path) -> None:
+    err = refused(
+        "certify", "--issuer", chain / "110000.key", "--issuer-cert", chain / "440000.crt",
+        "--subject", chain / "440100.pub", "--scope", "4401", "--days", "30",
+        "--out", chain / "other.crt",
+    )  # fmt: skip
+    assert "440000.crt" in err and not (chain / "other.crt").exists()
+
+
+def test_refuses_to_overwrite(chain: Path) -> None:
+    before = (chain / "440100.crt").read_bytes()
+    err = refused(
+        "certify", "--issuer", chain / "440000.key", "--issuer-cert", chain / "440000.crt",
+        "--subject", chain / "440100.pub", "--scope", "4401", "--days", "30",
+        "--out", chain / "440100.crt",
+    )  # fmt: skip
+    assert "exists" in err
+    assert (chain / "440100.crt").read_bytes() == before
+    root = (chain / "root.key").read_bytes()
+    assert "exists" in refused("init-root", "--out", chain)
+    assert (chain / "root.key").read_bytes() == root
+
+
+def test_loaders_name_the_file(tmp_path: Path, chain: Path) -> None:
+    with pytest.raises(KeyFileError, match=r"missing\.crt.*no such certificate"):
+        load_certificate(tmp_path / "missing.crt")
+    with pytest.raises(KeyFileError, match=r"root\.pub.*not a valid certificate"):
+        load_certificate(chain / "root.pub")
+    with pytest.raises(KeyFileError, match=r"440000\.crt.*not a valid key revocation"):
+        load_revocation(chain / "440000.crt")
+    err = refused(
+        "certify", "--issuer", chain / "440000.key", "--issuer-cert", chain / "root.pub",
+        "--subject", chain / "440100.pub", "--scope", "4401", "--days", "30",
+        "--out", chain / "never.crt",
+    )  # fmt: skip
+    assert "root.pub" in err
