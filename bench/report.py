@@ -10,7 +10,10 @@ import sys
 
 # figure key → (baseline key, target as text)
 FIGURES: dict[str, tuple[str | None, str]] = {
-    "verifications_per_s": ("baseline_verifications_per_s", "delta verify with a 2-cert chain (#5)"),
+    "verifications_per_s": (
+        "baseline_verifications_per_s",
+        "delta verify with a 2-cert chain (#5)",
+    ),
     "ns_per_check": ("baseline_ns_per_check", "<= naive lookup"),
     "cards_per_s": ("baseline_cards_per_s", ">= 1.5x naive loop"),
     "index_bytes_per_entry": ("baseline_bytes_per_entry", "<= 2.5 (10M), <= 1/40 of dict"),
