@@ -135,8 +135,30 @@ def canonical_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
     return out
 
 
+class _SignedBody:
+    """What certificates and revocations share: a body, and the issuer's signature over
+    SHA-256 of it, sent as the body followed by the length-prefixed signature."""
+
+    signature: bytes
+
+    @property
+    def body(self) -> bytes:  # each message defines its own layout
+        raise NotImplementedError
+
+    @property
+    def digest(self) -> bytes:
+        """What the issuer signs: SHA-256 of the body."""
+        return hashlib.sha256(self.body).digest()
+
+    def to_bytes(self) -> bytes:
+        w = Writer()
+        w.raw(self.body)
+        w.blob(self.signature)
+        return w.getvalue()
+
+
 @dataclass(frozen=True)
-class Certificate:
+class Certificate(_SignedBody):
     """The issuer's signed statement: this public key publishes for ``publisher`` and may
     sign (and certify) regions under ``prefixes`` between ``not_before`` and ``not_after``."""
 
@@ -199,20 +221,9 @@ class Certificate:
         w.raw(self.issuer_key_id)
         return w.getvalue()
 
-    @property
-    def digest(self) -> bytes:
-        """What the issuer signs: SHA-256 of the body."""
-        return hashlib.sha256(self.body).digest()
-
-    def to_bytes(self) -> bytes:
-        w = Writer()
-        w.raw(self.body)
-        w.blob(self.signature)
-        return w.getvalue()
-
 
 @dataclass(frozen=True)
-class KeyRevocation:
+class KeyRevocation(_SignedBody):
     """The certifier's signed statement: key ``revoked_key_id`` is void from ``effective_at``."""
 
     serial: int
@@ -250,16 +261,6 @@ class KeyRevocation:
         w.raw(self.revoked_key_id)
         w.i64(self.effective_at)
         w.u8(self.reason)
-        return w.getvalue()
-
-    @property
-    def digest(self) -> bytes:
-        return hashlib.sha256(self.body).digest()
-
-    def to_bytes(self) -> bytes:
-        w = Writer()
-        w.raw(self.body)
-        w.blob(self.signature)
         return w.getvalue()
 
 
