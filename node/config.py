@@ -7,6 +7,11 @@
     data_dir = "/var/lib/blacklist/440100"
     signing_key = "keys/440100.key"     # optional: only an authority publishes
     trusted_keys = ["keys/440100.pub", "keys/110100.pub"]
+    trust_anchor = "keys/root.pub"      # instead of trusted_keys: the certified hierarchy
+    certificate_chains = [              #   (DESIGN §6, blacklist/trust.py): the pinned root,
+      ["certs/440000.crt", "certs/440100.crt"],  # chains root-most first, and the key
+    ]                                   #   revocations their certifiers signed
+    key_revocations = ["revs/440100-1.rev"]
     upstreams = ["127.0.0.1:50041"]     # where to sync from, in failover order (none: a root)
     sync_interval = 5.0                 # seconds between scheduled pulls (push is immediate)
     subscribe = true                    # hold the upstream's push stream (false: pull only)
@@ -18,20 +23,36 @@
     plaintext = true                    # instead of the tls_* fields: no TLS and no role
                                         #   checks, for tests and demos only
 
+With ``trust_anchor`` the trusted keys are exactly the leaves of ``certificate_chains`` that
+verify (no bare ``trusted_keys``, and this node's own signing key only if a chain certifies it
+for this node's region). Start-up refuses a chain that fails for any reason but expiry or a
+key revocation — both of which happen to a sound chain in the normal course of rotation —
+since a scope violation, a bad signature or an unknown issuer is a wrong file, not time.
+
 Relative paths are relative to the config file. Any problem is a :class:`ConfigError` whose
 message names the field, so a node refuses to start rather than run misconfigured.
 """
 
 from __future__ import annotations
 
+import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import Keyring, SigningKey, TrustedKey
-from node.keyfiles import KeyFileError, load_signing_key, load_trusted_keys
+from blacklist.trust import CertificateExpired, CertifiedKeys, KeyRevoked
+from node.keyfiles import (
+    KeyFileError,
+    load_certificate_chain,
+    load_revocation,
+    load_signing_key,
+    load_trust_anchor,
+    load_trusted_keys,
+)
 from node.tls import TlsError, identity_from_pem, load_private_key
 
 ROLES = ("ministry", "province", "city")
@@ -39,8 +60,13 @@ TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key")
 KNOWN_FIELDS = {
     "role", "region", "listen", "metrics_listen", "data_dir", "signing_key", "trusted_keys",
     "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval", "subscribe",
-    "tls_ca", "tls_cert", "tls_key", "plaintext",
+    "tls_ca", "tls_cert", "tls_key", "plaintext", "trust_anchor", "certificate_chains",
+    "key_revocations",
 }  # fmt: skip
+
+
+# Chain failures that befall a sound chain with time; any other is a wrong file.
+TIMELY_TRUST_ERRORS = (CertificateExpired, KeyRevoked)
 
 
 class ConfigError(ValueError):
@@ -66,6 +92,9 @@ class NodeConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     plaintext: bool = False
+    trust_anchor_path: Path | None = None
+    certificate_chain_paths: tuple[tuple[Path, ...], ...] = ()
+    key_revocation_paths: tuple[Path, ...] = ()
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -77,12 +106,26 @@ class NodeConfig:
             return None
         return load_signing_key(self.signing_key_path)
 
-    def keyring(self) -> Keyring:
+    def keyring(self, at: int | None = None) -> Mapping[bytes, TrustedKey]:
+        """The keys this node trusts as of ``at`` (unix seconds; default now): the certified
+        keys when ``trust_anchor`` is set, else ``trusted_keys`` plus the node's own."""
+        if self.trust_anchor_path is not None:
+            return self.certified_keys(int(time.time()) if at is None else at)
         keys: list[TrustedKey] = load_trusted_keys(self.trusted_key_paths)
         own = self.signing_key()
         if own is not None and own.key_id not in {k.key_id for k in keys}:
             keys.append(own.trusted())
         return Keyring(keys)
+
+    def certified_keys(self, at: int) -> CertifiedKeys:
+        """KeyFileError for a file that cannot be read (its message starts with the path)."""
+        assert self.trust_anchor_path is not None
+        return CertifiedKeys(
+            load_trust_anchor(self.trust_anchor_path),
+            [load_certificate_chain(chain) for chain in self.certificate_chain_paths],
+            [load_revocation(p) for p in self.key_revocation_paths],
+            at,
+        )
 
 
 def _address(data: dict[str, Any], name: str) -> str:
@@ -149,6 +192,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         raise ConfigError(
             f"config field 'sync_interval' must be seconds in 0.05..86400, got {interval!r}"
         )
+    anchor, chains, revocations = _trust_fields(data, base, trusted)
     config = NodeConfig(
         role=role,
         region=region,
@@ -163,24 +207,99 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         upstreams=tuple(upstreams),
         sync_interval=float(interval),
         subscribe=_bool(data, "subscribe", True),
+        trust_anchor_path=anchor,
+        certificate_chain_paths=chains,
+        key_revocation_paths=revocations,
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.
     try:
         own = config.signing_key()
-        config.keyring()
+        keys = config.keyring()
     except KeyFileError as exc:
-        field_name = (
-            "signing_key"
-            if signing and str(exc).startswith(str(config.signing_key_path))
-            else "trusted_keys"
-        )
-        raise ConfigError(f"config field {field_name!r}: {exc}") from None
+        raise ConfigError(f"config field {_key_file_field(config, exc)!r}: {exc}") from None
     if own is not None and own.publisher != region:
         raise ConfigError(
             f"config field 'signing_key': the key publishes for {own.publisher}, "
             f"but this node's region is {region}"
         )
+    if isinstance(keys, CertifiedKeys):
+        _check_certified(keys, own, region)
     return _with_transport(config, data, base)
+
+
+def _paths(data: dict[str, Any], base: Path, name: str) -> tuple[Path, ...]:
+    value = data.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"config field {name!r} must be a list of paths, got {value!r}")
+    return tuple((base / v).resolve() for v in value)
+
+
+def _trust_fields(
+    data: dict[str, Any], base: Path, trusted: list[str]
+) -> tuple[Path | None, tuple[tuple[Path, ...], ...], tuple[Path, ...]]:
+    """``trust_anchor``, ``certificate_chains`` and ``key_revocations``: all or nothing of the
+    certified hierarchy, and never together with bare ``trusted_keys``."""
+    anchor = data.get("trust_anchor")
+    if anchor is None:
+        given = [n for n in ("certificate_chains", "key_revocations") if n in data]
+        if given:
+            raise ConfigError(
+                f"config field(s) {', '.join(map(repr, given))} need 'trust_anchor' "
+                "(the pinned root public key)"
+            )
+        return None, (), ()
+    if not isinstance(anchor, str) or not anchor:
+        raise ConfigError(f"config field 'trust_anchor' must be a path, got {anchor!r}")
+    if trusted:
+        raise ConfigError(
+            "config fields 'trust_anchor' and 'trusted_keys' exclude each other: with a "
+            "trust anchor the trusted keys are those its 'certificate_chains' certify"
+        )
+    chains = data.get("certificate_chains", [])
+    if not isinstance(chains, list) or not all(isinstance(c, list) for c in chains):
+        raise ConfigError(
+            "config field 'certificate_chains' must be a list of lists of certificate "
+            f"paths (root-most first), got {chains!r}"
+        )
+    return (
+        (base / anchor).resolve(),
+        tuple(_paths({"certificate_chains": c}, base, "certificate_chains") for c in chains),
+        _paths(data, base, "key_revocations"),
+    )
+
+
+def _key_file_field(config: NodeConfig, exc: KeyFileError) -> str:
+    """Which config field names the file a KeyFileError (message ``<path>: ...``) is about."""
+    text = str(exc)
+    candidates: list[tuple[str, Path | None]] = [
+        ("signing_key", config.signing_key_path),
+        ("trust_anchor", config.trust_anchor_path),
+        *(("certificate_chains", p) for chain in config.certificate_chain_paths for p in chain),
+        *(("key_revocations", p) for p in config.key_revocation_paths),
+    ]
+    for name, path in candidates:
+        if path is not None and text.startswith(f"{path}:"):
+            return name
+    return "trusted_keys"
+
+
+def _check_certified(keys: CertifiedKeys, own: SigningKey | None, region: str) -> None:
+    """Refuse a chain that is wrong rather than old, and an own key no chain certifies."""
+    wrong = [e for e in keys.errors if not isinstance(e, TIMELY_TRUST_ERRORS)]
+    if wrong:
+        raise ConfigError(
+            f"config field 'certificate_chains': {wrong[0].cause}: {wrong[0]}"
+            + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else "")
+        )
+    if own is None:
+        return
+    certified = keys.get(own.key_id)
+    if certified is None or certified.publisher != region:
+        raise ConfigError(
+            f"config field 'signing_key': key {own.key_id.hex()} is not certified for "
+            f"{region} by any valid chain of 'certificate_chains'"
+            + (f" (certified for {certified.publisher})" if certified is not None else "")
+        )
 
 
 def _with_transport(config: NodeConfig, data: dict[str, Any], base: Path) -> NodeConfig:

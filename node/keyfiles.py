@@ -26,6 +26,7 @@ from typing import Any
 from blacklist.certs import Certificate, KeyRevocation, decode_certificate, decode_revocation
 from blacklist.errors import CodecError
 from blacklist.signing import SUITES_BY_NAME, SigningKey, TrustedKey, suite
+from blacklist.trust import TrustAnchor
 
 
 class KeyFileError(ValueError):
@@ -152,6 +153,21 @@ def load_revocation(path: str | os.PathLike[str]) -> KeyRevocation:
         return decode_revocation(_read_bytes(p, "key revocation"))
     except CodecError as exc:
         raise KeyFileError(f"{p}: not a valid key revocation: {exc}") from None
+
+
+def load_trust_anchor(path: str | os.PathLike[str]) -> TrustAnchor:
+    """The pinned ministry root from its ``root.pub`` (publisher 000000, DESIGN §6)."""
+    p = Path(path)
+    key = load_trusted_key(p)
+    try:
+        return TrustAnchor.of(key)
+    except ValueError as exc:
+        raise KeyFileError(f"{p}: not a root key: {exc}") from None
+
+
+def load_certificate_chain(paths: Iterable[str | os.PathLike[str]]) -> list[Certificate]:
+    """One chain's certificates, root-most first, as listed (verified by the caller)."""
+    return [load_certificate(p) for p in paths]
 
 
 def write_new_file(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> Path:

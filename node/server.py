@@ -63,7 +63,7 @@ class Node:
         self.clock = clock
         self.registry = registry or CollectorRegistry()
         self.metrics = NodeMetrics(self.registry)
-        keys = config.keyring()
+        keys = config.keyring(int(clock()))
         self.store = RevocationStore(
             config.data_dir,
             clock=clock,
