@@ -10,6 +10,7 @@ LMDB layout (one environment, named databases, all integers big-endian)::
               (which regions a publisher has entries in, so a snapshot can replace
               that publisher's entries by scanning only those key ranges)
     deltas, snapshots   retained signed deltas and the latest snapshot per feed (archive.py)
+    audit     who revoked or reinstated which card, when (audit.py)
     meta      b"schema" → u32, b"generation" → u64 (bumped by every write transaction)
 
 A card key is followed by the publisher so that two publishers with overlapping scopes can
@@ -41,6 +42,7 @@ from blacklist.accept import (
     parse_signed,
 )
 from blacklist.archive import Archive
+from blacklist.audit import AuditLog
 from blacklist.cardbatch import keys_from_columns
 from blacklist.cardid import KEY_LENGTH, region_key_range
 from blacklist.clock import Clock, system_clock
@@ -102,6 +104,7 @@ class RevocationStore:
         self._regions_db = self.env.open_db(b"regions")
         self.archive = Archive(self.env, retain_deltas)
         self._meta = self.env.open_db(b"meta")
+        self.audit = AuditLog(self.env)
         self._check_schema()
         self.generation = 0
         # In-memory change counter (applies, touches, index rebuilds): readers such as the

@@ -52,7 +52,7 @@ ALLOWED_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("CardStatus", "BatchCheck"): _ANY,
     ("CardStatus", "CheckStream"): _ANY,
     **{("Admin", m): frozenset({"operator"})
-       for m in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status")},
+       for m in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status", "ListAudit")},
     **{("Sync", m): frozenset({"node"})
        for m in ("GetUpdates", "PushDeltas", "Subscribe", "GetSnapshot")},
 }  # fmt: skip
@@ -61,6 +61,42 @@ SCOPED_CARDS: dict[tuple[str, str], Callable[[Any], Iterable[str]]] = {
     ("Admin", "Revoke"): lambda request: (r.card_id for r in request.revocations),
     ("Admin", "Reinstate"): lambda request: request.card_ids,
 }
+
+
+def _peer_certificate(context: Any) -> tuple[bool, dict[str, list[bytes]]]:
+    """(whether the call came over TLS, its auth context)."""
+    auth: dict[str, list[bytes]] = context.auth_context() or {}
+    kinds = auth.get("transport_security_type") or []
+    return bool(auth.get("x509_pem_cert")) or b"ssl" in kinds, auth
+
+
+def caller_of(context: Any) -> str:
+    """Who made a call, for the audit log (blacklist/audit.py): ``role:region:common-name``
+    from a verified TLS client certificate, else ``plaintext:<peer address>``."""
+    tls, auth = _peer_certificate(context)
+    if not tls:
+        return f"plaintext:{context.peer()}"
+    identity = identity_of(auth)
+    names = auth.get("x509_common_name") or [b""]
+    name = names[0].decode(errors="replace")
+    if identity is None:
+        return f"unauthenticated::{name}"
+    return f"{identity.role}:{identity.region}:{name}"
+
+
+def authorize_tls_caller(service: str, method: str, context: Any) -> None:
+    """The role check of :data:`ALLOWED_ROLES` for a method the server may not have wrapped
+    in a :class:`Meter`: enforced whenever the call came over TLS (a TLS node requires a
+    client certificate, so only plain-text nodes skip it, as the Meter does)."""
+    tls, auth = _peer_certificate(context)
+    if not tls:
+        return
+    identity = identity_of(auth)
+    where = f"{service}/{method}"
+    if identity is None:
+        raise CallerUnauthenticated(f"{where}: the client certificate carries no blacklist role")
+    if identity.role not in ALLOWED_ROLES.get((service, method), frozenset()):
+        raise CallerNotPermitted(f"role {identity.role!r} may not call {where}")
 
 
 # The first matching class wins (STYLE.md: one status code per error at the edge).

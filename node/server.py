@@ -104,7 +104,7 @@ class Node:
             build_version=VERSION,
             hub=self.hub,
         )
-        for name in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status"):
+        for name in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status", "ListAudit"):
             setattr(admin, name, meter.unary(SERVICES["Admin"], name, getattr(admin, name)))
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
         assert self.hub is not None

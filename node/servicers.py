@@ -2,7 +2,9 @@
 
 Writes (Admin.Revoke/Reinstate) run on one dedicated thread, because an LMDB write
 transaction must stay on the thread that began it (py-lmdb docs) and a large delta should
-not stall the event loop that answers checks.
+not stall the event loop that answers checks. The audit records of a call (blacklist/audit.py)
+are written on that thread too, right after its delta committed and before the next write; a
+refused call writes none.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from blacklist.audit import KEY_SIZE, AuditAction, AuditChange
 from blacklist.authority import Authority, Revocation
 from blacklist.cardid import CardId, text_to_key
 from blacklist.checker import Checker, CheckResult, CheckStatus
 from blacklist.clock import Clock
+from blacklist.delta import Delta
 from blacklist.entry import Entry, Reason
 from blacklist.rejections import DeltaRejected
 from blacklist.store import ApplyResult, FeedState, RevocationStore
@@ -33,7 +37,13 @@ from node.gen.blacklist.v1 import (
 )
 from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
-from node.rpc import InvalidRequest, NotAnAuthority
+from node.rpc import (
+    InvalidRequest,
+    NotAnAuthority,
+    authorize_tls_caller,
+    caller_of,
+    status_of,
+)
 
 MAX_WRITE = 100_000
 MAX_PAGE = 10_000
@@ -179,8 +189,35 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             )
         return self._authority
 
+    def _publish_and_audit(
+        self,
+        authority: Authority,
+        revocations: Sequence[Revocation],
+        reinstatements: Sequence[str],
+        operator: str,
+    ) -> tuple[Delta, ApplyResult]:
+        """On the writer thread: publish, then audit what was published (never a refusal)."""
+        delta, result = authority.publish(revocations, reinstatements, snapshot=False)
+        if revocations:
+            changes = [AuditChange(r.card_id, int(r.reason)) for r in revocations]
+            action = AuditAction.REVOKE
+        else:
+            changes = [AuditChange(c) for c in reinstatements]
+            action = AuditAction.REINSTATE
+        self._store.audit.record(
+            action,
+            changes,
+            operator=operator,
+            feed_version=result.version,
+            when=int(self._clock()),
+        )
+        return delta, result
+
     async def _publish(
-        self, revocations: Sequence[Revocation], reinstatements: Sequence[str]
+        self,
+        revocations: Sequence[Revocation],
+        reinstatements: Sequence[str],
+        operator: str,
     ) -> admin_pb2.PublishResponse:
         authority = self._need_authority()
         loop = asyncio.get_running_loop()
@@ -188,7 +225,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         try:
             delta, result = await loop.run_in_executor(
                 self._writer,
-                functools.partial(authority.publish, revocations, reinstatements, snapshot=False),
+                functools.partial(
+                    self._publish_and_audit, authority, revocations, reinstatements, operator
+                ),
             )
         except DeltaRejected as exc:  # our own delta refused: count it like any other
             self._metrics.rejected.labels(exc.cause).inc()
@@ -241,7 +280,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                     + ", ".join(f"{x.value}={x.name}" for x in Reason)
                 )
             revocations.append(Revocation(card, Reason(r.reason), r.effective_time or now))
-        response = await self._publish(revocations, [])
+        response = await self._publish(revocations, [], caller_of(context))
         self._metrics.revocations.inc(len(revocations))
         return response
 
@@ -250,7 +289,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.PublishResponse:
         self._need_authority()
         cards = self._unique_cards(list(request.card_ids), "reinstate")
-        response = await self._publish([], cards)
+        response = await self._publish([], cards, caller_of(context))
         self._metrics.reinstatements.inc(response.removed)
         return response
 
@@ -306,3 +345,57 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             entries=self._store.entry_count(),
             build_version=self._build,
         )
+
+    async def ListAudit(
+        self, request: admin_pb2.ListAuditRequest, context: Context
+    ) -> admin_pb2.ListAuditResponse:
+        # Robust without a Meter around it (node/server.py may not wrap it yet): checks the
+        # caller's role itself and maps errors to their status codes (node/rpc.py).
+        try:
+            authorize_tls_caller("Admin", "ListAudit", context)
+            return self._list_audit(request)
+        except Exception as exc:
+            code = status_of(exc)
+            if code is None:
+                raise
+            await context.abort(code, str(exc))
+            raise  # abort() raises; this keeps type checkers and readers sure of it
+
+    def _list_audit(self, request: admin_pb2.ListAuditRequest) -> admin_pb2.ListAuditResponse:
+        card = CardId.parse(request.card_id).text if request.card_id else None
+        since, until = request.since, request.until
+        if since < 0 or until < 0:
+            raise InvalidRequest(f"since {since} and until {until} must be unix seconds >= 0")
+        if until and until < since:
+            raise InvalidRequest(f"until {until} is before since {since}")
+        size = request.page_size or DEFAULT_PAGE
+        if size > MAX_PAGE:
+            raise InvalidRequest(f"page_size {size} exceeds the limit of {MAX_PAGE}")
+        after: bytes | None = None
+        if request.page_token:
+            try:
+                after = bytes.fromhex(request.page_token)
+            except ValueError:
+                raise InvalidRequest(f"page_token {request.page_token!r} is not valid") from None
+            if len(after) != KEY_SIZE:
+                raise InvalidRequest(f"page_token {request.page_token!r} is not valid")
+        response = admin_pb2.ListAuditResponse()
+        records = self._store.audit.records(
+            card_id=card, since=since, until=until or None, after=after
+        )
+        last = None
+        for n, rec in enumerate(records):
+            if n == size:
+                assert last is not None
+                response.next_page_token = last.key.hex()
+                break
+            response.records.add(
+                operator=rec.operator,
+                time=rec.time,
+                action=_enum(rec.action),
+                card_id=rec.card_id,
+                reason=_enum(rec.reason),
+                feed_version=rec.feed_version,
+            )
+            last = rec
+        return response
