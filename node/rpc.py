@@ -84,21 +84,6 @@ def caller_of(context: Any) -> str:
     return f"{identity.role}:{identity.region}:{name}"
 
 
-def authorize_tls_caller(service: str, method: str, context: Any) -> None:
-    """The role check of :data:`ALLOWED_ROLES` for a method the server may not have wrapped
-    in a :class:`Meter`: enforced whenever the call came over TLS (a TLS node requires a
-    client certificate, so only plain-text nodes skip it, as the Meter does)."""
-    tls, auth = _peer_certificate(context)
-    if not tls:
-        return
-    identity = identity_of(auth)
-    where = f"{service}/{method}"
-    if identity is None:
-        raise CallerUnauthenticated(f"{where}: the client certificate carries no blacklist role")
-    if identity.role not in ALLOWED_ROLES.get((service, method), frozenset()):
-        raise CallerNotPermitted(f"role {identity.role!r} may not call {where}")
-
-
 # The first matching class wins (STYLE.md: one status code per error at the edge).
 STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (CardIdError, grpc.StatusCode.INVALID_ARGUMENT),

@@ -19,7 +19,7 @@ from blacklist.entry import Reason
 from blacklist.store import RevocationStore
 from node.gen.blacklist.v1 import admin_pb2
 from node.metrics import NodeMetrics
-from node.rpc import caller_of
+from node.rpc import Meter, caller_of
 from node.servicers import AdminServicer
 from node.tls import init_ca, issue
 from tests.conftest import Keys, card
@@ -102,7 +102,10 @@ class FakeContext:
     """Just what AdminServicer reads of a grpc.aio.ServicerContext in plain-text mode."""
 
     def __init__(self) -> None:
-        self.code: grpc.StatusCode | None = None
+        self.status: grpc.StatusCode | None = None
+
+    def code(self) -> grpc.StatusCode | None:
+        return self.status
 
     def peer(self) -> str:
         return "ipv4:127.0.0.1:50505"
@@ -111,23 +114,33 @@ class FakeContext:
         return {"transport_security_type": [b"insecure"]}
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        self.code = code
+        self.status = code
         raise Aborted(details)
 
 
 def _admin(
-    store: RevocationStore, keys: Keys, clock: ManualClock, pool: ThreadPoolExecutor
+    store: RevocationStore,
+    keys: Keys,
+    clock: ManualClock,
+    pool: ThreadPoolExecutor,
+    tls: bool = False,
 ) -> AdminServicer:
-    return AdminServicer(
+    metrics = NodeMetrics(CollectorRegistry())
+    admin = AdminServicer(
         role="city",
         region="440100",
         store=store,
         authority=Authority(store, keys.gz, keys.ring, clock=clock),
-        metrics=NodeMetrics(CollectorRegistry()),
+        metrics=metrics,
         writer=pool,
         clock=clock,
         build_version="test",
     )
+    # As node/server.py serves it: role checks and error statuses come from the Meter.
+    admin.ListAudit = Meter(metrics, enforce=tls).unary(  # type: ignore[method-assign]
+        "blacklist.v1.Admin", "ListAudit", admin.ListAudit
+    )
+    return admin
 
 
 def test_revoke_and_reinstate_are_audited_refusals_are_not(
@@ -157,7 +170,7 @@ def test_revoke_and_reinstate_are_audited_refusals_are_not(
             bad = FakeContext()
             with pytest.raises(Aborted):
                 await admin.ListAudit(admin_pb2.ListAuditRequest(since=10, until=5), bad)
-            return revoked, reinstated, listed, paged, bad.code
+            return revoked, reinstated, listed, paged, bad.status
 
     revoked, reinstated, listed, paged, bad_code = asyncio.run(scenario())
     assert [
@@ -196,11 +209,11 @@ def test_tls_caller_is_named_and_only_operators_may_list(
 
     async def scenario() -> grpc.StatusCode | None:
         with ThreadPoolExecutor(1) as pool:
-            admin = _admin(store, keys, clock, pool)
+            admin = _admin(store, keys, clock, pool, tls=True)
             await admin.ListAudit(admin_pb2.ListAuditRequest(), TlsContext(op.cert.read_bytes()))
             denied = TlsContext(term.cert.read_bytes())
             with pytest.raises(Aborted):
                 await admin.ListAudit(admin_pb2.ListAuditRequest(), denied)
-            return denied.code
+            return denied.status
 
     assert asyncio.run(scenario()) == grpc.StatusCode.PERMISSION_DENIED
