@@ -12,7 +12,7 @@ GEN := node/gen
 PROTOS := $(wildcard proto/blacklist/v1/*.proto)
 PROTO_STAMP := $(GEN)/.stamp
 
-.PHONY: install proto test lint typecheck unit bench demo up down clean
+.PHONY: install proto test lint typecheck unit tools bench demo up down clean
 
 $(STAMP): pyproject.toml blacklist/_speedups.c
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required and none was found on PATH" >&2; exit 1; }
@@ -46,7 +46,12 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+# promtool and prometheus (Debian's prometheus package): tests/test_prometheus.py runs the
+# alert rules' unit tests and a real Prometheus against a federation, and fails without them.
+tools:
+	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+
+unit: install tools
 	$(BIN)/pytest -q tests
 
 # The benchmark files also run here once, tiny and untimed, so that they cannot rot.
