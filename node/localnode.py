@@ -64,7 +64,9 @@ class NodeSpec:
     """What makes one node different from another (node/config.py describes each field).
 
     ``signing_key`` makes the node an authority for that key's prefixes; the node's own
-    public key is trusted automatically, ``trusted_keys`` adds the others'.
+    public key is trusted automatically, ``trusted_keys`` adds the others'. With
+    ``trust_anchor`` the node trusts instead exactly the keys ``certificate_chains`` certify
+    (no ``trusted_keys``), less those ``key_revocations`` revoke.
     """
 
     region: str
@@ -85,6 +87,11 @@ class NodeSpec:
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The certified hierarchy (DESIGN.md §6): the pinned root public key, chains root-most
+    # first, and key revocations.
+    trust_anchor: Path | None = None
+    certificate_chains: tuple[tuple[Path, ...], ...] = ()
+    key_revocations: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,14 @@ def _toml_string(value: str) -> str:
     return json.dumps(value)
 
 
+def _absolute(path: str | os.PathLike[str]) -> str:
+    return str(Path(path).resolve())
+
+
+def _toml_paths(paths: Sequence[str | os.PathLike[str]]) -> str:
+    return "[" + ", ".join(_toml_string(_absolute(p)) for p in paths) + "]"
+
+
 def config_text(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data") -> str:
     """The TOML config of ``spec``; paths are written absolute, except ``data_dir``."""
     lines = [
@@ -147,8 +162,14 @@ def config_text(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data") -> st
     ]
     if spec.signing_key is not None:
         lines.append(f"signing_key = {_toml_string(str(Path(spec.signing_key).resolve()))}")
-    trusted = ", ".join(_toml_string(str(Path(p).resolve())) for p in spec.trusted_keys)
-    lines.append(f"trusted_keys = [{trusted}]")
+    if spec.trust_anchor is not None:
+        lines.append(f"trust_anchor = {_toml_string(_absolute(spec.trust_anchor))}")
+        chains = ", ".join(_toml_paths(chain) for chain in spec.certificate_chains)
+        lines.append(f"certificate_chains = [{chains}]")
+        if spec.key_revocations:
+            lines.append(f"key_revocations = {_toml_paths(spec.key_revocations)}")
+    else:
+        lines.append(f"trusted_keys = {_toml_paths(spec.trusted_keys)}")
     lines.append(f"map_size_gib = {spec.map_size_gib}")
     if spec.max_batch is not None:
         lines.append(f"max_batch = {spec.max_batch}")
