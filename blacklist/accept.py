@@ -17,12 +17,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from blacklist.certs import Certificate, decode_trust_record
 from blacklist.delta import Delta, FeedHead, Snapshot, decode
 from blacklist.entry import Reason
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import CodecError
 from blacklist.rejections import (
     BadSignature,
+    BadTrustRecord,
     DuplicateCard,
     ForkedFeed,
     KeyNotAllowed,
@@ -33,7 +35,7 @@ from blacklist.rejections import (
     VersionGap,
 )
 from blacklist.signing import TrustedKey
-from blacklist.trust import KeyRevoked, KeysAtTime, TrustError
+from blacklist.trust import NATIONAL_PREFIX, KeyRevoked, KeysAtTime, TrustError, check_scope
 
 _MAX_REASON = max(Reason)
 
@@ -128,6 +130,38 @@ def _check_unique(label: str, *card_sets: CardColumns) -> None:
         raise DuplicateCard(f"{label}: card {dup} appears more than once")
 
 
+def _check_trust(key: TrustedKey, label: str, records: tuple[bytes, ...]) -> None:
+    """Every record in the trust section is the signing key's own word: issued by it,
+    signed by it, and (a certificate) granting nothing beyond the key's own scope. Whether a
+    chain of them is valid at some time is :mod:`blacklist.trust`'s question, later."""
+    scope = None if key.prefixes == (NATIONAL_PREFIX,) else key.prefixes
+    for i, data in enumerate(records):
+        try:
+            record = decode_trust_record(data)
+        except CodecError as exc:
+            raise BadTrustRecord(f"{label}: trust record {i}: {exc}") from exc
+        if record.issuer_key_id != key.key_id:
+            raise BadTrustRecord(
+                f"{label}: {record.label} is issued by key {record.issuer_key_id.hex()}, "
+                f"not by the key that signed the delta ({key.key_id.hex()})"
+            )
+        if not key.verify(record.digest, record.signature):
+            raise BadTrustRecord(f"{label}: {record.label}: signature does not verify")
+        if isinstance(record, Certificate):
+            try:
+                check_scope(record, scope)
+            except TrustError as exc:
+                raise BadTrustRecord(f"{label}: {exc}") from exc
+
+
+def _check_psams(key: TrustedKey, label: str, adds: EntryColumns, removes: CardColumns) -> None:
+    if not len(adds) and not len(removes):
+        return
+    _check_regions(key, f"{label} PSAMs", adds.cards, removes)
+    _check_entries(f"{label} PSAMs", adds)
+    _check_unique(f"{label} PSAMs", adds.cards, removes)
+
+
 def accept_delta(head: FeedHead, delta: Delta, keys: Mapping[bytes, TrustedKey]) -> FeedHead:
     """Return the feed head after ``delta``, or raise the :class:`DeltaRejected` that forbids it.
 
@@ -150,6 +184,8 @@ def accept_delta(head: FeedHead, delta: Delta, keys: Mapping[bytes, TrustedKey])
         )
     _check_entries(label, delta.adds)
     _check_unique(label, delta.adds.cards, delta.removes)
+    _check_psams(key, label, delta.psam_adds, delta.psam_removes)
+    _check_trust(key, label, delta.trust)
     return FeedHead(delta.publisher, delta.version, delta.digest)
 
 
@@ -174,9 +210,17 @@ def accept_snapshot(
         raise ReplayedDelta(f"{label}: this node is already at that version")
     if len(snapshot.versions) and int(snapshot.versions.max()) > snapshot.version:
         raise MalformedDelta(f"{label}: an entry claims a version after the snapshot's")
+    _check_snapshot_content(key, label, snapshot)
+    return FeedHead(snapshot.publisher, snapshot.version, snapshot.head_digest)
+
+
+def _check_snapshot_content(key: TrustedKey, label: str, snapshot: Snapshot) -> None:
     _check_entries(label, snapshot.entries)
     _check_unique(label, snapshot.entries.cards)
-    return FeedHead(snapshot.publisher, snapshot.version, snapshot.head_digest)
+    if len(snapshot.psam_versions) and int(snapshot.psam_versions.max()) > snapshot.version:
+        raise MalformedDelta(f"{label}: a PSAM entry claims a version after the snapshot's")
+    _check_psams(key, label, snapshot.psams, CardColumns.empty())
+    _check_trust(key, label, snapshot.trust)
 
 
 def accept_current_snapshot(
@@ -193,5 +237,4 @@ def accept_current_snapshot(
         raise VersionGap(f"{label}: newer than the head version {head.version}; apply it")
     if snapshot.head_digest != head.digest:
         raise ForkedFeed(f"{label}: same version as the head, different digest")
-    _check_entries(label, snapshot.entries)
-    _check_unique(label, snapshot.entries.cards)
+    _check_snapshot_content(key, label, snapshot)

@@ -4,17 +4,21 @@ acceptance checks every other node runs."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from blacklist.cardbatch import columns_from_matrix, parse_many, rows_to_str
+from blacklist.cardbatch import columns_from_matrix, keys_from_matrix, parse_many, rows_to_str
+from blacklist.cardid import KEY_LENGTH, text_to_key
 from blacklist.clock import Clock, system_clock
 from blacklist.delta import Delta, FeedHead, Snapshot, sign_delta, sign_snapshot
 from blacklist.entry import Reason
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import BlacklistError
+from blacklist.psam import PSAM_ID_LENGTH, canonical_psam, psam_columns, psam_key
+from blacklist.records import decode_entry
 from blacklist.signing import SigningKey, TrustedKey
 from blacklist.store import ApplyResult, RevocationStore
 from blacklist.sync.plan import should_snapshot
@@ -43,13 +47,39 @@ def entries_from_revocations(revocations: Sequence[Revocation]) -> EntryColumns:
     return EntryColumns(cards, reasons, times)
 
 
-def check_scope(key: SigningKey, card_ids: Iterable[str]) -> None:
-    for card in card_ids:
+def check_scope(key: SigningKey, ids: Iterable[str]) -> None:
+    """Card or PSAM ids (both start with their region code) within the key's prefixes."""
+    for card in ids:
         if not card[:6].startswith(key.prefixes):
+            what = "PSAM" if len(card) == PSAM_ID_LENGTH else "card"
             raise OutOfScope(
-                f"card {card} (region {card[:6]}) is outside this authority's prefixes "
+                f"{what} {card} (region {card[:6]}) is outside this authority's prefixes "
                 f"{list(key.prefixes)}"
             )
+
+
+@dataclass(frozen=True, slots=True)
+class PsamChanges:
+    """The PSAM side of a delta: denials (PSAM id as ``card_id``) and lifted denials."""
+
+    denials: Sequence[Revocation] = ()
+    lifted: Sequence[str] = ()
+
+
+NO_PSAM_CHANGES = PsamChanges()
+
+
+def _psam_block(key: SigningKey, changes: PsamChanges) -> tuple[EntryColumns, CardColumns]:
+    denied = [canonical_psam(r.card_id) for r in changes.denials]
+    lifted = [canonical_psam(p) for p in changes.lifted]
+    check_scope(key, denied)
+    check_scope(key, lifted)
+    adds = EntryColumns(
+        psam_columns(denied),
+        np.array([Reason.parse(r.reason) for r in changes.denials], dtype=np.uint8),
+        np.array([r.effective_time for r in changes.denials], dtype=np.int64),
+    )
+    return adds, psam_columns(lifted)
 
 
 def build_delta(
@@ -58,6 +88,9 @@ def build_delta(
     revocations: Sequence[Revocation] = (),
     reinstatements: Sequence[str] = (),
     issued_at: int = 0,
+    *,
+    psams: PsamChanges = NO_PSAM_CHANGES,
+    trust: Sequence[bytes] = (),
 ) -> Delta:
     """The signed delta after ``head`` (pure: no store, no clock)."""
     canon = rows_to_str(parse_many([r.card_id for r in revocations]))
@@ -67,7 +100,17 @@ def build_delta(
     adds = entries_from_revocations(
         [Revocation(c, r.reason, r.effective_time) for c, r in zip(canon, revocations, strict=True)]
     )
-    return sign_delta(key, head, adds, cards_from_ids(gone), issued_at)
+    psam_adds, psam_removes = _psam_block(key, psams)
+    return sign_delta(
+        key,
+        head,
+        adds,
+        cards_from_ids(gone),
+        issued_at,
+        psam_adds=psam_adds,
+        psam_removes=psam_removes,
+        trust=trust,
+    )
 
 
 class Authority:
@@ -92,26 +135,76 @@ class Authority:
     def publisher(self) -> str:
         return self.key.publisher
 
+    def set_keys(self, keys: Mapping[bytes, TrustedKey]) -> None:
+        """New trusted keys (new certificates or revocations arrived): this authority's own
+        deltas are judged by them too, so a revoked signing key stops publishing."""
+        self.keys = keys
+
     def publish(
         self,
         revocations: Sequence[Revocation] = (),
         reinstatements: Sequence[str] = (),
         *,
         snapshot: bool = True,
-    ) -> tuple[Delta, ApplyResult]:
+    ) -> tuple[Delta | None, ApplyResult]:
         """Sign and apply the next delta. ``snapshot=False`` leaves the snapshot policy to
-        the caller (a node sends the delta on first, then calls :meth:`maybe_snapshot`)."""
-        delta = build_delta(
-            self.key,
-            self.store.head(self.publisher),
-            revocations,
-            reinstatements,
-            int(self._clock()),
-        )
+        the caller (a node sends the delta on first, then calls :meth:`maybe_snapshot`).
+
+        Only what :meth:`pending` keeps goes into the delta; when that is nothing, no delta
+        is signed (``None``) and the result names the unchanged head, so that entering the
+        same list twice leaves the feed version where it was. Reinstatements of cards the
+        feed does not hold count as ``absent_removes`` either way."""
+        wanted, gone = self.pending(revocations, reinstatements)
+        absent = len(reinstatements) - len(gone)
+        head = self.store.head(self.publisher)
+        if not wanted and not gone:
+            return None, ApplyResult(self.publisher, head.version, 0, 0, 0, absent)
+        delta = build_delta(self.key, head, wanted, gone, int(self._clock()))
         result = self.store.apply_delta(delta, self.keys)
+        if absent:
+            result = dataclasses.replace(result, absent_removes=result.absent_removes + absent)
         if snapshot:
             self.maybe_snapshot()
         return delta, result
+
+    def pending(
+        self, revocations: Sequence[Revocation] = (), reinstatements: Sequence[str] = ()
+    ) -> tuple[list[Revocation], list[str]]:
+        """The part of a request that would change this feed, with canonical ids: the
+        revocations that differ from the entry the feed holds for the card (absent, or
+        another reason or effective time) and the reinstatements of cards it holds. A
+        malformed or out-of-scope card raises, as :func:`build_delta` does, even if it
+        would change nothing."""
+        matrix = parse_many([*(r.card_id for r in revocations), *reinstatements])
+        cards = rows_to_str(matrix)
+        check_scope(self.key, cards)
+        held = self._held(cards, keys_from_matrix(matrix).tobytes())
+        wanted = []
+        for card, r in zip(cards, revocations, strict=False):
+            reason = Reason.parse(r.reason)
+            if held.get(card) != (reason, r.effective_time):
+                wanted.append(Revocation(card, reason, r.effective_time))
+        return wanted, [card for card in cards[len(revocations) :] if card in held]
+
+    def _held(self, cards: Sequence[str], keys: bytes) -> dict[str, tuple[Reason, int]]:
+        """(reason, effective time) of this feed's entry for each of ``cards`` it holds;
+        ``keys`` are their binary keys, concatenated."""
+        held: dict[str, tuple[Reason, int]] = {}
+        shared = []  # cards where another feed's entry sorts first (overlapping scopes)
+        with self.store.read_txn() as txn:
+            for i, card in enumerate(cards):
+                found = self.store.find(keys[i * KEY_LENGTH : (i + 1) * KEY_LENGTH], txn)
+                if found is not None:
+                    entry = decode_entry(*found, card)
+                    if entry.publisher == self.publisher:
+                        held[card] = (entry.reason, entry.effective_time)
+                    else:
+                        shared.append(card)
+        for card in shared:
+            for entry in self.store.lookup_all(text_to_key(card)):
+                if entry.publisher == self.publisher:
+                    held[card] = (entry.reason, entry.effective_time)
+        return held
 
     def maybe_snapshot(self) -> Snapshot | None:
         """Sign and keep a snapshot of the feed when the policy asks for one (see
@@ -120,8 +213,63 @@ class Authority:
         if not should_snapshot(history, self.store.archive.max_count or 1000):
             return None
         entries, versions = self.store.feed_entries(self.publisher)
+        psams, psam_versions = self.store.psams.feed_psams(self.publisher)
         snapshot = sign_snapshot(
-            self.key, self.store.head(self.publisher), entries, versions, int(self._clock())
+            self.key,
+            self.store.head(self.publisher),
+            entries,
+            versions,
+            int(self._clock()),
+            psams=psams,
+            psam_versions=psam_versions,
+            trust=self.store.trust.records(self.publisher),
         )
         self.store.keep_snapshot(snapshot, self.keys)
         return snapshot
+
+    def publish_psams(
+        self,
+        denials: Sequence[Revocation] = (),
+        lifted: Sequence[str] = (),
+        *,
+        snapshot: bool = True,
+    ) -> tuple[Delta | None, ApplyResult]:
+        """Deny PSAMs (``Revocation.card_id`` holds the PSAM id) or lift their denials, as
+        the next delta; like :meth:`publish`, only changes go in, and nothing is signed when
+        nothing changes. A lift of a PSAM this feed does not deny counts as absent."""
+        denied = [canonical_psam(r.card_id) for r in denials]
+        gone = [canonical_psam(p) for p in lifted]
+        check_scope(self.key, [*denied, *gone])
+        wanted = []
+        for psam, r in zip(denied, denials, strict=True):
+            reason = Reason.parse(r.reason)
+            if self._psam_held(psam) != (reason, r.effective_time):
+                wanted.append(Revocation(psam, reason, r.effective_time))
+        held = [p for p in gone if self._psam_held(p) is not None]
+        return self._publish_other(PsamChanges(wanted, held), (), len(gone) - len(held), snapshot)
+
+    def _psam_held(self, psam: str) -> tuple[Reason, int] | None:
+        entry = self.store.psams.held_by(psam_key(psam), self.publisher)
+        return (entry.reason, entry.effective_time) if entry is not None else None
+
+    def publish_trust(
+        self, records: Sequence[bytes], *, snapshot: bool = True
+    ) -> tuple[Delta | None, ApplyResult]:
+        """Publish certificates and key revocations this authority issued in its feed, so
+        that they reach every node (DESIGN §6); records the store already holds are left
+        out, and nothing is signed when none is new."""
+        known = set(self.store.trust.records(self.publisher))
+        new = [r for r in records if bytes(r) not in known]
+        return self._publish_other(NO_PSAM_CHANGES, new, 0, snapshot)
+
+    def _publish_other(
+        self, psams: PsamChanges, trust: Sequence[bytes], absent: int, snapshot: bool
+    ) -> tuple[Delta | None, ApplyResult]:
+        head = self.store.head(self.publisher)
+        if not psams.denials and not psams.lifted and not trust:
+            return None, ApplyResult(self.publisher, head.version, 0, 0, 0, absent)
+        delta = build_delta(self.key, head, issued_at=int(self._clock()), psams=psams, trust=trust)
+        result = self.store.apply_delta(delta, self.keys)
+        if snapshot:
+            self.maybe_snapshot()
+        return delta, dataclasses.replace(result, absent_removes=absent)

@@ -390,3 +390,11 @@ def decode_revocation(data: bytes) -> KeyRevocation:
             serial, issuer_key_id, revoked_key_id, effective_at, reason, signature
         ),
     )
+
+
+def decode_trust_record(data: bytes) -> Certificate | KeyRevocation:
+    """A certificate or a key revocation, told apart by its magic (the trust section of a
+    feed carries both, see :mod:`blacklist.delta`)."""
+    if data[: len(REVOCATION_MAGIC)] == REVOCATION_MAGIC:
+        return decode_revocation(data)
+    return decode_certificate(data)

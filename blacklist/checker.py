@@ -23,6 +23,7 @@ from blacklist.cardbatch import keys_from_matrix
 from blacklist.clock import Clock, system_clock
 from blacklist.entry import Entry, Reason
 from blacklist.probe import card_key, probe, scan
+from blacklist.psam import canonical_psam, psam_key
 from blacklist.signing import TrustedKey
 from blacklist.store import FeedState, RevocationStore, decode_entry
 
@@ -210,6 +211,11 @@ class Checker:
         if feed is None:  # entries exist only under a feed; be safe rather than crash
             return CheckResult(CheckStatus.REVOKED, entry.publisher, 0, None, entry, self._clock)
         return self._fresh(CheckStatus.REVOKED, feed, entry)
+
+    def psam_denial(self, psam_id: str) -> Entry | None:
+        """The deny entry of a PSAM, or None if it may be used (DESIGN §6: a terminal
+        presenting a denied PSAM is refused). Raises PsamIdError for a malformed id."""
+        return self._store.psams.lookup(psam_key(canonical_psam(psam_id)))
 
     def check(self, card_id: str) -> CheckResult:
         """The status of one card. Raises CardIdError for a malformed id."""

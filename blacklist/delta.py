@@ -21,6 +21,16 @@ Body::
     delta:     adds (entry block, see entryblock.py), then removes (card block)
     snapshot:  entries (entry block), then each entry's version: u8 width + packed, in
                entry-block order
+    sections   u8        which optional sections follow: bit 0 PSAM, bit 1 trust; other
+                         bits zero. A section is flagged exactly when it is not empty.
+    PSAM       delta: PSAM adds (entry block), then PSAM removes (card block);
+               snapshot: PSAM entries (entry block), then their versions as above.
+               PSAM rows have middle 0 (see psam.py): the second list kind, the deny list
+               of terminals' secure modules, under the same signature and scope rules.
+    trust      uvarint count (>= 1), then count blobs (uvarint length + bytes, at most
+               MAX_TRUST_RECORD each), strictly ascending: certificates and key
+               revocations the publisher issued (certs.py), so that they travel with its
+               feed (DESIGN §6). A snapshot carries all the publisher has issued.
 
 Blocks are canonical (sorted, fixed encodings), so one set of changes has exactly one body.
 Decoding checks every length and raises :class:`CodecError`; it never verifies anything —
@@ -31,6 +41,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -54,6 +66,10 @@ MAGIC = b"CRL1"
 DIGEST_LENGTH = 32
 ZERO_DIGEST = bytes(DIGEST_LENGTH)
 MAX_SIGNATURE = 1024
+MAX_TRUST_RECORD = 4096
+MAX_TRUST_RECORDS = 10_000
+_SECTION_PSAM = 1
+_SECTION_TRUST = 2
 
 
 class Kind(enum.IntEnum):
@@ -122,6 +138,9 @@ class Delta(_Signed):
     removes: CardColumns
     body: bytes = field(repr=False)
     signature: bytes = field(repr=False)
+    psam_adds: EntryColumns = field(default_factory=EntryColumns.empty)
+    psam_removes: CardColumns = field(default_factory=CardColumns.empty)
+    trust: tuple[bytes, ...] = ()
 
     @property
     def prev_digest(self) -> bytes:
@@ -135,6 +154,9 @@ class Snapshot(_Signed):
     versions: NDArray[np.uint64]
     body: bytes = field(repr=False)
     signature: bytes = field(repr=False)
+    psams: EntryColumns = field(default_factory=EntryColumns.empty)
+    psam_versions: NDArray[np.uint64] = field(default_factory=lambda: np.zeros(0, np.uint64))
+    trust: tuple[bytes, ...] = ()
 
     @property
     def head_digest(self) -> bytes:
@@ -185,10 +207,15 @@ def sign_delta(
     adds: EntryColumns,
     removes: CardColumns,
     issued_at: int,
+    *,
+    psam_adds: EntryColumns | None = None,
+    psam_removes: CardColumns | None = None,
+    trust: Sequence[bytes] = (),
 ) -> Delta:
     """The delta that follows ``head``: version head+1, linked to head's digest, signed.
 
-    ``adds`` and ``removes`` are sorted here, so callers may pass them in any order.
+    Cards and PSAMs are sorted here and trust records put in canonical order, so callers
+    may pass them in any order.
     """
     header = Header(
         Kind.DELTA,
@@ -199,16 +226,101 @@ def sign_delta(
         key.suite_id,
         key.key_id,
     )
-    return _seal_delta(key, header, adds.sorted(), removes.sorted())
-
-
-def _seal_delta(key: SigningKey, header: Header, adds: EntryColumns, removes: CardColumns) -> Delta:
+    psam_adds = (psam_adds or EntryColumns.empty()).sorted()
+    psam_removes = (psam_removes or CardColumns.empty()).sorted()
+    records = canonical_trust(trust)
     w = Writer()
     _write_header(w, header)
+    adds, removes = adds.sorted(), removes.sorted()
     write_entries(w, adds)
     write_cards(w, removes)
+    has_psams = len(psam_adds) > 0 or len(psam_removes) > 0
+    w.u8((_SECTION_PSAM if has_psams else 0) | (_SECTION_TRUST if records else 0))
+    if has_psams:
+        write_entries(w, psam_adds)
+        write_cards(w, psam_removes)
+    _write_trust(w, records)
     body = w.getvalue()
-    return Delta(header, adds, removes, body, key.sign(hashlib.sha256(body).digest()))
+    return Delta(
+        header,
+        adds,
+        removes,
+        body,
+        key.sign(hashlib.sha256(body).digest()),
+        psam_adds,
+        psam_removes,
+        records,
+    )
+
+
+def canonical_trust(records: Iterable[bytes]) -> tuple[bytes, ...]:
+    """Trust records in their one canonical order: sorted, without duplicates."""
+    out = tuple(sorted({bytes(r) for r in records}))
+    if len(out) > MAX_TRUST_RECORDS:
+        raise ValueError(f"{len(out)} trust records, at most {MAX_TRUST_RECORDS}")
+    for r in out:
+        if not 0 < len(r) <= MAX_TRUST_RECORD:
+            raise ValueError(f"a trust record of {len(r)} bytes (1..{MAX_TRUST_RECORD})")
+    return out
+
+
+def _write_trust(w: Writer, records: tuple[bytes, ...]) -> None:
+    if records:
+        w.uvarint(len(records))
+        for r in records:
+            w.blob(r)
+
+
+def _write_versions(w: Writer, versions: NDArray[np.uint64]) -> None:
+    width = int(versions.max()).bit_length() if len(versions) else 0
+    w.u8(width)
+    w.raw(pack_uints(versions, width))
+
+
+def _read_versions(br: Reader, n: int) -> NDArray[np.uint64]:
+    width = br.u8("version width")
+    if width > 64:
+        raise CodecError(f"version width {width} exceeds 64")
+    if n == 0 and width != 0:
+        raise CodecError("version width must be 0 for no entries")
+    nbytes = (n * width + 7) // 8
+    return unpack_uints(br.raw(nbytes, "versions"), n, width)
+
+
+def _read_sections(br: Reader) -> tuple[bool, bool]:
+    flags = br.u8("sections")
+    if flags & ~(_SECTION_PSAM | _SECTION_TRUST):
+        raise CodecError(f"unknown section flags {flags:#04x}")
+    return bool(flags & _SECTION_PSAM), bool(flags & _SECTION_TRUST)
+
+
+def _check_psam_rows(cards: CardColumns, what: str) -> None:
+    if len(cards) and int(cards.middle.max()) != 0:
+        raise CodecError(f"{what}: a PSAM row has a non-zero middle part")
+
+
+def _read_trust(br: Reader, present: bool) -> tuple[bytes, ...]:
+    if not present:
+        return ()
+    count = br.uvarint("trust record count", limit=MAX_TRUST_RECORDS)
+    if count == 0:
+        raise CodecError("the trust section is flagged but empty")
+    records = tuple(br.blob("trust record", limit=MAX_TRUST_RECORD) for _ in range(count))
+    for a, b in itertools.pairwise(records):
+        if not a < b:
+            raise CodecError("trust records are not in strictly ascending order")
+    if not records[0]:
+        raise CodecError("an empty trust record")
+    return records
+
+
+def _sorted_with_versions(
+    entries: EntryColumns, versions: NDArray[np.uint64], what: str
+) -> tuple[EntryColumns, NDArray[np.uint64]]:
+    if len(versions) != len(entries):
+        raise ValueError(f"{len(versions)} versions for {len(entries)} {what}")
+    order = entries.sort_order()
+    return entries.take(order), np.asarray(versions, dtype=np.uint64)[order]
 
 
 def sign_snapshot(
@@ -217,13 +329,19 @@ def sign_snapshot(
     entries: EntryColumns,
     versions: NDArray[np.uint64],
     issued_at: int,
+    *,
+    psams: EntryColumns | None = None,
+    psam_versions: NDArray[np.uint64] | None = None,
+    trust: Sequence[bytes] = (),
 ) -> Snapshot:
     """A signed image of a whole feed at ``head`` (entries in any order; sorted here)."""
-    if len(versions) != len(entries):
-        raise ValueError(f"{len(versions)} versions for {len(entries)} entries")
-    order = entries.sort_order()
-    entries = entries.take(order)
-    versions = np.asarray(versions, dtype=np.uint64)[order]
+    entries, versions = _sorted_with_versions(entries, versions, "entries")
+    psams, psam_versions = _sorted_with_versions(
+        psams or EntryColumns.empty(),
+        np.zeros(0, np.uint64) if psam_versions is None else psam_versions,
+        "PSAMs",
+    )
+    records = canonical_trust(trust)
     header = Header(
         Kind.SNAPSHOT,
         head.publisher,
@@ -236,11 +354,23 @@ def sign_snapshot(
     w = Writer()
     _write_header(w, header)
     write_entries(w, entries)
-    width = int(versions.max()).bit_length() if len(versions) else 0
-    w.u8(width)
-    w.raw(pack_uints(versions, width))
+    _write_versions(w, versions)
+    w.u8((_SECTION_PSAM if len(psams) else 0) | (_SECTION_TRUST if records else 0))
+    if len(psams):
+        write_entries(w, psams)
+        _write_versions(w, psam_versions)
+    _write_trust(w, records)
     body = w.getvalue()
-    return Snapshot(header, entries, versions, body, key.sign(hashlib.sha256(body).digest()))
+    return Snapshot(
+        header,
+        entries,
+        versions,
+        body,
+        key.sign(hashlib.sha256(body).digest()),
+        psams,
+        psam_versions,
+        records,
+    )
 
 
 def decode(data: bytes) -> Delta | Snapshot:
@@ -256,16 +386,31 @@ def decode(data: bytes) -> Delta | Snapshot:
     if header.kind is Kind.DELTA:
         adds = read_entries(br)
         removes = read_cards(br)
+        has_psams, has_trust = _read_sections(br)
+        psam_adds, psam_removes = EntryColumns.empty(), CardColumns.empty()
+        if has_psams:
+            psam_adds = read_entries(br)
+            psam_removes = read_cards(br)
+            if not len(psam_adds) and not len(psam_removes):
+                raise CodecError("the PSAM section is flagged but empty")
+            _check_psam_rows(psam_adds.cards, "PSAM adds")
+            _check_psam_rows(psam_removes, "PSAM removes")
+        trust = _read_trust(br, has_trust)
         br.expect_end()
-        return Delta(header, adds, removes, body, signature)
+        return Delta(header, adds, removes, body, signature, psam_adds, psam_removes, trust)
     entries = read_entries(br)
-    width = br.u8("version width")
-    if width > 64:
-        raise CodecError(f"version width {width} exceeds 64")
-    nbytes = (len(entries) * width + 7) // 8
-    versions = unpack_uints(br.raw(nbytes, "versions"), len(entries), width)
+    versions = _read_versions(br, len(entries))
+    has_psams, has_trust = _read_sections(br)
+    psams, psam_versions = EntryColumns.empty(), np.zeros(0, np.uint64)
+    if has_psams:
+        psams = read_entries(br)
+        if not len(psams):
+            raise CodecError("the PSAM section is flagged but empty")
+        _check_psam_rows(psams.cards, "PSAM entries")
+        psam_versions = _read_versions(br, len(psams))
+    trust = _read_trust(br, has_trust)
     br.expect_end()
-    return Snapshot(header, entries, versions, body, signature)
+    return Snapshot(header, entries, versions, body, signature, psams, psam_versions, trust)
 
 
 def decode_delta(data: bytes) -> Delta:

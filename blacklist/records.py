@@ -69,6 +69,9 @@ class ApplyResult:
     changed: int  # entries that were there and were overwritten
     removed: int  # entries deleted
     absent_removes: int  # removes of cards this node did not hold
+    psams_denied: int = 0  # PSAM denials added or changed
+    psams_removed: int = 0  # PSAM denials lifted
+    trust_records: int = 0  # certificates and key revocations new to this node
 
 
 def _pub3(publisher: str) -> bytes:

@@ -70,6 +70,14 @@ class DuplicateCard(DeltaRejected):
     cause = "duplicate_card"
 
 
+class BadTrustRecord(DeltaRejected):
+    """A certificate or key revocation in the feed's trust section that does not decode, is
+    not issued by the key that signed the delta, does not verify, or certifies beyond the
+    signer's own scope."""
+
+    cause = "bad_trust_record"
+
+
 ALL_CAUSES: tuple[str, ...] = tuple(
     c.cause
     for c in (
@@ -82,5 +90,6 @@ ALL_CAUSES: tuple[str, ...] = tuple(
         VersionGap,
         ForkedFeed,
         DuplicateCard,
+        BadTrustRecord,
     )
 )

@@ -11,13 +11,15 @@ LMDB layout (one environment, named databases, all integers big-endian)::
               that publisher's entries by scanning only those key ranges)
     deltas, snapshots   retained signed deltas and the latest snapshot per feed (archive.py)
     audit     who revoked or reinstated which card, when (audit.py)
+    psams     the PSAM deny list, every publisher's (psamlist.py)
+    trust     certificates and key revocations that came with feeds (trustrecords.py)
     meta      b"schema" → u32, b"generation" → u64 (bumped by every write transaction)
 
 A card key is followed by the publisher so that two publishers with overlapping scopes can
 each hold an entry for the same card; a lookup reads the key range of the card.
 
-Each delta is applied in one write transaction: entries, feed head, retained delta and
-generation together (py-lmdb docs: all or nothing; a killed process leaves the last
+Each delta is applied in one write transaction: entries, PSAM denials, trust records, feed
+head, retained delta and generation together (py-lmdb docs: all or nothing; a killed process leaves the last
 committed state). Fingerprints of new entries enter the index *before* the commit and those
 of removed entries leave it *after*, so a concurrent check can see a false positive (which
 LMDB then refutes) but never a false negative.
@@ -52,6 +54,7 @@ from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import StoreError
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, width_for
 from blacklist.probe import key_fingerprints
+from blacklist.psamlist import PsamList
 from blacklist.records import (
     _ENTRY,
     _ENTRY_DTYPE,
@@ -65,8 +68,9 @@ from blacklist.records import (
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
 from blacklist.sync.plan import FeedHistory
+from blacklist.trustrecords import TrustRecords
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: deltas carry PSAM and trust sections (delta.py)
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 DEFAULT_RETAIN_DELTAS = 1000
 INDEX_FILE = "index.fpx"
@@ -97,7 +101,7 @@ class RevocationStore:
         self._retain = retain_deltas
         self._progress = progress
         self.env = lmdb.open(
-            str(self.path), map_size=map_size, max_dbs=8, readahead=False, max_readers=512
+            str(self.path), map_size=map_size, max_dbs=12, readahead=False, max_readers=512
         )
         self._entries = self.env.open_db(b"entries")
         self._feeds_db = self.env.open_db(b"feeds")
@@ -105,6 +109,8 @@ class RevocationStore:
         self.archive = Archive(self.env, retain_deltas)
         self._meta = self.env.open_db(b"meta")
         self.audit = AuditLog(self.env)
+        self.psams = PsamList(self.env)
+        self.trust = TrustRecords(self.env)
         self._check_schema()
         self.generation = 0
         # In-memory change counter (applies, touches, index rebuilds): readers such as the
@@ -352,10 +358,16 @@ class RevocationStore:
             count = (previous.entries if previous else 0) + len(new_fps) - len(gone_fps)
             feed = FeedState(new_head, count, delta.header.key_id, delta.header.issued_at, now, now)
             self._write_feed(txn, feed, new_regions)
+            psams_done, denied, lifted = self.psams.stage_delta(
+                txn, delta.publisher, delta.psam_adds, delta.psam_removes, delta.version
+            )
+            trust_done, new_records = self.trust.stage(txn, delta.publisher, delta.trust)
             archived = self.archive.add_delta(txn, delta, new_head) if self._retain else None
             self._commit_with_index(txn, new_fps)
         if archived:
             archived()
+        psams_done()
+        trust_done()
         self._after_commit(feed, new_regions, gone_fps)
         return ApplyResult(
             delta.publisher,
@@ -364,6 +376,9 @@ class RevocationStore:
             len(existing),
             len(gone_fps),
             len(del_keys) - len(gone_fps),
+            denied,
+            lifted,
+            new_records,
         )
 
     def apply_snapshot(self, snapshot: Snapshot, keys: Mapping[bytes, TrustedKey]) -> ApplyResult:
@@ -393,12 +408,28 @@ class RevocationStore:
                 new_head, len(add_keys), snapshot.header.key_id, snapshot.header.issued_at, now, now
             )
             self._write_feed(txn, feed, new_regions)
+            psams_done = self.psams.stage_snapshot(
+                txn, snapshot.publisher, snapshot.psams, snapshot.psam_versions
+            )
+            trust_done, new_records = self.trust.stage(txn, snapshot.publisher, snapshot.trust)
             # History before a snapshot is not this node's to serve any more; the snapshot is.
             archived = self.archive.replace_with_snapshot(txn, snapshot, snapshot.to_bytes())
             self._commit_with_index(txn, add_fps)
         archived()
+        psams_done()
+        trust_done()
         self._after_commit(feed, new_regions, gone_fps)
-        return ApplyResult(snapshot.publisher, snapshot.version, len(add_keys), 0, len(old), 0)
+        return ApplyResult(
+            snapshot.publisher,
+            snapshot.version,
+            len(add_keys),
+            0,
+            len(old),
+            0,
+            len(snapshot.psams),
+            0,
+            new_records,
+        )
 
     def touch_feeds(self, publishers: list[str], when: float) -> None:
         """Record, in one transaction, that these feeds were confirmed current at ``when``."""

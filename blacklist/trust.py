@@ -49,7 +49,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
-from blacklist.certs import Certificate, KeyRevocation, SubjectKey, decode_certificate
+from blacklist.certs import (
+    Certificate,
+    KeyRevocation,
+    SubjectKey,
+    decode_certificate,
+    decode_trust_record,
+)
 from blacklist.errors import BlacklistError, CodecError
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import Keyring, TrustedKey, key_id_of, suite
@@ -449,3 +455,58 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
         prefixes = sorted({p for k in found for p in k.prefixes})
         first = found[0]
         return TrustedKey(first.suite_id, first.public, first.publisher, tuple(prefixes))
+
+
+MAX_CHAIN_DEPTH = 4  # root → province → city is 2; a little room, never a loop
+
+
+def chains_from_records(
+    anchor: TrustAnchor, certificates: Iterable[Certificate]
+) -> list[tuple[Certificate, ...]]:
+    """Every chain from ``anchor`` to each certificate, found by issuer key ids: how the
+    certificates that travel loose in feeds (DESIGN §6) become the chains
+    :class:`CertifiedKeys` takes. Nothing is verified here; certificates with no path to the
+    anchor give no chain. Two certificates of one key (a renewal) give two chains."""
+    by_subject: dict[bytes, list[Certificate]] = {}
+    unique = {c.digest: c for c in certificates}
+    for cert in unique.values():
+        by_subject.setdefault(cert.key_id, []).append(cert)
+
+    def paths(cert: Certificate, depth: int) -> list[tuple[Certificate, ...]]:
+        if cert.issuer_key_id == anchor.key_id:
+            return [(cert,)]
+        if depth >= MAX_CHAIN_DEPTH:
+            return []
+        return [
+            (*up, cert)
+            for parent in by_subject.get(cert.issuer_key_id, ())
+            for up in paths(parent, depth + 1)
+        ]
+
+    return [chain for cert in unique.values() for chain in paths(cert, 1)]
+
+
+def certified_keys_from_records(
+    anchor: TrustAnchor,
+    chains: Iterable[Sequence[Certificate]],
+    records: Iterable[bytes],
+    revocations: Iterable[KeyRevocation],
+    at: int,
+) -> CertifiedKeys:
+    """The keys certified by configured ``chains`` together with the certificates and
+    revocations that arrived in feeds (``records``, encoded; ones that do not decode are
+    skipped: acceptance already refused them, so these can only come from an older store)."""
+    configured = [tuple(chain) for chain in chains]
+    certs: list[Certificate] = [c for chain in configured for c in chain]
+    revs = list(revocations)
+    for data in records:
+        try:
+            record = decode_trust_record(data)
+        except CodecError:
+            continue
+        if isinstance(record, Certificate):
+            certs.append(record)
+        else:
+            revs.append(record)
+    anchor_chain: list[tuple[Certificate, ...]] = [()] if () in configured else []
+    return CertifiedKeys(anchor, [*anchor_chain, *chains_from_records(anchor, certs)], revs, at)

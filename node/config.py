@@ -12,6 +12,7 @@
       ["certs/440000.crt", "certs/440100.crt"],  # chains root-most first, and the key
     ]                                   #   revocations their certifiers signed
     key_revocations = ["revs/440100-1.rev"]
+    trust_refresh_interval = 60.0       # seconds between re-checks of certificate validity
     upstreams = ["127.0.0.1:50041"]     # where to sync from, in failover order (none: a root)
     sync_interval = 5.0                 # seconds between scheduled pulls (push is immediate)
     subscribe = true                    # hold the upstream's push stream (false: pull only)
@@ -23,8 +24,9 @@
     plaintext = true                    # instead of the tls_* fields: no TLS and no role
                                         #   checks, for tests and demos only
 
-With ``trust_anchor`` the trusted keys are exactly the leaves of ``certificate_chains`` that
-verify (no bare ``trusted_keys``, and this node's own signing key only if a chain certifies it
+With ``trust_anchor`` the trusted keys are the leaves of ``certificate_chains`` that verify,
+together with chains made of the certificates and revocations that arrive in feeds (re-built
+whenever one arrives, and every ``trust_refresh_interval`` for expiry) (no bare ``trusted_keys``, and this node's own signing key only if a chain certifies it
 for this node's region). Start-up refuses a chain that fails for any reason but expiry or a
 key revocation — both of which happen to a sound chain in the normal course of rotation —
 since a scope violation, a bad signature or an unknown issuer is a wrong file, not time.
@@ -37,14 +39,19 @@ from __future__ import annotations
 
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import Keyring, SigningKey, TrustedKey
-from blacklist.trust import CertificateExpired, CertifiedKeys, KeyRevoked
+from blacklist.trust import (
+    CertificateExpired,
+    CertifiedKeys,
+    KeyRevoked,
+    certified_keys_from_records,
+)
 from node.keyfiles import (
     KeyFileError,
     load_certificate_chain,
@@ -61,7 +68,7 @@ KNOWN_FIELDS = {
     "role", "region", "listen", "metrics_listen", "data_dir", "signing_key", "trusted_keys",
     "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval", "subscribe",
     "tls_ca", "tls_cert", "tls_key", "plaintext", "trust_anchor", "certificate_chains",
-    "key_revocations",
+    "key_revocations", "trust_refresh_interval",
 }  # fmt: skip
 
 
@@ -95,6 +102,7 @@ class NodeConfig:
     trust_anchor_path: Path | None = None
     certificate_chain_paths: tuple[tuple[Path, ...], ...] = ()
     key_revocation_paths: tuple[Path, ...] = ()
+    trust_refresh_interval: float = 60.0
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -116,6 +124,19 @@ class NodeConfig:
         if own is not None and own.key_id not in {k.key_id for k in keys}:
             keys.append(own.trusted())
         return Keyring(keys)
+
+    def keys_with(self, records: Sequence[bytes], at: int) -> Mapping[bytes, TrustedKey]:
+        """:meth:`keyring` together with the trust records that arrived in feeds (certificates
+        and key revocations, blacklist/trustrecords.py); bare trusted keys ignore them."""
+        if self.trust_anchor_path is None:
+            return self.keyring(at)
+        return certified_keys_from_records(
+            load_trust_anchor(self.trust_anchor_path),
+            [load_certificate_chain(chain) for chain in self.certificate_chain_paths],
+            records,
+            [load_revocation(p) for p in self.key_revocation_paths],
+            at,
+        )
 
     def certified_keys(self, at: int) -> CertifiedKeys:
         """KeyFileError for a file that cannot be read (its message starts with the path)."""
@@ -192,6 +213,15 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         raise ConfigError(
             f"config field 'sync_interval' must be seconds in 0.05..86400, got {interval!r}"
         )
+    refresh = data.get("trust_refresh_interval", 60.0)
+    if (
+        not isinstance(refresh, int | float)
+        or isinstance(refresh, bool)
+        or not 1 <= refresh <= 86400
+    ):
+        raise ConfigError(
+            f"config field 'trust_refresh_interval' must be seconds in 1..86400, got {refresh!r}"
+        )
     anchor, chains, revocations = _trust_fields(data, base, trusted)
     config = NodeConfig(
         role=role,
@@ -210,6 +240,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         trust_anchor_path=anchor,
         certificate_chain_paths=chains,
         key_revocation_paths=revocations,
+        trust_refresh_interval=float(refresh),
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.
     try:

@@ -45,9 +45,11 @@ class FeedHub:
         keys: Mapping[bytes, TrustedKey],
         writer: ThreadPoolExecutor,
         metrics: NodeMetrics,
+        after_write: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
+        self._after_write = after_write  # on the writer thread (node/trust_keeper.py)
         self._writer = writer
         self._metrics = metrics
         self._subscribers: set[asyncio.Queue[bytes | None]] = set()
@@ -76,7 +78,12 @@ class FeedHub:
         t0 = time.perf_counter()
         result = self.store.apply(data, self.keys)
         self._metrics.apply_seconds.observe(time.perf_counter() - t0)
+        if self._after_write is not None:
+            self._after_write()
         return result
+
+    def set_keys(self, keys: Mapping[bytes, TrustedKey]) -> None:
+        self.keys = keys
 
     async def apply(self, data: bytes, source: Source) -> Outcome:
         """Verify and apply; raises DeltaRejected (counted) if refused, changing nothing."""

@@ -35,6 +35,8 @@ class FeedCollector(Collector):
         entries = GaugeMetricFamily(
             "blacklist_feed_entries", "Revoked entries held, per publisher", labels=["publisher"]
         )
+        psams = GaugeMetricFamily("blacklist_psam_denials", "Denied PSAMs held, all publishers")
+        psams.add_metric([], len(self._store.psams))
         version = GaugeMetricFamily(
             "blacklist_feed_version", "Feed version held, per publisher", labels=["publisher"]
         )
@@ -51,6 +53,7 @@ class FeedCollector(Collector):
         yield entries
         yield version
         yield age
+        yield psams
 
 
 class NodeMetrics:
@@ -147,6 +150,27 @@ class NodeMetrics:
         self.sync_subscribers = Gauge(
             "blacklist_sync_subscribers", "Children subscribed to this node", registry=registry
         )
+        self.psam_refusals = Counter(
+            "blacklist_psam_refusals",
+            "Checks refused because the terminal presented a denied PSAM, by method",
+            ["grpc_method"],
+            registry=registry,
+        )
+        self.psam_revocations = Counter(
+            "blacklist_psam_revocations", "PSAMs denied through Admin", registry=registry
+        )
+        self.trusted_keys = Gauge(
+            "blacklist_trusted_keys",
+            "Signing keys this node trusts now (certified and valid, or configured)",
+            registry=registry,
+        )
+        self.trust_refreshes = Counter(
+            "blacklist_trust_refreshes",
+            "Rebuilds of the trusted keys (new certificates or revocations from feeds, or "
+            "the periodic re-check of validity times)",
+            ["trigger"],
+            registry=registry,
+        )
         self.build_info = Gauge(
             "blacklist_build_info",
             "Build information (always 1)",
@@ -159,6 +183,8 @@ class NodeMetrics:
             self.checks.labels(status.name)
         for cause in (*ALL_CAUSES, "snapshot_checksum"):
             self.rejected.labels(cause)
+        for method in ("CheckCard", "BatchCheck", "CheckStream"):
+            self.psam_refusals.labels(method)
 
     def watch_store(self, store: RevocationStore, clock: Clock = system_clock) -> None:
         self.registry.register(FeedCollector(store, clock))

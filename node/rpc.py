@@ -21,6 +21,7 @@ import grpc
 
 from blacklist.authority import OutOfScope
 from blacklist.errors import CardIdError
+from blacklist.psam import PsamDenied, PsamIdError
 from blacklist.rejections import DeltaRejected
 from node.metrics import NodeMetrics
 from node.tls import Identity, identity_of
@@ -52,7 +53,8 @@ ALLOWED_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("CardStatus", "BatchCheck"): _ANY,
     ("CardStatus", "CheckStream"): _ANY,
     **{("Admin", m): frozenset({"operator"})
-       for m in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status", "ListAudit")},
+       for m in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status", "ListAudit",
+                 "RevokePsam", "ReinstatePsam", "GetPsam", "PublishTrust")},
     **{("Sync", m): frozenset({"node"})
        for m in ("GetUpdates", "PushDeltas", "Subscribe", "GetSnapshot")},
 }  # fmt: skip
@@ -60,6 +62,8 @@ ALLOWED_ROLES: dict[tuple[str, str], frozenset[str]] = {
 SCOPED_CARDS: dict[tuple[str, str], Callable[[Any], Iterable[str]]] = {
     ("Admin", "Revoke"): lambda request: (r.card_id for r in request.revocations),
     ("Admin", "Reinstate"): lambda request: request.card_ids,
+    ("Admin", "RevokePsam"): lambda request: (r.psam_id for r in request.revocations),
+    ("Admin", "ReinstatePsam"): lambda request: request.psam_ids,
 }
 
 
@@ -87,6 +91,8 @@ def caller_of(context: Any) -> str:
 # The first matching class wins (STYLE.md: one status code per error at the edge).
 STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (CardIdError, grpc.StatusCode.INVALID_ARGUMENT),
+    (PsamIdError, grpc.StatusCode.INVALID_ARGUMENT),
+    (PsamDenied, grpc.StatusCode.FAILED_PRECONDITION),
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (OutOfScope, grpc.StatusCode.PERMISSION_DENIED),
     (CallerUnauthenticated, grpc.StatusCode.UNAUTHENTICATED),

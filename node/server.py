@@ -25,6 +25,7 @@ from blacklist.authority import Authority
 from blacklist.checker import Checker
 from blacklist.clock import Clock, system_clock
 from blacklist.store import RevocationStore
+from node.admin_trust import TrustAdmin
 from node.config import NodeConfig
 from node.gen.blacklist.v1 import (
     admin_pb2,
@@ -41,6 +42,7 @@ from node.servicers import AdminServicer, CardStatusServicer
 from node.sync_client import SyncClient
 from node.sync_service import SyncServicer
 from node.tls import channel_credentials, server_credentials
+from node.trust_keeper import TrustKeeper
 
 log = logging.getLogger("node")
 MAX_MESSAGE = 16 * 1024 * 1024  # a 100,000-card Revoke is ~5 MB
@@ -63,7 +65,6 @@ class Node:
         self.clock = clock
         self.registry = registry or CollectorRegistry()
         self.metrics = NodeMetrics(self.registry)
-        keys = config.keyring(int(clock()))
         self.store = RevocationStore(
             config.data_dir,
             clock=clock,
@@ -71,6 +72,10 @@ class Node:
             retain_deltas=config.retain_deltas,
         )
         self.metrics.watch_store(self.store, clock)
+        self.trust = TrustKeeper(config, self.store, self.metrics, clock)
+        self._stopping = asyncio.Event()
+        self._trust_task: asyncio.Task[None] | None = None
+        keys = self.trust.keys
         own = config.signing_key()
         self.authority = Authority(self.store, own, keys, clock=clock) if own else None
         self.checker = Checker(self.store, keys, clock=clock)
@@ -103,9 +108,13 @@ class Node:
             clock=self.clock,
             build_version=VERSION,
             hub=self.hub,
+            after_write=self.trust.after_write,
         )
         for name in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status", "ListAudit"):
             setattr(admin, name, meter.unary(SERVICES["Admin"], name, getattr(admin, name)))
+        trust_admin = TrustAdmin(admin, self.store, self.metrics)
+        for name in ("RevokePsam", "ReinstatePsam", "GetPsam", "PublishTrust"):
+            setattr(admin, name, meter.unary(SERVICES["Admin"], name, getattr(trust_admin, name)))
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
         assert self.hub is not None
         sync = SyncServicer(self.store, self.hub, self.metrics)
@@ -127,7 +136,15 @@ class Node:
         )
 
     async def start(self) -> None:
-        self.hub = FeedHub(self.store, self.keys, self.writer, self.metrics)
+        self.hub = FeedHub(
+            self.store, self.keys, self.writer, self.metrics, after_write=self.trust.after_write
+        )
+        self.trust.attach(
+            asyncio.get_running_loop(),
+            writer_side=[self.hub.set_keys, *([self.authority.set_keys] if self.authority else [])],
+            loop_side=[self.checker.set_keys],
+        )
+        self._trust_task = asyncio.create_task(self.trust.run(self._stopping))
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -176,6 +193,9 @@ class Node:
             self._sync_task = asyncio.create_task(self.sync.run())
 
     async def stop(self, grace: float = 5.0) -> None:
+        self._stopping.set()
+        if self._trust_task is not None:
+            await self._trust_task
         if self.sync is not None and self._sync_task is not None:
             await self.sync.stop()
             await asyncio.wait_for(self._sync_task, timeout=grace)

@@ -13,7 +13,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,6 +26,7 @@ from blacklist.checker import Checker, CheckResult, CheckStatus
 from blacklist.clock import Clock
 from blacklist.delta import Delta
 from blacklist.entry import Entry, Reason
+from blacklist.psam import PsamDenied
 from blacklist.rejections import DeltaRejected
 from blacklist.store import ApplyResult, FeedState, RevocationStore
 from node.gen.blacklist.v1 import (
@@ -48,6 +49,7 @@ MAX_PAGE = 10_000
 DEFAULT_PAGE = 100
 _STATUS = {s: types_pb2.CardStatusCode.Value(s.name) for s in CheckStatus}
 Context = Any  # grpc.aio.ServicerContext (grpc ships no type stubs)
+REFUSAL_HEADER = "blacklist-refusal"  # trailing metadata naming why a check was refused
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:
@@ -103,6 +105,9 @@ class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
         self._max_batch = max_batch
         self._observe = metrics.check_seconds.observe
         self._counted = {s: metrics.checks.labels(s.name) for s in CheckStatus}
+        self._psam_refusals = {
+            m: metrics.psam_refusals.labels(m) for m in ("CheckCard", "BatchCheck", "CheckStream")
+        }
 
     def _answer(self, card_id: str) -> card_status_pb2.CheckCardResponse:
         t0 = time.perf_counter()
@@ -127,14 +132,29 @@ class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
             response.effective_time = result.entry.effective_time
         return response
 
+    def _admit(self, psam_id: str, method: str, context: Context) -> None:
+        """Refuse a terminal whose PSAM is denied (DESIGN §6), counted; no PSAM, no check."""
+        if not psam_id:
+            return
+        entry = self._checker.psam_denial(psam_id)
+        if entry is not None:
+            self._psam_refusals[method].inc()
+            context.set_trailing_metadata(((REFUSAL_HEADER, "psam-denied"),))
+            raise PsamDenied(
+                entry.card_id, entry.reason.name, entry.effective_time, entry.publisher
+            )
+
     async def CheckCard(
         self, request: card_status_pb2.CheckCardRequest, context: Context
     ) -> card_status_pb2.CheckCardResponse:
+        if request.psam_id:
+            self._admit(request.psam_id, "CheckCard", context)
         return self._answer(request.card_id)
 
     async def BatchCheck(
         self, request: card_status_pb2.BatchCheckRequest, context: Context
     ) -> card_status_pb2.BatchCheckResponse:
+        self._admit(request.psam_id, "BatchCheck", context)
         ids = request.card_ids
         if not ids:
             raise InvalidRequest("empty batch: send at least one card id")
@@ -168,6 +188,8 @@ class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
         self, request_iterator: AsyncIterator[card_status_pb2.CheckCardRequest], context: Context
     ) -> AsyncIterator[card_status_pb2.CheckCardResponse]:
         async for request in request_iterator:
+            if request.psam_id:
+                self._admit(request.psam_id, "CheckStream", context)
             yield self._answer(request.card_id)
 
 
@@ -184,8 +206,10 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         clock: Clock,
         build_version: str,
         hub: FeedHub | None = None,
+        after_write: Callable[[], None] | None = None,
     ) -> None:
         self._hub = hub
+        self._after_write = after_write
         self._role = role
         self._region = region
         self._store = store
@@ -209,9 +233,13 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         revocations: Sequence[Revocation],
         reinstatements: Sequence[str],
         operator: str,
-    ) -> tuple[Delta, ApplyResult]:
-        """On the writer thread: publish, then audit what was published (never a refusal)."""
+    ) -> tuple[Delta | None, ApplyResult]:
+        """On the writer thread: publish, then audit what was published (never a refusal,
+        never a card the call left as it was: those are not in the delta either)."""
+        revocations, reinstatements = authority.pending(revocations, reinstatements)
         delta, result = authority.publish(revocations, reinstatements, snapshot=False)
+        if delta is None:
+            return None, result
         if revocations:
             changes = [AuditChange(r.card_id, int(r.reason)) for r in revocations]
             action = AuditAction.REVOKE
@@ -234,18 +262,35 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         operator: str,
     ) -> admin_pb2.PublishResponse:
         authority = self._need_authority()
+        result, digest = await self._write(
+            authority,
+            functools.partial(
+                self._publish_and_audit, authority, revocations, reinstatements, operator
+            ),
+        )
+        return self._published(result, digest, len(revocations), len(reinstatements))
+
+    async def _write(
+        self, authority: Authority, work: Callable[[], tuple[Delta | None, ApplyResult]]
+    ) -> tuple[ApplyResult, bytes]:
+        """Run one publication on the writer thread, send its delta on, then sign a snapshot
+        if the policy asks; (result, digest of the feed head after it)."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
+
+        def write_then_notice() -> tuple[Delta | None, ApplyResult]:
+            done = work()
+            if self._after_write is not None:
+                self._after_write()
+            return done
+
         try:
-            delta, result = await loop.run_in_executor(
-                self._writer,
-                functools.partial(
-                    self._publish_and_audit, authority, revocations, reinstatements, operator
-                ),
-            )
+            delta, result = await loop.run_in_executor(self._writer, write_then_notice)
         except DeltaRejected as exc:  # our own delta refused: count it like any other
             self._metrics.rejected.labels(exc.cause).inc()
             raise
+        if delta is None:  # nothing would change: no delta, the feed stays where it was
+            return result, self._store.head(authority.publisher).digest
         self._metrics.apply_seconds.observe(time.perf_counter() - t0)
         if self._hub is not None:
             self._hub.fan_out(delta.to_bytes(), Source.LOCAL)
@@ -253,10 +298,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         # it, so it runs after, on the writer thread, before the next write.
         snap = loop.run_in_executor(self._writer, authority.maybe_snapshot)
         snap.add_done_callback(_log_failure)
-        return self._published(result, delta.digest)
+        return result, delta.digest
 
     @staticmethod
-    def _published(result: ApplyResult, digest: bytes) -> admin_pb2.PublishResponse:
+    def _published(
+        result: ApplyResult, digest: bytes, revoked: int, reinstated: int
+    ) -> admin_pb2.PublishResponse:
+        """The answer to a call of ``revoked`` revocations and ``reinstated`` reinstatements,
+        of which only the ones that changed something were published (Authority.pending)."""
         return admin_pb2.PublishResponse(
             publisher=result.publisher,
             version=result.version,
@@ -264,7 +313,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             added=result.added,
             changed=result.changed,
             removed=result.removed,
-            absent=result.absent_removes,
+            absent=reinstated - result.removed,
+            unchanged=revoked - result.added - result.changed,
         )
 
     @staticmethod
@@ -295,7 +345,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 )
             revocations.append(Revocation(card, Reason(r.reason), r.effective_time or now))
         response = await self._publish(revocations, [], caller_of(context))
-        self._metrics.revocations.inc(len(revocations))
+        self._metrics.revocations.inc(response.added + response.changed)
         return response
 
     async def Reinstate(

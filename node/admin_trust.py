@@ -1,0 +1,116 @@
+"""The Admin methods of issue #5 beside the card ones: the PSAM deny list and publishing trust
+records (certificates, key revocations) in the authority's feed. Thin, like servicers.py:
+validate the request, hand the work to the writer thread through the card servicer's
+``_write`` (same rejection counting, fan-out and snapshot policy), answer."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from blacklist.authority import Revocation
+from blacklist.certs import decode_trust_record
+from blacklist.entry import Reason
+from blacklist.errors import CodecError
+from blacklist.psam import canonical_psam, psam_key
+from blacklist.store import ApplyResult, RevocationStore
+from node.gen.blacklist.v1 import admin_pb2
+from node.metrics import NodeMetrics
+from node.rpc import InvalidRequest
+from node.servicers import MAX_WRITE, AdminServicer, Context, entry_message
+
+MAX_TRUST_RECORDS = 1_000
+
+
+def _unique(ids: Sequence[str], what: str) -> list[str]:
+    if not ids:
+        raise InvalidRequest(f"no PSAMs to {what}")
+    if len(ids) > MAX_WRITE:
+        raise InvalidRequest(f"{len(ids)} PSAMs exceed the limit of {MAX_WRITE} per call")
+    canonical = [canonical_psam(p) for p in ids]
+    seen: set[str] = set()
+    for psam in canonical:
+        if psam in seen:
+            raise InvalidRequest(f"PSAM {psam} appears more than once in the request")
+        seen.add(psam)
+    return canonical
+
+
+class TrustAdmin:
+    """RevokePsam, ReinstatePsam, GetPsam and PublishTrust, served as part of Admin."""
+
+    def __init__(self, admin: AdminServicer, store: RevocationStore, metrics: NodeMetrics):
+        self._admin = admin
+        self._store = store
+        self._metrics = metrics
+
+    @staticmethod
+    def _response(result: ApplyResult, digest: bytes) -> admin_pb2.PublishResponse:
+        return admin_pb2.PublishResponse(
+            publisher=result.publisher,
+            version=result.version,
+            digest=digest,
+            added=result.psams_denied,
+            removed=result.psams_removed,
+            absent=result.absent_removes,
+        )
+
+    async def RevokePsam(
+        self, request: admin_pb2.RevokePsamRequest, context: Context
+    ) -> admin_pb2.PublishResponse:
+        authority = self._admin._need_authority()
+        psams = _unique([r.psam_id for r in request.revocations], "deny")
+        now = int(self._admin._clock())
+        denials = []
+        for psam, r in zip(psams, request.revocations, strict=True):
+            if r.reason not in Reason._value2member_map_:
+                raise InvalidRequest(f"PSAM {psam}: reason {r.reason} is not a known reason")
+            denials.append(Revocation(psam, Reason(r.reason), r.effective_time or now))
+        work = functools.partial(authority.publish_psams, denials, (), snapshot=False)
+        result, digest = await self._admin._write(authority, work)
+        self._metrics.psam_revocations.inc(result.psams_denied)
+        return self._response(result, digest)
+
+    async def ReinstatePsam(
+        self, request: admin_pb2.ReinstatePsamRequest, context: Context
+    ) -> admin_pb2.PublishResponse:
+        authority = self._admin._need_authority()
+        psams = _unique(list(request.psam_ids), "reinstate")
+        work = functools.partial(authority.publish_psams, (), psams, snapshot=False)
+        result, digest = await self._admin._write(authority, work)
+        return self._response(result, digest)
+
+    async def GetPsam(
+        self, request: admin_pb2.GetPsamRequest, context: Context
+    ) -> admin_pb2.GetPsamResponse:
+        entry = self._store.psams.lookup(psam_key(canonical_psam(request.psam_id)))
+        if entry is None:
+            return admin_pb2.GetPsamResponse(denied=False)
+        return admin_pb2.GetPsamResponse(denied=True, entry=entry_message(entry))
+
+    async def PublishTrust(
+        self, request: admin_pb2.PublishTrustRequest, context: Context
+    ) -> admin_pb2.PublishResponse:
+        authority = self._admin._need_authority()
+        records = [bytes(r) for r in request.records]
+        if not records or len(records) > MAX_TRUST_RECORDS:
+            raise InvalidRequest(f"send 1..{MAX_TRUST_RECORDS} records, got {len(records)}")
+        for i, data in enumerate(records):
+            try:
+                record = decode_trust_record(data)
+            except CodecError as exc:
+                raise InvalidRequest(f"record {i}: {exc}") from None
+            if record.issuer_key_id != authority.key.key_id:
+                raise InvalidRequest(
+                    f"record {i} ({record.label}) is issued by key "
+                    f"{record.issuer_key_id.hex()}, not by this authority's signing key "
+                    f"{authority.key.key_id.hex()}"
+                )
+        work = functools.partial(authority.publish_trust, records, snapshot=False)
+        result, digest = await self._admin._write(authority, work)
+        return admin_pb2.PublishResponse(
+            publisher=result.publisher,
+            version=result.version,
+            digest=digest,
+            added=result.trust_records,
+        )
