@@ -144,7 +144,8 @@ def running(fed: Federation) -> Iterator[Federation]:
 
 @pytest.fixture(scope="module")
 def push_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    with running(Federation(tmp_path_factory.mktemp("fed-push"))) as fed:
+    # Plain text: these figures are about sync; TLS costs are bench/test_tls.py's.
+    with running(Federation(tmp_path_factory.mktemp("fed-push"), secure=False)) as fed:
         yield fed
 
 
@@ -274,7 +275,9 @@ def test_propagation_push(benchmark: Any, push_federation: Federation) -> None:
 def test_propagation_pull(benchmark: Any, tmp_path: Path) -> None:
     interval = PULL_INTERVAL if timed(benchmark) else TINY_PULL_INTERVAL
     count = REVOCATIONS["timed"] if timed(benchmark) else REVOCATIONS["pull"]
-    with running(Federation(tmp_path, sync_interval=interval, subscribe=False)) as fed:
+    with running(
+        Federation(tmp_path, sync_interval=interval, subscribe=False, secure=False)
+    ) as fed:
         _measure_propagation(benchmark, fed, count, interval, seed=42)
 
 

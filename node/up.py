@@ -1,8 +1,9 @@
 """`make up` / `make down`: the six-node federation of node/federation.py, left running in
 the background for a person (or a test) to use, and stopped again cleanly.
 
-``up`` writes keys and configs under DIR (default ``./.federation``, the project root when
-make runs it), starts every node in its own session so it outlives the command, waits until
+``up`` writes keys, certificates, TLS files (node/federation_trust.py: certified keys under
+the ministry root, mutual TLS on every link) and configs under DIR (default
+``./.federation``, the project root when make runs it), starts every node in its own session so it outlives the command, waits until
 every node serves and every child holds its upstream's push stream, records the processes in
 ``DIR/federation.json`` and returns. ``down`` reads that file, stops the nodes children
 first (SIGTERM, wait, SIGKILL after a timeout) and reports each exit code.
@@ -33,6 +34,7 @@ from typing import Any, TextIO
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.federation import Federation
+from node.federation_trust import TRUST_DIRS, TrustSetupError
 from node.localnode import READY_PREFIX, LocalNodeError, Ready
 
 DEFAULT_DIR = Path(".federation")
@@ -327,9 +329,12 @@ def up(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
         print(f"{_state_path(directory)} names no running node: a stale state file", file=out)
         _state_path(directory).unlink()
     federation = Federation(directory)
-    previous = [directory / "keys", *(directory / r for r, *_ in federation.topology)]
+    previous = [
+        *(directory / d for d in TRUST_DIRS),
+        *(directory / r for r, *_ in federation.topology),
+    ]
     # Only a directory an earlier `up` made is cleared (its ministry config is the mark);
-    # elsewhere an existing key stops `keys generate`, which refuses to overwrite one.
+    # elsewhere an existing key stops `keys init-root`, which refuses to overwrite one.
     if (directory / "000000" / "node.toml").exists():
         print(f"removing the previous run's keys, data and logs in {directory}", file=out)
         for p in previous:
@@ -338,7 +343,7 @@ def up(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
     keepers: dict[str, subprocess.Popen[bytes]] = {}
     records: list[NodeRecord] = []
     try:
-        federation.prepare()  # keys through the CLI, fixed ports, configs
+        federation.prepare()  # keys, certificates, TLS through the CLI; fixed ports; configs
         configs = {r: federation.configs[r].resolve() for r, *_ in federation.topology}
         for region, *_ in federation.topology:
             keepers[region] = _spawn(region, configs[region])
@@ -366,11 +371,12 @@ def up(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
                 )
         links = wait_linked(federation)
     except BaseException as exc:  # also Ctrl-C while starting: leave nothing behind
-        if isinstance(exc, FederationError | LocalNodeError | OSError):
+        failed = FederationError | LocalNodeError | TrustSetupError | OSError
+        if isinstance(exc, failed):
             print(f"error: the federation did not come up: {exc}", file=sys.stderr)
         _abandon(records, keepers)
         _state_path(directory).unlink(missing_ok=True)
-        if isinstance(exc, FederationError | LocalNodeError | OSError):
+        if isinstance(exc, failed):
             return 1
         raise
     print(
@@ -386,12 +392,37 @@ def up(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
             f"{r.metrics:38}  {_relative(Path(r.log))}",
             file=out,
         )
+    _print_trust(federation, records, out)
     print(
         f"state in {_relative(_state_path(directory))}; stop with `make down` "
         f"(python -m node down --dir {_relative(directory)})",
         file=out,
     )
     return 0
+
+
+def _print_trust(federation: Federation, records: list[NodeRecord], out: TextIO) -> None:
+    trust = federation.trust
+    if trust is None:
+        return
+    d = _relative(federation.root)
+    terminals = sorted(n for n in trust.tls if n.startswith("terminal-"))
+    print(
+        f"trust: every config pins {d}/keys/root.pub and lists the chains in {d}/certs/; "
+        f"mutual TLS everywhere (CA {d}/tls/ca/ca.crt): clients present "
+        f"{d}/tls/operator-<region>.crt (Admin) or {d}/tls/terminal-<city>.crt (CardStatus; "
+        f"{', '.join(t.removeprefix('terminal-') for t in terminals)}), e.g.",
+        file=out,
+    )
+    city = terminals[0].removeprefix("terminal-") if terminals else records[-1].region
+    grpc_address = next(r.grpc for r in records if r.region == city)
+    print(
+        f"  grpcurl -cacert {d}/tls/ca/ca.crt -cert {d}/tls/terminal-{city}.crt "
+        f"-key {d}/tls/terminal-{city}.key \\\n"
+        f'    -d \'{{"card_id": "440100D156000005ABCDEF0123456789"}}\' {grpc_address} '
+        "blacklist.v1.CardStatus/CheckCard",
+        file=out,
+    )
 
 
 def down(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:

@@ -27,8 +27,19 @@ REGIONS = ("000000", "440000", "110000", "440100", "440300", "110100")
 CARD = r"440100D156000005[0-9A-F]{16}"
 
 EXPECTED_LINES = {
+    "the root made with the CLI": r"python -m node keys init-root --out keys",
+    "a province certified for its province": r"python -m node keys certify --issuer "
+    r"keys/root\.key --subject keys/440000\.pub --scope 44 --days \d+ --out certs/440000\.crt",
+    "a city certified by its province": r"python -m node keys certify --issuer "
+    r"keys/440000\.key --issuer-cert certs/440000\.crt --subject keys/440100\.pub --scope 4401 ",
+    "the TLS CA": r"python -m node tls init-ca --out tls/ca",
+    "the node certificates": r"python -m node tls issue --ca tls/ca --role node .*--host "
+    r"127\.0\.0\.1 --host localhost .*# R = 000000 440000 110000 440100 440300 110100",
+    "the hierarchy": r"440100 Guangzhou\s+scope 4401 .*\(certs/440100\.crt, by 440000\)",
+    "the TLS roles": r"mutual TLS on every link .*no node in plain text.*node ×6.*operator "
+    r"×6.*terminal ×3",
     "the six nodes started": r"started 6 nodes in [\d.]+ s:",
-    "the sync links up": r"sync: all 5 children hold their upstream's push stream",
+    "the sync links up": r"sync: all 5 children hold their upstream's push stream over mutual TLS",
     "the batch REVOKED at 110100": r"Admin\.Revoke at 440100: 1,000 cards in one call → feed "
     r"440100 v1 .*; REVOKED at 110100 \(Beijing\) \d+ ms after the call returned",
     "the batch checked at 110100": r"BatchCheck at 110100 .*exactly the 1,000 flagged REVOKED",
@@ -40,13 +51,30 @@ EXPECTED_LINES = {
     r"REVOKED",
     "NOT_REVOKED after reinstatement": r"Admin\.Reinstate at 440100 of " + CARD + r" .* "
     r"accepted again at 110100: NOT_REVOKED \d+ ms after the call returned",
-    "the out-of-scope refusal": r"refused: PERMISSION_DENIED: card 110100\S+ .*outside",
+    "a terminal refused Revoke": r"as terminal-440100 → refused: PERMISSION_DENIED: role "
+    r"'terminal' may not call Admin/Revoke",
+    "440100's operator refused a 110100 card": r"at 110100, as operator-440100 → refused: "
+    r"PERMISSION_DENIED: .*card 110100\w{26}: outside the certificate's region",
+    "the node's own scope": r"at 440100, as operator-110100 → refused: PERMISSION_DENIED: card "
+    r"110100\w{26} .*outside this authority's prefixes",
+    "the refusals counted": r"blacklist_denied_calls_total\S+: \+1 at 440100, \+1 at 110100",
+    "no certificate, no handshake": r"without a certificate → refused in the TLS handshake: "
+    r"UNAVAILABLE",
     "the other direction": r"Admin\.Revoke at 110100 of Beijing card 110100D156000005\w{16} "
     r".* refused at 440100 \(Guangzhou\): REVOKED \d+ ms",
     "the client latency": r"CheckCard latency at 110100 from the client, 1,000 sequential "
     r"calls.*p50 \d+ µs.*p99 \d+ µs",
     "the server-side mean": r"server side \(http://127\.0\.0\.1:\d+/metrics, "
     r"blacklist_check_seconds\): 1,000 checks, mean [\d.]+ µs",
+    "the key revoked with the CLI": r"python -m node keys revoke --issuer keys/440000\.key "
+    r"--key keys/440300\.pub --as-of now --reason compromised",
+    "the new key certified": r"python -m node keys certify --issuer keys/440000\.key "
+    r"--issuer-cert certs/440000\.crt --subject keys/440300-2/440300\.pub --scope 4403 ",
+    "the restart": r"restarted all 6 nodes with revs/440300-1\.rev in key_revocations",
+    "the forgery rejected": r"a thief's delta 440300 v2 signed with the revoked key, pushed to "
+    r"440000 .*rejected: key_revoked: .*cause=\"key_revoked\"\} \+1 there; nothing applied",
+    "publishing on under the new key": r"Admin\.Revoke at 440300 → feed 440300 v2 under the "
+    r"new key .*REVOKED at 110100 .*still REVOKED there",
     "the heads table": r"feed heads on every node \(Admin\.Status\): identical on all 6",
     "all nodes stopped with 0": r"all 6 nodes stopped with SIGTERM.*exit codes: 110100 0, "
     r"440300 0, 440100 0, 110000 0, 440000 0, 000000 0",
@@ -149,13 +177,30 @@ def test_up_leaves_the_federation_running_until_down(federation_dir: Path) -> No
     pids = [pid for node in state["nodes"] for pid in (node["pid"], node["keeper"])]
     assert all(pid_alive(pid) for pid in pids)
 
-    # `up` has returned; the nodes serve on. A terminal at Beijing asks about a Guangzhou card.
-    with grpc.insecure_channel(printed["110100"][4]) as channel:
+    # `up` has returned; the nodes serve on. A terminal at Beijing asks about a Guangzhou card,
+    # over mutual TLS with the certificate `up` made for it (nothing listens in plain text).
+    assert "mutual TLS everywhere" in started.stdout, started.stdout
+    tls = federation_dir / "tls"
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(tls / "ca" / "ca.crt").read_bytes(),
+        private_key=(tls / "terminal-110100.key").read_bytes(),
+        certificate_chain=(tls / "terminal-110100.crt").read_bytes(),
+    )
+    with grpc.secure_channel(printed["110100"][4], credentials) as channel:
         stub = card_status_pb2_grpc.CardStatusStub(channel)  # type: ignore[no-untyped-call]
         card = "440100d156000005abcdef0123456789"
         answer = stub.CheckCard(card_status_pb2.CheckCardRequest(card_id=card), timeout=10)
     assert answer.card_id == card.upper()
     assert answer.status == types_pb2.NO_DATA  # a known publisher that has published nothing
+    with grpc.insecure_channel(printed["110100"][4]) as channel:
+        stub = card_status_pb2_grpc.CardStatusStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.CheckCard(card_status_pb2.CheckCardRequest(card_id=card), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    for region in REGIONS:
+        config = (federation_dir / region / "node.toml").read_text()
+        assert "trust_anchor" in config and "tls_cert" in config, config
+        assert "plaintext" not in config and "trusted_keys" not in config, config
 
     again = _run(["up", "--dir", str(federation_dir)], UP_TIMEOUT)
     assert again.returncode == 1

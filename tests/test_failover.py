@@ -24,7 +24,8 @@ TOPOLOGY = (("000000", "ministry", None, None), ("440000", "province", "000000",
 
 
 def test_city_fails_over_to_its_second_upstream(tmp_path: Path) -> None:
-    fed = Federation(tmp_path, sync_interval=0.5, topology=TOPOLOGY)
+    # Plain text and bare keys: the standby below is configured with bare trusted keys.
+    fed = Federation(tmp_path, sync_interval=0.5, topology=TOPOLOGY, secure=False)
     fed.prepare()
     fed.start()
     dead = f"127.0.0.1:{free_port()}"  # nothing listens here: a province that is down

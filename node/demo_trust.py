@@ -1,0 +1,327 @@
+"""The trust steps of `make demo` (issue #5, DESIGN.md §6): what node/federation_trust.py set
+up, callers refused for their role or region, and a key rotation.
+
+Key revocations are read from the node configs at start-up (they do not travel in feeds
+yet), so the rotation restarts every node with the revocation in its config: an honest
+stand-in for the day the revocation arrives in the certifier's feed.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from blacklist.authority import Revocation, build_delta
+from blacklist.delta import FeedHead
+from blacklist.entry import Reason
+from node.federation_trust import MINISTRY, Command, FederationTrust
+from node.gen.blacklist.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    card_status_pb2,
+    card_status_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+    types_pb2,
+)
+from node.keyfiles import load_certificate, load_signing_key, load_trusted_key
+from node.up import NAMES, wait_linked
+
+if TYPE_CHECKING:
+    from node.demo import Demo
+
+RPC_TIMEOUT = 10.0
+DENIED = "blacklist_denied_calls_total"
+REJECTED = "blacklist_deltas_rejected_total"
+
+
+class TrustStepFailed(RuntimeError):
+    """A node let through what it should have refused, or refused it for another reason."""
+
+
+# -- what was set up ----------------------------------------------------------------------------
+
+
+def _tls_lines(commands: list[Command], root: Path) -> list[str]:
+    """``tls`` commands, the ``issue`` ones folded into one line per role (``$R`` = region)."""
+    lines: list[str] = []
+    by_role: dict[str, tuple[str, list[str]]] = {}
+    for c in commands:
+        if c.args[:2] != ("tls", "issue"):
+            lines.append(c.text(root))
+            continue
+        role, region = c.args[c.args.index("--role") + 1], c.args[c.args.index("--region") + 1]
+        template = Command(tuple(a.replace(region, "$R") for a in c.args), "").text(root)
+        by_role.setdefault(role, (template, []))[1].append(region)
+    for template, regions in by_role.values():
+        lines.append(f"{template}   # R = {' '.join(regions)}")
+    return lines
+
+
+def _hierarchy(trust: FederationTrust, topology: Any) -> list[str]:
+    children: dict[str, list[str]] = {}
+    for region, *_ in topology:
+        if region in trust.certs:
+            children.setdefault(trust.issuers[region], []).append(region)
+    root_id = load_trusted_key(trust.anchor).key_id.hex()[:8]
+    lines = [
+        f"root {MINISTRY} ministry, key {root_id}… ({trust.anchor.relative_to(trust.root)}: "
+        "every config's trust_anchor)"
+    ]
+
+    def walk(region: str, indent: str) -> None:
+        kids = children.get(region, [])
+        for i, kid in enumerate(kids):
+            last = i == len(kids) - 1
+            key_id = load_certificate(trust.certs[kid]).key_id.hex()[:8]
+            label = f"{kid} {NAMES.get(kid, '')}"
+            width = 30 - len(indent)  # the columns after the name line up at every depth
+            lines.append(
+                f"{indent}{'└── ' if last else '├── '}{label:<{width}} scope {trust.scopes[kid]:<5}"
+                f" signs its feed for {trust.prefixes[kid]}xx, key {key_id}… "
+                f"({trust.certs[kid].relative_to(trust.root)}, by "
+                f"{'root' if trust.issuers[kid] == MINISTRY else trust.issuers[kid]})"
+            )
+            walk(kid, indent + ("    " if last else "│   "))
+
+    walk(MINISTRY, "")
+    return lines
+
+
+def show_setup(demo: Demo, seconds: float) -> None:
+    fed = demo.federation
+    trust = fed.trust
+    assert trust is not None
+    keys = [c for c in trust.commands if c.args[0] == "keys"]
+    tls = [c for c in trust.commands if c.args[0] == "tls"]
+    demo.say(
+        f"trust: {len(trust.commands)} commands of the node CLI in {seconds:.2f} s (in-process, "
+        f"through node.cli.main), files under {fed.root}/:"
+    )
+    for c in keys:
+        demo.show(c.text(fed.root))
+    for line in _tls_lines(tls, fed.root):
+        demo.show(line)
+    demo.say("certified keys: every node trusts exactly the keys these chains certify")
+    for line in _hierarchy(trust, fed.topology):
+        demo.show(line)
+    roles: dict[str, list[str]] = {}
+    for name in trust.tls:
+        role, _, region = name.partition("-")
+        roles.setdefault(role, []).append(region)
+    demo.say(
+        f"mutual TLS on every link (CA {trust.ca.relative_to(fed.root)}, no node in plain "
+        f"text): node ×{len(roles['node'])} (server certificate for 127.0.0.1 and localhost, "
+        f"and client certificate towards its upstream), operator ×{len(roles['operator'])} "
+        f"(Admin, {', '.join(roles['operator'])}), terminal ×{len(roles['terminal'])} "
+        f"(CardStatus, {', '.join(roles['terminal'])})"
+    )
+
+
+# -- callers refused ----------------------------------------------------------------------------
+
+
+def _refused(what: str, call: Callable[[], Any], code: grpc.StatusCode) -> str:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        if exc.code() != code:
+            raise TrustStepFailed(
+                f"{what}: {exc.code().name}: {exc.details()}, expected {code.name}"
+            ) from None
+        return f"{exc.code().name}: {exc.details()}"
+    raise TrustStepFailed(f"{what} was accepted; expected {code.name}")
+
+
+def _revoke_as(demo: Demo, region: str, client: str, card_region: str) -> Callable[[], Any]:
+    channel = demo.federation.channel(region, client)
+    demo.channels.append(channel)
+    admin: Any = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+    revocation = demo.revocation(card_region, int(time.time()))
+    return lambda: admin.Revoke(
+        admin_pb2.RevokeRequest(revocations=[revocation]), timeout=RPC_TIMEOUT
+    )
+
+
+def _sample(url: str, name: str, **labels: str) -> float:
+    """One sample of a /metrics page (0 if absent)."""
+    with urllib.request.urlopen(url, timeout=RPC_TIMEOUT) as response:
+        text = response.read().decode("utf-8")
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
+def _denied(demo: Demo, region: str) -> float:
+    url = demo.federation.metrics_url(region)
+    return _sample(url, DENIED, reason="permission_denied", grpc_method="Revoke")
+
+
+def refusals(demo: Demo, guangzhou: str, beijing: str) -> None:
+    """(a) a terminal calling Revoke, (b) an operator of Guangzhou revoking a Beijing card,
+    and the same from Beijing's operator at Guangzhou's node; and a client without a
+    certificate, which does not get past the TLS handshake."""
+    fed = demo.federation
+    before = {r: _denied(demo, r) for r in (guangzhou, beijing)}
+    refusal = _refused(
+        "Admin.Revoke with a terminal certificate",
+        _revoke_as(demo, guangzhou, f"terminal-{guangzhou}", guangzhou),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    demo.say(
+        f"Admin.Revoke of a Guangzhou card at {guangzhou}, as terminal-{guangzhou} → "
+        f"refused: {refusal}"
+    )
+    refusal = _refused(
+        f"Admin.Revoke of a {beijing} card by operator-{guangzhou}",
+        _revoke_as(demo, beijing, f"operator-{guangzhou}", beijing),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    demo.say(
+        f"Admin.Revoke of a Beijing card at {beijing}, as operator-{guangzhou} → refused: {refusal}"
+    )
+    refusal = _refused(
+        f"Admin.Revoke of a {beijing} card at {guangzhou}",
+        _revoke_as(demo, guangzhou, f"operator-{beijing}", beijing),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    demo.say(
+        f"Admin.Revoke of a Beijing card at {guangzhou}, as operator-{beijing} → refused: {refusal}"
+    )
+    after = {r: _denied(demo, r) for r in (guangzhou, beijing)}
+    # The first two are the role check's (counted); the third the node's own scope.
+    if [after[r] - before[r] for r in (guangzhou, beijing)] != [1.0, 1.0]:
+        raise TrustStepFailed(f"denied-call counters went from {before} to {after}")
+    demo.show(
+        f'{DENIED}{{reason="permission_denied",grpc_method="Revoke"}}: +1 at {guangzhou}, '
+        f"+1 at {beijing} (the third "
+        "refusal is the node's scope, not the caller's certificate)"
+    )
+    assert fed.trust is not None
+    anonymous = grpc.secure_channel(
+        fed.address(beijing),
+        grpc.ssl_channel_credentials(root_certificates=fed.trust.ca.read_bytes()),
+    )
+    demo.channels.append(anonymous)
+    status: Any = card_status_pb2_grpc.CardStatusStub(anonymous)  # type: ignore[no-untyped-call]
+    request = card_status_pb2.CheckCardRequest(card_id=demo.revocation(guangzhou, 0).card_id)
+    refusal = _refused(
+        "CheckCard without a client certificate",
+        lambda: status.CheckCard(request, timeout=RPC_TIMEOUT),
+        grpc.StatusCode.UNAVAILABLE,
+    )
+    demo.say(
+        f"CheckCard at {beijing} from a client without a certificate → refused in the TLS "
+        f"handshake: {refusal.partition(':')[0]}"
+    )
+
+
+# -- a key rotation -----------------------------------------------------------------------------
+
+
+def _head(demo: Demo, region: str, publisher: str) -> FeedHead:
+    status = demo.admin[region].Status(admin_pb2.StatusRequest(), timeout=RPC_TIMEOUT)
+    for feed in status.feeds:
+        if feed.publisher == publisher:
+            return FeedHead(publisher, feed.version, feed.digest)
+    return FeedHead.genesis(publisher)
+
+
+def rotate_key(demo: Demo, city: str, watcher: str) -> None:
+    """(c) ``city`` publishes under its key; its province revokes that key (suspected stolen)
+    and certifies a new one; every node restarts with the revocation in its config; a delta
+    the thief signs with the old key is refused by the city's upstream, and ``city``
+    publishes on under the new key, seen at ``watcher``."""
+    fed = demo.federation
+    trust = fed.trust
+    assert trust is not None
+    first = demo.revocation(city, int(time.time()))
+    answer = demo.revoke(city, [first])
+    issued = int(time.time())  # the delta's issued_at is at most this
+    demo.wait_for(watcher, first.card_id, types_pb2.REVOKED, time.perf_counter())
+    old = fed.keys[city]
+    old_id = load_signing_key(old.private).key_id.hex()[:8]
+    demo.say(
+        f"Admin.Revoke at {city} of {first.card_id} → feed {city} v{answer.version}, signed by "
+        f"key {old_id}…; REVOKED at {watcher}"
+    )
+    # "--as-of now" must lie after that delta's issued_at (whole seconds), or the revocation
+    # would also void what the key signed legitimately.
+    time.sleep(max(0.0, issued + 1 - time.time()))
+    commands = trust.rotate(city, "compromised")
+    new_id = load_signing_key(fed.keys[city].private).key_id.hex()[:8]
+    demo.say(
+        f"key rotation: {trust.issuers[city]} revokes {city}'s key {old_id}… as of now "
+        f"(suspected stolen) and certifies a new key {new_id}… for scope {trust.scopes[city]}:"
+    )
+    for c in commands:
+        demo.show(c.text(fed.root))
+    t0 = time.perf_counter()
+    fed.write_configs()
+    demo.close_channels()
+    codes = fed.stop_all()
+    if any(codes.values()):
+        raise TrustStepFailed(f"not every node stopped cleanly for the restart: {codes}")
+    fed.start()
+    demo.connect()
+    wait_linked(fed)
+    demo.say(
+        f"restarted all {len(codes)} nodes with {trust.revocations[-1].relative_to(fed.root)} "
+        f"in key_revocations, the new chain added and {city} signing with the new key "
+        f"({time.perf_counter() - t0:.1f} s; key revocations are read at start-up, they do not "
+        "travel in feeds yet)"
+    )
+    _push_forgery(demo, city, old.private, trust.issuers[city])
+    demo.expect(watcher, first.card_id, types_pb2.REVOKED)
+    second = demo.revocation(city, int(time.time()))
+    answer = demo.revoke(city, [second])
+    took = demo.wait_for(watcher, second.card_id, types_pb2.REVOKED, time.perf_counter())
+    demo.say(
+        f"Admin.Revoke at {city} → feed {city} v{answer.version} under the new key {new_id}…: "
+        f"REVOKED at {watcher} {took * 1e3:.0f} ms later; {first.card_id[-6:]}… (v1, old key, "
+        "signed before the revocation) is still REVOKED there"
+    )
+
+
+def _push_forgery(demo: Demo, city: str, old_key: Path, upstream: str) -> None:
+    """What a thief of the old key could do: sign the feed's next delta, dated now, and push
+    it to the city's upstream as if it were the city node (with the city's node certificate:
+    the worst case, a stolen node)."""
+    fed = demo.federation
+    key = load_signing_key(old_key)
+    head = _head(demo, upstream, city)
+    card = demo.revocation(city, int(time.time())).card_id
+    forged = build_delta(
+        key, head, [Revocation(card, Reason.CANCELLED, int(time.time()))], (), int(time.time())
+    )
+    metrics = fed.metrics_url(upstream)
+    before = _sample(metrics, REJECTED, cause="key_revoked")
+    channel = fed.channel(upstream, f"node-{city}")
+    demo.channels.append(channel)
+    sync: Any = sync_pb2_grpc.SyncStub(channel)  # type: ignore[no-untyped-call]
+    answer = sync.PushDeltas(
+        sync_pb2.PushDeltasRequest(deltas=[forged.to_bytes()], node=city), timeout=RPC_TIMEOUT
+    )
+    after = _sample(metrics, REJECTED, cause="key_revoked")
+    rejected = list(answer.rejected)
+    if answer.applied or len(rejected) != 1 or not rejected[0].startswith("key_revoked:"):
+        raise TrustStepFailed(
+            f"the forged {city} v{forged.version} pushed to {upstream}: applied "
+            f"{answer.applied}, rejected {rejected}"
+        )
+    if after != before + 1:
+        raise TrustStepFailed(f"{upstream} counted {after - before:g} key_revoked rejections")
+    demo.say(
+        f"a thief's delta {city} v{forged.version} signed with the revoked key, pushed to "
+        f"{upstream} (Sync.PushDeltas) → rejected: {rejected[0]}; "
+        f'{REJECTED}{{cause="key_revoked"}} +1 there; nothing applied'
+    )
+    demo.expect(upstream, card, types_pb2.NOT_REVOKED)
