@@ -8,6 +8,7 @@ stand-in for the day the revocation arrives in the certifier's feed.
 
 from __future__ import annotations
 
+import itertools
 import time
 import urllib.request
 from collections.abc import Callable
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from node.demo import Demo
 
 RPC_TIMEOUT = 10.0
+# Children that start before their upstream back off (node/sync_client.py, up to 10 s per
+# try), so on a loaded machine the links of a restarted federation can take a while.
+LINK_TIMEOUT = 40.0
 DENIED = "blacklist_denied_calls_total"
 REJECTED = "blacklist_deltas_rejected_total"
 
@@ -264,20 +268,24 @@ def rotate_key(demo: Demo, city: str, watcher: str) -> None:
     )
     for c in commands:
         demo.show(c.text(fed.root))
-    t0 = time.perf_counter()
     fed.write_configs()
     demo.close_channels()
+    marks = [time.perf_counter()]
     codes = fed.stop_all()
     if any(codes.values()):
         raise TrustStepFailed(f"not every node stopped cleanly for the restart: {codes}")
+    marks.append(time.perf_counter())
     fed.start()
     demo.connect()
-    wait_linked(fed)
+    marks.append(time.perf_counter())
+    wait_linked(fed, LINK_TIMEOUT)
+    marks.append(time.perf_counter())
+    stop, start, link = (b - a for a, b in itertools.pairwise(marks))
     demo.say(
         f"restarted all {len(codes)} nodes with {trust.revocations[-1].relative_to(fed.root)} "
-        f"in key_revocations, the new chain added and {city} signing with the new key "
-        f"({time.perf_counter() - t0:.1f} s; key revocations are read at start-up, they do not "
-        "travel in feeds yet)"
+        f"in key_revocations, the new chain added and {city} signing with the new key (stop "
+        f"{stop:.1f} s, start {start:.1f} s, sync links {link:.1f} s; key revocations are read "
+        "at start-up, they do not travel in feeds yet)"
     )
     _push_forgery(demo, city, old.private, trust.issuers[city])
     demo.expect(watcher, first.card_id, types_pb2.REVOKED)
