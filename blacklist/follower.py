@@ -1,0 +1,388 @@
+"""A read-only view of a store that another process writes: the serving side of
+``workers = N`` (node/workers.py).
+
+One process (the writer) applies deltas to the LMDB environment with a
+:class:`~blacklist.store.RevocationStore`; worker processes open the same environment
+read-only and answer checks from it. LMDB gives every read transaction a consistent
+snapshot, so a worker can never see half of a delta (py-lmdb docs: readers never block the
+writer and see only committed transactions). What a worker must keep in step itself is its
+in-memory state: the fingerprint index, the feed heads, the PSAM deny list and the trust
+records.
+
+The rule (DESIGN §4: no false negatives from the index) becomes: *never answer from an
+index older than the LMDB state being read*. :meth:`StoreFollower.refresh` runs before
+every check. It reads the store's ``generation`` (meta DB, bumped by every write
+transaction; about a microsecond in a read transaction) and, when it moved, catches up in
+one read transaction:
+
+* for every feed whose head moved, the fingerprints of the adds of the retained deltas in
+  between are added to the index, after checking that they chain from the head the index
+  covers to the stored head (each delta names its predecessor's digest);
+* when that chain cannot be proved (deltas pruned, a snapshot replaced the feed, a fork),
+  the fingerprints of all of that feed's stored entries are added instead (STYLE.md, after
+  crlite: "can't prove continuity" means "snapshot");
+* fingerprints are never removed. A stale one costs a false positive, which the LMDB read
+  refutes; a missing one would be a false negative. When stale fingerprints outgrow
+  ``stale_fraction`` of the entries, or the entries outgrow the index's width, the index is
+  rebuilt from LMDB: in a background thread, swapped in (and caught up from the heads it
+  was built at) by the next refresh after it is done.
+
+A check linearises at the generation read: a revocation committed before it is seen; one
+committed during it may or may not be, exactly as for a check that arrived a moment
+earlier.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import numpy as np
+from numpy.typing import NDArray
+
+from blacklist.archive import Archive
+from blacklist.audit import AuditLog
+from blacklist.cardbatch import keys_from_columns
+from blacklist.cardid import KEY_LENGTH
+from blacklist.checker import BatchResult, Checker, CheckResult
+from blacklist.clock import Clock, system_clock
+from blacklist.delta import FeedHead, decode_delta
+from blacklist.entryblock import CardColumns
+from blacklist.errors import StoreError
+from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex
+from blacklist.probe import key_fingerprints
+from blacklist.psamlist import PsamList
+from blacklist.records import FeedState, _pub3
+from blacklist.signing import TrustedKey
+from blacklist.store import DEFAULT_MAP_SIZE, INDEX_FILE, SCHEMA_VERSION, RevocationStore
+from blacklist.trustrecords import TrustRecords
+
+_U64 = struct.Struct(">Q")
+_CHUNK = 1 << 20
+DEFAULT_STALE_FRACTION = 0.25  # rebuild once stale fingerprints reach 25% of the entries
+DEFAULT_STALE_FLOOR = 4096  # ... but never for fewer than this many
+
+_EMPTY = np.zeros(0, dtype=np.uint32)
+
+
+class ReadOnlyStore(StoreError):
+    """A write was attempted through a follower; only the writer process writes."""
+
+
+class _Built:
+    """An index built in one read transaction, with the heads and generation it covers."""
+
+    __slots__ = ("generation", "heads", "index")
+
+    def __init__(self, index: FingerprintIndex, heads: dict[str, FeedHead], generation: int):
+        self.index = index
+        self.heads = heads
+        self.generation = generation
+
+
+class StoreFollower(RevocationStore):
+    """A :class:`RevocationStore` that only reads, kept current by :meth:`refresh`.
+
+    ``env``: an environment already open in this process (py-lmdb allows one handle per
+    path and process; tests follow a writer in the same process this way). Otherwise the
+    environment is opened read-only here, which must happen after any fork (py-lmdb docs).
+    ``background``: rebuild the index in a thread (True) or inline in :meth:`refresh`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        env: Any = None,
+        clock: Clock = system_clock,
+        map_size: int = DEFAULT_MAP_SIZE,
+        stale_fraction: float = DEFAULT_STALE_FRACTION,
+        stale_floor: int = DEFAULT_STALE_FLOOR,
+        background: bool = True,
+        fingerprint_width: int | None = None,
+    ) -> None:
+        # Deliberately not RevocationStore.__init__: that one takes a write transaction.
+        self.path = Path(path)
+        self._clock = clock
+        self._fixed_width = fingerprint_width  # tests: narrow, so that cards collide
+        self._retain = 0
+        self._progress = None
+        self._own_env = env is None
+        if env is None:
+            env = lmdb.open(
+                str(self.path),
+                map_size=map_size,
+                max_dbs=12,
+                readonly=True,
+                lock=True,
+                create=False,
+                readahead=False,
+                max_readers=512,
+            )
+        self.env = env
+        self._entries = env.open_db(b"entries")
+        self._feeds_db = env.open_db(b"feeds")
+        self._regions_db = env.open_db(b"regions")
+        self._deltas_db = env.open_db(b"deltas")
+        self._meta = env.open_db(b"meta")
+        self.audit = AuditLog(env)
+        self.psams = PsamList(env)
+        self.trust = TrustRecords(env)
+        self.trust_version = 0  # moves when the trust records read from LMDB changed
+        self.stale_fraction = stale_fraction
+        self.stale_floor = stale_floor
+        self.background = background
+        self.rebuilds = 0
+        self._stale = 0
+        self._rebuilding: threading.Thread | None = None
+        self._rebuilt: _Built | None = None
+        self.epoch = 0
+        self.generation = -1
+        self.feeds: dict[str, FeedState] = {}
+        self._feed_regions: dict[str, set[int]] = {}
+        self._covered: dict[str, FeedHead] = {}
+        with self.env.begin() as txn:
+            self._check_schema_readonly(txn)
+            generation = self._generation(txn)
+            self._install(self._open_built(txn, generation))
+            self._catch_up(txn, generation)
+
+    @property
+    def archive(self) -> Archive:  # type: ignore[override]
+        raise ReadOnlyStore("a follower serves checks; the writer process serves history")
+
+    # ------------------------------------------------------------------ opening
+    def _check_schema_readonly(self, txn: Any) -> None:
+        raw = txn.get(b"schema", db=self._meta)
+        if raw is None or struct.unpack(">I", raw)[0] != SCHEMA_VERSION:
+            found = "none" if raw is None else struct.unpack(">I", raw)[0]
+            raise StoreError(
+                f"{self.path}: store schema {found}, this code reads schema {SCHEMA_VERSION}"
+            )
+
+    def _generation(self, txn: Any) -> int:
+        raw = txn.get(b"generation", db=self._meta)
+        if raw is None:
+            raise StoreError(f"{self.path}: store metadata has no generation record")
+        return int(_U64.unpack(raw)[0])
+
+    def _open_built(self, txn: Any, generation: int) -> _Built:
+        """The index the writer saved, if it is of exactly this state; else built now."""
+        entries = int(txn.stat(self._entries)["entries"])
+        saved = self.path / INDEX_FILE
+        if saved.exists():
+            try:
+                index, at = FingerprintIndex.from_bytes(saved.read_bytes())
+            except StoreError:
+                at = -1
+            wanted = self._wanted_width(entries)
+            if at == generation and index.width == wanted and len(index) == entries:
+                return _Built(index, _read_heads(txn, self._feeds_db), generation)
+        return self._build(txn)
+
+    def _build(self, txn: Any) -> _Built:
+        """Every fingerprint from the stored keys of ``txn``'s snapshot (vectorised)."""
+        entries = int(txn.stat(self._entries)["entries"])
+        index = FingerprintIndex(self._wanted_width(entries))
+        keys = txn.cursor(db=self._entries).iternext(values=False)
+        while True:
+            chunk = [k[:KEY_LENGTH] for _, k in zip(range(_CHUNK), keys, strict=False)]
+            if not chunk:
+                break
+            rows = np.frombuffer(b"".join(chunk), dtype=np.uint8).reshape(-1, KEY_LENGTH)
+            index.add_many(key_fingerprints(rows, index.width))
+        return _Built(index, _read_heads(txn, self._feeds_db), self._generation(txn))
+
+    def _install(self, built: _Built) -> None:
+        self.index = built.index
+        self._covered = built.heads
+        self._stale = 0
+        self.rebuilds += 1
+        self.epoch += 1
+
+    # ------------------------------------------------------------------ following
+    def refresh(self) -> bool:
+        """Catch up with the writer if the stored generation moved (or a rebuilt index is
+        ready); True if anything changed. Call before answering from the index."""
+        rebuilt = None
+        thread = self._rebuilding
+        if thread is not None and not thread.is_alive():  # done (or failed: retried later)
+            rebuilt, self._rebuilt, self._rebuilding = self._rebuilt, None, None
+            if rebuilt is not None:
+                self._install(rebuilt)
+        with self.env.begin() as txn:
+            generation = self._generation(txn)
+            if generation == self.generation and rebuilt is None:
+                return False
+            self._catch_up(txn, generation)
+        return True
+
+    def _catch_up(self, txn: Any, generation: int) -> None:
+        feeds = {
+            f"{int.from_bytes(k, 'big'):06d}": v
+            for k, v in txn.cursor(db=self._feeds_db).iternext()
+        }
+        states = {pub: FeedState.unpack(pub, raw) for pub, raw in feeds.items()}
+        regions: dict[str, set[int]] = {}
+        for key in txn.cursor(db=self._regions_db).iternext(values=False):
+            pub = f"{int.from_bytes(key[:3], 'big'):06d}"
+            regions.setdefault(pub, set()).add(int.from_bytes(key[3:], "big"))
+        self._feed_regions = regions
+        parts: list[NDArray[np.uint32]] = []
+        moved = False
+        for pub, state in states.items():
+            covered = self._covered.get(pub)
+            if covered == state.head:
+                continue
+            moved = True
+            fps, stale = self._fingerprints_since(txn, pub, covered, state)
+            parts.append(fps)
+            self._stale += stale
+        if parts:
+            self.index.add_many(np.concatenate(parts))
+        self._covered = {pub: state.head for pub, state in states.items()}
+        self.feeds = states
+        if moved:
+            # Small tables (thousands of rows): re-read whole rather than followed.
+            self.psams = PsamList(self.env)
+            trust = TrustRecords(self.env)
+            if trust.records() != self.trust.records():
+                self.trust_version += 1
+            self.trust = trust
+        self.generation = generation
+        self.epoch += 1
+        self._maybe_rebuild(txn, sum(s.entries for s in states.values()))
+
+    def _fingerprints_since(
+        self, txn: Any, publisher: str, covered: FeedHead | None, state: FeedState
+    ) -> tuple[NDArray[np.uint32], int]:
+        """Fingerprints the index lacks for one feed that moved from ``covered`` to
+        ``state``, and how many index holders that leaves without an entry (stale)."""
+        pub = _pub3(publisher)
+        if covered is not None and covered.version < state.version:
+            digest, parts, removed = covered.digest, [], 0
+            for version in range(covered.version + 1, state.version + 1):
+                raw = txn.get(pub + _U64.pack(version), db=self._deltas_db)
+                if raw is None:
+                    break
+                delta = decode_delta(bytes(raw))
+                if delta.prev_digest != digest:
+                    break
+                digest = delta.digest
+                parts.append(self._card_fingerprints(delta.adds.cards))
+                removed += len(delta.removes)
+            else:
+                if digest == state.head.digest:
+                    return (np.concatenate(parts) if parts else _EMPTY), removed
+        # No provable chain of retained deltas: take the feed's stored entries whole.
+        keys = [k[:KEY_LENGTH] for k, _ in self._publisher_items(txn, publisher) if k[-3:] == pub]
+        if not keys:
+            return _EMPTY, 0
+        rows = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_LENGTH)
+        held = self.feeds.get(publisher)
+        return key_fingerprints(rows, self.index.width), held.entries if held else 0
+
+    def _card_fingerprints(self, cards: CardColumns) -> NDArray[np.uint32]:
+        if len(cards) == 0:
+            return _EMPTY
+        rows = keys_from_columns(cards.region, cards.middle, cards.serial)
+        return key_fingerprints(rows, self.index.width)
+
+    def _maybe_rebuild(self, txn: Any, entries: int) -> None:
+        too_stale = self._stale > max(self.stale_floor, self.stale_fraction * entries)
+        width = self.index.width
+        too_dense = (
+            self._fixed_width is None and width < 32 and entries > 1 << (width - SPARSITY_BITS + 1)
+        )
+        if not (too_stale or too_dense) or self._rebuilding is not None:
+            return
+        if not self.background:
+            self._install(self._build(txn))  # covers exactly this txn's heads
+            return
+        self._rebuilding = threading.Thread(
+            target=self._rebuild_in_background, name="index-rebuild", daemon=True
+        )
+        self._rebuilding.start()
+
+    def _rebuild_in_background(self) -> None:
+        with self.env.begin() as txn:
+            self._rebuilt = self._build(txn)
+
+    def wait_for_rebuild(self) -> None:
+        """Block until a background rebuild (if any) has finished (tests, shutdown)."""
+        thread = self._rebuilding
+        if thread is not None:
+            thread.join()
+
+    @property
+    def stale(self) -> int:
+        """Index holders that may have no entry any more (reset by each rebuild)."""
+        return self._stale
+
+    # ------------------------------------------------------------------ never writing
+    def _refuse(self, *_: object, **__: object) -> Any:
+        raise ReadOnlyStore(f"{self.path}: this process follows the store; it does not write")
+
+    apply = apply_delta = apply_snapshot = _refuse
+    touch_feeds = touch_feed = keep_snapshot = save_index = _refuse
+
+    def rebuild_index(self, width: int | None = None) -> FingerprintIndex:
+        with self.env.begin() as txn:
+            built = self._build(txn)
+            self._install(built)
+            self._catch_up(txn, self._generation(txn))
+        return self.index
+
+    def close(self, save_index: bool = False) -> None:
+        """Never saves the index (the writer owns the file); closes only an own env."""
+        self.wait_for_rebuild()
+        if self._own_env:
+            self.env.close()
+
+
+def _read_heads(txn: Any, feeds_db: Any) -> dict[str, FeedHead]:
+    heads = {}
+    for key, raw in txn.cursor(db=feeds_db).iternext():
+        pub = f"{int.from_bytes(key, 'big'):06d}"
+        heads[pub] = FeedState.unpack(pub, raw).head
+    return heads
+
+
+class FollowingChecker(Checker):
+    """A :class:`Checker` over a :class:`StoreFollower` that catches up before each answer.
+
+    ``keys_for`` turns the trust records read from LMDB into the trusted keys (the node's
+    config does this, node/config.py); it is called when those records change.
+    """
+
+    def __init__(
+        self,
+        follower: StoreFollower,
+        keys: Mapping[bytes, TrustedKey],
+        *,
+        keys_for: Callable[[list[bytes]], Mapping[bytes, TrustedKey]] | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        super().__init__(follower, keys, clock=clock)
+        self.follower = follower
+        self._keys_for = keys_for
+        self._trust_version = follower.trust_version
+
+    def _follow(self) -> None:
+        if self.follower.refresh() and self.follower.trust_version != self._trust_version:
+            self._trust_version = self.follower.trust_version
+            if self._keys_for is not None:
+                self.set_keys(self._keys_for(self.follower.trust.records()))
+
+    def check(self, card_id: str) -> CheckResult:
+        self._follow()
+        return super().check(card_id)
+
+    def check_many(self, card_ids: Sequence[str]) -> BatchResult:
+        self._follow()
+        return super().check_many(card_ids)
