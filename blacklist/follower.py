@@ -52,6 +52,7 @@ from blacklist.cardid import KEY_LENGTH
 from blacklist.checker import BatchResult, Checker, CheckResult
 from blacklist.clock import Clock, system_clock
 from blacklist.delta import FeedHead, decode_delta
+from blacklist.entry import Entry
 from blacklist.entryblock import CardColumns
 from blacklist.errors import StoreError
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex
@@ -378,6 +379,10 @@ class FollowingChecker(Checker):
             self._trust_version = self.follower.trust_version
             if self._keys_for is not None:
                 self.set_keys(self._keys_for(self.follower.trust.records()))
+
+    def psam_denial(self, psam_id: str) -> Entry | None:
+        self._follow()
+        return super().psam_denial(psam_id)
 
     def check(self, card_id: str) -> CheckResult:
         self._follow()

@@ -13,6 +13,7 @@
     ]                                   #   revocations their certifiers signed
     key_revocations = ["revs/440100-1.rev"]
     trust_refresh_interval = 60.0       # seconds between re-checks of certificate validity
+    workers = 1                         # serving processes on the one port (node/workers.py)
     upstreams = ["127.0.0.1:50041"]     # where to sync from, in failover order (none: a root)
     sync_interval = 5.0                 # seconds between scheduled pulls (push is immediate)
     subscribe = true                    # hold the upstream's push stream (false: pull only)
@@ -68,7 +69,7 @@ KNOWN_FIELDS = {
     "role", "region", "listen", "metrics_listen", "data_dir", "signing_key", "trusted_keys",
     "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval", "subscribe",
     "tls_ca", "tls_cert", "tls_key", "plaintext", "trust_anchor", "certificate_chains",
-    "key_revocations", "trust_refresh_interval",
+    "key_revocations", "trust_refresh_interval", "workers",
 }  # fmt: skip
 
 
@@ -103,6 +104,7 @@ class NodeConfig:
     certificate_chain_paths: tuple[tuple[Path, ...], ...] = ()
     key_revocation_paths: tuple[Path, ...] = ()
     trust_refresh_interval: float = 60.0
+    workers: int = 1
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -241,6 +243,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         certificate_chain_paths=chains,
         key_revocation_paths=revocations,
         trust_refresh_interval=float(refresh),
+        workers=_int(data, "workers", 1, 1, 64),
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.
     try:

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +28,7 @@ from blacklist.clock import Clock, system_clock
 from blacklist.store import RevocationStore
 from node.admin_trust import TrustAdmin
 from node.config import NodeConfig
+from node.forward import ForwardedCallers, restrict, socket_path
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -43,6 +45,7 @@ from node.sync_client import SyncClient
 from node.sync_service import SyncServicer
 from node.tls import channel_credentials, server_credentials
 from node.trust_keeper import TrustKeeper
+from node.workers import WorkerPool
 
 log = logging.getLogger("node")
 MAX_MESSAGE = 16 * 1024 * 1024  # a 100,000-card Revoke is ~5 MB
@@ -51,6 +54,20 @@ SERVICES = {
     "Admin": admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     "Sync": sync_pb2.DESCRIPTOR.services_by_name["Sync"].full_name,
 }
+
+
+def add_card_status(
+    server: grpc.aio.Server, checker: Checker, metrics: NodeMetrics, config: NodeConfig
+) -> None:
+    """CardStatus, metered (and role-checked with TLS): in the writer and in each worker."""
+    meter = Meter(metrics, enforce=config.tls)
+    status = CardStatusServicer(checker, metrics, config.max_batch)
+    for name in ("CheckCard", "BatchCheck"):
+        setattr(status, name, meter.unary(SERVICES["CardStatus"], name, getattr(status, name)))
+    status.CheckStream = meter.bidi(  # type: ignore[method-assign,assignment]
+        SERVICES["CardStatus"], "CheckStream", status.CheckStream
+    )
+    card_status_pb2_grpc.add_CardStatusServicer_to_server(status, server)  # type: ignore[no-untyped-call]
 
 
 class Node:
@@ -88,16 +105,12 @@ class Node:
         self.grpc_address = ""
         self.metrics_url = ""
         self._http: Any = None
+        self.workers: WorkerPool | None = None
+        self._relay: Path | None = None
 
     def _add_services(self, server: grpc.aio.Server) -> None:
         meter = Meter(self.metrics, enforce=self.config.tls)
-        status = CardStatusServicer(self.checker, self.metrics, self.config.max_batch)
-        for name in ("CheckCard", "BatchCheck"):
-            setattr(status, name, meter.unary(SERVICES["CardStatus"], name, getattr(status, name)))
-        status.CheckStream = meter.bidi(  # type: ignore[method-assign,assignment]
-            SERVICES["CardStatus"], "CheckStream", status.CheckStream
-        )
-        card_status_pb2_grpc.add_CardStatusServicer_to_server(status, server)  # type: ignore[no-untyped-call]
+        add_card_status(server, self.checker, self.metrics, self.config)
         admin = AdminServicer(
             role=self.config.role,
             region=self.config.region,
@@ -145,12 +158,14 @@ class Node:
             loop_side=[self.checker.set_keys],
         )
         self._trust_task = asyncio.create_task(self.trust.run(self._stopping))
+        shared = self.config.workers > 1  # worker processes bind the same port (node/workers.py)
         server = grpc.aio.server(
+            interceptors=[ForwardedCallers()] if shared else None,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
-                ("grpc.so_reuseport", 0),
-            ]
+                ("grpc.so_reuseport", 1 if shared else 0),
+            ],
         )
         self._add_services(server)
         host = self.config.listen.rpartition(":")[0]
@@ -165,6 +180,12 @@ class Node:
         if bound == 0:
             raise OSError(f"cannot listen on {self.config.listen}")
         self.grpc_address = f"{host}:{bound}"
+        if shared:  # Admin and Sync calls that land on a worker come back here
+            self._relay = socket_path(self.config.data_dir)
+            if server.add_insecure_port(f"unix:{self._relay}") == 0:
+                raise OSError(f"cannot listen on {self._relay}")
+            restrict(self._relay)
+            self.store.save_index()  # workers load it instead of rebuilding (before any write)
         mhost, _, mport = self.config.metrics_listen.rpartition(":")
         self._http, _ = start_http_server(int(mport), addr=mhost, registry=self.registry)
         self.metrics_url = f"http://{mhost}:{self._http.server_address[1]}/metrics"
@@ -172,6 +193,14 @@ class Node:
         for name in ("", *SERVICES.values()):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.server = server
+        if shared:
+            self.workers = WorkerPool(
+                self.config,
+                address=self.grpc_address,
+                relay=str(self._relay),
+                registry=self.registry,
+            )
+            await self.workers.start()
         if self.config.upstreams:
             self.sync = SyncClient(
                 region=self.config.region,
@@ -199,9 +228,13 @@ class Node:
         if self.sync is not None and self._sync_task is not None:
             await self.sync.stop()
             await asyncio.wait_for(self._sync_task, timeout=grace)
+        if self.workers is not None:
+            await self.workers.stop()
         if self.server is not None:
             await self._health.enter_graceful_shutdown()
             await self.server.stop(grace)
+        if self._relay is not None:
+            self._relay.unlink(missing_ok=True)
         self.writer.shutdown(wait=True)
         if self._http is not None:
             self._http.shutdown()
@@ -227,6 +260,7 @@ async def serve(config: NodeConfig, ready: Any = sys.stdout) -> None:
                 "grpc": node.grpc_address,
                 "metrics": node.metrics_url,
                 "tls": config.tls,
+                "workers": node.workers.pids if node.workers else [],
             }
         ),
         file=ready,

@@ -1,0 +1,193 @@
+"""``workers = N`` as real processes: one port, several serving processes (issue #6).
+
+The node's writer process and its worker serve CheckCard on one port; Admin calls landing
+on the worker are relayed to the writer; a revocation is seen on every connection as soon
+as Revoke returned; a worker killed with SIGKILL is restarted; SIGTERM stops everything
+with exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc, card_status_pb2_grpc, types_pb2
+from node.gen.blacklist.v1.card_status_pb2 import CheckCardRequest
+from tests.node_harness import (
+    CHANNEL_OPTIONS,
+    Metrics,
+    NodeProcess,
+    card_id,
+    run_node_expecting_exit,
+    write_config,
+    write_node,
+)
+
+GZ = "440100"
+S = types_pb2.CardStatusCode
+CONNECTIONS = 24  # P(all on one of two processes) = 2**-23
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[NodeProcess]:
+    files = write_node(tmp_path / "gz", GZ, extra={"workers": 2})
+    with NodeProcess(files.config) as process:
+        yield process
+
+
+def fresh_channels(node: NodeProcess, n: int = CONNECTIONS) -> list[grpc.Channel]:
+    """Channels that each open their own TCP connection (no shared subchannel), so that
+    SO_REUSEPORT spreads them over the serving processes."""
+    options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+    return [grpc.insecure_channel(node.grpc, options=options) for _ in range(n)]
+
+
+def scrape(url: str) -> Metrics:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return Metrics(response.read().decode())
+
+
+def worker_urls(node: NodeProcess) -> dict[int, str]:
+    """pid → /metrics URL of every live worker, from the writer's blacklist_worker_info."""
+    info = node.scrape().samples.get("blacklist_worker_info", [])
+    return {int(labels["pid"]): labels["metrics_url"] for labels, _ in info}
+
+
+def checks_answered(url: str) -> float:
+    return sum(v for _, v in scrape(url).samples.get("blacklist_checks_total", []))
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def check_everywhere(channels: list[grpc.Channel], card: str) -> set[int]:
+    statuses = set()
+    for channel in channels:
+        stub = card_status_pb2_grpc.CardStatusStub(channel)  # type: ignore[no-untyped-call]
+        statuses.add(stub.CheckCard(CheckCardRequest(card_id=card), timeout=10).status)
+    return statuses
+
+
+def test_two_processes_answer_on_one_port(node: NodeProcess) -> None:
+    pids = worker_urls(node)
+    ready: dict[str, Any] = dict(node.ready)  # parsed JSON (the harness types it as str)
+    assert len(pids) == 1 and ready["workers"] == list(pids)
+    assert node.scrape().value("blacklist_workers") == 2
+    (url,) = pids.values()
+    before = (checks_answered(node.metrics_url), checks_answered(url))
+    channels = fresh_channels(node)
+    assert check_everywhere(channels, card_id()) == {S.NO_DATA}  # nothing published yet
+    after = (checks_answered(node.metrics_url), checks_answered(url))
+    served = [a - b for a, b in zip(after, before, strict=True)]
+    assert sum(served) == CONNECTIONS and all(n > 0 for n in served), served
+    for channel in channels:
+        channel.close()
+
+
+def test_a_revocation_is_seen_on_every_connection_once_revoke_returned(
+    node: NodeProcess,
+) -> None:
+    (url,) = worker_urls(node).values()
+    channels = fresh_channels(node)
+    cards = [card_id() for _ in range(5)]
+    assert check_everywhere(channels, cards[0]) == {S.NO_DATA}  # connections up
+    for card in cards:
+        # Each Revoke goes over a fresh connection: on the worker it is relayed.
+        admin = admin_pb2_grpc.AdminStub(fresh_channels(node, 1)[0])  # type: ignore[no-untyped-call]
+        admin.Revoke(
+            admin_pb2.RevokeRequest(
+                revocations=[admin_pb2.Revocation(card_id=card, reason=types_pb2.LOSS)]
+            ),
+            timeout=10,
+        )
+        assert check_everywhere(channels, card) == {S.REVOKED}
+    reinstated = admin_pb2_grpc.AdminStub(channels[-1]).Reinstate(  # type: ignore[no-untyped-call]
+        admin_pb2.ReinstateRequest(card_ids=[cards[0]]), timeout=10
+    )
+    assert reinstated.version == len(cards) + 1
+    assert check_everywhere(channels, cards[0]) == {S.NOT_REVOKED}
+    assert check_everywhere(channels, cards[1]) == {S.REVOKED}
+    # Every connection's Status (relayed or not) reports the writer's one feed.
+    for channel in channels[:4]:
+        status = admin_pb2_grpc.AdminStub(channel).Status(  # type: ignore[no-untyped-call]
+            admin_pb2.StatusRequest(), timeout=10
+        )
+        assert [f.version for f in status.feeds] == [len(cards) + 1]
+    relayed = scrape(url).samples.get("blacklist_relayed_calls_total", [])
+    assert sum(v for _, v in relayed) > 0  # P(no call landed on the worker) = 2**-10
+    audit = node.admin.ListAudit(admin_pb2.ListAuditRequest(), timeout=10)
+    assert all(r.operator.startswith("plaintext:ipv4:127.0.0.1") for r in audit.records)
+    for channel in channels:
+        channel.close()
+
+
+def test_health_is_serving_on_every_process(node: NodeProcess) -> None:
+    for channel in fresh_channels(node, 8):
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "blacklist.v1.CardStatus", "blacklist.v1.Admin"):
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        channel.close()
+
+
+def test_a_killed_worker_is_restarted_and_serves_again(node: NodeProcess) -> None:
+    (old,) = worker_urls(node)
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: node.scrape().value("blacklist_worker_restarts_total") == 1, "a restart")
+    wait_for(lambda: node.scrape().value("blacklist_workers") == 2, "two serving processes")
+    ((new, url),) = worker_urls(node).items()
+    assert new != old
+    card = card_id()
+    node.admin.Revoke(
+        admin_pb2.RevokeRequest(
+            revocations=[admin_pb2.Revocation(card_id=card, reason=types_pb2.LOSS)]
+        ),
+        timeout=10,
+    )
+    before = checks_answered(url)
+    channels = fresh_channels(node)
+    assert check_everywhere(channels, card) == {S.REVOKED}
+    assert checks_answered(url) > before
+    for channel in channels:
+        channel.close()
+
+
+def test_sigterm_stops_the_writer_and_its_workers_with_exit_0(node: NodeProcess) -> None:
+    (worker,) = worker_urls(node)
+    assert node.stop() == 0
+    wait_for(lambda: not _running(worker), f"worker {worker} to exit", timeout=10)
+
+
+def test_a_worker_dies_with_its_writer(node: NodeProcess) -> None:
+    (worker,) = worker_urls(node)
+    node.kill()
+    wait_for(lambda: not _running(worker), f"worker {worker} to exit", timeout=10)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_workers_out_of_range_is_refused(tmp_path: Path) -> None:
+    files = write_node(tmp_path / "gz", GZ)
+    config = write_config(tmp_path / "bad.toml", {**files.fields, "workers": 0})
+    code, err = run_node_expecting_exit(config)
+    assert code == 2 and "'workers'" in err and "1..64" in err
