@@ -12,13 +12,13 @@ GEN := node/gen
 PROTOS := $(wildcard proto/blacklist/v1/*.proto)
 PROTO_STAMP := $(GEN)/.stamp
 
-.PHONY: install proto test lint typecheck unit tools bench demo up down clean
+.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean
 
 $(STAMP): pyproject.toml blacklist/_speedups.c
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required and none was found on PATH" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(PROTO_STAMP)
@@ -50,6 +50,13 @@ typecheck: install
 # alert rules' unit tests and a real Prometheus against a federation, and fails without them.
 tools:
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+	$(MAKE) compare-tools
+
+# h2load, redis-server and redis-benchmark (Debian's nghttp2-client, redis-server): for
+# `make bench-compare` and its tiny end-to-end run in tests/test_compare.py.
+compare-tools:
+	command -v h2load >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client)
+	command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools)
 
 unit: install tools
 	$(BIN)/pytest -q tests
@@ -65,6 +72,13 @@ bench: install
 	$(BIN)/pytest bench --benchmark-only --benchmark-json=bench/results/latest.json \
 		--benchmark-columns=min,median,mean,rounds -q
 	$(BIN)/python -m bench.report bench/results/latest.json
+
+# The node beside an empty grpc.aio handler, Redis (started here on loopback, no
+# persistence, stopped afterwards), a raw TCP echo, a Python set and a DER delta CRL, in one
+# run: bench/results/compare.md and compare.png (issue #6). 10M: BENCH_SCALE=10000000.
+BENCH_SCALE ?= 1000000
+bench-compare: install compare-tools
+	$(BIN)/python -m bench.compare --scale $(BENCH_SCALE)
 
 # The national scenario (issue #4): six nodes as separate processes, revoked at Guangzhou,
 # refused in Beijing; everything stopped at the end.
