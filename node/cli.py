@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from blacklist.signing import SigningKey
-from node import keys_cli
+from node import keys_cli, trust_cli
 from node.config import ConfigError, load_config
 from node.keyfiles import write_key_pair
 from node.tls import add_commands as add_tls_commands
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", required=True, type=Path, help="directory for the key files")
     gen.set_defaults(fn=_keys_generate)
     keys_cli.register(keys_sub)
+    trust_cli.register_publish(keys_sub)  # keys publish: certificates/revocations into a feed
     add_tls_commands(sub)
     demo = sub.add_parser("demo", help="the national scenario: six nodes syncing, then stopped")
     demo.set_defaults(fn=lambda a: __import__("node.demo", fromlist=["main"]).main())
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     down = sub.add_parser("down", help="stop the federation that `up` started")
     down.add_argument("--dir", type=Path, default=Path(".federation"), help=state)
     down.set_defaults(fn=_down)
+    trust_cli.register_psam(sub)  # psam revoke|reinstate|show (node/trust_cli.py)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

@@ -35,7 +35,7 @@ from node.gen.blacklist.v1 import (
     sync_pb2_grpc,
     types_pb2,
 )
-from node.keyfiles import load_certificate, load_revocation, load_signing_key
+from node.keyfiles import load_certificate, load_signing_key
 from node.localnode import LocalNode, NodeSpec, generate_keys, start_node
 from node.tls import CertFiles, init_ca, issue
 from tests.node_harness import Metrics, card_id
@@ -233,14 +233,24 @@ def gz_delta_for(world: World, key: str, head: FeedHead, card: str, at: int | No
     ).to_bytes()
 
 
+def operator_cli(world: World, *args: str | Path, expect: int = 0) -> str:
+    """``python -m node ...`` as the province's operator (mutual TLS)."""
+    files = world.certs["operator-gd"]
+    done = subprocess.run(
+        [sys.executable, "-m", "node", *map(str, args), "--node", world.province.grpc,
+         "--ca", str(world.ca / "ca.crt"), "--cert", str(files.cert), "--key", str(files.key)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == expect, (done.stdout, done.stderr)
+    return done.stdout + done.stderr
+
+
 def publish_gz_certificate(world: World) -> None:
-    """The province publishes Guangzhou's certificates in its feed (idempotent)."""
-    records = [
-        load_certificate(world.keys / f"{n}.crt").to_bytes() for n in ("440100", "440100-new")
-    ]
-    world.admin(world.province, "operator-gd").PublishTrust(
-        admin_pb2.PublishTrustRequest(records=records), timeout=30
-    )
+    """The province publishes Guangzhou's certificates in its feed (`keys publish`; running
+    it again publishes nothing new)."""
+    crts = [world.keys / f"{n}.crt" for n in ("440100", "440100-new")]
+    out = operator_cli(world, "keys", "publish", *crts)
+    assert "published 2 record(s)" in out or "nothing new" in out, out
 
 
 def test_revocation_in_the_certifiers_feed_then_rotation_and_replay(world: World) -> None:
@@ -261,9 +271,7 @@ def test_revocation_in_the_certifiers_feed_then_rotation_and_replay(world: World
           world.keys / "440100" / "440100.pub", "--as-of", str(now), "--reason", "compromised",
           "--out", revocation)  # fmt: skip
     province_version = world.head(world.province, PROVINCE)
-    world.admin(world.province, "operator-gd").PublishTrust(
-        admin_pb2.PublishTrustRequest(records=[load_revocation(revocation).to_bytes()]), timeout=30
-    )
+    assert "published 1 record(s)" in operator_cli(world, "keys", "publish", revocation)
     wait_for(
         "the revocation at the city",
         lambda: world.head(world.city, PROVINCE) == province_version + 1,
@@ -336,13 +344,8 @@ def test_an_operator_of_440100_revoking_a_110100_card(world: World) -> None:
 
 
 def test_a_revoked_psam_checking_a_card(world: World) -> None:
-    answer = world.admin(world.province, "operator-gd").RevokePsam(
-        admin_pb2.RevokePsamRequest(
-            revocations=[admin_pb2.PsamRevocation(psam_id=PSAM, reason=types_pb2.LOSS)]
-        ),
-        timeout=10,
-    )
-    assert answer.added == 1
+    assert "denied 1 PSAM(s)" in operator_cli(world, "psam", "revoke", "--reason", "loss", PSAM)
+    assert "denied by 440000 (loss" in operator_cli(world, "psam", "show", PSAM)
     card = card_id(SZ)
 
     def refused_at_city() -> bool:
@@ -378,7 +381,5 @@ def test_a_revoked_psam_checking_a_card(world: World) -> None:
         )
     assert scoped.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # Lifting the denial lets the terminal work again, everywhere.
-    world.admin(world.province, "operator-gd").ReinstatePsam(
-        admin_pb2.ReinstatePsamRequest(psam_ids=[PSAM]), timeout=10
-    )
+    assert "lifted 1 denial(s)" in operator_cli(world, "psam", "reinstate", PSAM)
     wait_for("the lifted denial at the city", lambda: not refused_at_city())
