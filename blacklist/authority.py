@@ -155,14 +155,26 @@ class Authority:
         same list twice leaves the feed version where it was. Reinstatements of cards the
         feed does not hold count as ``absent_removes`` either way."""
         wanted, gone = self.pending(revocations, reinstatements)
+        delta, result = self.publish_pending(wanted, gone, snapshot=snapshot)
         absent = len(reinstatements) - len(gone)
-        head = self.store.head(self.publisher)
-        if not wanted and not gone:
-            return None, ApplyResult(self.publisher, head.version, 0, 0, 0, absent)
-        delta = build_delta(self.key, head, wanted, gone, int(self._clock()))
-        result = self.store.apply_delta(delta, self.keys)
         if absent:
             result = dataclasses.replace(result, absent_removes=result.absent_removes + absent)
+        return delta, result
+
+    def publish_pending(
+        self,
+        revocations: Sequence[Revocation] = (),
+        reinstatements: Sequence[str] = (),
+        *,
+        snapshot: bool = True,
+    ) -> tuple[Delta | None, ApplyResult]:
+        """:meth:`publish` of what :meth:`pending` returned, without looking again (a caller
+        that needs the changes themselves, such as the audit log, asks once)."""
+        head = self.store.head(self.publisher)
+        if not revocations and not reinstatements:
+            return None, ApplyResult(self.publisher, head.version, 0, 0, 0, 0)
+        delta = build_delta(self.key, head, revocations, reinstatements, int(self._clock()))
+        result = self.store.apply_delta(delta, self.keys)
         if snapshot:
             self.maybe_snapshot()
         return delta, result
@@ -191,8 +203,11 @@ class Authority:
         ``keys`` are their binary keys, concatenated."""
         held: dict[str, tuple[Reason, int]] = {}
         shared = []  # cards where another feed's entry sorts first (overlapping scopes)
+        # In key order: neighbouring lookups share B-tree pages (cards arrive in any order).
+        order = sorted(range(len(cards)), key=lambda i: keys[i * KEY_LENGTH : (i + 1) * KEY_LENGTH])
         with self.store.read_txn() as txn:
-            for i, card in enumerate(cards):
+            for i in order:
+                card = cards[i]
                 found = self.store.find(keys[i * KEY_LENGTH : (i + 1) * KEY_LENGTH], txn)
                 if found is not None:
                     entry = decode_entry(*found, card)

@@ -237,7 +237,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         """On the writer thread: publish, then audit what was published (never a refusal,
         never a card the call left as it was: those are not in the delta either)."""
         revocations, reinstatements = authority.pending(revocations, reinstatements)
-        delta, result = authority.publish(revocations, reinstatements, snapshot=False)
+        delta, result = authority.publish_pending(revocations, reinstatements, snapshot=False)
         if delta is None:
             return None, result
         if revocations:
