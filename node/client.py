@@ -1,0 +1,73 @@
+"""How the operator tools (``status``, ``import-csv``, ``export-csv``) reach a node: a gRPC
+channel in plain text, or mutual TLS with an operator certificate (node/tls.py), the same
+three files for every tool."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from node.tls import channel_credentials
+
+# A ListEntries page of 10,000 entries is well under this; gRPC's 4 MiB default is not far.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
+# Codes that mean "could not talk to the node", as opposed to "the node said no".
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class UsageError(ValueError):
+    """Options that do not go together; the message says what to give."""
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def add_connection_options(parser: argparse.ArgumentParser, timeout: float) -> None:
+    tls = parser.add_argument_group(
+        "mutual TLS (all three, or none for a node with plaintext = true)"
+    )
+    tls.add_argument("--ca", type=Path, help="the CA certificate that signed the node's")
+    tls.add_argument(
+        "--cert", type=Path, help="an operator certificate (tls issue --role operator)"
+    )
+    tls.add_argument("--key", type=Path, help="its private key")
+    parser.add_argument(
+        "--timeout", type=float, default=timeout, help=f"seconds per call (default {timeout:g})"
+    )
+
+
+def tls_from_args(args: argparse.Namespace) -> ClientTls | None:
+    given = [args.ca, args.cert, args.key]
+    if not any(given):
+        return None
+    if not all(given):
+        raise UsageError("--ca, --cert and --key go together: give all three or none")
+    return ClientTls(args.ca, args.cert, args.key)
+
+
+def open_channel(address: str, tls: ClientTls | None) -> Any:
+    """A grpc.Channel to ``address`` (TlsError if a TLS file cannot be read)."""
+    if tls is None:
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    credentials = channel_credentials(tls.ca, tls.cert, tls.key)
+    return grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+
+
+def describe(error: grpc.RpcError) -> str:
+    """``CODE: details`` of a failed call, on one line."""
+    code = error.code() if hasattr(error, "code") else None
+    details = error.details() if hasattr(error, "details") else str(error)
+    name = code.name if code is not None else "ERROR"
+    return f"{name}: {' '.join(str(details).split())}"
+
+
+def unreachable(error: grpc.RpcError) -> bool:
+    return hasattr(error, "code") and error.code() in UNREACHABLE
