@@ -20,8 +20,17 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc, card_status_pb2_grpc, types_pb2
+from node.forward import encode_auth
+from node.gen.blacklist.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    card_status_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+    types_pb2,
+)
 from node.gen.blacklist.v1.card_status_pb2 import CheckCardRequest
+from node.tls import CertFiles, init_ca, issue
 from tests.node_harness import (
     CHANNEL_OPTIONS,
     Metrics,
@@ -35,6 +44,14 @@ from tests.node_harness import (
 GZ = "440100"
 S = types_pb2.CardStatusCode
 CONNECTIONS = 24  # P(all on one of two processes) = 2**-23
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """One node for the tests that leave its processes as they were."""
+    files = write_node(tmp_path_factory.mktemp("shared") / "gz", GZ, extra={"workers": 2})
+    with NodeProcess(files.config) as process:
+        yield process
 
 
 @pytest.fixture
@@ -82,16 +99,16 @@ def check_everywhere(channels: list[grpc.Channel], card: str) -> set[int]:
     return statuses
 
 
-def test_two_processes_answer_on_one_port(node: NodeProcess) -> None:
-    pids = worker_urls(node)
-    ready: dict[str, Any] = dict(node.ready)  # parsed JSON (the harness types it as str)
+def test_two_processes_answer_on_one_port(shared: NodeProcess) -> None:
+    pids = worker_urls(shared)
+    ready: dict[str, Any] = dict(shared.ready)  # parsed JSON (the harness types it as str)
     assert len(pids) == 1 and ready["workers"] == list(pids)
-    assert node.scrape().value("blacklist_workers") == 2
+    assert shared.scrape().value("blacklist_workers") == 2
     (url,) = pids.values()
-    before = (checks_answered(node.metrics_url), checks_answered(url))
-    channels = fresh_channels(node)
-    assert check_everywhere(channels, card_id()) == {S.NO_DATA}  # nothing published yet
-    after = (checks_answered(node.metrics_url), checks_answered(url))
+    before = (checks_answered(shared.metrics_url), checks_answered(url))
+    channels = fresh_channels(shared)
+    assert len(check_everywhere(channels, card_id())) == 1  # one answer on every connection
+    after = (checks_answered(shared.metrics_url), checks_answered(url))
     served = [a - b for a, b in zip(after, before, strict=True)]
     assert sum(served) == CONNECTIONS and all(n > 0 for n in served), served
     for channel in channels:
@@ -99,26 +116,28 @@ def test_two_processes_answer_on_one_port(node: NodeProcess) -> None:
 
 
 def test_a_revocation_is_seen_on_every_connection_once_revoke_returned(
-    node: NodeProcess,
+    shared: NodeProcess,
 ) -> None:
-    (url,) = worker_urls(node).values()
-    channels = fresh_channels(node)
+    (url,) = worker_urls(shared).values()
+    channels = fresh_channels(shared)
     cards = [card_id() for _ in range(5)]
-    assert check_everywhere(channels, cards[0]) == {S.NO_DATA}  # connections up
+    assert len(check_everywhere(channels, cards[0])) == 1  # connections up
+    versions = []
     for card in cards:
         # Each Revoke goes over a fresh connection: on the worker it is relayed.
-        admin = admin_pb2_grpc.AdminStub(fresh_channels(node, 1)[0])  # type: ignore[no-untyped-call]
-        admin.Revoke(
+        admin = admin_pb2_grpc.AdminStub(fresh_channels(shared, 1)[0])  # type: ignore[no-untyped-call]
+        done = admin.Revoke(
             admin_pb2.RevokeRequest(
                 revocations=[admin_pb2.Revocation(card_id=card, reason=types_pb2.LOSS)]
             ),
             timeout=10,
         )
+        versions.append(done.version)
         assert check_everywhere(channels, card) == {S.REVOKED}
     reinstated = admin_pb2_grpc.AdminStub(channels[-1]).Reinstate(  # type: ignore[no-untyped-call]
         admin_pb2.ReinstateRequest(card_ids=[cards[0]]), timeout=10
     )
-    assert reinstated.version == len(cards) + 1
+    assert reinstated.version == versions[-1] + 1
     assert check_everywhere(channels, cards[0]) == {S.NOT_REVOKED}
     assert check_everywhere(channels, cards[1]) == {S.REVOKED}
     # Every connection's Status (relayed or not) reports the writer's one feed.
@@ -126,17 +145,17 @@ def test_a_revocation_is_seen_on_every_connection_once_revoke_returned(
         status = admin_pb2_grpc.AdminStub(channel).Status(  # type: ignore[no-untyped-call]
             admin_pb2.StatusRequest(), timeout=10
         )
-        assert [f.version for f in status.feeds] == [len(cards) + 1]
+        assert [f.version for f in status.feeds] == [reinstated.version]
     relayed = scrape(url).samples.get("blacklist_relayed_calls_total", [])
     assert sum(v for _, v in relayed) > 0  # P(no call landed on the worker) = 2**-10
-    audit = node.admin.ListAudit(admin_pb2.ListAuditRequest(), timeout=10)
+    audit = shared.admin.ListAudit(admin_pb2.ListAuditRequest(), timeout=10)
     assert all(r.operator.startswith("plaintext:ipv4:127.0.0.1") for r in audit.records)
     for channel in channels:
         channel.close()
 
 
-def test_health_is_serving_on_every_process(node: NodeProcess) -> None:
-    for channel in fresh_channels(node, 8):
+def test_health_is_serving_on_every_process(shared: NodeProcess) -> None:
+    for channel in fresh_channels(shared, 8):
         stub = health_pb2_grpc.HealthStub(channel)
         for name in ("", "blacklist.v1.CardStatus", "blacklist.v1.Admin"):
             answer = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
@@ -184,6 +203,65 @@ def _running(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+# ---------------------------------------------------------------------------- mutual TLS
+def test_with_tls_relayed_calls_keep_the_callers_role_and_identity(tmp_path: Path) -> None:
+    """Roles are checked by the writer for relayed calls exactly as for direct ones, from
+    the certificate the worker saw; a client cannot claim another identity in metadata."""
+    ca = tmp_path / "ca"
+    init_ca(ca)
+    certs = tmp_path / "certs"
+    server = issue(ca, role="node", region=GZ, name="gz-node", out=certs, hosts=("127.0.0.1",))
+    operator = issue(ca, role="operator", region=GZ, name="operator-gz", out=certs)
+    terminal = issue(ca, role="terminal", region=GZ, name="terminal-gz", out=certs)
+    peer = issue(ca, role="node", region="110100", name="peer", out=certs)
+    files = write_node(tmp_path / "gz", GZ)
+    fields = {k: v for k, v in files.fields.items() if k != "plaintext"}
+    fields.update(
+        workers=2, tls_ca=str(ca / "ca.crt"), tls_cert=str(server.cert), tls_key=str(server.key)
+    )
+    config = write_config(tmp_path / "tls.toml", fields)
+
+    def channels(cert: CertFiles) -> list[grpc.Channel]:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=(ca / "ca.crt").read_bytes(),
+            private_key=cert.key.read_bytes(),
+            certificate_chain=cert.cert.read_bytes(),
+        )
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        return [grpc.secure_channel(gz.grpc, creds, options) for _ in range(12)]
+
+    with NodeProcess(config) as gz:
+        (url,) = worker_urls(gz).values()
+        for n, channel in enumerate(channels(operator)):
+            _revoke(channel, card_id(serial=n))
+        forged = (("blacklist-forwarded-auth-bin", encode_auth({"x509_pem_cert": [b""]})),)
+        for channel in channels(terminal):
+            for metadata in ((), forged):
+                with pytest.raises(grpc.RpcError) as caught:
+                    _revoke(channel, card_id(), metadata)
+                assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        for channel in channels(peer):
+            sync: Any = sync_pb2_grpc.SyncStub(channel)  # type: ignore[no-untyped-call]
+            sync.GetUpdates(sync_pb2.GetUpdatesRequest(), timeout=10)
+        relayed = scrape(url).samples.get("blacklist_relayed_calls_total", [])
+        assert sum(v for _, v in relayed) > 0
+        admin: Any = admin_pb2_grpc.AdminStub(channels(operator)[0])  # type: ignore[no-untyped-call]
+        audit = admin.ListAudit(admin_pb2.ListAuditRequest(), timeout=10)
+        assert len(audit.records) == 12
+        assert {r.operator for r in audit.records} == {"operator:440100:operator-gz"}
+
+
+def _revoke(channel: grpc.Channel, card: str, metadata: Any = ()) -> Any:
+    admin: Any = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+    return admin.Revoke(
+        admin_pb2.RevokeRequest(
+            revocations=[admin_pb2.Revocation(card_id=card, reason=types_pb2.LOSS)]
+        ),
+        metadata=metadata,
+        timeout=10,
+    )
 
 
 def test_workers_out_of_range_is_refused(tmp_path: Path) -> None:
