@@ -1,6 +1,7 @@
 """Command line: ``python -m node run --config FILE`` (also the ``blacklist-node`` script),
 ``keys generate``, ``tls init-ca`` / ``tls issue`` (mutual TLS, node/tls.py), ``demo`` (the national scenario), and ``up`` / ``down`` (a six-node
-federation left running in the background)."""
+federation left running in the background); for operators ``status`` (node/status.py) and
+``import-csv`` / ``export-csv`` (node/bulk.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import sys
 from pathlib import Path
 
 from blacklist.signing import SigningKey
-from node import keys_cli, trust_cli
+from node import bulk, keys_cli, trust_cli
+from node import status as status_cli
 from node.config import ConfigError, load_config
 from node.keyfiles import write_key_pair
 from node.tls import add_commands as add_tls_commands
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     down = sub.add_parser("down", help="stop the federation that `up` started")
     down.add_argument("--dir", type=Path, default=Path(".federation"), help=state)
     down.set_defaults(fn=_down)
+    status_cli.add_command(sub)  # status ADDR...: feed heads side by side (node/status.py)
+    bulk.add_commands(sub)  # import-csv, export-csv (node/bulk.py)
     trust_cli.register_psam(sub)  # psam revoke|reinstate|show (node/trust_cli.py)
     args = parser.parse_args(argv)
     return int(args.fn(args))
