@@ -195,6 +195,13 @@ class FederationTrust:
         self._certify(publisher, self.keys[publisher].public, self.certs[publisher])
         return self.commands[first:]
 
+    def publish(self, address: str, issuer: str, files: Sequence[Path]) -> Command:
+        """``keys publish``: an operator of ``issuer`` puts certificates and revocations its
+        key issued into its feed, at its node ``address``."""
+        operator = self.client(f"operator-{issuer}")
+        return self._run("keys", "publish", "--node", address, "--ca", self.ca,
+                         "--cert", operator.cert, "--key", operator.key, *files)  # fmt: skip
+
 
 def make_trust(root: Path, topology: Topology) -> FederationTrust:
     """Keys, certificates and TLS files for every node of ``topology`` under ``root``."""

@@ -70,9 +70,15 @@ EXPECTED_LINES = {
     r"--key keys/440300\.pub --as-of now --reason compromised",
     "the new key certified": r"python -m node keys certify --issuer keys/440000\.key "
     r"--issuer-cert certs/440000\.crt --subject keys/440300-2/440300\.pub --scope 4403 ",
-    "the restart": r"restarted all 6 nodes with revs/440300-1\.rev in key_revocations",
+    "the revocation in the feed": r"python -m node keys publish .*revs/440300-1\.rev "
+    r"certs/440300-2\.crt",
+    "its spread": r"published 2 record\(s\) in feed 440000 .* reached all 6 nodes .* none "
+    r"restarted",
+    "the restart": r"restarted 440300 alone, signing with its new key",
     "the forgery rejected": r"a thief's delta 440300 v2 signed with the revoked key, pushed to "
     r"440000 .*rejected: key_revoked: .*cause=\"key_revoked\"\} \+1 there; nothing applied",
+    "and elsewhere": r"a thief's delta 440300 v2 signed with the revoked key, pushed to "
+    r"110100 .*rejected: key_revoked: .*\+1 there; nothing applied",
     "publishing on under the new key": r"Admin\.Revoke at 440300 → feed 440300 v2 under the "
     r"new key .*REVOKED at 110100 .*still REVOKED there",
     "the heads table": r"feed heads on every node \(Admin\.Status\): identical on all 6",
