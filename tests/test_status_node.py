@@ -1,6 +1,7 @@
 """``python -m node status`` against real nodes: a province and its city converge (exit 0);
 the province goes down (exit 3, a message, no traceback); it comes back where the city cannot
-find it, holding an older head of the city's feed (exit 1, divergence)."""
+find it, holding an older head of the city's feed (exit 1, divergence). And the operator
+tools (status, import-csv, export-csv) against a node that requires mutual TLS."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 from node.gen.blacklist.v1 import admin_pb2
+from node.tls import init_ca, issue
 from tests.node_harness import ROOT, NodeProcess, card_id, write_config, write_node
 
 CITY, PROVINCE = "440100", "440000"
@@ -93,3 +95,53 @@ def test_status_of_a_province_and_its_city(tmp_path: Path) -> None:
             assert f"at {province.grpc}" in diverged.stdout
             row = next(line for line in diverged.stdout.splitlines() if line.startswith(CITY))
             assert row.split()[1] == "DIVERGED" and "<" in row  # the province is behind
+
+
+def test_operator_tools_over_mutual_tls(tmp_path: Path) -> None:
+    ca = init_ca(tmp_path / "ca")
+    node_cert = issue(
+        tmp_path / "ca", role="node", region=CITY, name="gz", out=tmp_path, hosts=("127.0.0.1",)
+    )
+    operator = issue(tmp_path / "ca", role="operator", region=CITY, name="op", out=tmp_path)
+    terminal = issue(tmp_path / "ca", role="terminal", region=CITY, name="pos", out=tmp_path)
+    files = write_node(tmp_path / "gz", CITY)
+    fields = {k: v for k, v in files.fields.items() if k != "plaintext"}
+    tls = {"tls_ca": str(ca.cert), "tls_cert": str(node_cert.cert), "tls_key": str(node_cert.key)}
+    write_config(files.config, {**fields, **tls})
+    as_operator = ["--ca", str(ca.cert), "--cert", str(operator.cert), "--key", str(operator.key)]
+    listed = tmp_path / "list.csv"
+    card = card_id(CITY)
+    listed.write_text(f"{card},挂失,2024-01-01\n", encoding="utf-8")
+
+    with NodeProcess(files.config) as node:  # the harness's plaintext stubs stay unused
+        imported = run(["import-csv", str(listed), "--node", node.grpc, *as_operator])
+        assert imported.returncode == 0, imported.stdout + imported.stderr
+        assert "imported:  1 " in imported.stdout
+        exported = run(["export-csv", "--node", node.grpc, "--prefix", "4401", *as_operator])
+        assert exported.returncode == 0, exported.stderr
+        assert exported.stdout.splitlines()[1].startswith(f"{card},loss,2024-01-01 00:00:00,")
+        fine = run(["status", node.grpc, *as_operator])
+        assert fine.returncode == 0, fine.stdout + fine.stderr
+        assert "OK: 1 feed(s) identical on 1 node(s)" in fine.stdout
+
+        plain = run(["status", node.grpc, "--timeout", "3"])  # no client certificate
+        assert plain.returncode == 3 and "UNREACHABLE" in plain.stdout
+        as_terminal = [
+            "--ca",
+            str(ca.cert),
+            "--cert",
+            str(terminal.cert),
+            "--key",
+            str(terminal.key),
+        ]
+        refused = run(["status", node.grpc, *as_terminal])
+        assert refused.returncode == 3
+        assert "PERMISSION_DENIED: role 'terminal' may not call Admin/Status" in refused.stdout
+        half = run(["status", node.grpc, "--ca", str(ca.cert)])
+        assert half.returncode == 2 and "go together" in half.stderr
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
