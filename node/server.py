@@ -45,7 +45,7 @@ from node.sync_client import SyncClient
 from node.sync_service import SyncServicer
 from node.tls import channel_credentials, server_credentials
 from node.trust_keeper import TrustKeeper
-from node.workers import WorkerPool
+from node.workers import WorkerPool, refuse_a_taken_port
 
 log = logging.getLogger("node")
 MAX_MESSAGE = 16 * 1024 * 1024  # a 100,000-card Revoke is ~5 MB
@@ -168,6 +168,8 @@ class Node:
             ],
         )
         self._add_services(server)
+        if shared:
+            refuse_a_taken_port(self.config.listen)
         host = self.config.listen.rpartition(":")[0]
         if self.config.tls:
             assert self.config.tls_ca and self.config.tls_cert and self.config.tls_key
@@ -199,6 +201,7 @@ class Node:
                 address=self.grpc_address,
                 relay=str(self._relay),
                 registry=self.registry,
+                after_exit=self.store.env.reader_check,
             )
             await self.workers.start()
         if self.config.upstreams:

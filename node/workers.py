@@ -26,9 +26,10 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -80,6 +81,23 @@ class _InfoCollector(Collector):
         yield info
 
 
+def refuse_a_taken_port(address: str) -> None:
+    """OSError if something already listens on ``address``. SO_REUSEPORT lets any process
+    of the same user bind a port that others hold with it, so a second node configured on
+    this node's port would silently share its connections; a plain bind finds out first.
+    (SO_REUSEADDR, as gRPC sets it, so that connections in TIME_WAIT do not count.)"""
+    host, _, port = address.rpartition(":")
+    if int(port) == 0:
+        return
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {address}: {exc.strerror}") from None
+
+
 def worker_metrics_address(metrics_listen: str, index: int) -> str:
     host, _, port = metrics_listen.rpartition(":")
     return f"{host}:{int(port) + index if int(port) else 0}"
@@ -94,7 +112,11 @@ class WorkerPool:
         relay: str,
         registry: CollectorRegistry,
         grace: float = 5.0,
+        after_exit: Callable[[], object] | None = None,
     ) -> None:
+        """``after_exit`` runs when a worker died: the writer clears LMDB reader slots that
+        a killed process left behind (``Environment.reader_check``), which would otherwise
+        keep old pages from being reused."""
         parent = os.getpid()
         self.slots = [
             _Slot(
@@ -111,6 +133,7 @@ class WorkerPool:
             for i in range(1, config.workers)
         ]
         self._grace = grace
+        self._after_exit = after_exit
         self._stopping = asyncio.Event()
         self.restarts = Counter(
             "blacklist_worker_restarts",
@@ -178,6 +201,8 @@ class WorkerPool:
             async for line in proc.stdout:  # nothing is expected after READY; keep it drained
                 log.info("worker %d: %s", slot.index, line.decode(errors="replace").rstrip())
             code = await proc.wait()
+            if self._after_exit is not None:
+                self._after_exit()
             if self._stopping.is_set():
                 return
             if time.monotonic() - slot.started >= STEADY_SECONDS:

@@ -264,6 +264,14 @@ def _revoke(channel: grpc.Channel, card: str, metadata: Any = ()) -> Any:
     )
 
 
+def test_a_port_another_node_holds_is_refused_rather_than_shared(
+    shared: NodeProcess, tmp_path: Path
+) -> None:
+    files = write_node(tmp_path / "other", GZ, extra={"workers": 2, "listen": shared.grpc})
+    code, err = run_node_expecting_exit(files.config)
+    assert code != 0 and f"cannot listen on {shared.grpc}" in err
+
+
 def test_workers_out_of_range_is_refused(tmp_path: Path) -> None:
     files = write_node(tmp_path / "gz", GZ)
     config = write_config(tmp_path / "bad.toml", {**files.fields, "workers": 0})
