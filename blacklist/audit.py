@@ -1,22 +1,26 @@
-"""Who changed which card, when: the audit log of Admin.Revoke and Admin.Reinstate (issue #5).
+"""Who changed which card or PSAM, when: the audit log of Admin.Revoke, Reinstate, RevokePsam
+and ReinstatePsam (issue #5).
 
 One record per card per accepted call, in the LMDB named database ``audit`` of the store's
 environment. All integers big-endian::
 
     audit   key   time u64 (unix seconds) + sequence u32                            12 bytes
                   (sorts by time; the sequence orders records of the same second)
-            value feed version u64, action u8, reason u8, card key (18, cardid.py),  28 bytes
-                  then the operator as UTF-8 (the rest of the value)
+            value feed version u64, action u8, reason u8, subject (18),              28 bytes
+                  then the operator as UTF-8 (the rest of the value); the subject is
+                  the card key (cardid.py), or for the PSAM actions the PSAM key
+                  (psam.py, 11 bytes) followed by 7 zero bytes
 
 A fixed binary prefix rather than JSON because a large Revoke writes one record per card
 (up to 100,000 per call): 28 bytes + the operator string instead of ~150 bytes of JSON, and
 the card key is the same 18-byte form as the ``entries`` keys. The operator comes last so it
 needs no length field.
 
-Records are written by :meth:`AuditLog.record` in a write transaction of their own, on the
-node's writer thread right after the delta they describe committed (node/servicers.py), so
-a refused call writes none. A crash between the two commits loses those records; the delta
-itself stays signed and retained (archive.py).
+The node writes a call's records with :meth:`AuditLog.stage` inside the write transaction
+that applies the delta they describe (node/servicers.py through Authority and
+RevocationStore.apply_delta), so the records and the delta commit together or not at all,
+and a refused call writes none. :meth:`AuditLog.record` is the same in a transaction of its
+own.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from blacklist.cardid import KEY_LENGTH, key_to_text, text_to_key
 from blacklist.errors import StoreError
+from blacklist.psam import PSAM_ID_LENGTH, PSAM_KEY_LENGTH, psam_key, psam_text
 
 AUDIT_DB = b"audit"
 _KEY = struct.Struct(">QI")
@@ -43,6 +48,19 @@ class AuditAction(enum.IntEnum):
 
     REVOKE = 1
     REINSTATE = 2
+    PSAM_REVOKE = 3  # the subject is a PSAM id (psam.py), not a card
+    PSAM_REINSTATE = 4
+
+
+PSAM_ACTIONS = frozenset({AuditAction.PSAM_REVOKE, AuditAction.PSAM_REINSTATE})
+_PSAM_PAD = bytes(KEY_LENGTH - PSAM_KEY_LENGTH)
+
+
+def subject_key(action: AuditAction, subject: str) -> bytes:
+    """The 18-byte subject slot: a card key, or a PSAM key padded with zeros."""
+    if action in PSAM_ACTIONS:
+        return psam_key(subject) + _PSAM_PAD
+    return text_to_key(subject)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +93,8 @@ def decode_record(key: bytes, value: bytes) -> AuditRecord:
         kind = AuditAction(action)
     except ValueError:
         raise StoreError(f"audit record {key.hex()} has unknown action {action}") from None
-    card = key_to_text(bytes(value[_HEAD.size : _VALUE_FIXED]))
+    slot = bytes(value[_HEAD.size : _VALUE_FIXED])
+    card = psam_text(slot) if kind in PSAM_ACTIONS else key_to_text(slot)
     operator = bytes(value[_VALUE_FIXED:]).decode()
     return AuditRecord(time, seq, kind, card, reason, version, operator)
 
@@ -105,25 +124,42 @@ class AuditLog:
         when: int,
     ) -> list[AuditRecord]:
         """Append one record per change at time ``when`` (one write transaction)."""
+        with self.env.begin(write=True) as txn:
+            return self.stage(
+                txn, action, changes, operator=operator, feed_version=feed_version, when=when
+            )
+
+    def stage(
+        self,
+        txn: Any,
+        action: AuditAction,
+        changes: Sequence[AuditChange],
+        *,
+        operator: str,
+        feed_version: int,
+        when: int,
+    ) -> list[AuditRecord]:
+        """Write the records in ``txn``, a write transaction of the same environment: the
+        node passes the one that applies the delta they describe, so that both commit or
+        neither does."""
         if when < 0:
             raise ValueError(f"audit time must be >= 0, got {when}")
         out: list[AuditRecord] = []
-        with self.env.begin(write=True) as txn:
-            seq = self._next_sequence(txn, when)
-            if seq + len(changes) > _MAX_SEQ + 1:
-                raise StoreError(f"more than {_MAX_SEQ + 1} audit records in second {when}")
-            rows = []
-            for change in changes:
-                rec = AuditRecord(
-                    when, seq, action, change.card_id, change.reason, feed_version, operator
-                )
-                value = pack_value(
-                    action, text_to_key(change.card_id), change.reason, feed_version, operator
-                )
-                rows.append((rec.key, value))
-                out.append(rec)
-                seq += 1
-            txn.cursor(db=self._db).putmulti(rows, overwrite=False)
+        seq = self._next_sequence(txn, when)
+        if seq + len(changes) > _MAX_SEQ + 1:
+            raise StoreError(f"more than {_MAX_SEQ + 1} audit records in second {when}")
+        rows = []
+        for change in changes:
+            rec = AuditRecord(
+                when, seq, action, change.card_id, change.reason, feed_version, operator
+            )
+            value = pack_value(
+                action, subject_key(action, change.card_id), change.reason, feed_version, operator
+            )
+            rows.append((rec.key, value))
+            out.append(rec)
+            seq += 1
+        txn.cursor(db=self._db).putmulti(rows, overwrite=False)
         return out
 
     def _next_sequence(self, txn: Any, when: int) -> int:
@@ -148,7 +184,10 @@ class AuditLog:
         start = _KEY.pack(since, 0)
         if after is not None and after >= start:
             start = after + b"\x00"  # the smallest key greater than ``after``
-        card_key = text_to_key(card_id) if card_id is not None else None
+        card_key = None
+        if card_id is not None:  # a card, or a PSAM (22 characters)
+            psam = len(card_id) == PSAM_ID_LENGTH
+            card_key = subject_key(AuditAction.PSAM_REVOKE if psam else AuditAction.REVOKE, card_id)
         with self.env.begin(buffers=False) as txn:
             cursor = txn.cursor(db=self._db)
             if not cursor.set_range(start):

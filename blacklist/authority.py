@@ -5,8 +5,9 @@ acceptance checks every other node runs."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from blacklist.records import decode_entry
 from blacklist.signing import SigningKey, TrustedKey
 from blacklist.store import ApplyResult, RevocationStore
 from blacklist.sync.plan import should_snapshot
+
+# Writes in the transaction that applies a delta, given it and the delta (the audit log).
+AlsoWrite = Callable[[Any, Delta], object]
 
 
 class OutOfScope(BlacklistError, ValueError):
@@ -167,14 +171,16 @@ class Authority:
         reinstatements: Sequence[str] = (),
         *,
         snapshot: bool = True,
+        also: AlsoWrite | None = None,
     ) -> tuple[Delta | None, ApplyResult]:
         """:meth:`publish` of what :meth:`pending` returned, without looking again (a caller
-        that needs the changes themselves, such as the audit log, asks once)."""
+        that needs the changes themselves, such as the audit log, asks once). ``also(txn,
+        delta)`` writes in the delta's own transaction (the audit records)."""
         head = self.store.head(self.publisher)
         if not revocations and not reinstatements:
             return None, ApplyResult(self.publisher, head.version, 0, 0, 0, 0)
         delta = build_delta(self.key, head, revocations, reinstatements, int(self._clock()))
-        result = self.store.apply_delta(delta, self.keys)
+        result = self._apply(delta, also)
         if snapshot:
             self.maybe_snapshot()
         return delta, result
@@ -242,12 +248,18 @@ class Authority:
         self.store.keep_snapshot(snapshot, self.keys)
         return snapshot
 
+    def _apply(self, delta: Delta, also: AlsoWrite | None) -> ApplyResult:
+        if also is None:
+            return self.store.apply_delta(delta, self.keys)
+        return self.store.apply_delta(delta, self.keys, also=lambda txn: also(txn, delta))
+
     def publish_psams(
         self,
         denials: Sequence[Revocation] = (),
         lifted: Sequence[str] = (),
         *,
         snapshot: bool = True,
+        also: AlsoWrite | None = None,
     ) -> tuple[Delta | None, ApplyResult]:
         """Deny PSAMs (``Revocation.card_id`` holds the PSAM id) or lift their denials, as
         the next delta; like :meth:`publish`, only changes go in, and nothing is signed when
@@ -261,7 +273,9 @@ class Authority:
             if self._psam_held(psam) != (reason, r.effective_time):
                 wanted.append(Revocation(psam, reason, r.effective_time))
         held = [p for p in gone if self._psam_held(p) is not None]
-        return self._publish_other(PsamChanges(wanted, held), (), len(gone) - len(held), snapshot)
+        return self._publish_other(
+            PsamChanges(wanted, held), (), len(gone) - len(held), snapshot, also
+        )
 
     def _psam_held(self, psam: str) -> tuple[Reason, int] | None:
         entry = self.store.psams.held_by(psam_key(psam), self.publisher)
@@ -275,16 +289,21 @@ class Authority:
         out, and nothing is signed when none is new."""
         known = set(self.store.trust.records(self.publisher))
         new = [r for r in records if bytes(r) not in known]
-        return self._publish_other(NO_PSAM_CHANGES, new, 0, snapshot)
+        return self._publish_other(NO_PSAM_CHANGES, new, 0, snapshot, None)
 
     def _publish_other(
-        self, psams: PsamChanges, trust: Sequence[bytes], absent: int, snapshot: bool
+        self,
+        psams: PsamChanges,
+        trust: Sequence[bytes],
+        absent: int,
+        snapshot: bool,
+        also: AlsoWrite | None,
     ) -> tuple[Delta | None, ApplyResult]:
         head = self.store.head(self.publisher)
         if not psams.denials and not psams.lifted and not trust:
             return None, ApplyResult(self.publisher, head.version, 0, 0, 0, absent)
         delta = build_delta(self.key, head, issued_at=int(self._clock()), psams=psams, trust=trust)
-        result = self.store.apply_delta(delta, self.keys)
+        result = self._apply(delta, also)
         if snapshot:
             self.maybe_snapshot()
         return delta, dataclasses.replace(result, absent_removes=absent)

@@ -331,7 +331,15 @@ class RevocationStore:
             return self.apply_snapshot(item, keys)
         return self.apply_delta(item, keys)
 
-    def apply_delta(self, delta: Delta, keys: Mapping[bytes, TrustedKey]) -> ApplyResult:
+    def apply_delta(
+        self,
+        delta: Delta,
+        keys: Mapping[bytes, TrustedKey],
+        *,
+        also: Callable[[Any], object] | None = None,
+    ) -> ApplyResult:
+        """Verify and apply ``delta`` in one write transaction; ``also(txn)`` writes more in
+        that same transaction (the audit records of the call that made the delta)."""
         new_head = accept_delta(self.head(delta.publisher), delta, keys)
         adds, removes = delta.adds, delta.removes
         self._plan_width(len(self.index) + len(adds))
@@ -362,6 +370,8 @@ class RevocationStore:
                 txn, delta.publisher, delta.psam_adds, delta.psam_removes, delta.version
             )
             trust_done, new_records = self.trust.stage(txn, delta.publisher, delta.trust)
+            if also is not None:
+                also(txn)
             archived = self.archive.add_delta(txn, delta, new_head) if self._retain else None
             self._commit_with_index(txn, new_fps)
         if archived:

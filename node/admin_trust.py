@@ -8,15 +8,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
+from blacklist.audit import AuditAction, AuditChange
 from blacklist.authority import Revocation
 from blacklist.certs import decode_trust_record
+from blacklist.delta import Delta
 from blacklist.entry import Reason
 from blacklist.errors import CodecError
-from blacklist.psam import canonical_psam, psam_key
+from blacklist.psam import canonical_psam, column_text, psam_key
 from blacklist.store import ApplyResult, RevocationStore
 from node.gen.blacklist.v1 import admin_pb2
 from node.metrics import NodeMetrics
-from node.rpc import InvalidRequest
+from node.rpc import InvalidRequest, caller_of
 from node.servicers import MAX_WRITE, AdminServicer, Context, entry_message
 
 MAX_TRUST_RECORDS = 1_000
@@ -34,6 +36,16 @@ def _unique(ids: Sequence[str], what: str) -> list[str]:
             raise InvalidRequest(f"PSAM {psam} appears more than once in the request")
         seen.add(psam)
     return canonical
+
+
+def _denied_in(delta: Delta) -> list[AuditChange]:
+    adds = delta.psam_adds
+    return [AuditChange(column_text(adds.cards, i), int(adds.reason[i])) for i in range(len(adds))]
+
+
+def _lifted_in(delta: Delta) -> list[AuditChange]:
+    gone = delta.psam_removes
+    return [AuditChange(column_text(gone, i)) for i in range(len(gone))]
 
 
 class TrustAdmin:
@@ -66,7 +78,8 @@ class TrustAdmin:
             if r.reason not in Reason._value2member_map_:
                 raise InvalidRequest(f"PSAM {psam}: reason {r.reason} is not a known reason")
             denials.append(Revocation(psam, Reason(r.reason), r.effective_time or now))
-        work = functools.partial(authority.publish_psams, denials, (), snapshot=False)
+        audit = self._admin.audit_writer(AuditAction.PSAM_REVOKE, _denied_in, caller_of(context))
+        work = functools.partial(authority.publish_psams, denials, (), snapshot=False, also=audit)
         result, digest = await self._admin._write(authority, work)
         self._metrics.psam_revocations.inc(result.psams_denied)
         return self._response(result, digest)
@@ -76,7 +89,8 @@ class TrustAdmin:
     ) -> admin_pb2.PublishResponse:
         authority = self._admin._need_authority()
         psams = _unique(list(request.psam_ids), "reinstate")
-        work = functools.partial(authority.publish_psams, (), psams, snapshot=False)
+        audit = self._admin.audit_writer(AuditAction.PSAM_REINSTATE, _lifted_in, caller_of(context))
+        work = functools.partial(authority.publish_psams, (), psams, snapshot=False, also=audit)
         result, digest = await self._admin._write(authority, work)
         return self._response(result, digest)
 

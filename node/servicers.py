@@ -3,8 +3,7 @@
 Writes (Admin.Revoke/Reinstate) run on one dedicated thread, because an LMDB write
 transaction must stay on the thread that began it (py-lmdb docs) and a large delta should
 not stall the event loop that answers checks. The audit records of a call (blacklist/audit.py)
-are written on that thread too, right after its delta committed and before the next write; a
-refused call writes none.
+are written in the very transaction that applies its delta; a refused call writes none.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from blacklist.checker import Checker, CheckResult, CheckStatus
 from blacklist.clock import Clock
 from blacklist.delta import Delta
 from blacklist.entry import Entry, Reason
-from blacklist.psam import PsamDenied
+from blacklist.psam import PSAM_ID_LENGTH, PsamDenied, canonical_psam
 from blacklist.rejections import DeltaRejected
 from blacklist.store import ApplyResult, FeedState, RevocationStore
 from node.gen.blacklist.v1 import (
@@ -237,23 +236,39 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         """On the writer thread: publish, then audit what was published (never a refusal,
         never a card the call left as it was: those are not in the delta either)."""
         revocations, reinstatements = authority.pending(revocations, reinstatements)
-        delta, result = authority.publish_pending(revocations, reinstatements, snapshot=False)
-        if delta is None:
-            return None, result
         if revocations:
             changes = [AuditChange(r.card_id, int(r.reason)) for r in revocations]
             action = AuditAction.REVOKE
         else:
             changes = [AuditChange(c) for c in reinstatements]
             action = AuditAction.REINSTATE
-        self._store.audit.record(
-            action,
-            changes,
-            operator=operator,
-            feed_version=result.version,
-            when=int(self._clock()),
+        return authority.publish_pending(
+            revocations,
+            reinstatements,
+            snapshot=False,
+            also=self.audit_writer(action, lambda _: changes, operator),
         )
-        return delta, result
+
+    def audit_writer(
+        self,
+        action: AuditAction,
+        changes: Callable[[Delta], Sequence[AuditChange]],
+        operator: str,
+    ) -> Callable[[Any, Delta], object]:
+        """Audit records for a delta, written in the transaction that applies it (so the
+        delta and its records commit together); ``changes`` names them from the delta."""
+
+        def write(txn: Any, delta: Delta) -> object:
+            return self._store.audit.stage(
+                txn,
+                action,
+                changes(delta),
+                operator=operator,
+                feed_version=delta.version,
+                when=int(self._clock()),
+            )
+
+        return write
 
     async def _publish(
         self,
@@ -406,7 +421,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return self._list_audit(request)
 
     def _list_audit(self, request: admin_pb2.ListAuditRequest) -> admin_pb2.ListAuditResponse:
-        card = CardId.parse(request.card_id).text if request.card_id else None
+        card = None
+        if len(request.card_id) == PSAM_ID_LENGTH:
+            card = canonical_psam(request.card_id)
+        elif request.card_id:
+            card = CardId.parse(request.card_id).text
         since, until = request.since, request.until
         if since < 0 or until < 0:
             raise InvalidRequest(f"since {since} and until {until} must be unix seconds >= 0")

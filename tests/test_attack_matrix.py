@@ -346,6 +346,12 @@ def test_an_operator_of_440100_revoking_a_110100_card(world: World) -> None:
 def test_a_revoked_psam_checking_a_card(world: World) -> None:
     assert "denied 1 PSAM(s)" in operator_cli(world, "psam", "revoke", "--reason", "loss", PSAM)
     assert "denied by 440000 (loss" in operator_cli(world, "psam", "show", PSAM)
+    audit = world.admin(world.province, "operator-gd").ListAudit(
+        admin_pb2.ListAuditRequest(card_id=PSAM), timeout=10
+    )
+    assert [(r.action, r.operator) for r in audit.records] == [
+        (admin_pb2.AUDIT_ACTION_PSAM_REVOKE, "operator:440000:operator-gd")
+    ]
     card = card_id(SZ)
 
     def refused_at_city() -> bool:

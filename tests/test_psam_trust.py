@@ -349,3 +349,33 @@ def test_psam_columns_validate(keys: Keys) -> None:
     with pytest.raises(PsamIdError):
         psam_columns(["nonsense"])
     assert Keyring([keys.gz.trusted()])
+
+
+# ---------------------------------------------------------------------------- audit
+def test_audit_records_commit_with_their_delta_or_not_at_all(
+    gz: Authority, store: RevocationStore
+) -> None:
+    from blacklist.audit import AuditAction, AuditChange
+
+    def audit(txn: object, delta: object) -> None:
+        store.audit.stage(
+            txn,
+            AuditAction.PSAM_REVOKE,
+            [AuditChange(PSAM, 2)],
+            operator="op",
+            feed_version=1,
+            when=NOW,
+        )
+
+    def audit_then_fail(txn: object, delta: object) -> None:
+        audit(txn, delta)
+        raise RuntimeError("the disk filled up")
+
+    with pytest.raises(RuntimeError):
+        gz.publish_psams([Revocation(PSAM, Reason.LOSS, NOW)], also=audit_then_fail)
+    assert store.head("440100").version == 0 and store.audit.count() == 0
+    assert len(store.psams) == 0
+    gz.publish_psams([Revocation(PSAM, Reason.LOSS, NOW)], also=audit)
+    [record] = list(store.audit.records(card_id=PSAM))
+    assert (record.card_id, record.action, record.operator) == (PSAM, AuditAction.PSAM_REVOKE, "op")
+    assert list(store.audit.records(card_id=card())) == []
