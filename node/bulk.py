@@ -446,6 +446,9 @@ def _export(args: argparse.Namespace) -> int:
             partial.unlink(missing_ok=True)
         print(f"error: node {args.node}: {describe(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE if unreachable(exc) else EXIT_USAGE
+    except BrokenPipeError:  # stdout closed early (`| head`): the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return EXIT_OK
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
