@@ -128,6 +128,7 @@ class Measured:
     handled: float
     cpu_seconds: float
     per_process: list[float]  # calls each process handled
+    cpu_per_process: list[float]  # CPU seconds each process used
     other_cores: float
 
 
@@ -140,7 +141,7 @@ def _handled(urls: list[str], ok: bool) -> list[float]:
 
 def _load(served: Served, body: Path, load: Load) -> Measured:
     before = _handled(served.metrics_urls, ok=True)
-    cpu0 = sum(_cpu_seconds(p) for p in served.pids)
+    cpu0 = [_cpu_seconds(p) for p in served.pids]
     busy0, t0 = busy_cpu_seconds(), time.perf_counter()
     run = run_h2load(
         served.server.url(f"{SERVICE}/CheckCard"),
@@ -153,14 +154,20 @@ def _load(served: Served, body: Path, load: Load) -> Measured:
     wall = time.perf_counter() - t0
     busy = busy_cpu_seconds() - busy0
     time.sleep(0.2)  # calls in flight when a timed run stopped finish
-    cpu = sum(_cpu_seconds(p) for p in served.pids) - cpu0
+    cpu_each = [_cpu_seconds(p) - c for p, c in zip(served.pids, cpu0, strict=True)]
+    cpu = sum(cpu_each)
     assert run.failed == run.errored == run.timeout == 0, run
     assert load.seconds or run.succeeded == load.requests, run
     after = _handled(served.metrics_urls, ok=True)
     per_process = [a - b for a, b in zip(after, before, strict=True)]
     assert sum(per_process) >= run.succeeded > 0, (per_process, run)
     return Measured(
-        run.rps, sum(per_process), cpu, per_process, (busy - cpu - run.cpu_seconds) / wall
+        run.rps,
+        sum(per_process),
+        cpu,
+        per_process,
+        cpu_each,
+        (busy - cpu - run.cpu_seconds) / wall,
     )
 
 
@@ -202,6 +209,11 @@ def test_check_card_with_one_and_two_workers(benchmark: Any, nodes: Nodes, tmp_p
     )
     figures["share_of_calls_by_process_2_workers"] = " ".join(
         f"{n / sum(spread):.2f}" for n in spread
+    )
+    # Writer and worker apart: the worker's per-check catch-up, the writer's relay hook.
+    figures["cpu_s_per_1000_checks_by_process_2_workers"] = " ".join(
+        f"{statistics.median(m.cpu_per_process[i] / m.per_process[i] * 1000 for m in runs[2]):.3f}"
+        for i in range(len(spread))
     )
     figures["other_cores"] = statistics.fmean(m.other_cores for ms in runs.values() for m in ms)
     record(benchmark, **figures, load=load.describe())
