@@ -348,11 +348,15 @@ def redis_py_side(
 
 
 def run_rounds(
-    sides: list[tuple[Side, Callable[[Side, Path], None]]], rounds: int, logs: Path
+    sides: list[tuple[Side, Callable[[Side, Path], None]]],
+    rounds: int,
+    logs: Path,
+    prefix: str = "",
 ) -> None:
     for n in range(rounds):
         for side, run in sides:
-            run(side, logs / f"{side.name.replace(' ', '_').replace(',', '')}-{n}.log")
+            name = side.name.replace(" ", "_").replace(",", "")
+            run(side, logs / f"{prefix}{name}-{n}.log")
             progress(f"round {n + 1}/{rounds}: {side.name}: {side.rates[-1]:,.0f} calls/s")
 
 
@@ -563,6 +567,35 @@ def run_compare(settings: Settings, workdir: Path) -> dict[str, Any]:
                 redis_py_side(redis.port, built.valid, 1, s, rpid, py),
             ),
         ]
+        # Latency without queueing: one call at a time, the same client per server.
+        one = (1, 1)
+        single: list[tuple[Side, Callable[[Side, Path], None]]] = [
+            (
+                Side("node, 1 worker", "h2load -c 1 -m 1", 1),
+                h2load_side(node, "CheckCard", unary_body, s / 2, one),
+            ),
+            (
+                Side("empty grpc.aio handler", "h2load -c 1 -m 1", 1),
+                h2load_side(empty, "CheckCard", unary_body, s / 2, one),
+            ),
+            (
+                Side("Redis SISMEMBER", "redis-benchmark -c 1 -P 1", 1),
+                redis_benchmark_side(
+                    redis.port,
+                    ["SISMEMBER", "revoked", built.valid[0]],
+                    1,
+                    s / 2,
+                    rpid,
+                    calibrate=500,
+                ),
+            ),
+            (
+                Side("raw TCP echo (Python asyncio)", "redis-benchmark -c 1 -P 1", 1),
+                redis_benchmark_side(
+                    echo.port, ["ECHO", built.valid[0]], 1, s / 2, echo.proc.pid, calibrate=500
+                ),
+            ),
+        ]
         b = BATCH_INFLIGHT
         batches: list[tuple[Side, Callable[[Side, Path], None]]] = [
             (
@@ -601,9 +634,12 @@ def run_compare(settings: Settings, workdir: Path) -> dict[str, Any]:
         logs.mkdir()
         progress(f"unary loads: {len(unary)} sides x {settings.rounds} rounds x {s:g} s")
         run_rounds(unary, settings.rounds, logs)
+        progress(f"one call in flight: {len(single)} sides x {settings.rounds} rounds")
+        run_rounds(single, settings.rounds, logs, "single-")
         progress(f"batch loads: {len(batches)} sides x {settings.rounds} rounds x {s:g} s")
         run_rounds(batches, settings.rounds, logs)
         result["unary"] = [side.summary() for side, _ in unary]
+        result["single"] = [side.summary() for side, _ in single]
         result["batch"] = [side.summary() for side, _ in batches]
     finally:
         for server in reversed(servers):

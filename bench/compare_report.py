@@ -152,6 +152,18 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
+        "## CheckCard latency, one call in flight (no queueing)",
+        "",
+        "| server | client | p50 µs | p99 µs | calls/s |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["single"]:
+        lines.append(
+            f"| {r['name']} | {r['client']} | {_fmt(r['p50_us'])} | {_fmt(r['p99_us'])} | "
+            f"{_fmt(r['calls_per_s'])} |"
+        )
+    lines += [
+        "",
         f"## BatchCheck ({result['batch_size']:,} ids per call, 1% revoked) vs Redis SMISMEMBER",
         "",
         "| server | client | cards/s | calls/s | p50 µs per call | p99 µs per call | server CPU ms / 1,000 cards |",
@@ -229,6 +241,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     ours, base = "#1f77b4", "#9a9a9a"
     fig, axes = plt.subplots(2, 3, figsize=(17, 9))
@@ -255,6 +268,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_xlabel(unit)
         if log:
             ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
         top = max(values) if values else 1
         for yi, v in zip(y, values, strict=True):
             ax.text(
@@ -276,25 +291,30 @@ def plot(result: dict[str, Any], path: Path) -> None:
         [r["name"].startswith("node") for r in unary],
     )
     ax = axes[0][1]
-    y = list(range(len(unary)))[::-1]
+    single = result["single"]
+    y = list(range(len(single)))[::-1]
     ax.barh(
         [v + 0.2 for v in y],
-        [r["p50_us"] / 1000 for r in unary],
+        [r["p50_us"] for r in single],
         height=0.4,
         color=ours,
         label="p50",
     )
     ax.barh(
         [v - 0.2 for v in y],
-        [r["p99_us"] / 1000 for r in unary],
+        [r["p99_us"] for r in single],
         height=0.4,
         color="#ff7f0e",
         label="p99",
     )
-    ax.set_yticks(y, [r["name"] for r in unary], fontsize=9)
+    ax.set_yticks(y, [r["name"] for r in single], fontsize=9)
     ax.set_xscale("log")
-    ax.set_xlabel(f"ms at saturation ({result['inflight']} in flight; lower is better)")
-    ax.set_title("CheckCard unary: latency", fontsize=11)
+    ax.set_xlabel("µs, one call in flight (lower is better)")
+    ax.set_title("CheckCard unary: latency p50 / p99", fontsize=11)
+    for yi, r in zip(y, single, strict=True):
+        ax.text(r["p50_us"] * 1.08, yi + 0.2, f"{r['p50_us']:,.0f}", va="center", fontsize=8)
+        ax.text(r["p99_us"] * 1.08, yi - 0.2, f"{r['p99_us']:,.0f}", va="center", fontsize=8)
+    ax.set_xlim(right=max(r["p99_us"] for r in single) * 4)
     ax.legend(fontsize=9)
     batch = result["batch"]
     bars(
@@ -309,6 +329,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     mem = [
         ("roaring index (ours)", memory["index"], True),
         ("node RSS delta (ours)", memory["node_rss"], True),
+        ("node RSS delta, anonymous (ours)", memory["node_rss_anon"], True),
         ("Redis set", memory["redis_set"], False),
         ("Python set, 18-byte keys", memory["python_set_bytes18"], False),
         ("Python set, id strings", memory["python_set_str"], False),

@@ -220,10 +220,11 @@ class ClientRun:
 
 def _redis_py_client(
     port: int, members: list[str], batch: int, start_at: float, seconds: float
-) -> tuple[int, list[float]]:
+) -> tuple[int, list[float], float, float]:
     """One client: blocking calls one after another (no pipelining) from ``start_at`` (wall
     clock) for ``seconds``; SISMEMBER if ``batch`` is 1, else SMISMEMBER of ``batch``
-    members. Returns the calls made and each one's latency in µs."""
+    members. Returns the calls made, each one's latency in µs, and when it began and ended
+    (wall clock)."""
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=port)
@@ -232,6 +233,7 @@ def _redis_py_client(
     i, n = 0, len(members)
     while time.time() < start_at:
         time.sleep(0.001)
+    began = time.time()
     end = time.perf_counter() + seconds
     while (t0 := time.perf_counter()) < end:
         if batch == 1:
@@ -241,7 +243,7 @@ def _redis_py_client(
         latencies.append(round((time.perf_counter() - t0) * 1e6, 1))
         i += 1
     client.close()
-    return len(latencies), latencies
+    return len(latencies), latencies, began, time.time()
 
 
 def redis_py_load(
@@ -262,14 +264,22 @@ def redis_py_load(
         )
         for _ in range(processes)
     ]
+    for proc in procs:  # every job handed out before any result is read: they run at once
+        assert proc.stdin is not None
+        proc.stdin.write(job)
+        proc.stdin.close()
     results = []
     for proc in procs:
-        out, _ = proc.communicate(job, timeout=seconds + 120)
-        if proc.returncode != 0:
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        if proc.wait(timeout=seconds + 120) != 0:
             raise RuntimeError(f"redis-py client failed ({proc.returncode})")
         results.append(json.loads(out))
-    latencies = sorted(t for _, lat in results for t in lat)
-    return ClientRun(sum(c for c, _ in results), seconds, latencies)
+    # The rate over the span from the first client's start to the last one's end, in case
+    # an interpreter started after start_at.
+    span = max(r[3] for r in results) - min(r[2] for r in results)
+    latencies = sorted(t for r in results for t in r[1])
+    return ClientRun(sum(r[0] for r in results), span, latencies)
 
 
 if __name__ == "__main__":

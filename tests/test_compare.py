@@ -87,7 +87,8 @@ def test_compare_end_to_end(tmp_path: Path) -> None:
     names = {r["name"] for r in result["unary"]}
     assert {"node, 1 worker", "empty grpc.aio handler", "Redis SISMEMBER"} <= names
     assert "raw TCP echo (Python asyncio)" in names
-    for row in [*result["unary"], *result["batch"]]:
+    assert [r["name"] for r in result["single"]][:2] == ["node, 1 worker", "empty grpc.aio handler"]
+    for row in [*result["unary"], *result["single"], *result["batch"]]:
         assert row["calls_per_s"] > 0 and row["p50_us"] <= row["p99_us"], row
     memory, sizes = result["memory_bytes_per_entry"], result["bytes_per_entry"]
     # Sizes are not timings: these hold on any machine.
@@ -97,7 +98,13 @@ def test_compare_end_to_end(tmp_path: Path) -> None:
     assert 0 < sizes["lmdb"] < 200
 
     text = md.read_text()
-    for heading in ("## Targets (issue #6)", "## CheckCard unary", "## BatchCheck", "## Memory"):
+    for heading in (
+        "## Targets (issue #6)",
+        "## CheckCard unary",
+        "## CheckCard latency, one call in flight",
+        "## BatchCheck",
+        "## Memory",
+    ):
         assert heading in text
     assert "index, bytes per entry | 2." in text
     assert "run `make bench` first" in text  # no sync results in sync_results
