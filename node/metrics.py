@@ -185,6 +185,8 @@ class NodeMetrics:
             self.rejected.labels(cause)
         for method in ("CheckCard", "BatchCheck", "CheckStream"):
             self.psam_refusals.labels(method)
+        for trigger in ("feed", "timer"):
+            self.trust_refreshes.labels(trigger)
 
     def watch_store(self, store: RevocationStore, clock: Clock = system_clock) -> None:
         self.registry.register(FeedCollector(store, clock))

@@ -44,6 +44,7 @@ ALERTS = {
     "BlacklistDeltaRejected",
     "BlacklistFeedStale",
     "BlacklistDeniedCallsSpike",
+    "BlacklistDeniedPsamInUse",
 }
 # Series that Prometheus itself makes for every target; no node exposes them.
 PROMETHEUS_SERIES = {"up"}
