@@ -38,6 +38,7 @@ from tests.node_harness import (
     card_id,
     run_node_expecting_exit,
     write_config,
+    write_keys,
     write_node,
 )
 
@@ -203,6 +204,61 @@ def _running(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+# ---------------------------------------------------------------------------- sync
+def test_sync_through_a_node_with_workers(tmp_path: Path) -> None:
+    """Two cities sync through a province with 3 serving processes: PushDeltas up and the
+    Subscribe stream down may each land on a worker and be relayed. Scheduled pulls are a
+    minute apart, so arrival within the wait is the push path."""
+    gz_keys = write_keys(tmp_path / "keys", GZ, ["4401"])
+    sz_keys = write_keys(tmp_path / "keys", "440300", ["4403"])
+    province = write_node(
+        tmp_path / "gd",
+        "440000",
+        role="province",
+        signing=False,
+        trusted=[gz_keys.public, sz_keys.public],
+        extra={"workers": 3},
+    )
+    with NodeProcess(province.config) as gd:
+        cities = [
+            NodeProcess(
+                write_node(
+                    tmp_path / region,
+                    region,
+                    signing=False,
+                    trusted=[gz_keys.public, sz_keys.public],
+                    extra={
+                        "signing_key": str(own.private),
+                        "upstreams": [gd.grpc],
+                        "sync_interval": 60,
+                    },
+                ).config
+            )
+            for region, own in ((GZ, gz_keys), ("440300", sz_keys))
+        ]
+        with cities[0] as gz, cities[1] as sz:
+            wait_for(  # relayed or not, every subscription is held by the writer's hub
+                lambda: gd.scrape().value("blacklist_sync_subscribers") == 2, "subscriptions"
+            )
+            cards = [card_id() for _ in range(3)]
+            for card in cards:
+                gz.admin.Revoke(
+                    admin_pb2.RevokeRequest(
+                        revocations=[admin_pb2.Revocation(card_id=card, reason=types_pb2.LOSS)]
+                    ),
+                    timeout=10,
+                )
+            stub: Any = card_status_pb2_grpc.CardStatusStub(sz.channel)  # type: ignore[no-untyped-call]
+            wait_for(
+                lambda: all(
+                    stub.CheckCard(CheckCardRequest(card_id=c), timeout=10).status == S.REVOKED
+                    for c in cards
+                ),
+                "the revocations at 440300",
+            )
+            assert check_everywhere(fresh_channels(gd, 8), cards[-1]) == {S.REVOKED}
 
 
 # ---------------------------------------------------------------------------- mutual TLS
