@@ -231,11 +231,14 @@ class Node:
         if self.sync is not None and self._sync_task is not None:
             await self.sync.stop()
             await asyncio.wait_for(self._sync_task, timeout=grace)
-        if self.workers is not None:
-            await self.workers.stop()
         if self.server is not None:
             await self._health.enter_graceful_shutdown()
-            await self.server.stop(grace)
+        # Workers and this server finish their calls in parallel: streams held open (a
+        # child's Subscribe) would otherwise cost each process its grace period in turn.
+        await asyncio.gather(
+            *([self.workers.stop()] if self.workers is not None else []),
+            *([self.server.stop(grace)] if self.server is not None else []),
+        )
         if self._relay is not None:
             self._relay.unlink(missing_ok=True)
         self.writer.shutdown(wait=True)
