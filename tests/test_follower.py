@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from blacklist.authority import PsamChanges, Revocation, build_delta
+from blacklist.certs import issue_certificate
 from blacklist.checker import CheckStatus
 from blacklist.clock import ManualClock
 from blacklist.delta import sign_snapshot
@@ -26,6 +27,7 @@ from blacklist.entry import Reason
 from blacklist.follower import FollowingChecker, ReadOnlyStore, StoreFollower
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
+from blacklist.trust import CertifiedKeys, TrustAnchor, certified_keys_from_records
 
 GZ = SigningKey.generate("440100", ["4401"])
 SZ = SigningKey.generate("440300", ["4403"])
@@ -195,6 +197,32 @@ def test_psam_denials_and_feeds_follow(pair: Pair) -> None:
     denial = pair.checker.psam_denial(psam)  # the first call after the write sees it
     assert denial is not None and denial.publisher == "440100"
     pair.close()
+
+
+def test_trust_records_from_a_feed_change_the_followers_keys(tmp_path: Path) -> None:
+    """A certificate arriving in the province's feed certifies the city's key: the
+    follower's checker then answers 4401 cards for 440100 (before: for 440000)."""
+    root = SigningKey.generate("000000", [])
+    gd = SigningKey.generate("440000", ["44"])
+    gz = SigningKey.generate("440100", ["4401"])
+    gd_cert = issue_certificate(root, gd, ["44"], T - 86_400, T + 86_400, serial=1)
+    gz_cert = issue_certificate(gd, gz, ["4401"], T - 86_400, T + 86_400, serial=2)
+
+    def keys_for(records: list[bytes]) -> CertifiedKeys:
+        return certified_keys_from_records(TrustAnchor.of(root), [[gd_cert]], records, [], T)
+
+    writer = RevocationStore(tmp_path / "w", map_size=1 << 26)
+    follower = StoreFollower(tmp_path / "w", env=writer.env, background=False)
+    checker = FollowingChecker(follower, keys_for([]), keys_for=keys_for)
+    writer.apply(build_delta(gd, writer.head("440000"), issued_at=T).to_bytes(), keys_for([]))
+    assert checker.check(card(1)).publisher == "440000"
+    trust = build_delta(gd, writer.head("440000"), issued_at=T, trust=[gz_cert.to_bytes()])
+    writer.apply(trust.to_bytes(), keys_for([]))
+    answer = checker.check(card(1))
+    assert (answer.publisher, answer.status) == ("440100", CheckStatus.NO_DATA)
+    assert follower.trust_version == 1
+    follower.close()
+    writer.close()
 
 
 def test_a_follower_refuses_to_write(pair: Pair) -> None:
