@@ -33,38 +33,38 @@ One run, in this order (progress on stderr):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
+from bench.compare_loads import (
+    EchoServer,
+    Side,
+    h2load_side,
+    progress,
+    redis_benchmark_side,
+    redis_py_side,
+    rss_bytes,
+    run_rounds,
+)
 from bench.grpc_load import (
     ServerProcess,
     grpc_body,
     h2load_path,
-    percentile,
     python_command,
-    run_h2load,
-    sample,
-    scrape,
 )
 from bench.redis_baseline import (
     RedisServer,
-    process_cpu_seconds,
-    redis_benchmark,
     redis_benchmark_path,
-    redis_py_load,
 )
 from bench.scale import ScaleDataset, scale_dataset, unseen_card_ids
 from blacklist.delta import sign_delta
@@ -89,48 +89,9 @@ NOT_REVOKED = types_pb2.CardStatusCode.Value("NOT_REVOKED")
 REVOKED = types_pb2.CardStatusCode.Value("REVOKED")
 
 
-def progress(message: str) -> None:
-    print(f"[compare {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def workers_supported() -> bool:
     """Multi-process serving (issue #6) is configured by a ``workers`` field."""
     return "workers" in NodeConfig.__dataclass_fields__
-
-
-# --- what one run measures ---------------------------------------------------------------
-
-
-@dataclass
-class Side:
-    """One server + client pairing under load: the best of its rounds."""
-
-    name: str
-    client: str
-    per_call: int  # cards per call
-    rates: list[float] = field(default_factory=list)  # calls/s, one per round
-    p50_us: list[float] = field(default_factory=list)
-    p99_us: list[float] = field(default_factory=list)
-    cpu_ms_per_1000: list[float] = field(default_factory=list)  # server CPU per 1,000 cards
-
-    def best(self) -> int:
-        return max(range(len(self.rates)), key=self.rates.__getitem__)
-
-    def summary(self) -> dict[str, Any]:
-        b = self.best()
-        return {
-            "name": self.name,
-            "client": self.client,
-            "per_call": self.per_call,
-            "calls_per_s": self.rates[b],
-            "cards_per_s": self.rates[b] * self.per_call,
-            "p50_us": self.p50_us[b],
-            "p99_us": self.p99_us[b],
-            "server_cpu_ms_per_1000_cards": (
-                statistics.median(self.cpu_ms_per_1000) if self.cpu_ms_per_1000 else None
-            ),
-            "rounds_calls_per_s": [round(r, 1) for r in self.rates],
-        }
 
 
 @dataclass
@@ -202,61 +163,6 @@ def build(root: Path, data: ScaleDataset) -> Built:
     )
 
 
-# --- processes -----------------------------------------------------------------------------
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU of a process and all its descendants (worker processes), from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            total += process_cpu_seconds(p)
-        except (OSError, IndexError):
-            continue
-        todo += children.get(p, [])
-    return total
-
-
-def rss_bytes(pid: int) -> dict[str, int]:
-    """VmRSS and RssAnon of a process (proc(5) status), in bytes."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "RssAnon", "RssFile"):
-            out[name] = int(value.split()[0]) * 1024
-    return out
-
-
-class EchoServer:
-    def __init__(self, log: Path) -> None:
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            python_command("-m", "bench.tcp_echo"),
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith(b"READY "):
-            self.stop()
-            raise RuntimeError(f"echo server did not start: {log.read_text()}")
-        self.port = int(json.loads(line[6:])["tcp"].rpartition(":")[2])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        self._log.close()
-
-
 def check_card_request(card: str) -> card_status_pb2.CheckCardRequest:
     return card_status_pb2.CheckCardRequest(card_id=card)
 
@@ -269,95 +175,6 @@ def verify_node(server: ServerProcess, valid: str, batch: list[str], revoked: in
         answer = stub.BatchCheck(card_status_pb2.BatchCheckRequest(card_ids=batch))
         assert answer.count == len(batch) and len(answer.cards) == revoked, answer.count
         assert all(c.status == REVOKED for c in answer.cards)
-
-
-def h2load_side(
-    server: ServerProcess, method: str, body: Path, seconds: float, in_flight: tuple[int, int]
-) -> Callable[[Side, Path], None]:
-    """A load of ``server`` by h2load; records rate, latency from its per-request log, the
-    server's CPU (with any worker processes) per 1,000 cards."""
-
-    def run(side: Side, log: Path) -> None:
-        cpu0 = tree_cpu_seconds(server.proc.pid)
-        metrics = server.info.get("metrics")
-        before = scrape(metrics) if metrics else {}
-        result = run_h2load(
-            server.url(f"{SERVICE}/{method}"),
-            body,
-            clients=in_flight[0],
-            streams=in_flight[1],
-            duration_s=seconds,
-            log_file=log,
-        )
-        cpu = tree_cpu_seconds(server.proc.pid) - cpu0
-        assert result.failed == result.errored == result.timeout == 0, result
-        assert result.status_2xx >= result.succeeded > 0, result
-        if metrics:  # the server really answered them, all OK (node/rpc.py's Meter)
-            time.sleep(0.2)
-            labels = {"grpc_service": SERVICE, "grpc_method": method, "grpc_code": "OK"}
-            after = scrape(metrics)
-            grew = sample(after, "grpc_server_handled_total", **labels) - sample(
-                before, "grpc_server_handled_total", **labels
-            )
-            if not workers_supported():  # with workers, one process's metrics are partial
-                assert grew >= result.succeeded, (grew, result)
-        side.rates.append(result.rps)
-        side.p50_us.append(result.percentile_us(50))
-        side.p99_us.append(result.percentile_us(99))
-        side.cpu_ms_per_1000.append(cpu / max(1, result.done * side.per_call) * 1e6)
-
-    return run
-
-
-def redis_benchmark_side(
-    port: int, args: list[str], clients: int, seconds: float, pid: int, calibrate: int = 2000
-) -> Callable[[Side, Path], None]:
-    def run(side: Side, log: Path) -> None:
-        result = redis_benchmark(
-            port,
-            args,
-            clients=clients,
-            seconds=seconds,
-            server_pid=pid,
-            calibrate_requests=calibrate,
-        )
-        log.write_text(" ".join(result.command) + "\n")
-        side.rates.append(result.rps)
-        side.p50_us.append(result.p50_us)
-        side.p99_us.append(result.p99_us)
-        side.cpu_ms_per_1000.append(
-            result.server_cpu_seconds / max(1, result.requests * side.per_call) * 1e6
-        )
-
-    return run
-
-
-def redis_py_side(
-    port: int, members: list[str], batch: int, seconds: float, pid: int, processes: int
-) -> Callable[[Side, Path], None]:
-    def run(side: Side, log: Path) -> None:
-        cpu0 = process_cpu_seconds(pid)
-        result = redis_py_load(port, members, batch=batch, processes=processes, seconds=seconds)
-        cpu = process_cpu_seconds(pid) - cpu0
-        side.rates.append(result.rps)
-        side.p50_us.append(percentile([round(x) for x in result.latencies_us], 50))
-        side.p99_us.append(percentile([round(x) for x in result.latencies_us], 99))
-        side.cpu_ms_per_1000.append(cpu / max(1, result.calls * batch) * 1e6)
-
-    return run
-
-
-def run_rounds(
-    sides: list[tuple[Side, Callable[[Side, Path], None]]],
-    rounds: int,
-    logs: Path,
-    prefix: str = "",
-) -> None:
-    for n in range(rounds):
-        for side, run in sides:
-            name = side.name.replace(" ", "_").replace(",", "")
-            run(side, logs / f"{prefix}{name}-{n}.log")
-            progress(f"round {n + 1}/{rounds}: {side.name}: {side.rates[-1]:,.0f} calls/s")
 
 
 # --- memory and sizes ----------------------------------------------------------------------
@@ -538,7 +355,7 @@ def run_compare(settings: Settings, workdir: Path) -> dict[str, Any]:
             unary.append(
                 (
                     Side("node, 2 workers", f"h2load -c {h2[0]} -m {h2[1]}", 1),
-                    h2load_side(workers, "CheckCard", unary_body, s, h2),
+                    h2load_side(workers, "CheckCard", unary_body, s, h2, one_process_metrics=False),
                 )
             )
         unary += [
@@ -607,7 +424,9 @@ def run_compare(settings: Settings, workdir: Path) -> dict[str, Any]:
             batches.append(
                 (
                     Side("node BatchCheck, 2 workers", f"h2load -c 2 -m {b // 2}", BATCH),
-                    h2load_side(workers, "BatchCheck", batch_body, s, (2, b // 2)),
+                    h2load_side(
+                        workers, "BatchCheck", batch_body, s, (2, b // 2), one_process_metrics=False
+                    ),
                 )
             )
         batches += [
