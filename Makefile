@@ -48,9 +48,8 @@ typecheck: install
 
 # promtool and prometheus (Debian's prometheus package): tests/test_prometheus.py runs the
 # alert rules' unit tests and a real Prometheus against a federation, and fails without them.
-tools:
+tools: compare-tools
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
-	$(MAKE) compare-tools
 
 # h2load, redis-server and redis-benchmark (Debian's nghttp2-client, redis-server): for
 # `make bench-compare` and its tiny end-to-end run in tests/test_compare.py.
