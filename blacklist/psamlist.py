@@ -85,18 +85,7 @@ class PsamList:
         """Write a delta's PSAM changes in ``txn``; return (apply in memory after the commit,
         PSAMs added or changed, PSAMs removed)."""
         pub = _pub3(publisher)
-        new: list[tuple[bytes, Entry]] = []
-        for i in range(len(adds)):
-            key = column_key(adds.cards, i)
-            entry = Entry(
-                psam_text(key),
-                Reason(int(adds.reason[i])),
-                int(adds.time[i]),
-                publisher,
-                version,
-            )
-            txn.put(key + pub, _ENTRY.pack(entry.reason, entry.effective_time, version), db=self.db)
-            new.append((key, entry))
+        new = self._put(txn, publisher, adds, np.full(len(adds), version, dtype=np.uint64))
         gone = [column_key(removes, i) for i in range(len(removes))]
         removed = [k for k in gone if txn.delete(k + pub, db=self.db)]
 
@@ -120,7 +109,22 @@ class PsamList:
         old = [k for k, by in self._denied.items() if publisher in by]
         for key in old:
             txn.delete(key + pub, db=self.db)
-        new: list[tuple[bytes, Entry]] = []
+        new = self._put(txn, publisher, entries, versions)
+
+        def done() -> None:
+            for key in old:
+                self._drop(key, publisher)
+            for key, entry in new:
+                self._denied.setdefault(key, {})[publisher] = entry
+
+        return done
+
+    def _put(
+        self, txn: Any, publisher: str, entries: EntryColumns, versions: NDArray[np.uint64]
+    ) -> list[tuple[bytes, Entry]]:
+        """Write denials in ``txn``; return them (key, entry) for the dict after the commit."""
+        pub = _pub3(publisher)
+        out = []
         for i in range(len(entries)):
             key = column_key(entries.cards, i)
             entry = Entry(
@@ -135,15 +139,8 @@ class PsamList:
                 _ENTRY.pack(entry.reason, entry.effective_time, entry.version),
                 db=self.db,
             )
-            new.append((key, entry))
-
-        def done() -> None:
-            for key in old:
-                self._drop(key, publisher)
-            for key, entry in new:
-                self._denied.setdefault(key, {})[publisher] = entry
-
-        return done
+            out.append((key, entry))
+        return out
 
     def _drop(self, key: bytes, publisher: str) -> None:
         by = self._denied.get(key)

@@ -19,23 +19,13 @@ from blacklist.store import ApplyResult, RevocationStore
 from node.gen.blacklist.v1 import admin_pb2
 from node.metrics import NodeMetrics
 from node.rpc import InvalidRequest, caller_of
-from node.servicers import MAX_WRITE, AdminServicer, Context, entry_message
+from node.servicers import AdminServicer, Context, entry_message, unique_ids
 
 MAX_TRUST_RECORDS = 1_000
 
 
 def _unique(ids: Sequence[str], what: str) -> list[str]:
-    if not ids:
-        raise InvalidRequest(f"no PSAMs to {what}")
-    if len(ids) > MAX_WRITE:
-        raise InvalidRequest(f"{len(ids)} PSAMs exceed the limit of {MAX_WRITE} per call")
-    canonical = [canonical_psam(p) for p in ids]
-    seen: set[str] = set()
-    for psam in canonical:
-        if psam in seen:
-            raise InvalidRequest(f"PSAM {psam} appears more than once in the request")
-        seen.add(psam)
-    return canonical
+    return unique_ids(ids, what, "PSAM", canonical_psam)
 
 
 def _denied_in(delta: Delta) -> list[AuditChange]:

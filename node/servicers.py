@@ -72,6 +72,22 @@ def _paging(page_size: int, page_token: str, key_length: int) -> tuple[int, byte
     return size, after
 
 
+def unique_ids(
+    ids: Sequence[str], what: str, noun: str, canonical: Callable[[str], str]
+) -> list[str]:
+    """The canonical ids of a write request: not empty, at most MAX_WRITE, no id twice."""
+    if not ids:
+        raise InvalidRequest(f"no {noun}s to {what}")
+    if len(ids) > MAX_WRITE:
+        raise InvalidRequest(f"{len(ids)} {noun}s exceed the limit of {MAX_WRITE} per call")
+    out = [canonical(i) for i in ids]
+    if len(set(out)) != len(out):
+        seen: set[str] = set()
+        dup = next(i for i in out if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+        raise InvalidRequest(f"{noun} {dup} appears more than once in the request")
+    return out
+
+
 def _enum(value: int) -> Any:
     """A protobuf enum field takes the plain int (the generated stubs only name the enum)."""
     return int(value)
@@ -334,16 +350,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     @staticmethod
     def _unique_cards(ids: Sequence[str], what: str) -> list[str]:
-        if not ids:
-            raise InvalidRequest(f"no cards to {what}")
-        if len(ids) > MAX_WRITE:
-            raise InvalidRequest(f"{len(ids)} cards exceed the limit of {MAX_WRITE} per call")
-        canonical = [CardId.parse(c).text for c in ids]
-        if len(set(canonical)) != len(canonical):
-            seen: set[str] = set()
-            dup = next(c for c in canonical if c in seen or seen.add(c))  # type: ignore[func-returns-value]
-            raise InvalidRequest(f"card {dup} appears more than once in the request")
-        return canonical
+        return unique_ids(ids, what, "card", lambda c: CardId.parse(c).text)
 
     async def Revoke(
         self, request: admin_pb2.RevokeRequest, context: Context
