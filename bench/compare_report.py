@@ -17,6 +17,23 @@ SYNC_BENCHMARKS = {
     "test_propagation_push": ("p50_ms", "p99_ms", "baseline_p50_ms", "baseline_p99_ms"),
     "test_propagation_pull": ("p50_ms", "p99_ms", "baseline_p50_ms", "baseline_p99_ms"),
     "test_bootstrap_from_snapshots": ("seconds", "baseline_seconds", "entries"),
+    # bench/test_national.py: the national list (bench/scale.py) at a fresh city
+    "test_national_bootstrap": (
+        "seconds",
+        "baseline_seconds",
+        "publishers",
+        "city_rss_mib",
+        "upstream_rss_mib",
+        "baseline_rss_mib",
+        "p50_us",
+        "p99_us",
+        "baseline_p50_us",
+        "baseline_p99_us",
+        "server_p50_us",
+        "server_p99_us",
+        "lmdb_bytes_per_entry",
+        "baseline_lmdb_bytes_per_entry",
+    ),
 }
 
 
@@ -233,6 +250,28 @@ def markdown(result: dict[str, Any]) -> str:
         )
     else:
         lines.append("| bootstrap of a fresh city | not found | | | run `make bench` first |")
+    f = sync.get("test_national_bootstrap")
+    if f and "seconds" in f:
+        lines += [
+            f"| bootstrap, national list ({f.get('publishers')} feeds), s | {f['seconds']:.2f} | "
+            f"{f.get('baseline_seconds', 0):.2f} (copy data.mdb) | {_fmt(f.get('entries'))} | "
+            f"{f['source']} |",
+            f"| … resident MiB, city / upstream | {f['city_rss_mib']:,.0f} / "
+            f"{f['upstream_rss_mib']:,.0f} | {f['baseline_rss_mib']:,.0f} (empty city node) | "
+            f"{_fmt(f.get('entries'))} | {f['source']} |",
+            f"| … CheckCard one at a time, p50 / p99 µs (in the handler) | {f['p50_us']:,.0f} / "
+            f"{f['p99_us']:,.0f} ({f['server_p50_us']:,.0f} / {f['server_p99_us']:,.0f}) | "
+            f"{f['baseline_p50_us']:,.0f} / {f['baseline_p99_us']:,.0f} (empty grpc.aio) | "
+            f"{_fmt(f.get('entries'))} | {f['source']} |",
+            f"| … LMDB `data.mdb` at the city, bytes per entry | "
+            f"{f['lmdb_bytes_per_entry']:.1f} | {f['baseline_lmdb_bytes_per_entry']:.1f} "
+            f"(the upstream's, built in process) | {_fmt(f.get('entries'))} | {f['source']} |",
+        ]
+    else:
+        lines.append(
+            "| bootstrap, national list | not found | | | "
+            "run `pytest bench/test_national.py --benchmark-only --benchmark-json=...` |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -372,7 +411,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
         text.append(f"{'✔' if t.met else ('✘' if t.met is False else '–')}  {t.figure}  {t.target}")
         text.append(f"     {t.value}")
     sync = result.get("sync", {})
-    push, boot = sync.get("test_propagation_push"), sync.get("test_bootstrap_from_snapshots")
+    push = sync.get("test_propagation_push")
+    boot = sync.get("test_national_bootstrap") or sync.get("test_bootstrap_from_snapshots")
     text.append("")
     text.append("From make bench (not rerun):")
     if push:
