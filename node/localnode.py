@@ -92,6 +92,7 @@ class NodeSpec:
     trust_anchor: Path | None = None
     certificate_chains: tuple[tuple[Path, ...], ...] = ()
     key_revocations: tuple[Path, ...] = ()
+    workers: int = 1  # serving processes on the one port (node/workers.py)
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,8 @@ def config_text(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data") -> st
         lines.append(f"sync_interval = {spec.sync_interval}")
     if not spec.subscribe:
         lines.append("subscribe = false")
+    if spec.workers != 1:
+        lines.append(f"workers = {spec.workers}")
     tls = {"tls_ca": spec.tls_ca, "tls_cert": spec.tls_cert, "tls_key": spec.tls_key}
     if any(p is not None for p in tls.values()):
         for name, p in tls.items():
