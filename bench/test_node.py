@@ -126,9 +126,19 @@ class NodeUnderTest:
     revoked: list[str]
 
 
-def _build_node(root: Path) -> tuple[Path, int, list[str], list[str]]:
-    """Keys, a store of SCALE entries and a config, as an operator's files; returns the
-    config path, the entry count and sample valid and revoked cards."""
+@dataclass(frozen=True)
+class BenchStore:
+    """A store of SCALE entries in ``root/data``, signed by keys written to ``root/keys``."""
+
+    entries: int
+    publishers: list[str]  # the first is the node's own city; it trusts the others
+    valid: list[str]  # cards of known publishers that are not revoked
+    revoked: list[str]
+
+
+def build_store(root: Path, label: str, valid: int = 10_000, seed: int = 3) -> BenchStore:
+    """Keys and a store of SCALE entries, as an operator's files (the node benchmarks share
+    it: test_tls, test_workers, test_latency_under_sync)."""
     data = make_dataset(SCALE, min(PUBLISHERS, max(1, SCALE // 1000)))
     keys = {p: SigningKey.generate(p, [p[:4]]) for p in data.publishers}
     for key in keys.values():
@@ -140,15 +150,22 @@ def _build_node(root: Path) -> tuple[Path, int, list[str], list[str]]:
         store.apply_delta(
             sign_delta(keys[pub], store.head(pub), entries, CardColumns.empty(), 0), ring
         )
-    entries_held = store.entry_count()
+    held = store.entry_count()
     store.close()  # saves the index, so that the node starts without rebuilding it
-    progress(f"node store: {entries_held:,} entries in {time.perf_counter() - start:.1f} s")
-    rng = np.random.default_rng(3)
+    progress(f"{label}: {held:,} entries in {time.perf_counter() - start:.1f} s")
     revoked: list[str] = []
     for entries in data.entries.values():
         revoked += card_strings(entries.cards.take(np.arange(min(len(entries), 20))))
-    own = data.publishers[0]  # the node publishes for its own city and trusts the others
-    pubs = ", ".join(f'"keys/{p}.pub"' for p in data.publishers)
+    cards = unseen_cards(np.random.default_rng(seed), data.publishers, valid)
+    return BenchStore(held, list(data.publishers), cards, revoked)
+
+
+def _build_node(root: Path) -> tuple[Path, int, list[str], list[str]]:
+    """:func:`build_store` and a config; returns the config path, the entry count and sample
+    valid and revoked cards."""
+    built = build_store(root, "node store")
+    own = built.publishers[0]
+    pubs = ", ".join(f'"keys/{p}.pub"' for p in built.publishers)
     config = root / "node.toml"
     config.write_text(
         f'role = "city"\nregion = "{own}"\nlisten = "127.0.0.1:0"\n'
@@ -157,7 +174,7 @@ def _build_node(root: Path) -> tuple[Path, int, list[str], list[str]]:
         # Plain text: these figures are the node against grpc.aio; mTLS costs are issue #5's.
         "plaintext = true\n"
     )
-    return config, entries_held, unseen_cards(rng, data.publishers, 10_000), revoked
+    return config, built.entries, built.valid, built.revoked
 
 
 @pytest.fixture(scope="module")

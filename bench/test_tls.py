@@ -39,11 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 
-from bench.conftest import PUBLISHERS, SCALE, progress
-from bench.data import card_strings, make_dataset, unseen_cards
+from bench import test_node
+from bench.conftest import progress
 from bench.figures import record, timed
 from bench.grpc_load import (
     Samples,
@@ -54,17 +53,13 @@ from bench.grpc_load import (
     sample,
     scrape,
 )
+from bench.test_node import build_store
 from bench.tls_load import ClientCert, LoadPool, LoadRun, LoadSpec, describe
-from blacklist.delta import sign_delta
-from blacklist.entryblock import CardColumns
-from blacklist.signing import Keyring, SigningKey
-from blacklist.store import RevocationStore
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
-from node.keyfiles import write_key_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = {"grpc_service": "blacklist.v1.CardStatus", "grpc_method": "CheckCard"}
-MAP_SIZE_GIB = 64
+MAP_SIZE_GIB = test_node.MAP_SIZE_GIB
 NOT_REVOKED = types_pb2.CardStatusCode.Value("NOT_REVOKED")
 REVOKED = types_pb2.CardStatusCode.Value("REVOKED")
 CARDS = 1000  # distinct cards the load cycles through
@@ -123,30 +118,6 @@ def _tls_cli(*args: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def _build(root: Path) -> tuple[int, list[str], list[str], list[str]]:
-    """Keys and a store of SCALE entries in ``root/data``; returns the entry count, the
-    publishers (the first is the node's own city), valid and revoked sample cards."""
-    data = make_dataset(SCALE, min(PUBLISHERS, max(1, SCALE // 1000)))
-    keys = {p: SigningKey.generate(p, [p[:4]]) for p in data.publishers}
-    for key in keys.values():
-        write_key_pair(key, root / "keys")
-    ring = Keyring(k.trusted() for k in keys.values())
-    start = time.perf_counter()
-    store = RevocationStore(root / "data", map_size=MAP_SIZE_GIB << 30)
-    for pub, entries in data.entries.items():
-        store.apply_delta(
-            sign_delta(keys[pub], store.head(pub), entries, CardColumns.empty(), 0), ring
-        )
-    held = store.entry_count()
-    store.close()  # saves the index, so that the nodes start without rebuilding it
-    progress(f"tls bench store: {held:,} entries in {time.perf_counter() - start:.1f} s")
-    revoked: list[str] = []
-    for entries in data.entries.values():
-        revoked += card_strings(entries.cards.take(np.arange(min(len(entries), 20))))
-    valid = unseen_cards(np.random.default_rng(5), data.publishers, CARDS)
-    return held, data.publishers, valid, revoked
-
-
 def _config(root: Path, name: str, own: str, publishers: Sequence[str], transport: str) -> Path:
     pubs = ", ".join(f'"keys/{p}.pub"' for p in publishers)
     path = root / f"{name}.toml"
@@ -162,7 +133,13 @@ def _config(root: Path, name: str, own: str, publishers: Sequence[str], transpor
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     root = tmp_path_factory.mktemp("bench-tls")
-    entries, publishers, valid, revoked = _build(root)
+    built = build_store(root, "tls bench store", CARDS, seed=5)
+    entries, publishers, valid, revoked = (
+        built.entries,
+        built.publishers,
+        built.valid,
+        built.revoked,
+    )
     own = publishers[0]
     # The PKI, as an operator makes it: a CA, the node's server certificate (its address in
     # the SAN), a terminal's client certificate.
