@@ -52,7 +52,7 @@ from bench.figures import timed
 from bench.grpc_load import Samples, ServerProcess, python_command, sample, scrape
 from bench.scale import PUBLISHERS, ScaleDataset, scale_dataset, unseen_card_ids
 from bench.snapshot_upstream import MAP_SIZE_GIB
-from bench.test_sync import heads, wait_until
+from bench.test_sync import Bootstrap, bootstrap_city, heads
 from blacklist.authority import Authority
 from blacklist.delta import sign_delta
 from blacklist.entryblock import CardColumns
@@ -246,13 +246,6 @@ def check_latency(
 # --- the benchmark -----------------------------------------------------------------------------
 
 
-@dataclass
-class Bootstrap:
-    node: LocalNode
-    ready_seconds: float  # spawn → READY (interpreter, imports, empty store, bind)
-    seconds: float  # spawn → heads equal to the upstream's
-
-
 def empty_city_memory(spec: NodeSpec, directory: Path, card: str) -> dict[str, int]:
     """The city's process with no entry and no upstream, after one check: the baseline."""
     node = start_node(spec, directory, ready_timeout=120)
@@ -302,14 +295,7 @@ def test_national_bootstrap(benchmark: Any, tmp_path: Path) -> None:
         )
 
         def bootstrap() -> Bootstrap:
-            t0 = time.perf_counter()
-            node = LocalNode.spawn(config, name="fresh-city")
-            node.wait_ready(120)
-            ready = time.perf_counter() - t0
-            wait_until(
-                lambda: heads(node.grpc)[0] == want, BOOTSTRAP_TIMEOUT, "fresh city's heads", 0.05
-            )
-            return Bootstrap(node, ready, time.perf_counter() - t0)
+            return bootstrap_city(config, want, BOOTSTRAP_TIMEOUT)
 
         progress(
             f"bootstrapping a fresh city from {built.entries:,} entries in "

@@ -412,6 +412,19 @@ class Bootstrap:
     seconds: float  # spawn → heads equal to the upstream's
 
 
+def bootstrap_city(
+    config: Path, want: dict[str, tuple[int, bytes, int]], timeout: float
+) -> Bootstrap:
+    """Start a fresh node from ``config`` and time it until its heads are ``want`` (the
+    upstream's); the caller stops the node (test_national shares this)."""
+    t0 = time.perf_counter()
+    node = LocalNode.spawn(config, name="fresh-city")
+    node.wait_ready(120)
+    ready = time.perf_counter() - t0
+    wait_until(lambda: heads(node.grpc)[0] == want, timeout, "fresh city's heads", 0.05)
+    return Bootstrap(node, ready, time.perf_counter() - t0)
+
+
 def test_bootstrap_from_snapshots(benchmark: Any, tmp_path: Path) -> None:
     publishers = min(PUBLISHERS, max(1, SCALE // 1000))
     built = build_snapshot_upstream(
@@ -442,14 +455,7 @@ def test_bootstrap_from_snapshots(benchmark: Any, tmp_path: Path) -> None:
         )
 
         def bootstrap() -> Bootstrap:
-            t0 = time.perf_counter()
-            node = LocalNode.spawn(config, name="fresh-city")
-            node.wait_ready(120)
-            ready = time.perf_counter() - t0
-            wait_until(
-                lambda: heads(node.grpc)[0] == want, BOOTSTRAP_TIMEOUT, "fresh city's heads", 0.05
-            )
-            return Bootstrap(node, ready, time.perf_counter() - t0)
+            return bootstrap_city(config, want, BOOTSTRAP_TIMEOUT)
 
         progress(f"bootstrapping a fresh city from {built.entries:,} entries in snapshots")
         result = benchmark.pedantic(bootstrap, rounds=1, iterations=1)
