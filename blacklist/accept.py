@@ -130,24 +130,48 @@ def _check_unique(label: str, *card_sets: CardColumns) -> None:
         raise DuplicateCard(f"{label}: card {dup} appears more than once")
 
 
-def _check_trust(key: TrustedKey, label: str, records: tuple[bytes, ...]) -> None:
-    """Every record in the trust section is the signing key's own word: issued by it,
-    signed by it, and (a certificate) granting nothing beyond the key's own scope. Whether a
-    chain of them is valid at some time is :mod:`blacklist.trust`'s question, later."""
-    scope = None if key.prefixes == (NATIONAL_PREFIX,) else key.prefixes
+def _issuer_of(
+    key_id: bytes, signer: TrustedKey, keys: Mapping[bytes, TrustedKey]
+) -> TrustedKey | None:
+    """The key that issued a trust record, as this node knows it (unverified: its authority
+    is the chain's business), or None."""
+    if key_id == signer.key_id:
+        return signer
+    anchor = getattr(keys, "anchor", None)
+    if anchor is not None and key_id == anchor.key_id:
+        trusted: TrustedKey = anchor.trusted()
+        return trusted
+    if isinstance(keys, KeysAtTime):
+        return keys.claimed(key_id)
+    return keys.get(key_id)
+
+
+def _check_trust(
+    key: TrustedKey, label: str, records: tuple[bytes, ...], keys: Mapping[bytes, TrustedKey]
+) -> None:
+    """Every record in the trust section belongs in this publisher's feed: issued by one of
+    the publisher's own keys (the signing key, or one it used before a rotation), or a
+    certificate *of* the publisher (its own, issued by its certifier, so that a rotated key
+    travels in its own feed); signed by that issuer; and a certificate grants nothing beyond
+    its issuer's scope. Records authenticate themselves (a chain must still reach the pinned
+    root, :mod:`blacklist.trust`); this rule keeps each feed to its own business."""
     for i, data in enumerate(records):
         try:
             record = decode_trust_record(data)
         except CodecError as exc:
             raise BadTrustRecord(f"{label}: trust record {i}: {exc}") from exc
-        if record.issuer_key_id != key.key_id:
+        issuer = _issuer_of(record.issuer_key_id, key, keys)
+        own = isinstance(record, Certificate) and record.publisher == key.publisher
+        if issuer is None or (issuer.publisher != key.publisher and not own):
             raise BadTrustRecord(
                 f"{label}: {record.label} is issued by key {record.issuer_key_id.hex()}, "
-                f"not by the key that signed the delta ({key.key_id.hex()})"
+                f"which is not a key of publisher {key.publisher} (nor its certificate's "
+                "issuer)"
             )
-        if not key.verify(record.digest, record.signature):
+        if not issuer.verify(record.digest, record.signature):
             raise BadTrustRecord(f"{label}: {record.label}: signature does not verify")
         if isinstance(record, Certificate):
+            scope = None if issuer.prefixes == (NATIONAL_PREFIX,) else issuer.prefixes
             try:
                 check_scope(record, scope)
             except TrustError as exc:
@@ -185,7 +209,7 @@ def accept_delta(head: FeedHead, delta: Delta, keys: Mapping[bytes, TrustedKey])
     _check_entries(label, delta.adds)
     _check_unique(label, delta.adds.cards, delta.removes)
     _check_psams(key, label, delta.psam_adds, delta.psam_removes)
-    _check_trust(key, label, delta.trust)
+    _check_trust(key, label, delta.trust, keys)
     return FeedHead(delta.publisher, delta.version, delta.digest)
 
 
@@ -210,17 +234,19 @@ def accept_snapshot(
         raise ReplayedDelta(f"{label}: this node is already at that version")
     if len(snapshot.versions) and int(snapshot.versions.max()) > snapshot.version:
         raise MalformedDelta(f"{label}: an entry claims a version after the snapshot's")
-    _check_snapshot_content(key, label, snapshot)
+    _check_snapshot_content(key, label, snapshot, keys)
     return FeedHead(snapshot.publisher, snapshot.version, snapshot.head_digest)
 
 
-def _check_snapshot_content(key: TrustedKey, label: str, snapshot: Snapshot) -> None:
+def _check_snapshot_content(
+    key: TrustedKey, label: str, snapshot: Snapshot, keys: Mapping[bytes, TrustedKey]
+) -> None:
     _check_entries(label, snapshot.entries)
     _check_unique(label, snapshot.entries.cards)
     if len(snapshot.psam_versions) and int(snapshot.psam_versions.max()) > snapshot.version:
         raise MalformedDelta(f"{label}: a PSAM entry claims a version after the snapshot's")
     _check_psams(key, label, snapshot.psams, CardColumns.empty())
-    _check_trust(key, label, snapshot.trust)
+    _check_trust(key, label, snapshot.trust, keys)
 
 
 def accept_current_snapshot(
@@ -237,4 +263,4 @@ def accept_current_snapshot(
         raise VersionGap(f"{label}: newer than the head version {head.version}; apply it")
     if snapshot.head_digest != head.digest:
         raise ForkedFeed(f"{label}: same version as the head, different digest")
-    _check_snapshot_content(key, label, snapshot)
+    _check_snapshot_content(key, label, snapshot, keys)

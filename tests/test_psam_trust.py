@@ -379,3 +379,49 @@ def test_audit_records_commit_with_their_delta_or_not_at_all(
     [record] = list(store.audit.records(card_id=PSAM))
     assert (record.card_id, record.action, record.operator) == (PSAM, AuditAction.PSAM_REVOKE, "op")
     assert list(store.audit.records(card_id=card())) == []
+
+
+def test_a_rotated_certifier_snapshots_what_its_old_key_issued(
+    tmp_path: Path, h: Hierarchy
+) -> None:
+    """After the province's own key rotates, its snapshot (signed with the new key) still
+    carries the certificates its old key issued, and its new certificate (issued by the
+    root) travels in its own feed; a record from an unrelated key does not."""
+    gd2 = SigningKey.generate("440000", ["44"])
+    gd2_cert = issue_certificate(h.root, gd2, ["44"], NOW - DAY, NOW + DAY, serial=9)
+    store = RevocationStore(tmp_path / "gd", map_size=1 << 30)
+    try:
+        old = Authority(store, h.gd, h.keys(), clock=ManualClock(NOW))
+        old.publish_trust([h.gz_cert.to_bytes()])
+        # The new key's own certificate, published under the old key before the switch.
+        store.apply_delta(
+            build_delta(h.gd, store.head("440000"), issued_at=NOW, trust=[gd2_cert.to_bytes()]),
+            h.keys(store.trust.records()),
+        )
+        keys = h.keys(store.trust.records())
+        assert keys[gd2.key_id].publisher == "440000"
+        new = Authority(store, gd2, keys, clock=ManualClock(NOW + 1))
+        entries, versions = store.feed_entries("440000")
+        snap = sign_snapshot(
+            gd2,
+            store.head("440000"),
+            entries,
+            versions,
+            NOW + 1,
+            trust=store.trust.records("440000"),
+        )
+        store.keep_snapshot(snap, keys)  # old-key and root-issued records: accepted
+        fresh = RevocationStore(tmp_path / "fresh", map_size=1 << 30)
+        try:
+            assert fresh.apply_snapshot(snap, keys).trust_records == 2
+        finally:
+            fresh.close()
+        stranger = issue_certificate(
+            h.gz, SigningKey.generate("440100", ["4401"]), ["4401"], NOW, NOW + DAY, 3
+        )
+        bad = build_delta(gd2, store.head("440000"), issued_at=NOW + 2, trust=[stranger.to_bytes()])
+        with pytest.raises(BadTrustRecord, match="not a key of publisher 440000"):
+            store.apply_delta(bad, keys)
+        assert new.publisher == "440000"
+    finally:
+        store.close()
