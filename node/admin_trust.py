@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from blacklist.audit import AuditAction, AuditChange
 from blacklist.authority import Revocation
-from blacklist.certs import decode_trust_record
+from blacklist.certs import Certificate, decode_trust_record
 from blacklist.delta import Delta
 from blacklist.entry import Reason
 from blacklist.errors import CodecError
@@ -104,11 +104,12 @@ class TrustAdmin:
                 record = decode_trust_record(data)
             except CodecError as exc:
                 raise InvalidRequest(f"record {i}: {exc}") from None
-            if record.issuer_key_id != authority.key.key_id:
+            own = isinstance(record, Certificate) and record.publisher == authority.publisher
+            if record.issuer_key_id != authority.key.key_id and not own:
                 raise InvalidRequest(
                     f"record {i} ({record.label}) is issued by key "
                     f"{record.issuer_key_id.hex()}, not by this authority's signing key "
-                    f"{authority.key.key_id.hex()}"
+                    f"{authority.key.key_id.hex()} (nor is it this authority's own certificate)"
                 )
         work = functools.partial(authority.publish_trust, records, snapshot=False)
         result, digest = await self._admin._write(authority, work)

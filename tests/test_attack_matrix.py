@@ -389,3 +389,13 @@ def test_a_revoked_psam_checking_a_card(world: World) -> None:
     # Lifting the denial lets the terminal work again, everywhere.
     assert "lifted 1 denial(s)" in operator_cli(world, "psam", "reinstate", PSAM)
     wait_for("the lifted denial at the city", lambda: not refused_at_city())
+
+
+def test_publish_trust_takes_the_authoritys_own_certificate_not_anothers(world: World) -> None:
+    """`keys publish` of the province's own certificate (issued by the root) is accepted,
+    so a rotated certifier's new certificate can travel in its own feed; the root's
+    certificate of another publisher is refused at the door, naming why."""
+    out = operator_cli(world, "keys", "publish", world.keys / "440000.crt")
+    assert "published 1 record(s)" in out or "nothing new" in out, out
+    fake = operator_cli(world, "keys", "publish", world.keys / "fake-440100.crt", expect=1)
+    assert "INVALID_ARGUMENT" in fake and "not by this authority's signing key" in fake, fake
