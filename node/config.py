@@ -45,12 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blacklist.certs import Certificate, KeyRevocation
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import Keyring, SigningKey, TrustedKey
 from blacklist.trust import (
     CertificateExpired,
     CertifiedKeys,
     KeyRevoked,
+    TrustAnchor,
     certified_keys_from_records,
 )
 from node.keyfiles import (
@@ -79,6 +81,25 @@ TIMELY_TRUST_ERRORS = (CertificateExpired, KeyRevoked)
 
 class ConfigError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class TrustMaterial:
+    """A config's trust files as read: bare trusted keys, or the pinned anchor with its
+    configured chains and revocations."""
+
+    bare: Mapping[bytes, TrustedKey] | None = None
+    anchor: TrustAnchor | None = None
+    chains: tuple[tuple[Certificate, ...], ...] = ()
+    revocations: tuple[KeyRevocation, ...] = ()
+
+    def keys(self, records: Sequence[bytes], at: int) -> Mapping[bytes, TrustedKey]:
+        """The keys trusted as of ``at``, with the trust records that arrived in feeds
+        (certificates and key revocations, blacklist/trustrecords.py); bare keys ignore them."""
+        if self.anchor is None:
+            assert self.bare is not None
+            return self.bare
+        return certified_keys_from_records(self.anchor, self.chains, records, self.revocations, at)
 
 
 @dataclass(frozen=True)
@@ -127,17 +148,16 @@ class NodeConfig:
             keys.append(own.trusted())
         return Keyring(keys)
 
-    def keys_with(self, records: Sequence[bytes], at: int) -> Mapping[bytes, TrustedKey]:
-        """:meth:`keyring` together with the trust records that arrived in feeds (certificates
-        and key revocations, blacklist/trustrecords.py); bare trusted keys ignore them."""
+    def trust_material(self) -> TrustMaterial:
+        """The trust files of this config, read now and once (KeyFileError if one cannot be
+        read): what the node combines, at every rebuild of its keys, with the records that
+        arrive in feeds."""
         if self.trust_anchor_path is None:
-            return self.keyring(at)
-        return certified_keys_from_records(
-            load_trust_anchor(self.trust_anchor_path),
-            [load_certificate_chain(chain) for chain in self.certificate_chain_paths],
-            records,
-            [load_revocation(p) for p in self.key_revocation_paths],
-            at,
+            return TrustMaterial(bare=self.keyring())
+        return TrustMaterial(
+            anchor=load_trust_anchor(self.trust_anchor_path),
+            chains=tuple(tuple(load_certificate_chain(c)) for c in self.certificate_chain_paths),
+            revocations=tuple(load_revocation(p) for p in self.key_revocation_paths),
         )
 
     def certified_keys(self, at: int) -> CertifiedKeys:

@@ -34,6 +34,7 @@ class TrustKeeper:
         self._metrics = metrics
         self._clock = clock
         self._lock = threading.Lock()
+        self._material = config.trust_material()  # the config's files, read once
         self._seen = store.trust.changes
         self.keys: Keys = self._build()
         self._writer_side: list[Callable[[Keys], None]] = []
@@ -41,7 +42,7 @@ class TrustKeeper:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _build(self) -> Keys:
-        keys = self._config.keys_with(self._store.trust.records(), int(self._clock()))
+        keys = self._material.keys(self._store.trust.records(), int(self._clock()))
         self._metrics.trusted_keys.set(len(keys))
         return keys
 

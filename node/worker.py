@@ -82,6 +82,7 @@ class Worker:
             config.data_dir, clock=clock, map_size=config.map_size_gib << 30
         )
         self.metrics.watch_store(self.follower, clock)
+        self._trust = config.trust_material()  # the config's trust files, read once
         self.checker = FollowingChecker(
             self.follower,
             self._keys(self.follower.trust.records()),
@@ -94,7 +95,7 @@ class Worker:
         self._relay: grpc.aio.Channel | None = None
 
     def _keys(self, records: list[bytes]) -> Any:
-        keys = self.spec.config.keys_with(records, int(self.clock()))
+        keys = self._trust.keys(records, int(self.clock()))
         self.metrics.trusted_keys.set(len(keys))
         return keys
 
