@@ -52,7 +52,7 @@ from bench.figures import timed
 from bench.grpc_load import Samples, ServerProcess, python_command, sample, scrape
 from bench.scale import PUBLISHERS, ScaleDataset, scale_dataset, unseen_card_ids
 from bench.snapshot_upstream import MAP_SIZE_GIB
-from bench.test_sync import Bootstrap, bootstrap_city, heads
+from bench.test_sync import Bootstrap, bootstrap_city, copy_seconds, heads
 from blacklist.authority import Authority
 from blacklist.delta import sign_delta
 from blacklist.entryblock import CardColumns
@@ -137,20 +137,6 @@ def memory_bytes(pid: int) -> dict[str, int]:
         if name in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
             out[name] = int(value.split()[0]) * 1024
     return out
-
-
-def copy_seconds(source: Path, target: Path) -> float:
-    """Copy a file and fsync it (the node's snapshot applies are durable commits too)."""
-    t0 = time.perf_counter()
-    shutil.copyfile(source, target)
-    fd = os.open(target, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    seconds = time.perf_counter() - t0
-    target.unlink()
-    return seconds
 
 
 def histogram_quantile(before: Samples, after: Samples, name: str, q: float) -> float:

@@ -222,7 +222,7 @@ class Measured:
     check_us: float | None = None
 
 
-def _settled(metrics_url: str, labels: dict[str, str], timeout: float = 10.0) -> Samples:
+def settled(metrics_url: str, labels: dict[str, str], timeout: float = 10.0) -> Samples:
     """The node's metrics once every call it started has been handled (calls still in
     flight when h2load stopped finish or are cancelled shortly after)."""
     deadline = time.monotonic() + timeout
@@ -274,7 +274,7 @@ def _load(
     handled = float(run.done)
     handler_us = check_us = None
     if metrics_url:
-        after = _settled(metrics_url, labels)
+        after = settled(metrics_url, labels)
 
         def grew(name: str, **more: str) -> float:
             return sample(after, name, **more) - sample(before, name, **more)

@@ -391,7 +391,7 @@ def test_wire_bytes_push(benchmark: Any, push_federation: Federation) -> None:
 # --- bootstrap -----------------------------------------------------------------------------------
 
 
-def _copy_seconds(source: Path, target: Path) -> float:
+def copy_seconds(source: Path, target: Path) -> float:
     """Copy a file and fsync it (the node's snapshot applies are durable commits too)."""
     t0 = time.perf_counter()
     shutil.copyfile(source, target)
@@ -432,7 +432,7 @@ def test_bootstrap_from_snapshots(benchmark: Any, tmp_path: Path) -> None:
     )
     data_file = built.data_dir / "data.mdb"
     file_bytes = data_file.stat().st_size
-    baseline = min(_copy_seconds(data_file, tmp_path / "data.mdb.copy") for _ in range(2))
+    baseline = min(copy_seconds(data_file, tmp_path / "data.mdb.copy") for _ in range(2))
     upstream = start_node(
         NodeSpec(
             "440000", role="province", trusted_keys=built.public_keys, map_size_gib=MAP_SIZE_GIB

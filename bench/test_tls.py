@@ -32,7 +32,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ from bench.grpc_load import (
     sample,
     scrape,
 )
-from bench.test_node import build_store
+from bench.test_node import build_store, settled
 from bench.tls_load import ClientCert, LoadPool, LoadRun, LoadSpec, describe
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 
@@ -208,17 +207,9 @@ class Measured:
         return self.run.cpu_seconds / self.run.calls * 1e6
 
 
-def _settled(url: str, timeout: float = 10.0) -> Samples:
+def _settled(url: str) -> Samples:
     """The metrics once every CheckCard the node started has been counted as handled."""
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = scrape(url)
-        started = sample(samples, "grpc_server_started_total", **LABELS)
-        if sample(samples, "grpc_server_handled_total", **LABELS) >= started:
-            return samples
-        if time.monotonic() > deadline:
-            return samples  # the assertions below name what is missing
-        time.sleep(0.05)
+    return settled(url, LABELS)
 
 
 def _measure(pool: LoadPool, server: ServerProcess, seconds: float) -> Measured:
