@@ -116,6 +116,10 @@ class TrustedKey:
     public: bytes
     publisher: str
     prefixes: tuple[str, ...]
+    # The last feed version this key may stand behind (its certifier's revocation or
+    # rotation names it, issue #11): nothing it signs beyond is accepted, whatever the date.
+    # None: not bounded.
+    max_version: int | None = None
 
     def __post_init__(self) -> None:
         suite(self.suite_id)
