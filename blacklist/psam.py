@@ -25,7 +25,7 @@ import re
 import numpy as np
 
 from blacklist.entryblock import CardColumns
-from blacklist.errors import BlacklistError
+from blacklist.errors import BlacklistError, shown
 from blacklist.regions import PROVINCE_PREFIXES
 
 PSAM_ID_LENGTH = 22
@@ -37,7 +37,7 @@ class PsamIdError(BlacklistError, ValueError):
     """A PSAM id that is not 6 region digits and 16 hex digits; names the value."""
 
     def __init__(self, problem: str, value: object) -> None:
-        super().__init__(f"invalid PSAM id {value!r}: {problem}")
+        super().__init__(f"invalid PSAM id {shown(value)}: {problem}")
         self.problem = problem
         self.value = value
 

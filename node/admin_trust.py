@@ -6,11 +6,12 @@ validate the request, hand the work to the writer thread through the card servic
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from blacklist.audit import AuditAction, AuditChange
 from blacklist.authority import Revocation
-from blacklist.certs import Certificate, decode_trust_record
+from blacklist.certs import Certificate, KeyRevocation, decode_trust_record
 from blacklist.delta import Delta
 from blacklist.entry import Reason
 from blacklist.errors import CodecError
@@ -45,6 +46,31 @@ class TrustAdmin:
         self._admin = admin
         self._store = store
         self._metrics = metrics
+
+    def record_regions(self, request: admin_pb2.PublishTrustRequest) -> Iterator[str]:
+        """What each record of a PublishTrust request is about, for the operator's region
+        check (node/rpc.py, the rule Revoke's cards follow): a certificate's publisher and
+        every prefix it certifies; for a key revocation, the revoked key's publisher and
+        prefixes as this node knows them, or this authority's own code when the key is
+        unknown here (so only an operator of the whole authority may revoke it). A record
+        that does not decode names nothing; PublishTrust refuses it."""
+        authority = self._admin._authority
+        keys: Any = authority.keys if authority is not None else {}
+        for data in request.records:
+            try:
+                record = decode_trust_record(bytes(data))
+            except CodecError:
+                continue
+            if isinstance(record, Certificate):
+                yield record.publisher
+                yield from record.prefixes
+            elif isinstance(record, KeyRevocation):
+                known = keys.get(record.revoked_key_id)
+                if known is not None:
+                    yield known.publisher
+                    yield from known.prefixes
+                elif authority is not None:
+                    yield authority.publisher
 
     @staticmethod
     def _response(result: ApplyResult, digest: bytes) -> admin_pb2.PublishResponse:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import stat
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,14 +34,26 @@ class KeyFileError(ValueError):
     """A key file is missing, unreadable or malformed; the message names the file and field."""
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path, private: bool = False) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
+            if private:
+                _refuse_shared(path, os.fstat(f.fileno()).st_mode)
             return tomllib.load(f)
     except FileNotFoundError:
         raise KeyFileError(f"{path}: no such key file") from None
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise KeyFileError(f"{path}: {exc}") from None
+
+
+def _refuse_shared(path: Path, mode: int) -> None:
+    """A private key that group or others may read is refused, as ssh refuses an identity
+    file ("UNPROTECTED PRIVATE KEY FILE"): anyone who read it may sign as this authority."""
+    if mode & 0o077:
+        raise KeyFileError(
+            f"{path}: private key file has mode {stat.S_IMODE(mode):04o}, readable or "
+            f"writable by group or others; it must be 0600 (chmod 600 {path})"
+        )
 
 
 def _field(data: dict[str, Any], path: Path, name: str, kind: type) -> Any:
@@ -72,7 +85,7 @@ def _b64(data: dict[str, Any], path: Path, name: str) -> bytes:
 
 def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
     p = Path(path)
-    data = _read(p)
+    data = _read(p, private=True)
     suite_id, publisher, prefixes = _common(data, p)
     key = SigningKey(suite_id, _b64(data, p, "private"), publisher, prefixes)
     try:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import grpc
 
 from blacklist.authority import OutOfScope
-from blacklist.errors import CardIdError
+from blacklist.errors import CardIdError, CheckUnavailable, shown
 from blacklist.psam import PsamDenied, PsamIdError
 from blacklist.rejections import DeltaRejected
 from node.metrics import NodeMetrics
@@ -31,6 +31,10 @@ log = logging.getLogger("node.rpc")
 
 class InvalidRequest(ValueError):
     """A request that is malformed as a whole (empty, too large, unknown enum value)."""
+
+
+class NotFound(LookupError):
+    """A request for something this node does not hold (a snapshot of an unknown feed)."""
 
 
 class NotAnAuthority(RuntimeError):
@@ -58,8 +62,10 @@ ALLOWED_ROLES: dict[tuple[str, str], frozenset[str]] = {
     **{("Sync", m): frozenset({"node"})
        for m in ("GetUpdates", "PushDeltas", "Subscribe", "GetSnapshot")},
 }  # fmt: skip
-# Writes an operator may make only within its certificate's region: the card ids of a request.
-SCOPED_CARDS: dict[tuple[str, str], Callable[[Any], Iterable[str]]] = {
+# Writes an operator may make only within its certificate's region: the card ids of a request
+# (or any text whose first six characters are a region code or a prefix of one).
+Scoped = Callable[[Any], Iterable[str]]
+SCOPED_CARDS: dict[tuple[str, str], Scoped] = {
     ("Admin", "Revoke"): lambda request: (r.card_id for r in request.revocations),
     ("Admin", "Reinstate"): lambda request: request.card_ids,
     ("Admin", "RevokePsam"): lambda request: (r.psam_id for r in request.revocations),
@@ -88,6 +94,8 @@ def caller_of(context: Any) -> str:
     return f"{identity.role}:{identity.region}:{name}"
 
 
+_SCOPED_NOUN = {32: "card", 22: "PSAM"}  # by length (blacklist/cardid.py, blacklist/psam.py)
+
 # The first matching class wins (STYLE.md: one status code per error at the edge).
 STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (CardIdError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -99,7 +107,21 @@ STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (CallerNotPermitted, grpc.StatusCode.PERMISSION_DENIED),
     (NotAnAuthority, grpc.StatusCode.FAILED_PRECONDITION),
     (DeltaRejected, grpc.StatusCode.FAILED_PRECONDITION),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    # Fail closed (issue #11 item 9): a check that could not be confirmed is an error the
+    # terminal retries, never an answer.
+    (CheckUnavailable, grpc.StatusCode.UNAVAILABLE),
 )
+# The one cap on what a status carries back: the messages name values cut short already
+# (blacklist.errors.shown); this catches any that does not, under gRPC's 8 KiB metadata.
+MAX_DETAIL = 1024
+
+
+def detail_of(exc: BaseException) -> str:
+    text = str(exc)
+    if len(text) <= MAX_DETAIL:
+        return text
+    return f"{text[:MAX_DETAIL]}... ({len(text)} characters in all)"
 
 
 def status_of(exc: BaseException) -> grpc.StatusCode | None:
@@ -120,9 +142,18 @@ class Meter:
     """Wraps servicer methods with metrics, the error → status mapping and, when ``enforce``
     (the node serves TLS), the role check of :data:`ALLOWED_ROLES`."""
 
-    def __init__(self, metrics: NodeMetrics, *, enforce: bool = False) -> None:
+    def __init__(
+        self,
+        metrics: NodeMetrics,
+        *,
+        enforce: bool = False,
+        scoped: Mapping[tuple[str, str], Scoped] | None = None,
+    ) -> None:
         self._m = metrics
         self._enforce = enforce
+        # SCOPED_CARDS, plus scopes only the node can name (PublishTrust: whose key a key
+        # revocation names is known from the node's trust state, node/admin_trust.py).
+        self._scoped = {**SCOPED_CARDS, **(scoped or {})}
 
     def _authorize(self, service: str, method: str, request: Any, context: Any) -> None:
         """Raise CallerUnauthenticated / CallerNotPermitted (counted) unless the caller's
@@ -140,14 +171,15 @@ class Meter:
         if identity.role not in ALLOWED_ROLES.get(key, frozenset()):
             self._m.denied.labels("permission_denied", method).inc()
             raise CallerNotPermitted(f"role {identity.role!r} may not call {where}")
-        scoped = SCOPED_CARDS.get(key)
+        scoped = self._scoped.get(key)
         if scoped is not None and request is not None:
             for card_id in scoped(request):
                 if not identity.covers(card_id):
                     self._m.denied.labels("permission_denied", method).inc()
+                    what = _SCOPED_NOUN.get(len(card_id), "region")
                     raise CallerNotPermitted(
                         f"role {identity.role!r} of region {identity.region} may not call "
-                        f"{where} for card {card_id}: outside the certificate's region"
+                        f"{where} for {what} {shown(card_id)}: outside the certificate's region"
                     )
 
     def _children(self, service: str, method: str, kind: str) -> tuple[Any, Any, Any]:
@@ -168,7 +200,7 @@ class Meter:
         if code is None:
             log.exception("%s failed", where)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-        await context.abort(code, str(exc))
+        await context.abort(code, detail_of(exc))
 
     def _count(self, labels: tuple[str, str, str], context: Any, ok: Any, failed: bool) -> None:
         if failed:
@@ -236,16 +268,24 @@ class Meter:
     def guard(
         self, service: str, method: str, fn: ServerStreaming[Req, Resp]
     ) -> ServerStreaming[Req, Resp]:
-        """The role check alone, for the server-streaming Sync methods (not metered)."""
+        """The role check and the error → status mapping, for the server-streaming Sync
+        methods (not metered): an error raised while streaming is its status, not UNKNOWN."""
+        where = f"{service}/{method}"
 
         async def guarded(request: Req, context: Any) -> AsyncIterator[Resp]:
             try:
                 self._authorize(service, method, request, context)
-            except PermissionError as exc:
+                async for response in fn(request, context):
+                    yield response
+            except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:
                 code = status_of(exc)
-                assert code is not None
-                await context.abort(code, str(exc))
-            async for response in fn(request, context):
-                yield response
+                if code is None:
+                    log.exception("%s failed", where)
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+                    )
+                await context.abort(code, detail_of(exc))
 
         return guarded

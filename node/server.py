@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from blacklist.authority import Authority
 from blacklist.checker import Checker
 from blacklist.clock import Clock, system_clock
+from blacklist.errors import shown
 from blacklist.store import RevocationStore
 from node.admin_trust import TrustAdmin
 from node.config import NodeConfig
@@ -39,7 +40,7 @@ from node.gen.blacklist.v1 import (
 )
 from node.hub import FeedHub
 from node.metrics import VERSION, NodeMetrics
-from node.rpc import Meter
+from node.rpc import InvalidRequest, Meter, NotFound
 from node.servicers import AdminServicer, CardStatusServicer
 from node.sync_client import SyncClient
 from node.sync_service import SyncServicer
@@ -68,6 +69,23 @@ def add_card_status(
         SERVICES["CardStatus"], "CheckStream", status.CheckStream
     )
     card_status_pb2_grpc.add_CardStatusServicer_to_server(status, server)  # type: ignore[no-untyped-call]
+
+
+def snapshot_held(store: RevocationStore, serve: Any) -> Any:
+    """GetSnapshot, answering a malformed publisher with INVALID_ARGUMENT and a feed of which
+    no snapshot is held here with NOT_FOUND before any part is sent (issue #11 item 11).
+    (node/sync_service.py raises InvalidRequest for both; this check comes first.)"""
+
+    async def checked(request: sync_pb2.GetSnapshotRequest, context: Any) -> Any:
+        publisher = request.publisher
+        if len(publisher) != 6 or not publisher.isascii() or not publisher.isdigit():
+            raise InvalidRequest(f"publisher {shown(publisher)} is not a 6-digit code")
+        if store.archive.snapshot_version(publisher) is None:
+            raise NotFound(f"no snapshot of feed {publisher} is held here")
+        async for part in serve(request, context):
+            yield part
+
+    return checked
 
 
 class Node:
@@ -109,7 +127,6 @@ class Node:
         self._relay: Path | None = None
 
     def _add_services(self, server: grpc.aio.Server) -> None:
-        meter = Meter(self.metrics, enforce=self.config.tls)
         add_card_status(server, self.checker, self.metrics, self.config)
         admin = AdminServicer(
             role=self.config.role,
@@ -123,9 +140,15 @@ class Node:
             hub=self.hub,
             after_write=self.trust.after_write,
         )
+        trust_admin = TrustAdmin(admin, self.store, self.metrics)
+        # Operators publish trust records only within their region, as they revoke cards.
+        meter = Meter(
+            self.metrics,
+            enforce=self.config.tls,
+            scoped={("Admin", "PublishTrust"): trust_admin.record_regions},
+        )
         for name in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status", "ListAudit"):
             setattr(admin, name, meter.unary(SERVICES["Admin"], name, getattr(admin, name)))
-        trust_admin = TrustAdmin(admin, self.store, self.metrics)
         for name in ("RevokePsam", "ReinstatePsam", "GetPsam", "PublishTrust"):
             setattr(admin, name, meter.unary(SERVICES["Admin"], name, getattr(trust_admin, name)))
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
@@ -133,6 +156,7 @@ class Node:
         sync = SyncServicer(self.store, self.hub, self.metrics)
         for name in ("GetUpdates", "PushDeltas"):
             setattr(sync, name, meter.unary(SERVICES["Sync"], name, getattr(sync, name)))
+        sync.GetSnapshot = snapshot_held(self.store, sync.GetSnapshot)  # type: ignore[method-assign]
         for name in ("Subscribe", "GetSnapshot"):
             setattr(sync, name, meter.guard(SERVICES["Sync"], name, getattr(sync, name)))
         sync_pb2_grpc.add_SyncServicer_to_server(sync, server)  # type: ignore[no-untyped-call]

@@ -25,6 +25,7 @@ from blacklist.checker import Checker, CheckResult, CheckStatus
 from blacklist.clock import Clock
 from blacklist.delta import Delta
 from blacklist.entry import Entry, Reason
+from blacklist.errors import shown
 from blacklist.psam import PSAM_ID_LENGTH, PsamDenied, canonical_psam
 from blacklist.rejections import DeltaRejected
 from blacklist.store import ApplyResult, FeedState, RevocationStore
@@ -68,7 +69,7 @@ def _paging(page_size: int, page_token: str, key_length: int) -> tuple[int, byte
     except ValueError:
         after = b""
     if len(after) != key_length:
-        raise InvalidRequest(f"page_token {page_token!r} is not valid")
+        raise InvalidRequest(f"page_token {shown(page_token)} is not valid")
     return size, after
 
 
@@ -393,7 +394,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.ListEntriesResponse:
         prefix = request.region_prefix
         if prefix and (not prefix.isdigit() or not prefix.isascii() or len(prefix) > 6):
-            raise InvalidRequest(f"region_prefix {prefix!r} must be 0-6 digits")
+            raise InvalidRequest(f"region_prefix {shown(prefix)} must be 0-6 digits")
         size, start = _paging(request.page_size, request.page_token, 21)
         response = admin_pb2.ListEntriesResponse()
         last: Entry | None = None
