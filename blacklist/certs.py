@@ -35,14 +35,26 @@ Certificate (every integer big-endian)::
 Key revocation::
 
     magic          4 bytes  b"KREV"
-    format         u8       1
+    format         u8       1 or 2
     serial         u64                       the certifier's number for this revocation
     issuer_key_id  8 bytes                   the certifier's key id (who signs this)
     revoked_key_id 8 bytes                   the key it revokes
     effective_at   i64                       unix seconds; the key is void from this time on
     reason         u8                        RevocationReason
+    -- format 2 only --
+    last_version   u64                       the last version of the revoked key's feed it
+                                             may stand behind (issue #11)
+    has_digest     u8       0 or 1
+    last_digest    32 bytes (if has_digest)  that version's head digest
     -- end of body; digest = SHA-256(body) --
     signature      uvarint length + bytes    the certifier's signature over the digest
+
+Format 1 (no ``last_version``) is still written for a revocation without a version bound,
+so every record already held in stores and configs keeps its bytes, digest and signature;
+it bounds the key by time alone. Format 2 bounds it by version too: nothing the key signs
+past ``last_version`` is accepted, whatever ``issued_at`` it claims (a date is the signer's
+word, a version is the feed's position), see :mod:`blacklist.trust`. A rotation (reason
+SUPERSEDED) is the same record.
 
 Domain separation: a province key signs both its feed's deltas and its cities' certificates,
 always over SHA-256 of a body. A delta body starts with its kind byte (1 or 2, see
@@ -71,7 +83,9 @@ from blacklist.wire import Reader, Writer
 
 CERT_MAGIC = b"KCRT"
 REVOCATION_MAGIC = b"KREV"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # certificates, and revocations without a version bound
+REVOCATION_BOUNDED_FORMAT = 2  # revocations naming the last version (and digest)
+DIGEST_LENGTH = 32
 MAX_SIGNATURE = 1024
 MAX_PUBLIC_KEY = 255
 MAX_PREFIXES = 255
@@ -224,7 +238,9 @@ class Certificate(_SignedBody):
 
 @dataclass(frozen=True)
 class KeyRevocation(_SignedBody):
-    """The certifier's signed statement: key ``revoked_key_id`` is void from ``effective_at``."""
+    """The certifier's signed statement: key ``revoked_key_id`` is void from ``effective_at``,
+    and (when ``last_version`` is set) stands behind no version of its feed past
+    ``last_version`` — whose head digest is ``last_digest``, when given."""
 
     serial: int
     issuer_key_id: bytes
@@ -232,6 +248,8 @@ class KeyRevocation(_SignedBody):
     effective_at: int
     reason: RevocationReason
     signature: bytes = field(repr=False)
+    last_version: int | None = None
+    last_digest: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _check_int("serial", self.serial, 0, _U64_MAX)
@@ -243,11 +261,22 @@ class KeyRevocation(_SignedBody):
         except ValueError:
             raise CertificateFormatError(f"unknown revocation reason {self.reason!r}") from None
         _check_bytes("signature", self.signature, 0, MAX_SIGNATURE)
+        if self.last_version is not None:
+            _check_int("last_version", self.last_version, 0, _U64_MAX)
+        if self.last_digest is not None:
+            if self.last_version is None:
+                raise CertificateFormatError("last_digest needs last_version (whose digest it is)")
+            _check_bytes("last digest", self.last_digest, DIGEST_LENGTH, DIGEST_LENGTH)
+
+    @property
+    def format(self) -> int:
+        return FORMAT_VERSION if self.last_version is None else REVOCATION_BOUNDED_FORMAT
 
     @property
     def label(self) -> str:
+        bound = "" if self.last_version is None else f" after v{self.last_version}"
         return (
-            f"revocation #{self.serial} of key {self.revoked_key_id.hex()} "
+            f"revocation #{self.serial} of key {self.revoked_key_id.hex()}{bound} "
             f"by {self.issuer_key_id.hex()}"
         )
 
@@ -255,12 +284,17 @@ class KeyRevocation(_SignedBody):
     def body(self) -> bytes:
         w = Writer()
         w.raw(REVOCATION_MAGIC)
-        w.u8(FORMAT_VERSION)
+        w.u8(self.format)
         w.u64(self.serial)
         w.raw(self.issuer_key_id)
         w.raw(self.revoked_key_id)
         w.i64(self.effective_at)
         w.u8(self.reason)
+        if self.last_version is not None:
+            w.u64(self.last_version)
+            w.u8(0 if self.last_digest is None else 1)
+            if self.last_digest is not None:
+                w.raw(self.last_digest)
         return w.getvalue()
 
 
@@ -297,20 +331,35 @@ def issue_revocation(
     effective_at: int,
     reason: RevocationReason,
     serial: int,
+    *,
+    last_version: int | None = None,
+    last_digest: bytes | None = None,
 ) -> KeyRevocation:
-    """Revoke a key this issuer certified, as of ``effective_at``."""
-    unsigned = KeyRevocation(serial, issuer.key_id, revoked_key_id, effective_at, reason, b"")
+    """Revoke a key this issuer certified, as of ``effective_at``; with ``last_version``,
+    also past that version of the key's feed (the head it stood behind when revoked)."""
+    unsigned = KeyRevocation(
+        serial,
+        issuer.key_id,
+        revoked_key_id,
+        effective_at,
+        reason,
+        b"",
+        last_version=last_version,
+        last_digest=last_digest,
+    )
     return dataclasses.replace(unsigned, signature=issuer.sign(unsigned.digest))
 
 
-def _start(data: bytes, magic: bytes, what: str) -> Reader:
+def _start(
+    data: bytes, magic: bytes, what: str, formats: tuple[int, ...] = (FORMAT_VERSION,)
+) -> tuple[Reader, int]:
     r = Reader(bytes(data), what)
     if r.raw(len(magic), "magic") != magic:
         raise CodecError(f"not a {what} (bad magic)")
     version = r.u8("format")
-    if version != FORMAT_VERSION:
+    if version not in formats:
         raise CodecError(f"{what}: unknown format version {version}")
-    return r
+    return r, version
 
 
 def _read_prefix(r: Reader, i: int) -> str:
@@ -340,7 +389,7 @@ def _finish(r: Reader, data: bytes, what: str, build: Callable[[bytes], _Signed]
 def decode_certificate(data: bytes) -> Certificate:
     """Parse one certificate. Raises CodecError on anything that is not exactly one."""
     what = "certificate"
-    r = _start(data, CERT_MAGIC, what)
+    r, _ = _start(data, CERT_MAGIC, what)
     serial = r.u64("serial")
     publisher = r.u32("publisher")
     if publisher > 999_999:
@@ -372,7 +421,7 @@ def decode_certificate(data: bytes) -> Certificate:
 def decode_revocation(data: bytes) -> KeyRevocation:
     """Parse one key revocation. Raises CodecError on anything that is not exactly one."""
     what = "key revocation"
-    r = _start(data, REVOCATION_MAGIC, what)
+    r, version = _start(data, REVOCATION_MAGIC, what, (FORMAT_VERSION, REVOCATION_BOUNDED_FORMAT))
     serial = r.u64("serial")
     issuer_key_id = r.raw(KEY_ID_LENGTH, "issuer key id")
     revoked_key_id = r.raw(KEY_ID_LENGTH, "revoked key id")
@@ -382,12 +431,28 @@ def decode_revocation(data: bytes) -> KeyRevocation:
         reason = RevocationReason(code)
     except ValueError:
         raise CodecError(f"{what}: unknown revocation reason {code}") from None
+    last_version: int | None = None
+    last_digest: bytes | None = None
+    if version == REVOCATION_BOUNDED_FORMAT:
+        last_version = r.u64("last_version")
+        has_digest = r.u8("has_digest")
+        if has_digest > 1:
+            raise CodecError(f"{what}: has_digest {has_digest} is not 0 or 1")
+        if has_digest:
+            last_digest = r.raw(DIGEST_LENGTH, "last digest")
     return _finish(
         r,
         data,
         what,
         lambda signature: KeyRevocation(
-            serial, issuer_key_id, revoked_key_id, effective_at, reason, signature
+            serial,
+            issuer_key_id,
+            revoked_key_id,
+            effective_at,
+            reason,
+            signature,
+            last_version=last_version,
+            last_digest=last_digest,
         ),
     )
 

@@ -1,26 +1,8 @@
 """The certified key hierarchy: deciding whether a key is trusted. Pure functions, no I/O.
 
-Every node pins one :class:`TrustAnchor`, the ministry root key, whose scope is national:
-any province-level prefix of :data:`blacklist.regions.PROVINCE_PREFIXES` or a longer prefix
-under one. A chain runs from the anchor to the key that signs, root-most certificate first
-(province, then city). :func:`verify_chain` checks each certificate in a fixed order — the
-first failure wins and names the certificate and the value:
-
-1. its issuer key id is the anchor's (first certificate) or the previous certificate's
-   subject key id (``unknown_issuer``: a chain to a self-made root ends here);
-2. the issuer's signature over SHA-256 of its body (``bad_certificate_signature``);
-3. ``not_before <= at <= not_after`` (``not_yet_valid``, ``expired``);
-4. its scope lies within its issuer's: every prefix starts with one of the issuer's, and so
-   does the subject's publisher code, so that a province can neither grant another
-   province's regions nor give a key another province's feed to write (``scope_violation``);
-5. its certifier has not revoked the subject key as of ``at`` (``key_revoked``). Only a
-   revocation signed by the key that issued the certificate counts; any other, including one
-   that claims the certifier's key id but does not verify, is ignored.
-
-Scope is also what a leaf may *sign* (its :class:`~blacklist.signing.TrustedKey` prefixes):
-a province key certified for "44" may sign cards of any city in 44 in its own feed, which
-it could anyway by certifying itself a city key. Depth is bounded by scope, not by a count:
-a city key may certify another key inside its own prefixes, which grants nothing new.
+One chain's rules (the order of checks, scope, delegation, expiry at the node's clock) are
+:mod:`blacklist.chainverify`, re-exported here; building chains from loose records is
+:mod:`blacklist.chainbuild`. This module combines them into the keys a node trusts.
 
 Key rotation. A revocation voids a key *as of* ``effective_at`` = T: a delta whose
 ``issued_at`` = t verifies with that key iff t < T (:func:`key_valid_at`; or
@@ -33,285 +15,99 @@ still fails with ``key_revoked``.
 
 Replay. An old delta the old key signed before T still verifies after the rotation; what
 stops it being applied again is the feed, not the key: its version is at or below the head
-(``replay``) or its previous-digest is not the head's (``fork``), see
-:mod:`blacklist.accept`. ``issued_at`` is the signer's own claim, so a thief of a revoked
-key can backdate a delta to before T; that delta must also extend the head by exactly one
-version with the right previous-digest, which after the authority's first delta under its
-new key it cannot (the chain has moved on). The window that remains — a thief racing the
-authority to the next version — is why a compromise revocation should name the suspected
-time of compromise, and why acceptance should also refuse an ``issued_at`` older than the
-head's (a check :mod:`blacklist.accept` does not make yet).
+(``replay``) or its previous-digest is not the head's (``fork``), see acceptance.
+
+Version bounds (issue #11). ``issued_at`` is the signer's own claim, so a thief of a key
+revoked as of T can date anything T−1. A revocation of format 2 therefore also names the
+last version of the key's feed it may stand behind (for a rotation: the head it was
+rotated at): :meth:`CertifiedKeys.key_at` returns the key with ``max_version`` = the
+smallest such ``last_version`` among the revocations of that key, signed by a key that
+certified it, that have taken effect by the node's clock; acceptance refuses any delta or
+snapshot past it (``key_revoked``), whatever date it carries. The bound is the key's, not a
+chain's: a second, older chain of the same key (a rotated certifier) does not lift it.
+
+An intermediate key's bounded revocation (a province's) bounds the province's own feed
+only: versions of different feeds are not comparable, so it says nothing about its cities'
+versions. For the keys it certified it acts by ``effective_at`` as any revocation does: a
+city certificate the province key issued vouches only for items signed before the
+province key's ``effective_at`` (rule 5 on the province's own link), so its cities must be
+re-certified by the province's new key; what stops a thief of the old province key from
+minting a backdated city certificate and signing city items dated before T is the city
+feed's own ``issued_at`` monotonicity and its head's version chain, not this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from blacklist.certs import (
-    Certificate,
-    KeyRevocation,
-    SubjectKey,
-    decode_certificate,
-    decode_trust_record,
+from blacklist.certs import Certificate, KeyRevocation, decode_trust_record
+from blacklist.chainbuild import MAX_CHAIN_DEPTH, MAX_CHAINS_PER_KEY, chains_from_records
+from blacklist.chainverify import (
+    ALL_TRUST_CAUSES,
+    NATIONAL_PREFIX,
+    BadCertificateSignature,
+    CertificateExpired,
+    Certifier,
+    ConflictingCertificates,
+    KeyRevoked,
+    MalformedCertificate,
+    NotYetValid,
+    PrefixConflict,
+    RevocationIndex,
+    ScopeViolation,
+    SignatureCache,
+    TrustAnchor,
+    TrustError,
+    UnknownIssuer,
+    check_delegation,
+    check_scope,
+    decode_chain,
+    effective_revocation,
+    key_valid_at,
+    verify_chain,
+    verify_chain_bytes,
 )
-from blacklist.errors import BlacklistError, CodecError
-from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
-from blacklist.signing import Keyring, TrustedKey, key_id_of, suite
+from blacklist.errors import CodecError
+from blacklist.signing import Keyring, TrustedKey
 
-# The scope a TrustedKey carries for the anchor: "" matches every region, and as the
-# shortest prefix it loses to every province and city in PublisherDirectory's lookup.
-NATIONAL_PREFIX = ""
-
-
-class TrustError(BlacklistError):
-    """A certificate chain does not make a key trusted. ``cause`` is a stable metrics label;
-    ``certificate`` is the failing certificate, when there is one."""
-
-    cause: ClassVar[str] = "untrusted"
-
-    def __init__(self, message: str, certificate: Certificate | None = None) -> None:
-        super().__init__(message)
-        self.certificate = certificate
-
-
-class MalformedCertificate(TrustError):
-    """The bytes do not decode as a certificate."""
-
-    cause = "malformed_certificate"
-
-
-class UnknownIssuer(TrustError):
-    """Issued by a key that is neither the pinned root nor the previous certificate's."""
-
-    cause = "unknown_issuer"
-
-
-class BadCertificateSignature(TrustError):
-    """The issuer's signature does not verify over the certificate's body."""
-
-    cause = "bad_certificate_signature"
-
-
-class NotYetValid(TrustError):
-    cause = "not_yet_valid"
-
-
-class CertificateExpired(TrustError):
-    cause = "expired"
-
-
-class ScopeViolation(TrustError):
-    """The certificate grants a prefix or publisher outside its issuer's scope."""
-
-    cause = "scope_violation"
-
-
-class KeyRevoked(TrustError):
-    """A key in the chain was revoked by its certifier at or before the time checked."""
-
-    cause = "key_revoked"
-
-
-class ConflictingCertificates(TrustError):
-    """Valid chains certify one key for different publishers (so it is trusted for none)."""
-
-    cause = "conflicting_certificates"
-
-
-ALL_TRUST_CAUSES: tuple[str, ...] = tuple(
-    c.cause
-    for c in (
-        MalformedCertificate,
-        UnknownIssuer,
-        BadCertificateSignature,
-        NotYetValid,
-        CertificateExpired,
-        ScopeViolation,
-        KeyRevoked,
-        ConflictingCertificates,
-    )
-)
-
-
-class Certifier(Protocol):
-    """A key that issues certificates and revocations: the anchor or a certified key."""
-
-    @property
-    def key_id(self) -> bytes: ...
-
-    def verify(self, message: bytes, signature: bytes) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class TrustAnchor:
-    """The pinned ministry root key: publisher 000000, national scope."""
-
-    suite_id: int
-    public: bytes
-
-    def __post_init__(self) -> None:
-        suite(self.suite_id)  # KeyFormatError for an unknown suite
-        if not self.public:
-            raise ValueError("the trust anchor needs a public key")
-
-    @classmethod
-    def of(cls, key: SubjectKey) -> TrustAnchor:
-        """The anchor for a root key (its publisher must be the ministry's)."""
-        if key.publisher != MINISTRY_CODE:
-            raise ValueError(f"a root key publishes for {MINISTRY_CODE}, not {key.publisher}")
-        return cls(key.suite_id, key.public)
-
-    @property
-    def publisher(self) -> str:
-        return MINISTRY_CODE
-
-    @property
-    def key_id(self) -> bytes:
-        return key_id_of(self.suite_id, self.public)
-
-    def verify(self, message: bytes, signature: bytes) -> bool:
-        return suite(self.suite_id).verify(self.public, message, signature)
-
-    def trusted(self) -> TrustedKey:
-        return TrustedKey(self.suite_id, self.public, MINISTRY_CODE, (NATIONAL_PREFIX,))
-
-
-def effective_revocation(
-    key_id: bytes, certifier: Certifier, revocations: Iterable[KeyRevocation]
-) -> KeyRevocation | None:
-    """The earliest revocation of ``key_id`` that ``certifier`` signed, or None.
-
-    Revocations by any other key, and ones whose signature does not verify, are ignored:
-    only the key that vouched for a key may withdraw it.
-    """
-    found: KeyRevocation | None = None
-    for r in revocations:
-        if r.revoked_key_id != key_id or r.issuer_key_id != certifier.key_id:
-            continue
-        if found is not None and r.effective_at >= found.effective_at:
-            continue
-        if certifier.verify(r.digest, r.signature):
-            found = r
-    return found
-
-
-def key_valid_at(
-    key_id: bytes, certifier: Certifier, revocations: Iterable[KeyRevocation], t: int
-) -> bool:
-    """Whether something signed at ``t`` with ``key_id`` escapes its certifier's
-    revocations: True iff no revocation by ``certifier`` takes effect at or before ``t``."""
-    r = effective_revocation(key_id, certifier, revocations)
-    return r is None or t < r.effective_at
-
-
-def _in_national_scope(code: str) -> bool:
-    return len(code) >= 2 and code[:2].isdigit() and int(code[:2]) in PROVINCE_PREFIXES
-
-
-def _within(code: str, scope: tuple[str, ...] | None) -> bool:
-    """``scope`` None is the anchor's national scope."""
-    return _in_national_scope(code) if scope is None else code.startswith(scope)
-
-
-def _scope_text(scope: tuple[str, ...] | None) -> str:
-    return "the national scope" if scope is None else f"the issuer's scope {list(scope)}"
-
-
-def check_scope(cert: Certificate, scope: tuple[str, ...] | None) -> None:
-    """Raise :class:`ScopeViolation` unless ``cert``'s publisher and every prefix lie within
-    ``scope`` (an issuer certificate's prefixes; None is the anchor's national scope)."""
-    label = cert.label
-    publisher_ok = _within(cert.publisher, scope) or (
-        scope is None and cert.publisher == MINISTRY_CODE
-    )
-    if not publisher_ok:
-        raise ScopeViolation(
-            f"{label}: publisher {cert.publisher} is outside {_scope_text(scope)}", cert
-        )
-    for prefix in cert.prefixes:
-        if not _within(prefix, scope):
-            raise ScopeViolation(
-                f"{label}: prefix {prefix!r} is outside {_scope_text(scope)}", cert
-            )
-
-
-def _verify_link(
-    cert: Certificate,
-    issuer: Certifier,
-    issuer_name: str,
-    scope: tuple[str, ...] | None,
-    revocations: Sequence[KeyRevocation],
-    at: int,
-) -> None:
-    label = cert.label
-    if cert.issuer_key_id != issuer.key_id:
-        raise UnknownIssuer(
-            f"{label}: issuer key {cert.issuer_key_id.hex()} is not {issuer_name} "
-            f"({issuer.key_id.hex()})",
-            cert,
-        )
-    if not issuer.verify(cert.digest, cert.signature):
-        raise BadCertificateSignature(
-            f"{label}: signature does not verify with issuer key {issuer.key_id.hex()}", cert
-        )
-    if at < cert.not_before:
-        raise NotYetValid(f"{label}: not valid before {cert.not_before}, checked at {at}", cert)
-    if at > cert.not_after:
-        raise CertificateExpired(f"{label}: expired at {cert.not_after}, checked at {at}", cert)
-    check_scope(cert, scope)
-    revocation = effective_revocation(cert.key_id, issuer, revocations)
-    if revocation is not None and revocation.effective_at <= at:
-        raise KeyRevoked(
-            f"{label}: key {cert.key_id.hex()} revoked as of {revocation.effective_at} "
-            f"({revocation.reason.name.lower()}, revocation #{revocation.serial}), "
-            f"checked at {at}",
-            cert,
-        )
-
-
-def verify_chain(
-    chain: Sequence[Certificate],
-    anchor: TrustAnchor,
-    revocations: Iterable[KeyRevocation],
-    at: int,
-) -> TrustedKey:
-    """The leaf key of ``chain`` (root-most certificate first) as trusted at time ``at``,
-    with the leaf certificate's publisher and prefixes; or the :class:`TrustError` that
-    forbids it. The empty chain names the anchor itself."""
-    revs = tuple(revocations)
-    issuer: Certifier = anchor
-    issuer_name = "the pinned root key"
-    scope: tuple[str, ...] | None = None
-    for cert in chain:
-        _verify_link(cert, issuer, issuer_name, scope, revs, at)
-        issuer = cert.trusted()
-        issuer_name = f"the key of {cert.label}"
-        scope = cert.prefixes
-    return chain[-1].trusted() if chain else anchor.trusted()
-
-
-def decode_chain(chain: Sequence[bytes]) -> list[Certificate]:
-    """Decode a chain from the wire; a certificate that does not decode is a
-    :class:`MalformedCertificate` naming its position."""
-    out = []
-    for i, data in enumerate(chain):
-        try:
-            out.append(decode_certificate(data))
-        except CodecError as exc:
-            raise MalformedCertificate(f"certificate {i} of the chain: {exc}") from exc
-    return out
-
-
-def verify_chain_bytes(
-    chain: Sequence[bytes],
-    anchor: TrustAnchor,
-    revocations: Iterable[KeyRevocation],
-    at: int,
-) -> TrustedKey:
-    """:func:`verify_chain` over encoded certificates."""
-    return verify_chain(decode_chain(chain), anchor, revocations, at)
+# The chain rules and chain building are re-exported: callers import them from here.
+__all__ = [
+    "ALL_TRUST_CAUSES",
+    "DEFAULT_MAX_TRUST_RECORDS",
+    "MAX_CHAINS_PER_KEY",
+    "MAX_CHAIN_DEPTH",
+    "NATIONAL_PREFIX",
+    "BadCertificateSignature",
+    "CertificateExpired",
+    "CertifiedKeys",
+    "Certifier",
+    "ConflictingCertificates",
+    "KeyRevoked",
+    "KeysAtTime",
+    "MalformedCertificate",
+    "NotYetValid",
+    "PrefixClaim",
+    "PrefixConflict",
+    "RevocationIndex",
+    "ScopeViolation",
+    "SignatureCache",
+    "TrustAnchor",
+    "TrustError",
+    "UnknownIssuer",
+    "certified_keys_from_records",
+    "chains_from_records",
+    "check_delegation",
+    "check_scope",
+    "claims_of",
+    "decode_chain",
+    "effective_revocation",
+    "key_valid_at",
+    "keyring_from_chains",
+    "verify_chain",
+    "verify_chain_bytes",
+]
 
 
 def keyring_from_chains(
@@ -326,21 +122,37 @@ def keyring_from_chains(
     prefixes (any valid certificate suffices); certified for different publishers, it is
     ambiguous and left out, with a :class:`ConflictingCertificates` for each such chain.
     """
-    revs = tuple(revocations)
+    ring, errors, _ = _keyring(chains, anchor, RevocationIndex(revocations), at, SignatureCache())
+    return ring, errors
+
+
+Chain = tuple[Certificate, ...]
+
+
+def _keyring(
+    chains: Iterable[Sequence[Certificate]],
+    anchor: TrustAnchor,
+    revs: RevocationIndex,
+    at: int,
+    signatures: SignatureCache,
+) -> tuple[Keyring, list[TrustError], dict[bytes, list[Chain]]]:
+    """:func:`keyring_from_chains`, and the chains that verified for each key it holds."""
     errors: list[TrustError] = []
-    by_id: dict[bytes, list[tuple[TrustedKey, Certificate | None]]] = {}
+    by_id: dict[bytes, list[tuple[TrustedKey, Chain]]] = {}
     for chain in chains:
         try:
-            key = verify_chain(chain, anchor, revs, at)
+            key = verify_chain(chain, anchor, revs, at, signatures=signatures)
         except TrustError as exc:
             errors.append(exc)
             continue
-        by_id.setdefault(key.key_id, []).append((key, chain[-1] if chain else None))
+        by_id.setdefault(key.key_id, []).append((key, tuple(chain)))
     keys: list[TrustedKey] = []
+    valid: dict[bytes, list[Chain]] = {}
     for key_id, found in by_id.items():
         publishers = sorted({k.publisher for k, _ in found})
         if len(publishers) > 1:
-            for _, leaf in found:
+            for _, chain in found:
+                leaf = chain[-1] if chain else None
                 name = leaf.label if leaf is not None else "the pinned root key"
                 errors.append(
                     ConflictingCertificates(
@@ -352,17 +164,64 @@ def keyring_from_chains(
         first = found[0][0]
         prefixes = sorted({p for k, _ in found for p in k.prefixes})
         keys.append(TrustedKey(first.suite_id, first.public, first.publisher, tuple(prefixes)))
-    return Keyring(keys), errors
+        valid[key_id] = [chain for _, chain in found]
+    return Keyring(keys), errors, valid
 
 
 @runtime_checkable
 class KeysAtTime(Protocol):
     """A key mapping with a time dimension (:class:`CertifiedKeys`); acceptance resolves a
-    delta's key as of its ``issued_at`` through it. A plain Keyring has none."""
+    delta's key as of its ``issued_at`` (and the node's clock) through it. A plain Keyring
+    has none."""
 
-    def key_at(self, key_id: bytes, t: int) -> TrustedKey | None: ...
+    def key_at(self, key_id: bytes, t: int, *, now: int | None = None) -> TrustedKey | None: ...
 
     def claimed(self, key_id: bytes) -> TrustedKey | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixClaim:
+    """One valid certificate chain's word that ``publisher`` answers for ``prefix``: what a
+    publisher directory resolves when two publishers claim one prefix. ``depth`` is the
+    chain's length (0: the anchor itself, 1: certified by the root); ``issuer_publisher`` /
+    ``issuer_key_id`` name the leaf certificate's certifier (None: not certified, e.g. a
+    configured bare key); ``not_before`` and ``serial`` are the leaf certificate's."""
+
+    prefix: str
+    publisher: str
+    key_id: bytes
+    depth: int = 0
+    issuer_publisher: str | None = None
+    issuer_key_id: bytes | None = None
+    not_before: int = 0
+    serial: int = 0
+
+    @property
+    def label(self) -> str:
+        via = "" if self.issuer_publisher is None else f", certified by {self.issuer_publisher}"
+        return (
+            f"publisher {self.publisher}'s claim to {self.prefix!r} (key {self.key_id.hex()}{via})"
+        )
+
+
+def claims_of(keys: Mapping[bytes, TrustedKey]) -> tuple[PrefixClaim, ...]:
+    """Every prefix claim of ``keys``: :meth:`CertifiedKeys.claims` with the certificates
+    behind them; for plain keys, uncertified claims."""
+    if isinstance(keys, CertifiedKeys):
+        return keys.claims()
+    return tuple(PrefixClaim(p, k.publisher, k.key_id) for k in keys.values() for p in k.prefixes)
+
+
+# How many trust records one feed may carry (issue #11: trust records are bounded); a node's
+# config may change it (node/config.py ``max_trust_records``).
+DEFAULT_MAX_TRUST_RECORDS = 1000
+
+
+def _certifier(chain: Chain, anchor: TrustAnchor) -> Certifier | None:
+    """Who certified the leaf of ``chain`` (None for the anchor's own empty chain)."""
+    if not chain:
+        return None
+    return chain[-2].trusted() if len(chain) > 1 else anchor
 
 
 class CertifiedKeys(Mapping[bytes, TrustedKey]):
@@ -370,8 +229,10 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
     revocations. Immutable: build a new one (:meth:`updated`) for new chains or revocations.
 
     As a Mapping it is the keyring of the keys valid at ``at`` (:func:`keyring_from_chains`;
-    what a checker or a publisher directory needs). :meth:`key_at` answers for any time: the
-    key as trusted for something signed at ``t``, which is what delta acceptance asks.
+    what a checker or a publisher directory needs; ``at`` is the node's clock when it was
+    built). :meth:`key_at` answers for any time: the key as trusted for something signed at
+    ``t``, which is what delta acceptance asks. Signatures of certificates and revocations
+    are checked once per instance, so a key_at costs comparisons, not signature checks.
     """
 
     def __init__(
@@ -380,16 +241,24 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
         chains: Iterable[Sequence[Certificate]],
         revocations: Iterable[KeyRevocation],
         at: int,
+        *,
+        max_trust_records: int = DEFAULT_MAX_TRUST_RECORDS,
     ) -> None:
         self.anchor = anchor
-        self.chains: tuple[tuple[Certificate, ...], ...] = tuple(tuple(c) for c in chains)
+        self.chains: tuple[Chain, ...] = tuple(tuple(c) for c in chains)
         self.revocations: tuple[KeyRevocation, ...] = tuple(revocations)
         self.at = at
-        self._by_leaf: dict[bytes, list[tuple[Certificate, ...]]] = {}
+        self.max_trust_records = max_trust_records
+        self._revs = RevocationIndex(self.revocations)
+        self._signatures = SignatureCache()
+        self._by_leaf: dict[bytes, list[Chain]] = {}
         for chain in self.chains:
             leaf = chain[-1].key_id if chain else anchor.key_id
             self._by_leaf.setdefault(leaf, []).append(chain)
-        self._now, self.errors = keyring_from_chains(self.chains, anchor, self.revocations, at)
+        self._now, self.errors, self._valid = _keyring(
+            self.chains, anchor, self._revs, at, self._signatures
+        )
+        self._feed_records: dict[str, frozenset[bytes]] = {}
 
     def updated(
         self,
@@ -403,6 +272,7 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
             (*self.chains, *chains),
             (*self.revocations, *revocations),
             self.at if at is None else at,
+            max_trust_records=self.max_trust_records,
         )
 
     def __getitem__(self, key_id: bytes) -> TrustedKey:
@@ -425,11 +295,57 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
             return None
         return chains[0][-1].trusted() if chains[0] else self.anchor.trusted()
 
-    def key_at(self, key_id: bytes, t: int) -> TrustedKey | None:
+    def claims(self) -> tuple[PrefixClaim, ...]:
+        """Each (publisher, prefix) claim of the keys valid at ``at``, one per chain that
+        verified, with what a directory needs to pick between two publishers' claims."""
+        out: list[PrefixClaim] = []
+        for key_id, chains in self._valid.items():
+            key = self._now[key_id]
+            for chain in chains:
+                certifier = _certifier(chain, self.anchor)
+                leaf = chain[-1] if chain else None
+                for prefix in leaf.prefixes if leaf is not None else key.prefixes:
+                    out.append(
+                        PrefixClaim(
+                            prefix,
+                            key.publisher,
+                            key_id,
+                            len(chain),
+                            None if certifier is None else certifier.publisher,
+                            None if certifier is None else certifier.key_id,
+                            0 if leaf is None else leaf.not_before,
+                            0 if leaf is None else leaf.serial,
+                        )
+                    )
+        return tuple(out)
+
+    def version_bound(self, key_id: bytes, by: int) -> int | None:
+        """The last feed version ``key_id`` may stand behind: the smallest ``last_version``
+        of the revocations of it, signed by any key that certified it, in effect by ``by``;
+        None if none names one."""
+        bounds: list[int] = []
+        for chain in self._by_leaf.get(key_id, ()):
+            certifier = _certifier(chain, self.anchor)
+            if certifier is None:
+                continue
+            bounds.extend(
+                r.last_version
+                for r in self._revs.by(key_id, certifier)
+                if r.last_version is not None and r.effective_at <= by
+            )
+        return min(bounds) if bounds else None
+
+    def key_at(self, key_id: bytes, t: int, *, now: int | None = None) -> TrustedKey | None:
         """The key as trusted for something signed at ``t``: None if no chain ends in it;
         raises the :class:`TrustError` that forbids it if none of its chains verifies at
         ``t`` (:class:`KeyRevoked` if any of them fails by a revocation, since that is the
-        certifier's explicit word; otherwise the first chain's error).
+        certifier's explicit word; otherwise the first chain's error). With ``now`` (the
+        node's clock; give it for anything that moves a feed forward), every certificate of
+        a chain must also be unexpired at ``now``.
+
+        The key carries ``max_version`` (:meth:`version_bound`) from the revocations in
+        effect by ``now`` (or, without it, by the later of ``t`` and ``at``): a date the
+        signer chose cannot lift it.
 
         Several valid chains give the union of their prefixes, as in
         :func:`keyring_from_chains`; for different publishers, :class:`ConflictingCertificates`.
@@ -441,7 +357,11 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
         errors: list[TrustError] = []
         for chain in chains:
             try:
-                found.append(verify_chain(chain, self.anchor, self.revocations, t))
+                found.append(
+                    verify_chain(
+                        chain, self.anchor, self._revs, t, now=now, signatures=self._signatures
+                    )
+                )
             except TrustError as exc:
                 errors.append(exc)
         if not found:
@@ -454,36 +374,27 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
             )
         prefixes = sorted({p for k in found for p in k.prefixes})
         first = found[0]
-        return TrustedKey(first.suite_id, first.public, first.publisher, tuple(prefixes))
+        bound = self.version_bound(key_id, max(t, self.at) if now is None else now)
+        return TrustedKey(
+            first.suite_id, first.public, first.publisher, tuple(prefixes), max_version=bound
+        )
 
-
-MAX_CHAIN_DEPTH = 4  # root → province → city is 2; a little room, never a loop
-
-
-def chains_from_records(
-    anchor: TrustAnchor, certificates: Iterable[Certificate]
-) -> list[tuple[Certificate, ...]]:
-    """Every chain from ``anchor`` to each certificate, found by issuer key ids: how the
-    certificates that travel loose in feeds (DESIGN §6) become the chains
-    :class:`CertifiedKeys` takes. Nothing is verified here; certificates with no path to the
-    anchor give no chain. Two certificates of one key (a renewal) give two chains."""
-    by_subject: dict[bytes, list[Certificate]] = {}
-    unique = {c.digest: c for c in certificates}
-    for cert in unique.values():
-        by_subject.setdefault(cert.key_id, []).append(cert)
-
-    def paths(cert: Certificate, depth: int) -> list[tuple[Certificate, ...]]:
-        if cert.issuer_key_id == anchor.key_id:
-            return [(cert,)]
-        if depth >= MAX_CHAIN_DEPTH:
-            return []
-        return [
-            (*up, cert)
-            for parent in by_subject.get(cert.issuer_key_id, ())
-            for up in paths(parent, depth + 1)
-        ]
-
-    return [chain for cert in unique.values() for chain in paths(cert, 1)]
+    def feed_records(self, publisher: str) -> frozenset[bytes]:
+        """Digests of the trust records this node holds that belong in ``publisher``'s feed
+        (issued by one of its keys, or certificates of it): what the per-feed bound counts."""
+        cached = self._feed_records.get(publisher)
+        if cached is not None:
+            return cached
+        certs = {c.digest: c for chain in self.chains for c in chain}.values()
+        own = {c.key_id for c in certs if c.publisher == publisher}
+        if publisher == self.anchor.publisher:
+            own.add(self.anchor.key_id)
+        out = frozenset(
+            [c.digest for c in certs if c.publisher == publisher or c.issuer_key_id in own]
+            + [r.digest for r in self.revocations if r.issuer_key_id in own]
+        )
+        self._feed_records[publisher] = out
+        return out
 
 
 def certified_keys_from_records(
@@ -492,10 +403,13 @@ def certified_keys_from_records(
     records: Iterable[bytes],
     revocations: Iterable[KeyRevocation],
     at: int,
+    *,
+    max_trust_records: int = DEFAULT_MAX_TRUST_RECORDS,
 ) -> CertifiedKeys:
     """The keys certified by configured ``chains`` together with the certificates and
     revocations that arrived in feeds (``records``, encoded; ones that do not decode are
-    skipped: acceptance already refused them, so these can only come from an older store)."""
+    skipped: acceptance already refused them, so these can only come from an older store).
+    Chains are rebuilt from all the certificates (:func:`chains_from_records`, linear)."""
     configured = [tuple(chain) for chain in chains]
     certs: list[Certificate] = [c for chain in configured for c in chain]
     revs = list(revocations)
@@ -508,5 +422,11 @@ def certified_keys_from_records(
             certs.append(record)
         else:
             revs.append(record)
-    anchor_chain: list[tuple[Certificate, ...]] = [()] if () in configured else []
-    return CertifiedKeys(anchor, [*anchor_chain, *chains_from_records(anchor, certs)], revs, at)
+    anchor_chain: list[Chain] = [()] if () in configured else []
+    return CertifiedKeys(
+        anchor,
+        [*anchor_chain, *chains_from_records(anchor, certs)],
+        revs,
+        at,
+        max_trust_records=max_trust_records,
+    )
