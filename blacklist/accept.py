@@ -17,14 +17,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from blacklist.certs import Certificate, decode_trust_record
 from blacklist.delta import Delta, FeedHead, Snapshot, decode
 from blacklist.entry import Reason
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import CodecError
 from blacklist.rejections import (
     BadSignature,
-    BadTrustRecord,
     DuplicateCard,
     ForkedFeed,
     KeyNotAllowed,
@@ -35,7 +33,8 @@ from blacklist.rejections import (
     VersionGap,
 )
 from blacklist.signing import TrustedKey
-from blacklist.trust import NATIONAL_PREFIX, KeyRevoked, KeysAtTime, TrustError, check_scope
+from blacklist.sync.trust_rules import check_trust_records
+from blacklist.trust import KeyRevoked, KeysAtTime, TrustError
 
 _MAX_REASON = max(Reason)
 
@@ -130,52 +129,12 @@ def _check_unique(label: str, *card_sets: CardColumns) -> None:
         raise DuplicateCard(f"{label}: card {dup} appears more than once")
 
 
-def _issuer_of(
-    key_id: bytes, signer: TrustedKey, keys: Mapping[bytes, TrustedKey]
-) -> TrustedKey | None:
-    """The key that issued a trust record, as this node knows it (unverified: its authority
-    is the chain's business), or None."""
-    if key_id == signer.key_id:
-        return signer
-    anchor = getattr(keys, "anchor", None)
-    if anchor is not None and key_id == anchor.key_id:
-        trusted: TrustedKey = anchor.trusted()
-        return trusted
-    if isinstance(keys, KeysAtTime):
-        return keys.claimed(key_id)
-    return keys.get(key_id)
-
-
 def _check_trust(
     key: TrustedKey, label: str, records: tuple[bytes, ...], keys: Mapping[bytes, TrustedKey]
 ) -> None:
-    """Every record in the trust section belongs in this publisher's feed: issued by one of
-    the publisher's own keys (the signing key, or one it used before a rotation), or a
-    certificate *of* the publisher (its own, issued by its certifier, so that a rotated key
-    travels in its own feed); signed by that issuer; and a certificate grants nothing beyond
-    its issuer's scope. Records authenticate themselves (a chain must still reach the pinned
-    root, :mod:`blacklist.trust`); this rule keeps each feed to its own business."""
-    for i, data in enumerate(records):
-        try:
-            record = decode_trust_record(data)
-        except CodecError as exc:
-            raise BadTrustRecord(f"{label}: trust record {i}: {exc}") from exc
-        issuer = _issuer_of(record.issuer_key_id, key, keys)
-        own = isinstance(record, Certificate) and record.publisher == key.publisher
-        if issuer is None or (issuer.publisher != key.publisher and not own):
-            raise BadTrustRecord(
-                f"{label}: {record.label} is issued by key {record.issuer_key_id.hex()}, "
-                f"which is not a key of publisher {key.publisher} (nor its certificate's "
-                "issuer)"
-            )
-        if not issuer.verify(record.digest, record.signature):
-            raise BadTrustRecord(f"{label}: {record.label}: signature does not verify")
-        if isinstance(record, Certificate):
-            scope = None if issuer.prefixes == (NATIONAL_PREFIX,) else issuer.prefixes
-            try:
-                check_scope(record, scope)
-            except TrustError as exc:
-                raise BadTrustRecord(f"{label}: {exc}") from exc
+    """Every record in the trust section belongs in this publisher's feed, within the
+    bounds, and makes no two publishers claim one prefix: :mod:`blacklist.sync.trust_rules`."""
+    check_trust_records(key, label, records, keys)
 
 
 def _check_psams(key: TrustedKey, label: str, adds: EntryColumns, removes: CardColumns) -> None:

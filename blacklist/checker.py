@@ -24,6 +24,7 @@ from blacklist.clock import Clock, system_clock
 from blacklist.entry import Entry, Reason
 from blacklist.probe import card_key, probe, scan
 from blacklist.psam import canonical_psam, psam_key
+from blacklist.publishers import PublisherDirectory
 from blacklist.signing import TrustedKey
 from blacklist.store import FeedState, RevocationStore, decode_entry
 
@@ -81,36 +82,6 @@ class CheckResult:
         if self.feed_checked_at is None:
             return None
         return max(0.0, self._clock() - self.feed_checked_at)
-
-
-class PublisherDirectory:
-    """Which publisher a region belongs to: the longest matching prefix among the trusted
-    keys' scopes (a city's "4401" beats its province's "44")."""
-
-    def __init__(self, scopes: Mapping[str, Sequence[str]]) -> None:
-        self._by_prefix: dict[str, str] = {}
-        for publisher, prefixes in scopes.items():
-            for prefix in prefixes:
-                other = self._by_prefix.setdefault(prefix, publisher)
-                if other != publisher:
-                    raise ValueError(
-                        f"region prefix {prefix!r} is claimed by both {other} and {publisher}"
-                    )
-        self._lengths = sorted({len(p) for p in self._by_prefix}, reverse=True)
-
-    @classmethod
-    def from_keys(cls, keys: Mapping[bytes, TrustedKey]) -> PublisherDirectory:
-        scopes: dict[str, set[str]] = {}
-        for k in keys.values():
-            scopes.setdefault(k.publisher, set()).update(k.prefixes)
-        return cls({p: sorted(s) for p, s in scopes.items()})
-
-    def publisher_of(self, region: str) -> str | None:
-        for length in self._lengths:
-            publisher = self._by_prefix.get(region[:length])
-            if publisher is not None:
-                return publisher
-        return None
 
 
 @dataclass(frozen=True, slots=True)

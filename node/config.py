@@ -13,6 +13,7 @@
     ]                                   #   revocations their certifiers signed
     key_revocations = ["revs/440100-1.rev"]
     trust_refresh_interval = 60.0       # seconds between re-checks of certificate validity
+    max_trust_records = 1000            # certificates + key revocations one feed may carry
     workers = 1                         # serving processes on the one port (node/workers.py)
     upstreams = ["127.0.0.1:50041"]     # where to sync from, in failover order (none: a root)
     sync_interval = 5.0                 # seconds between scheduled pulls (push is immediate)
@@ -46,9 +47,11 @@ from pathlib import Path
 from typing import Any
 
 from blacklist.certs import Certificate, KeyRevocation
+from blacklist.delta import MAX_TRUST_RECORDS
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import Keyring, SigningKey, TrustedKey
 from blacklist.trust import (
+    DEFAULT_MAX_TRUST_RECORDS,
     CertificateExpired,
     CertifiedKeys,
     KeyRevoked,
@@ -71,7 +74,7 @@ KNOWN_FIELDS = {
     "role", "region", "listen", "metrics_listen", "data_dir", "signing_key", "trusted_keys",
     "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval", "subscribe",
     "tls_ca", "tls_cert", "tls_key", "plaintext", "trust_anchor", "certificate_chains",
-    "key_revocations", "trust_refresh_interval", "workers",
+    "key_revocations", "trust_refresh_interval", "workers", "max_trust_records",
 }  # fmt: skip
 
 
@@ -92,6 +95,7 @@ class TrustMaterial:
     anchor: TrustAnchor | None = None
     chains: tuple[tuple[Certificate, ...], ...] = ()
     revocations: tuple[KeyRevocation, ...] = ()
+    max_trust_records: int = DEFAULT_MAX_TRUST_RECORDS
 
     def keys(self, records: Sequence[bytes], at: int) -> Mapping[bytes, TrustedKey]:
         """The keys trusted as of ``at``, with the trust records that arrived in feeds
@@ -99,7 +103,14 @@ class TrustMaterial:
         if self.anchor is None:
             assert self.bare is not None
             return self.bare
-        return certified_keys_from_records(self.anchor, self.chains, records, self.revocations, at)
+        return certified_keys_from_records(
+            self.anchor,
+            self.chains,
+            records,
+            self.revocations,
+            at,
+            max_trust_records=self.max_trust_records,
+        )
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,8 @@ class NodeConfig:
     key_revocation_paths: tuple[Path, ...] = ()
     trust_refresh_interval: float = 60.0
     workers: int = 1
+    # Trust records one feed may carry (issue #11: bounded); over it, bad_trust_record.
+    max_trust_records: int = DEFAULT_MAX_TRUST_RECORDS
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -158,6 +171,7 @@ class NodeConfig:
             anchor=load_trust_anchor(self.trust_anchor_path),
             chains=tuple(tuple(load_certificate_chain(c)) for c in self.certificate_chain_paths),
             revocations=tuple(load_revocation(p) for p in self.key_revocation_paths),
+            max_trust_records=self.max_trust_records,
         )
 
     def certified_keys(self, at: int) -> CertifiedKeys:
@@ -168,6 +182,7 @@ class NodeConfig:
             [load_certificate_chain(chain) for chain in self.certificate_chain_paths],
             [load_revocation(p) for p in self.key_revocation_paths],
             at,
+            max_trust_records=self.max_trust_records,
         )
 
 
@@ -264,6 +279,9 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         key_revocation_paths=revocations,
         trust_refresh_interval=float(refresh),
         workers=_int(data, "workers", 1, 1, 64),
+        max_trust_records=_int(
+            data, "max_trust_records", DEFAULT_MAX_TRUST_RECORDS, 1, MAX_TRUST_RECORDS
+        ),
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.
     try:

@@ -266,11 +266,13 @@ def rotate_key(demo: Demo, city: str, watcher: str) -> None:
     # "--as-of now" must lie after that delta's issued_at (whole seconds), or the revocation
     # would also void what the key signed legitimately.
     time.sleep(max(0.0, issued + 1 - time.time()))
-    commands = trust.rotate(city, "compromised")
+    # The revocation names the head the old key stood behind: a thief's delta past it is
+    # refused whatever date it carries (issue #11).
+    commands = trust.rotate(city, "compromised", last_version=answer.version)
     new_id = load_signing_key(fed.keys[city].private).key_id.hex()[:8]
     demo.say(
-        f"key rotation: {trust.issuers[city]} revokes {city}'s key {old_id}… as of now "
-        f"(suspected stolen) and certifies a new key {new_id}… for scope {trust.scopes[city]}:"
+        f"key rotation: {trust.issuers[city]} revokes {city}'s key {old_id}… as of now, "
+        f"after v{answer.version} (suspected stolen) and certifies a new key {new_id}… for scope {trust.scopes[city]}:"
     )
     for c in commands:
         demo.show(c.text(fed.root))

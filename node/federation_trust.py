@@ -172,9 +172,13 @@ class FederationTrust:
             self.root / "tls" / f"{name}.crt", self.root / "tls" / f"{name}.key"
         )
 
-    def rotate(self, publisher: str, reason: str = "compromised") -> list[Command]:
+    def rotate(
+        self, publisher: str, reason: str = "compromised", last_version: int | None = None
+    ) -> list[Command]:
         """Key rotation (issue #5): the certifier revokes ``publisher``'s key as of now
-        (``keys revoke``), and certifies a new key for the same publisher and scope. The
+        (``keys revoke``; with ``last_version``, the head the old key stood behind: nothing it
+        signs past that version is accepted, issue #11), and certifies a new key for the same
+        publisher and scope. The
         caller rewrites the configs: the revocation goes into every ``key_revocations``,
         the new chain joins the old one, and the publisher's node signs with the new key."""
         old, issuer = self.keys[publisher], self.issuers[publisher]
@@ -184,8 +188,9 @@ class FederationTrust:
         revs.mkdir(exist_ok=True)
         rev = revs / f"{publisher}-{n}.rev"
         issuer_key = self.root_key if issuer == MINISTRY else self.keys[issuer].private
+        bound = [] if last_version is None else ["--last-version", str(last_version)]
         self._run("keys", "revoke", "--issuer", issuer_key, "--key", old.public,
-                  "--as-of", "now", "--reason", reason, "--out", rev)  # fmt: skip
+                  "--as-of", "now", "--reason", reason, *bound, "--out", rev)  # fmt: skip
         self.retired.append(self.chain(publisher))
         self.revocations.append(rev)
         self.keys[publisher] = self._generate(

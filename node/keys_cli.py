@@ -36,7 +36,7 @@ from blacklist.certs import (
 )
 from blacklist.regions import MINISTRY_CODE
 from blacklist.signing import SigningKey
-from blacklist.trust import ScopeViolation, check_scope
+from blacklist.trust import ScopeViolation, check_delegation
 from node.keyfiles import (
     KeyFileError,
     load_certificate,
@@ -105,7 +105,7 @@ def _certify(args: argparse.Namespace) -> str:
         issuer_scope = ()  # unknown: not checked
     if issuer_scope != ():
         try:
-            check_scope(cert, issuer_scope)
+            check_delegation(cert, issuer.publisher, issuer_scope)
         except ScopeViolation as exc:
             raise KeyCommandError(f"refusing to certify: {exc}") from None
     out = _write(args.out, cert.to_bytes())
@@ -128,11 +128,46 @@ def _as_of(text: str) -> int:
 def _revoke(args: argparse.Namespace) -> str:
     issuer = load_signing_key(args.issuer)
     revoked = load_trusted_key(args.key)
+    if args.last_digest is not None and args.last_version is None:
+        raise KeyCommandError(
+            "--last-digest needs --last-version (the version it is the digest of)"
+        )
     rev = issue_revocation(
-        issuer, revoked.key_id, args.as_of, RevocationReason[args.reason.upper()], _serial(args)
+        issuer,
+        revoked.key_id,
+        args.as_of,
+        RevocationReason[args.reason.upper()],
+        _serial(args),
+        last_version=args.last_version,
+        last_digest=args.last_digest,
     )
     out = _write(args.out, rev.to_bytes())
-    return f"wrote {out}: {rev.label}, effective at {rev.effective_at} ({args.reason})"
+    bound = (
+        ""
+        if rev.last_version is None
+        else f", nothing past feed version {rev.last_version} accepted"
+    )
+    return f"wrote {out}: {rev.label}, effective at {rev.effective_at} ({args.reason}){bound}"
+
+
+def _version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a feed version") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"feed version {value} is not in 0..2^64-1")
+    return value
+
+
+def _digest(text: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not hexadecimal") from None
+    if len(value) != 32:
+        raise argparse.ArgumentTypeError(f"a head digest is 32 bytes, got {len(value)}")
+    return value
 
 
 def _run(fn: Any) -> Any:
@@ -174,6 +209,15 @@ def register(keys_sub: Any) -> None:
         "--as-of", required=True, type=_as_of, help="unix time the key is void from, or 'now'"
     )
     rev.add_argument("--reason", required=True, choices=[r.name.lower() for r in RevocationReason])
+    rev.add_argument(
+        "--last-version",
+        type=_version,
+        help="the last version of the key's feed it may stand behind (its head now): nothing "
+        "it signs past it is accepted, whatever date it carries",
+    )
+    rev.add_argument(
+        "--last-digest", type=_digest, help="that version's head digest (64 hex digits)"
+    )
     rev.add_argument("--serial", type=int, help="revocation serial (default: random)")
     rev.add_argument("--out", required=True, type=Path, help="the .rev file to create")
     rev.set_defaults(fn=_run(_revoke))

@@ -171,6 +171,12 @@ class NodeMetrics:
             ["trigger"],
             registry=registry,
         )
+        self.trust_dropped_claims = Gauge(
+            "blacklist_trust_dropped_claims",
+            "Region-prefix claims the publisher directory ignores now because another "
+            "publisher's claim to the same prefix wins (issue #11: never a crash)",
+            registry=registry,
+        )
         self.build_info = Gauge(
             "blacklist_build_info",
             "Build information (always 1)",

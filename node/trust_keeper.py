@@ -16,8 +16,10 @@ import threading
 from collections.abc import Callable, Mapping
 
 from blacklist.clock import Clock
+from blacklist.publishers import PublisherDirectory
 from blacklist.signing import TrustedKey
 from blacklist.store import RevocationStore
+from blacklist.trust import PrefixConflict
 from node.config import NodeConfig
 from node.metrics import NodeMetrics
 
@@ -36,6 +38,7 @@ class TrustKeeper:
         self._lock = threading.Lock()
         self._material = config.trust_material()  # the config's files, read once
         self._seen = store.trust.changes
+        self._reported: set[str] = set()  # dropped claims already logged
         self.keys: Keys = self._build()
         self._writer_side: list[Callable[[Keys], None]] = []
         self._loop_side: list[Callable[[Keys], None]] = []
@@ -44,7 +47,19 @@ class TrustKeeper:
     def _build(self) -> Keys:
         keys = self._material.keys(self._store.trust.records(), int(self._clock()))
         self._metrics.trusted_keys.set(len(keys))
+        self._report_conflicts(keys)
         return keys
+
+    def _report_conflicts(self, keys: Keys) -> None:
+        """Two publishers claiming one prefix never stops the node (issue #11): the
+        directory keeps one claim by its rule (blacklist/publishers.py); each dropped claim
+        is logged once and counted while it lasts."""
+        dropped = PublisherDirectory.from_keys(keys).dropped
+        self._metrics.trust_dropped_claims.set(len(dropped))
+        now = {str(e) for e in dropped}
+        for text in sorted(now - self._reported):
+            log.warning("conflicting region claims (%s): %s", PrefixConflict.cause, text)
+        self._reported = now
 
     def attach(
         self,

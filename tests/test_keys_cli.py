@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from blacklist.certs import RevocationReason
-from blacklist.trust import KeyRevoked, TrustAnchor, verify_chain
+from blacklist.trust import CertifiedKeys, KeyRevoked, TrustAnchor, verify_chain
 from node.keyfiles import (
     KeyFileError,
     load_certificate,
@@ -178,3 +178,45 @@ def test_loaders_name_the_file(tmp_path: Path, chain: Path) -> None:
         "--out", chain / "never.crt",
     )  # fmt: skip
     assert "root.pub" in err
+
+
+def test_revoke_with_a_last_version(chain: Path) -> None:
+    """``--last-version`` writes a bounded revocation (format 2): key_at carries it as the
+    key's max_version, whatever date the item claims (issue #11)."""
+    out = chain / "440100-bounded.rev"
+    digest = "ab" * 32
+    text = ok(
+        "revoke", "--issuer", chain / "440000.key", "--key", chain / "440100.pub",
+        "--as-of", "now", "--reason", "superseded", "--last-version", "7",
+        "--last-digest", digest, "--out", out,
+    )  # fmt: skip
+    assert "nothing past feed version 7 accepted" in text
+    rev = load_revocation(out)
+    assert (rev.last_version, rev.last_digest, rev.format) == (7, bytes.fromhex(digest), 2)
+    anchor = TrustAnchor.of(load_trusted_key(chain / "root.pub"))
+    certs = (load_certificate(chain / "440000.crt"), load_certificate(chain / "440100.crt"))
+    keys = CertifiedKeys(anchor, [certs[:1], certs], [rev], at=int(time.time()))
+    key = keys.key_at(certs[1].key_id, rev.effective_at - 1, now=int(time.time()))
+    assert key is not None and key.max_version == 7
+    refused(
+        "revoke", "--issuer", chain / "440000.key", "--key", chain / "440100.pub",
+        "--as-of", "now", "--reason", "superseded", "--last-digest", digest,
+        "--out", chain / "y.rev",
+    )  # fmt: skip
+    refused(
+        "revoke", "--issuer", chain / "440000.key", "--key", chain / "440100.pub",
+        "--as-of", "now", "--reason", "superseded", "--last-version", "-1",
+        "--out", chain / "z.rev",
+    )  # fmt: skip
+
+
+def test_refuses_to_hand_its_own_prefix_to_another_publisher(chain: Path) -> None:
+    """A key certifies only its own rotation or strictly narrower prefixes (issue #11)."""
+    out = chain / "same-prefix.crt"
+    ok("generate", "--publisher", "440101", "--prefix", "4401", "--out", chain / "o")
+    err = refused(
+        "certify", "--issuer", chain / "440100.key", "--issuer-cert", chain / "440100.crt",
+        "--subject", chain / "o" / "440101.pub", "--scope", "4401", "--days", "30",
+        "--out", out,
+    )  # fmt: skip
+    assert "not strictly narrower" in err and not out.exists()
