@@ -21,10 +21,11 @@ in this order, the first failure wins (:class:`~blacklist.rejections.BadTrustRec
    (:func:`blacklist.chainverify.check_delegation`);
 6. a certificate does not make two publishers claim one region prefix at once: another
    publisher's key in the node's keyring claims that exact prefix, or another certificate in
-   the same record set does. The exception is a reassignment: the other claim was certified
-   by the same publisher that issues this one (the prefix's certifier may move it; the
-   publisher directory then prefers the newer certificate, and the certifier revokes the
-   old key), or the same record set revokes the other claim's key.
+   the same record set does. The exceptions: a reassignment — the two claims were certified
+   by the same publisher at different ``not_before`` (the prefix's certifier may move it;
+   the publisher directory prefers the newer certificate, and the certifier revokes the old
+   key; a snapshot of its feed carries both) — or the same record set revokes the other
+   claim's key. One certifier granting one prefix to two publishers at once is refused.
 """
 
 from __future__ import annotations
@@ -131,7 +132,10 @@ def _check_conflicts(
     for cert, issuer_publisher in certificates:
         for prefix in cert.prefixes:
             for other in by_prefix.get(prefix, ()):
-                if other.publisher == cert.publisher or other.issuer_publisher == issuer_publisher:
+                if other.publisher == cert.publisher or (
+                    other.issuer_publisher == issuer_publisher
+                    and other.not_before != cert.not_before
+                ):
                     continue  # the same publisher, or its certifier reassigning the prefix
                 raise BadTrustRecord(
                     f"{label}: {cert.label} would make publishers {cert.publisher} and "

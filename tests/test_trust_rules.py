@@ -1,0 +1,293 @@
+"""Trust records are bounded and conflict-free (issue #11 item 3 and its rule): what a
+feed's trust section may carry (blacklist/sync/trust_rules.py), and a publisher directory
+that starts from whatever the store holds (blacklist/publishers.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from blacklist.accept import accept_delta, accept_snapshot
+from blacklist.authority import build_delta
+from blacklist.certs import Certificate, RevocationReason, issue_certificate, issue_revocation
+from blacklist.checker import Checker, CheckStatus
+from blacklist.clock import ManualClock
+from blacklist.delta import FeedHead, sign_snapshot
+from blacklist.entryblock import EntryColumns
+from blacklist.publishers import PublisherDirectory
+from blacklist.rejections import ALL_CAUSES, BadTrustRecord
+from blacklist.signing import Keyring, SigningKey
+from blacklist.store import RevocationStore
+from blacklist.sync.trust_rules import check_trust_records
+from blacklist.trust import (
+    DEFAULT_MAX_TRUST_RECORDS,
+    CertifiedKeys,
+    PrefixConflict,
+    ScopeViolation,
+    TrustAnchor,
+    certified_keys_from_records,
+)
+from node.metrics import NodeMetrics
+from tests.conftest import card
+
+NOW = 1_750_000_000
+DAY = 86_400
+START, END = NOW - 365 * DAY, NOW + 365 * DAY
+
+
+class Tree:
+    """Root → Guangdong (44) → Guangzhou (440100, 4401)."""
+
+    def __init__(self) -> None:
+        self.root = SigningKey.generate("000000", [])
+        self.anchor = TrustAnchor.of(self.root)
+        self.gd = SigningKey.generate("440000", ["44"])
+        self.gz = SigningKey.generate("440100", ["4401"])
+        self.gd_cert = issue_certificate(self.root, self.gd, ["44"], START, END, serial=1)
+        self.gz_cert = issue_certificate(self.gd, self.gz, ["4401"], START, END, serial=10)
+
+    def keys(
+        self, records: list[bytes] | None = None, limit: int = DEFAULT_MAX_TRUST_RECORDS
+    ) -> CertifiedKeys:
+        return certified_keys_from_records(
+            self.anchor,
+            [[self.gd_cert], [self.gd_cert, self.gz_cert]],
+            records or [],
+            [],
+            NOW,
+            max_trust_records=limit,
+        )
+
+    def cert(
+        self, issuer: SigningKey, publisher: str, prefixes: list[str], serial: int, nb: int = START
+    ) -> tuple[SigningKey, Certificate]:
+        key = SigningKey.generate(publisher, prefixes)
+        return key, issue_certificate(issuer, key, prefixes, nb, END, serial=serial)
+
+
+@pytest.fixture(scope="module")
+def t() -> Tree:
+    return Tree()
+
+
+def refused(t: Tree, signer: SigningKey, records: list[bytes], keys: CertifiedKeys) -> str:
+    """A delta of ``signer``'s feed carrying ``records`` is refused as bad_trust_record."""
+    delta = build_delta(signer, FeedHead.genesis(signer.publisher), issued_at=NOW, trust=records)
+    with pytest.raises(BadTrustRecord) as info:
+        accept_delta(FeedHead.genesis(signer.publisher), delta, keys)
+    assert info.value.cause == "bad_trust_record" and "bad_trust_record" in ALL_CAUSES
+    return str(info.value)
+
+
+def accepted(signer: SigningKey, records: list[bytes], keys: CertifiedKeys) -> None:
+    delta = build_delta(signer, FeedHead.genesis(signer.publisher), issued_at=NOW, trust=records)
+    assert accept_delta(FeedHead.genesis(signer.publisher), delta, keys).version == 1
+
+
+# --- acceptance -----------------------------------------------------------------------------
+
+
+def test_a_city_handing_its_own_prefix_to_another_publisher_is_refused(t: Tree) -> None:
+    """Issue #11 item 3: Guangzhou's key certifies 440101 for its own 4401."""
+    _, rogue = t.cert(t.gz, "440101", ["4401"], 1)
+    text = refused(t, t.gz, [rogue.to_bytes()], t.keys())
+    assert "not strictly narrower" in text and "'4401'" in text and "440101" in text
+
+
+def test_a_city_may_certify_its_rotation_and_narrower_prefixes(t: Tree) -> None:
+    _, rotation = t.cert(t.gz, "440100", ["4401"], 2)
+    _, sub = t.cert(t.gz, "440105", ["440105"], 3)
+    accepted(t.gz, [rotation.to_bytes(), sub.to_bytes()], t.keys())
+
+
+def test_a_certificate_claiming_a_prefix_another_publisher_holds_is_refused(t: Tree) -> None:
+    """The province gave 440105 to publisher 440199; Guangzhou then certifies its own
+    440105 for it: both would answer for one prefix."""
+    _, held = t.cert(t.gd, "440199", ["440105"], 20)
+    keys = t.keys([held.to_bytes()])
+    _, clash = t.cert(t.gz, "440105", ["440105"], 4)
+    text = refused(t, t.gz, [clash.to_bytes()], keys)
+    assert "publishers 440105 and 440199 both claim region prefix '440105'" in text
+
+
+def test_two_claims_in_one_record_set_are_refused(t: Tree) -> None:
+    _, a = t.cert(t.gz, "440105", ["440107"], 5)
+    _, b = t.cert(t.gz, "440106", ["440107"], 6)
+    text = refused(t, t.gz, [a.to_bytes(), b.to_bytes()], t.keys())
+    assert "both claim region prefix '440107'" in text
+    assert "440105" in text and "440106" in text
+
+
+def test_a_self_issued_certificate_is_refused(t: Tree) -> None:
+    selfie = issue_certificate(t.gz, t.gz, ["4401"], START, END, serial=7)
+    assert "self-issued" in refused(t, t.gz, [selfie.to_bytes()], t.keys())
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_records_per_item_at_below_and_above_the_limit(t: Tree, extra: int) -> None:
+    limit = 4
+    # The feed's own certificate is among what it carries (and holds): it counts.
+    others = [t.cert(t.gz, "440100", ["4401"], 100 + i)[1] for i in range(limit - 1 + extra)]
+    records = [c.to_bytes() for c in (t.gz_cert, *others)]
+    keys = t.keys(limit=limit)
+    if extra > 0:
+        text = refused(t, t.gz, records, keys)
+        assert f"{limit + extra} trust records, at most {limit}" in text
+    else:
+        accepted(t.gz, records, keys)
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_records_held_for_a_feed_at_below_and_above_the_limit(t: Tree, extra: int) -> None:
+    """The bound is per feed: what the store holds for it counts, repeated records once."""
+    limit = 4
+    # The feed already holds its own certificate (gz_cert) and two it issued.
+    held = [t.cert(t.gz, "440100", ["4401"], 200 + i)[1].to_bytes() for i in range(2)]
+    keys = t.keys(held, limit=limit)
+    assert len(keys.feed_records("440100")) == 3
+    new = [t.cert(t.gz, "440100", ["4401"], 300 + i)[1].to_bytes() for i in range(1 + extra)]
+    records = [*held, *new]  # a snapshot repeats what the feed holds
+    if extra > 0:
+        assert f"would hold {limit + extra} trust records, at most {limit}" in refused(
+            t, t.gz, records, keys
+        )
+    else:
+        accepted(t.gz, records, keys)
+
+
+def test_a_snapshot_is_held_to_the_same_rules(t: Tree) -> None:
+    _, rogue = t.cert(t.gz, "440101", ["4401"], 8)
+    head = FeedHead("440100", 3, b"\x07" * 32)
+    snapshot = sign_snapshot(
+        t.gz, head, EntryColumns.empty(), np.empty(0, np.uint64), NOW, trust=[rogue.to_bytes()]
+    )
+    with pytest.raises(BadTrustRecord, match="not strictly narrower"):
+        accept_snapshot(FeedHead.genesis("440100"), snapshot, t.keys())
+
+
+def test_plain_keyrings_get_the_same_rules(t: Tree) -> None:
+    """Bare configured keys: no certificates behind the claims, the default bound."""
+    ring = Keyring([t.gd.trusted(), t.gz.trusted()])
+    _, clash = t.cert(t.gd, "440101", ["4401"], 9)
+    with pytest.raises(BadTrustRecord, match="both claim region prefix '4401'"):
+        check_trust_records(t.gd.trusted(), "delta 440000 v1", [clash.to_bytes()], ring)
+
+
+# --- starting from what the store holds -----------------------------------------------------
+
+
+def test_a_store_with_conflicting_claims_starts(t: Tree) -> None:
+    """Records an older node accepted: the province gave 440105 to 440199, and Guangzhou
+    certified 440105 for its own sub-publisher. The directory keeps the claim nearer the
+    root and reports the other; it never raises (today: ValueError at start-up)."""
+    _, held = t.cert(t.gd, "440199", ["440105"], 20)
+    _, clash = t.cert(t.gz, "440105", ["440105"], 4)
+    keys = t.keys([held.to_bytes(), clash.to_bytes()])
+    directory = PublisherDirectory.from_keys(keys)
+    assert directory.publisher_of("440105") == "440199"
+    assert directory.publisher_of("440101") == "440100"
+    assert [type(e) for e in directory.dropped] == [PrefixConflict]
+    text = str(directory.dropped[0])
+    assert directory.dropped[0].cause == "prefix_conflict"
+    assert "'440105'" in text and "440199" in text and "440105's claim" in text
+
+
+def test_an_old_stores_same_prefix_certificate_is_simply_untrusted(t: Tree) -> None:
+    """Guangzhou's certificate of 440101 for 4401 (accepted before this rule): its chain now
+    fails the delegation rule, so it claims nothing."""
+    rogue_key, rogue = t.cert(t.gz, "440101", ["4401"], 1)
+    keys = t.keys([rogue.to_bytes()])
+    assert rogue_key.key_id not in keys
+    assert any(isinstance(e, ScopeViolation) for e in keys.errors)
+    assert PublisherDirectory.from_keys(keys).publisher_of("440101") == "440100"
+
+
+def test_bare_keys_claiming_one_prefix_resolve_by_code(t: Tree) -> None:
+    other = SigningKey.generate("440101", ["4401"])
+    for order in ([t.gz, other], [other, t.gz]):
+        directory = PublisherDirectory.from_keys(Keyring(k.trusted() for k in order))
+        assert directory.publisher_of("440123") == "440100"
+        assert len(directory.dropped) == 1 and "440101" in str(directory.dropped[0])
+    assert PublisherDirectory({"440100": ["4401"], "440101": ["4401"]}).dropped
+
+
+def test_an_honest_reassignment_works_at_every_step(tmp_path: Path, t: Tree) -> None:
+    """The province certifies 440101 for 4401 (440100 still holds it), then revokes the old
+    key: accepted at each step, and the directory follows without a crash."""
+    clock = ManualClock(NOW)
+    store = RevocationStore(tmp_path / "s", clock=clock, map_size=1 << 26)
+    try:
+        keys = t.keys()
+        gz_card = card("440100")
+        store.apply(
+            build_delta(t.gz, store.head("440100"), [], [], NOW).to_bytes(), keys
+        )  # Guangzhou publishes
+        new_key, new = t.cert(t.gd, "440101", ["4401"], 30, nb=NOW)
+        step1 = build_delta(t.gd, store.head("440000"), [], [], NOW, trust=[new.to_bytes()])
+        store.apply(step1.to_bytes(), keys)
+        keys = t.keys(store.trust.records())
+        directory = PublisherDirectory.from_keys(keys)
+        assert directory.publisher_of("440123") == "440101"  # the newer certificate
+        assert len(directory.dropped) == 1 and "440100" in str(directory.dropped[0])
+        checker = Checker(store, keys, clock=clock)  # does not raise
+        assert checker.check(gz_card).status is CheckStatus.NO_DATA  # 440101 has no feed yet
+        revoke = issue_revocation(t.gd, t.gz.key_id, NOW + 1, RevocationReason.RETIRED, 1)
+        step2 = build_delta(t.gd, store.head("440000"), [], [], NOW, trust=[revoke.to_bytes()])
+        store.apply(step2.to_bytes(), keys)
+        clock.advance(10)
+        keys = certified_keys_from_records(
+            t.anchor, [[t.gd_cert], [t.gd_cert, t.gz_cert]], store.trust.records(), [], NOW + 10
+        )
+        directory = PublisherDirectory.from_keys(keys)
+        assert directory.publisher_of("440123") == "440101" and directory.dropped == ()
+        assert t.gz.key_id not in keys and new_key.key_id in keys
+        checker.set_keys(keys)
+        store.apply(build_delta(new_key, store.head("440101"), [], [], NOW + 10).to_bytes(), keys)
+    finally:
+        store.close()
+
+
+def test_the_trust_keeper_logs_and_counts_dropped_claims(
+    tmp_path: Path, t: Tree, caplog: pytest.LogCaptureFixture
+) -> None:
+    from node.trust_keeper import TrustKeeper
+
+    class Material:
+        def keys(self, records: list[bytes], at: int) -> CertifiedKeys:
+            return t.keys(records)
+
+    class Config:
+        trust_refresh_interval = 60.0
+
+        def trust_material(self) -> Material:
+            return Material()
+
+    _, held = t.cert(t.gd, "440199", ["440105"], 20)
+    _, clash = t.cert(t.gz, "440105", ["440105"], 4)
+    clock = ManualClock(NOW)
+    store = RevocationStore(tmp_path / "s", clock=clock, map_size=1 << 26)
+    metrics = NodeMetrics(CollectorRegistry())
+    try:
+        keeper = TrustKeeper(Config(), store, metrics, clock)  # type: ignore[arg-type]
+        gauge = metrics.registry.get_sample_value("blacklist_trust_dropped_claims")
+        assert gauge == 0
+        # An older node's records land: the keeper rebuilds, logs once and counts.
+        with store.env.begin(write=True) as txn:
+            done = [
+                store.trust.stage(txn, "440000", [held.to_bytes()])[0],
+                store.trust.stage(txn, "440100", [clash.to_bytes()])[0],
+            ]
+        for remember in done:
+            remember()
+        with caplog.at_level(logging.WARNING, logger="node.trust"):
+            keeper.refresh("feed")
+            keeper.refresh("timer")
+        warnings = [r for r in caplog.records if "prefix_conflict" in r.getMessage()]
+        assert len(warnings) == 1 and "'440105'" in warnings[0].getMessage()
+        assert metrics.registry.get_sample_value("blacklist_trust_dropped_claims") == 1
+    finally:
+        store.close()
