@@ -8,6 +8,20 @@ came from.
 Results for the common case (card fine, issuer known) are built once per publisher and
 reused until the store changes, so a miss costs a regex, a hash, a bitmap probe and two dict
 lookups.
+
+Two rules hold by construction (issue #11 items 9 and 10):
+
+* **Fail closed.** A fingerprint hit is *unconfirmed* until the LMDB read has answered: a
+  found entry makes it REVOKED, and only an explicit "no such entry" makes it the feed's
+  NOT_REVOKED. A read that raises ends the call with :class:`CheckUnavailable` (an error
+  status at the gRPC edge, never an answer), and a batch result refuses to exist while any
+  id is still unconfirmed.
+* **One snapshot per answer.** The feed version and age an answer reports come from the
+  same LMDB read transaction as the entries that confirmed it; a batch opens that
+  transaction before it probes the index (fingerprints of a write enter the index before
+  its commit, so the index then covers everything the snapshot holds) and runs again if the
+  store's in-memory state moved during the call (the writer removes fingerprints only after
+  a commit, and bumps ``epoch`` first).
 """
 
 from __future__ import annotations
@@ -15,18 +29,28 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import lmdb
 import numpy as np
 from numpy.typing import NDArray
 
 from blacklist.cardbatch import keys_from_matrix
 from blacklist.clock import Clock, system_clock
 from blacklist.entry import Entry, Reason
+from blacklist.errors import CheckUnavailable
 from blacklist.probe import card_key, probe, scan
 from blacklist.psam import canonical_psam, psam_key
 from blacklist.publishers import PublisherDirectory
 from blacklist.signing import TrustedKey
 from blacklist.store import FeedState, RevocationStore, decode_entry
+
+# A batch id whose fingerprint hit is not yet confirmed by LMDB (not a CheckStatus: it must
+# never reach an answer; BatchResult refuses it).
+UNCONFIRMED = 0
+# A batch runs again when the writer moved the index under it; after this many tries (a
+# storm of writes) it fails closed rather than answer from a state it cannot pin down.
+MAX_TRIES = 8
 
 
 class CheckStatus(enum.IntEnum):
@@ -82,6 +106,14 @@ class CheckResult:
         if self.feed_checked_at is None:
             return None
         return max(0.0, self._clock() - self.feed_checked_at)
+
+
+def _refuse_unconfirmed(statuses: NDArray[np.uint8], hits: list[int]) -> None:
+    """No batch answer while one of its fingerprint hits is unconfirmed (fail closed)."""
+    left = np.flatnonzero(statuses[hits] == UNCONFIRMED)
+    if len(left):
+        first = hits[int(left[0])]
+        raise CheckUnavailable(f"batch id {first}: its fingerprint hit was never confirmed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +180,7 @@ class Checker:
         self._width = index.width
         self._shift = 64 - index.width
         self._views: dict[bytes, CheckResult] = {}
-        self._slot_answers: list[CheckResult] | None = None
+        self._txn_id = -1  # no snapshot's answers cached (see _in_txn)
         self._by_publisher: dict[str | None, CheckResult] = {}
         self._epoch = self._store.epoch
 
@@ -177,53 +209,140 @@ class Checker:
         self._views[region] = answer
         return answer
 
-    def _revoked(self, entry: Entry) -> CheckResult:
-        feed = self._store.feeds.get(entry.publisher)
+    # ------------------------------------------------------------------ one snapshot
+    def _in_txn(self, txn: Any) -> None:
+        """Start answering from read transaction ``txn``. LMDB names a read transaction's
+        snapshot by the write transaction it sees (``mdb_txn_id``), so the feed heads and
+        answers read from one snapshot are reused for every later read of the same one."""
+        snapshot = txn.id()
+        if snapshot != self._txn_id:
+            self._txn_id = snapshot
+            self._txn_feeds: dict[str, FeedState | None] = {}
+            self._txn_answers: dict[str | None, CheckResult] = {}
+            self._txn_slots: tuple[list[CheckResult], NDArray[np.uint8]] | None = None
+
+    def _feed_in(self, txn: Any, publisher: str) -> FeedState | None:
+        try:
+            return self._txn_feeds[publisher]
+        except KeyError:
+            feed = self._txn_feeds[publisher] = self._store.feed_in(txn, publisher)
+            return feed
+
+    def _answer_in(self, txn: Any, publisher: str | None) -> CheckResult:
+        """The not-revoked answer for ``publisher``'s cards as of ``txn`` (after _in_txn)."""
+        cached = self._txn_answers.get(publisher)
+        if cached is not None:
+            return cached
+        feed = self._feed_in(txn, publisher) if publisher is not None else None
+        if publisher is None:
+            answer = CheckResult(CheckStatus.UNKNOWN_ISSUER, None, 0, None, None, self._clock)
+        elif feed is None:
+            answer = CheckResult(CheckStatus.NO_DATA, publisher, 0, None, None, self._clock)
+        else:
+            answer = self._fresh(CheckStatus.NOT_REVOKED, feed, None)
+        self._txn_answers[publisher] = answer
+        return answer
+
+    def _slot_answers_in(self, txn: Any) -> tuple[list[CheckResult], NDArray[np.uint8]]:
+        """Every publisher slot's answer as of ``txn``, and their statuses (check_many)."""
+        slots = self._txn_slots
+        if slots is None or len(slots[0]) != len(self._slot_publishers):
+            answers = [self._answer_in(txn, p) for p in self._slot_publishers]
+            slots = self._txn_slots = (answers, np.array([a.status for a in answers], np.uint8))
+        return slots
+
+    def _revoked_in(self, txn: Any, entry: Entry) -> CheckResult:
+        feed = self._feed_in(txn, entry.publisher)
         if feed is None:  # entries exist only under a feed; be safe rather than crash
             return CheckResult(CheckStatus.REVOKED, entry.publisher, 0, None, entry, self._clock)
         return self._fresh(CheckStatus.REVOKED, feed, entry)
+
+    def _prepare(self, txn: Any) -> None:
+        """Before a batch answers from ``txn``: a follower catches its index up to exactly
+        that snapshot (blacklist/follower.py); the writer's own index needs nothing."""
 
     def psam_denial(self, psam_id: str) -> Entry | None:
         """The deny entry of a PSAM, or None if it may be used (DESIGN §6: a terminal
         presenting a denied PSAM is refused). Raises PsamIdError for a malformed id."""
         return self._store.psams.lookup(psam_key(canonical_psam(psam_id)))
 
-    def check(self, card_id: str) -> CheckResult:
-        """The status of one card. Raises CardIdError for a malformed id."""
-        if self._epoch != self._store.epoch:
+    def check(self, card_id: str, tries: int = MAX_TRIES) -> CheckResult:
+        """The status of one card. Raises CardIdError for a malformed id, CheckUnavailable
+        when it cannot be confirmed."""
+        store = self._store
+        if self._epoch != store.epoch:
             self._reset()
+        epoch = self._epoch
         # One C call validates, canonicalises, hashes and finds the region's cached answer.
         view: CheckResult | None
         view, canon, digest = probe(card_id, self._views)
         if view is None:
             view = self._view(canon[:6])
         if (digest >> self._shift) in self._bitmap:
+            return self._confirm(canon, view.publisher)
+        # A miss is the cached answer, as of the feeds the index covered all along; unless
+        # the writer removed fingerprints meanwhile (it bumps epoch first): ask again.
+        if store.epoch == epoch:
+            return view
+        if tries <= 1:
+            raise CheckUnavailable(f"the store changed under {MAX_TRIES} tries to check a card")
+        return self.check(card_id, tries - 1)
+
+    def _confirm(self, canon: bytes, publisher: str | None) -> CheckResult:
+        """A fingerprint hit, settled by LMDB in one read transaction that also gives the
+        feed version reported."""
+        try:
             with self._store.read_txn() as txn:
+                self._in_txn(txn)
                 found = self._store.find(card_key(canon), txn)
                 if found is not None:
-                    return self._revoked(decode_entry(*found, canon.decode("ascii")))
-        return view
+                    return self._revoked_in(txn, decode_entry(*found, canon.decode("ascii")))
+                return self._answer_in(txn, publisher)  # refuted: a false positive
+        except lmdb.Error as exc:
+            raise CheckUnavailable(f"confirming a fingerprint hit in LMDB failed: {exc}") from exc
 
     def check_many(self, card_ids: Sequence[str]) -> BatchResult:
         """Statuses of many cards at once: parsing and hashing are vectorised over the batch,
-        and only bitmap hits cost per-card work. Raises CardIdError naming the first bad id."""
-        if self._epoch != self._store.epoch:
-            self._reset()
+        and only bitmap hits cost per-card work. Raises CardIdError naming the first bad id,
+        CheckUnavailable when the batch cannot be confirmed."""
+        for _ in range(MAX_TRIES):
+            try:
+                with self._store.read_txn() as txn:
+                    self._prepare(txn)
+                    if self._epoch != self._store.epoch:
+                        self._reset()
+                    epoch = self._epoch
+                    result = self._check_many_in(txn, card_ids)
+            except lmdb.Error as exc:
+                raise CheckUnavailable(
+                    f"reading a batch's entries from LMDB failed: {exc}"
+                ) from exc
+            if self._store.epoch == epoch:
+                return result
+        raise CheckUnavailable(f"the store changed under {MAX_TRIES} tries to check a batch")
+
+    def _check_many_in(self, txn: Any, card_ids: Sequence[str]) -> BatchResult:
+        self._in_txn(txn)
         matrix, regions, hits = scan(card_ids, self._width, self._bitmap)
         feed_of = self._slots(regions)
-        feeds = self._slot_answers or self._answers_by_slot()
-        statuses = np.array([a.status for a in feeds], dtype=np.uint8)[feed_of]
+        feeds, slot_status = self._slot_answers_in(txn)
+        statuses = slot_status[feed_of]
         revoked: dict[int, CheckResult] = {}
         if hits:
+            # Every hit is unconfirmed until LMDB has answered for it, one way or the other.
+            base = statuses[hits]
+            statuses[hits] = UNCONFIRMED
             keys = keys_from_matrix(matrix[hits]).tobytes()
             find = self._store.find
-            with self._store.read_txn() as txn:
-                for n, i in enumerate(hits):
-                    found = find(keys[18 * n : 18 * n + 18], txn)
-                    if found is not None:
-                        text = matrix[i].tobytes().decode("ascii")
-                        revoked[i] = self._revoked(decode_entry(*found, text))
-                        statuses[i] = CheckStatus.REVOKED
+            for n, i in enumerate(hits):
+                found = find(keys[18 * n : 18 * n + 18], txn)
+                if found is not None:
+                    text = matrix[i].tobytes().decode("ascii")
+                    revoked[i] = self._revoked_in(txn, decode_entry(*found, text))
+                    statuses[i] = CheckStatus.REVOKED
+                else:  # LMDB refutes the fingerprint: the feed's own answer
+                    statuses[i] = base[n]
+            _refuse_unconfirmed(statuses, hits)
         return BatchResult(statuses, feed_of, feeds, revoked)
 
     def _slots(self, codes: NDArray[np.uint32]) -> NDArray[np.intp]:
@@ -235,11 +354,6 @@ class Checker:
                 if slot is None:
                     slot = self._slot_of[publisher] = len(self._slot_publishers)
                     self._slot_publishers.append(publisher)
-                    self._slot_answers = None
                 self._region_slot[code] = slot
             slots = self._region_slot[codes]
         return slots.astype(np.intp)
-
-    def _answers_by_slot(self) -> list[CheckResult]:
-        self._slot_answers = [self._feed_answer(p) for p in self._slot_publishers]
-        return self._slot_answers

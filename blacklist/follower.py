@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,12 @@ from blacklist.archive import Archive
 from blacklist.audit import AuditLog
 from blacklist.cardbatch import keys_from_columns
 from blacklist.cardid import KEY_LENGTH
-from blacklist.checker import BatchResult, Checker, CheckResult
+from blacklist.checker import MAX_TRIES, Checker, CheckResult
 from blacklist.clock import Clock, system_clock
 from blacklist.delta import FeedHead, decode_delta
 from blacklist.entry import Entry
 from blacklist.entryblock import CardColumns
-from blacklist.errors import StoreError
+from blacklist.errors import CheckUnavailable, StoreError
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex
 from blacklist.probe import key_fingerprints
 from blacklist.psamlist import PsamList
@@ -207,20 +207,27 @@ class StoreFollower(RevocationStore):
         self.epoch += 1
 
     # ------------------------------------------------------------------ following
-    def refresh(self) -> bool:
+    def refresh(self, txn: Any = None) -> bool:
         """Catch up with the writer if the stored generation moved (or a rebuilt index is
-        ready); True if anything changed. Call before answering from the index."""
+        ready); True if anything changed. Call before answering from the index. ``txn``:
+        catch up to exactly that read transaction's snapshot (a batch then reads its
+        entries and heads from the same one), else to a new one."""
         rebuilt = None
         thread = self._rebuilding
         if thread is not None and not thread.is_alive():  # done (or failed: retried later)
             rebuilt, self._rebuilt, self._rebuilding = self._rebuilt, None, None
             if rebuilt is not None:
                 self._install(rebuilt)
-        with self.env.begin() as txn:
-            generation = self._generation(txn)
-            if generation == self.generation and rebuilt is None:
-                return False
-            self._catch_up(txn, generation)
+        if txn is None:
+            with self.env.begin() as own:
+                return self._refresh_in(own, rebuilt is not None)
+        return self._refresh_in(txn, rebuilt is not None)
+
+    def _refresh_in(self, txn: Any, rebuilt: bool) -> bool:
+        generation = self._generation(txn)
+        if generation == self.generation and not rebuilt:
+            return False
+        self._catch_up(txn, generation)
         return True
 
     def _catch_up(self, txn: Any, generation: int) -> None:
@@ -233,28 +240,36 @@ class StoreFollower(RevocationStore):
         for key in txn.cursor(db=self._regions_db).iternext(values=False):
             pub = f"{int.from_bytes(key[:3], 'big'):06d}"
             regions.setdefault(pub, set()).add(int.from_bytes(key[3:], "big"))
+        # Which regions each feed has entries in (only ever grows): read by the loop below.
         self._feed_regions = regions
         parts: list[NDArray[np.uint32]] = []
         moved = False
+        stale = 0
         for pub, state in states.items():
             covered = self._covered.get(pub)
             if covered == state.head:
                 continue
             moved = True
-            fps, stale = self._fingerprints_since(txn, pub, covered, state)
+            fps, gone = self._fingerprints_since(txn, pub, covered, state)
             parts.append(fps)
-            self._stale += stale
+            stale += gone
+        psams, trust = self.psams, self.trust
+        if moved:
+            # Small tables (thousands of rows): re-read whole rather than followed, from the
+            # same snapshot as the heads.
+            psams, trust = PsamList(self.env, txn), TrustRecords(self.env, txn)
+        # Everything that can fail (LMDB reads, decoding) is done: only now does the
+        # follower's state move, all of it. A catch-up that raised changed nothing, so the
+        # next one starts from the same covered heads and re-reads the PSAM deny list too
+        # (a half-done catch-up that kept the old deny list would admit a denied PSAM).
         if parts:
-            self.index.add_many(np.concatenate(parts))
+            self.index.add_many(np.concatenate(parts))  # extra fingerprints are harmless
+        self._stale += stale
         self._covered = {pub: state.head for pub, state in states.items()}
         self.feeds = states
-        if moved:
-            # Small tables (thousands of rows): re-read whole rather than followed.
-            self.psams = PsamList(self.env)
-            trust = TrustRecords(self.env)
-            if trust.records() != self.trust.records():
-                self.trust_version += 1
-            self.trust = trust
+        if trust is not self.trust and trust.records() != self.trust.records():
+            self.trust_version += 1
+        self.psams, self.trust = psams, trust
         self.generation = generation
         self.epoch += 1
         self._maybe_rebuild(txn, sum(s.entries for s in states.values()))
@@ -374,20 +389,23 @@ class FollowingChecker(Checker):
         self._keys_for = keys_for
         self._trust_version = follower.trust_version
 
-    def _follow(self) -> None:
-        if self.follower.refresh() and self.follower.trust_version != self._trust_version:
+    def _follow(self, txn: Any = None) -> None:
+        try:
+            moved = self.follower.refresh(txn)
+        except lmdb.Error as exc:  # fail closed: no answer from a state not caught up with
+            raise CheckUnavailable(f"catching up with the store failed: {exc}") from exc
+        if moved and self.follower.trust_version != self._trust_version:
             self._trust_version = self.follower.trust_version
             if self._keys_for is not None:
                 self.set_keys(self._keys_for(self.follower.trust.records()))
+
+    def _prepare(self, txn: Any) -> None:
+        self._follow(txn)  # the index covers exactly the batch's snapshot
 
     def psam_denial(self, psam_id: str) -> Entry | None:
         self._follow()
         return super().psam_denial(psam_id)
 
-    def check(self, card_id: str) -> CheckResult:
+    def check(self, card_id: str, tries: int = MAX_TRIES) -> CheckResult:
         self._follow()
-        return super().check(card_id)
-
-    def check_many(self, card_ids: Sequence[str]) -> BatchResult:
-        self._follow()
-        return super().check_many(card_ids)
+        return super().check(card_id, tries)

@@ -36,14 +36,22 @@ def _entry(key: bytes, publisher: str, value: bytes) -> Entry:
 
 
 class PsamList:
-    def __init__(self, env: Any) -> None:
+    def __init__(self, env: Any, txn: Any = None) -> None:
+        """``txn``: read the rows in this read transaction (a follower catching up reads
+        every table of one snapshot), else in one of its own."""
         self.env = env
         self.db = env.open_db(PSAMS_DB)
         self._denied: Denials = {}
-        with env.begin() as txn:
-            for key, value in txn.cursor(db=self.db):
-                psam, pub = key[:PSAM_KEY_LENGTH], f"{int.from_bytes(key[-3:], 'big'):06d}"
-                self._denied.setdefault(psam, {})[pub] = _entry(psam, pub, value)
+        if txn is None:
+            with env.begin() as own:
+                self._load(own)
+        else:
+            self._load(txn)
+
+    def _load(self, txn: Any) -> None:
+        for key, value in txn.cursor(db=self.db):
+            psam, pub = key[:PSAM_KEY_LENGTH], f"{int.from_bytes(key[-3:], 'big'):06d}"
+            self._denied.setdefault(psam, {})[pub] = _entry(psam, pub, value)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._denied.values())

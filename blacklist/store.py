@@ -240,6 +240,19 @@ class RevocationStore:
                 return key, cursor.value()
         return None
 
+    def feed_in(self, txn: Any, publisher: str) -> FeedState | None:
+        """One feed's head as of the read transaction ``txn`` (a check reports the feed
+        version of the very snapshot it read its entries from, not the in-memory one)."""
+        raw = txn.get(_pub3(publisher), db=self._feeds_db)
+        return FeedState.unpack(publisher, bytes(raw)) if raw is not None else None
+
+    def generation_in(self, txn: Any) -> int:
+        """The store generation as of ``txn`` (bumped by every write transaction)."""
+        raw = txn.get(b"generation", db=self._meta)
+        if raw is None:
+            raise StoreError(f"{self.path}: store metadata has no generation record")
+        return int(_U64.unpack(raw)[0])
+
     def lookup_all(self, card_key: bytes) -> list[Entry]:
         """Every publisher's entry for one card."""
         out = []

@@ -27,15 +27,23 @@ TRUST_DB = b"trust"
 
 
 class TrustRecords:
-    def __init__(self, env: Any) -> None:
+    def __init__(self, env: Any, txn: Any = None) -> None:
+        """``txn``: read the rows in this read transaction (a follower catching up reads
+        every table of one snapshot), else in one of its own."""
         self.env = env
         self.db = env.open_db(TRUST_DB)
         self._by_publisher: dict[str, dict[bytes, bytes]] = {}
         self.changes = 0  # bumped whenever a new record lands
-        with env.begin() as txn:
-            for key, value in txn.cursor(db=self.db):
-                pub = f"{int.from_bytes(key[:3], 'big'):06d}"
-                self._by_publisher.setdefault(pub, {})[bytes(key[3:])] = bytes(value)
+        if txn is None:
+            with env.begin() as own:
+                self._load(own)
+        else:
+            self._load(txn)
+
+    def _load(self, txn: Any) -> None:
+        for key, value in txn.cursor(db=self.db):
+            pub = f"{int.from_bytes(key[:3], 'big'):06d}"
+            self._by_publisher.setdefault(pub, {})[bytes(key[3:])] = bytes(value)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_publisher.values())
