@@ -57,7 +57,7 @@ from blacklist.delta import sign_delta
 from blacklist.entryblock import CardColumns
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
-from node import server as node_server
+from node.config import DEFAULT_MAX_MESSAGE_BYTES
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 from node.keyfiles import write_key_pair
 
@@ -195,7 +195,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeUnderTest]:
 @pytest.fixture(scope="module")
 def empty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # Same options as the node, so that only the handlers differ.
-    assert empty_server.MAX_MESSAGE == node_server.MAX_MESSAGE
+    assert empty_server.MAX_MESSAGE == DEFAULT_MAX_MESSAGE_BYTES
     root = tmp_path_factory.mktemp("bench-empty")
     server = ServerProcess(
         python_command("-m", "bench.empty_server"), cwd=ROOT, log=root / "empty.log"

@@ -20,6 +20,11 @@
     subscribe = true                    # hold the upstream's push stream (false: pull only)
     max_batch = 10000                   # BatchCheck ids per call
     map_size_gib = 64                   # LMDB address space
+    max_message_bytes = 16777216        # the one gRPC message limit: this node's server and
+                                        #   every channel it opens; stated to peers in sync
+    snapshot_chunk_bytes = 1048576      # snapshot transfers' chunk size (up and down)
+    max_snapshot_bytes = 1073741824     # the largest snapshot this node takes, pulled or
+                                        #   pushed (a manifest announcing more is refused)
     tls_ca = "tls/ca.crt"               # mutual TLS (node/tls.py): the CA every peer's
     tls_cert = "tls/440100.crt"         #   certificate must be signed by, and this node's
     tls_key = "tls/440100.key"          #   own certificate (role node) and key
@@ -50,6 +55,13 @@ from blacklist.certs import Certificate, KeyRevocation
 from blacklist.delta import MAX_TRUST_RECORDS
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import Keyring, SigningKey, TrustedKey
+from blacklist.sync.budget import (
+    MIN_MESSAGE_BYTES,
+    chunk_count,
+    chunk_payload_limit,
+    manifest_size,
+    max_chunks,
+)
 from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
     CertificateExpired,
@@ -70,11 +82,16 @@ from node.tls import TlsError, identity_from_pem, load_private_key
 
 ROLES = ("ministry", "province", "city")
 TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key")
+DEFAULT_MAX_MESSAGE_BYTES = 16 << 20  # a 100,000-card Revoke is ~5 MB
+MAX_MESSAGE_CEILING = 1 << 30  # gRPC's own limit is 2 GiB; a message this big is a mistake
+DEFAULT_CHUNK_BYTES = 1 << 20
+DEFAULT_MAX_SNAPSHOT_BYTES = 1 << 30
 KNOWN_FIELDS = {
     "role", "region", "listen", "metrics_listen", "data_dir", "signing_key", "trusted_keys",
     "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval", "subscribe",
     "tls_ca", "tls_cert", "tls_key", "plaintext", "trust_anchor", "certificate_chains",
     "key_revocations", "trust_refresh_interval", "workers", "max_trust_records",
+    "max_message_bytes", "snapshot_chunk_bytes", "max_snapshot_bytes",
 }  # fmt: skip
 
 
@@ -139,6 +156,9 @@ class NodeConfig:
     workers: int = 1
     # Trust records one feed may carry (issue #11: bounded); over it, bad_trust_record.
     max_trust_records: int = DEFAULT_MAX_TRUST_RECORDS
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    snapshot_chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -184,6 +204,14 @@ class NodeConfig:
             at,
             max_trust_records=self.max_trust_records,
         )
+
+
+def message_options(limit: int) -> list[tuple[str, int]]:
+    """gRPC options that hold a server or channel to one message limit both ways."""
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+    ]
 
 
 def _address(data: dict[str, Any], name: str) -> str:
@@ -260,6 +288,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
             f"config field 'trust_refresh_interval' must be seconds in 1..86400, got {refresh!r}"
         )
     anchor, chains, revocations = _trust_fields(data, base, trusted)
+    limits = _transfer_limits(data)
     config = NodeConfig(
         role=role,
         region=region,
@@ -282,6 +311,9 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         max_trust_records=_int(
             data, "max_trust_records", DEFAULT_MAX_TRUST_RECORDS, 1, MAX_TRUST_RECORDS
         ),
+        max_message_bytes=limits[0],
+        snapshot_chunk_bytes=limits[1],
+        max_snapshot_bytes=limits[2],
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.
     try:
@@ -297,6 +329,27 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     if isinstance(keys, CertifiedKeys):
         _check_certified(keys, own, region)
     return _with_transport(config, data, base)
+
+
+def _transfer_limits(data: dict[str, Any]) -> tuple[int, int, int]:
+    """``max_message_bytes``, ``snapshot_chunk_bytes`` and ``max_snapshot_bytes``: a chunk
+    must fit a message, and so must the manifest of the largest snapshot this node takes
+    (one checksum per chunk), or that snapshot could not be sent on."""
+    limit = _int(
+        data, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES, MAX_MESSAGE_CEILING
+    )
+    most = chunk_payload_limit(limit)
+    chunk = _int(data, "snapshot_chunk_bytes", min(DEFAULT_CHUNK_BYTES, most), 1024, most)
+    default = min(DEFAULT_MAX_SNAPSHOT_BYTES, max_chunks(limit) * chunk)
+    biggest = _int(data, "max_snapshot_bytes", default, 1024, 1 << 40)
+    manifest = manifest_size(chunk_count(biggest, chunk))
+    if manifest > limit:
+        raise ConfigError(
+            f"config field 'max_snapshot_bytes': {biggest} bytes in {chunk}-byte chunks "
+            f"need a manifest of up to {manifest} bytes, over max_message_bytes = {limit} "
+            "(raise snapshot_chunk_bytes or lower max_snapshot_bytes)"
+        )
+    return limit, chunk, biggest
 
 
 def _paths(data: dict[str, Any], base: Path, name: str) -> tuple[Path, ...]:

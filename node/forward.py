@@ -32,11 +32,11 @@ FORWARDED_AUTH = "blacklist-forwarded-auth-bin"
 FORWARDED_PEER = "blacklist-forwarded-peer"
 SOCKET_NAME = "workers.sock"
 _MAX_SUN_PATH = 100  # sockaddr_un.sun_path is 108 bytes on Linux, with room to spare
-# Relayed services: (full name, {method: server-streaming}). None of them streams requests.
-RELAYED: tuple[tuple[str, dict[str, bool]], ...] = tuple(
+# Relayed services: (full name, {method: (client-streaming, server-streaming)}).
+RELAYED: tuple[tuple[str, dict[str, tuple[bool, bool]]], ...] = tuple(
     (
         service.full_name,
-        {m.name: m.server_streaming for m in service.methods if not m.client_streaming},
+        {m.name: (m.client_streaming, m.server_streaming) for m in service.methods},
     )
     for service in (
         admin_pb2.DESCRIPTOR.services_by_name["Admin"],
@@ -134,6 +134,13 @@ class ForwardedCallers(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     yield response
 
             return handler._replace(unary_stream=relayed_stream)
+        if handler.stream_unary is not None:
+            pushed = handler.stream_unary
+
+            async def relayed_push(requests: Any, context: Any) -> Any:
+                return await pushed(requests, _caller_view(context, metadata))
+
+            return handler._replace(stream_unary=relayed_push)
         return handler
 
 
@@ -165,13 +172,17 @@ def relay_handlers(channel: grpc.aio.Channel, relayed: Counter) -> Sequence[Any]
     out = []
     for service, methods in RELAYED:
         handlers = {}
-        for method, server_streaming in methods.items():
+        for method, (client_streaming, server_streaming) in methods.items():
             path = f"/{service}/{method}"
-            if server_streaming:
+            if client_streaming and not server_streaming:
+                handlers[method] = grpc.stream_unary_rpc_method_handler(
+                    _relay_push(channel.stream_unary(path), relayed.labels(method))
+                )
+            elif server_streaming and not client_streaming:
                 handlers[method] = grpc.unary_stream_rpc_method_handler(
                     _relay_stream(channel.unary_stream(path), relayed.labels(method))
                 )
-            else:
+            elif not client_streaming:
                 handlers[method] = grpc.unary_unary_rpc_method_handler(
                     _relay_unary(channel.unary_unary(path), relayed.labels(method))
                 )
@@ -185,6 +196,23 @@ def _relay_unary(call: Any, counted: Any) -> Callable[[bytes, Any], Awaitable[by
         try:
             response: bytes = await call(
                 request, metadata=_metadata(context), timeout=context.time_remaining()
+            )
+        except grpc.aio.AioRpcError as error:
+            await _abort_as(context, error)
+            raise  # not reached: abort raises
+        return response
+
+    return relay
+
+
+def _relay_push(call: Any, counted: Any) -> Callable[[AsyncIterator[bytes], Any], Awaitable[bytes]]:
+    """A client-streaming call (PushSnapshot), relayed part by part as it arrives."""
+
+    async def relay(requests: AsyncIterator[bytes], context: Any) -> bytes:
+        counted.inc()
+        try:
+            response: bytes = await call(
+                requests, metadata=_metadata(context), timeout=context.time_remaining()
             )
         except grpc.aio.AioRpcError as error:
             await _abort_as(context, error)

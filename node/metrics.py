@@ -141,6 +141,14 @@ class NodeMetrics:
             ["direction", "result"],
             registry=registry,
         )
+        self.sync_too_large = Counter(
+            "blacklist_sync_deltas_too_large",
+            "Deltas larger than any message within the peer's limit: sent (this node could "
+            "not put one in an answer) or received (an upstream said so); the feed moves by "
+            "its next snapshot",
+            ["direction"],
+            registry=registry,
+        )
         self.upstream_up = Gauge(
             "blacklist_upstream_connected",
             "1 while this node holds a working session with the upstream",
@@ -193,6 +201,8 @@ class NodeMetrics:
             self.psam_refusals.labels(method)
         for trigger in ("feed", "timer"):
             self.trust_refreshes.labels(trigger)
+        for direction in ("sent", "received"):
+            self.sync_too_large.labels(direction)
 
     def watch_store(self, store: RevocationStore, clock: Clock = system_clock) -> None:
         self.registry.register(FeedCollector(store, clock))

@@ -23,6 +23,8 @@ from blacklist.authority import OutOfScope
 from blacklist.errors import CardIdError, CheckUnavailable, shown
 from blacklist.psam import PsamDenied, PsamIdError
 from blacklist.rejections import DeltaRejected
+from blacklist.sync.budget import TransferTooLarge
+from blacklist.sync.chunks import SnapshotCorrupt, SnapshotTooLarge
 from node.metrics import NodeMetrics
 from node.tls import Identity, identity_of
 
@@ -60,7 +62,7 @@ ALLOWED_ROLES: dict[tuple[str, str], frozenset[str]] = {
        for m in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status", "ListAudit",
                  "RevokePsam", "ReinstatePsam", "GetPsam", "PublishTrust")},
     **{("Sync", m): frozenset({"node"})
-       for m in ("GetUpdates", "PushDeltas", "Subscribe", "GetSnapshot")},
+       for m in ("GetUpdates", "PushDeltas", "Subscribe", "GetSnapshot", "PushSnapshot")},
 }  # fmt: skip
 # Writes an operator may make only within its certificate's region: the card ids of a request
 # (or any text whose first six characters are a region code or a prefix of one).
@@ -111,6 +113,10 @@ STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     # Fail closed (issue #11 item 9): a check that could not be confirmed is an error the
     # terminal retries, never an answer.
     (CheckUnavailable, grpc.StatusCode.UNAVAILABLE),
+    # Transfers (issue #11): over a size limit, or damaged in transit (a checksum).
+    (SnapshotTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TransferTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (SnapshotCorrupt, grpc.StatusCode.DATA_LOSS),
 )
 # The one cap on what a status carries back: the messages name values cut short already
 # (blacklist.errors.shown); this catches any that does not, under gRPC's 8 KiB metadata.
@@ -136,6 +142,7 @@ Resp = TypeVar("Resp")
 Unary = Callable[[Req, Any], Awaitable[Resp]]
 Streaming = Callable[[AsyncIterator[Req], Any], AsyncIterator[Resp]]
 ServerStreaming = Callable[[Req, Any], AsyncIterator[Resp]]
+ClientStreaming = Callable[[AsyncIterator[Req], Any], Awaitable[Resp]]
 
 
 class Meter:
@@ -211,9 +218,17 @@ class Meter:
         else:
             self._m.handled.labels(*labels, code.name).inc()
 
-    def unary(self, service: str, method: str, fn: Unary[Req, Resp]) -> Unary[Req, Resp]:
-        started, handling, ok = self._children(service, method, "unary")
-        labels = ("unary", service, method)
+    def client_stream(
+        self, service: str, method: str, fn: ClientStreaming[Req, Resp]
+    ) -> ClientStreaming[Req, Resp]:
+        """A client-streaming method (PushSnapshot), metered as ``client_stream``."""
+        return self.unary(service, method, fn, kind="client_stream")
+
+    def unary(
+        self, service: str, method: str, fn: Unary[Req, Resp], kind: str = "unary"
+    ) -> Unary[Req, Resp]:
+        started, handling, ok = self._children(service, method, kind)
+        labels = (kind, service, method)
         where = f"{service}/{method}"
 
         async def metered(request: Req, context: Any) -> Resp:

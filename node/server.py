@@ -28,7 +28,7 @@ from blacklist.clock import Clock, system_clock
 from blacklist.errors import shown
 from blacklist.store import RevocationStore
 from node.admin_trust import TrustAdmin
-from node.config import NodeConfig
+from node.config import NodeConfig, message_options
 from node.forward import ForwardedCallers, restrict, socket_path
 from node.gen.blacklist.v1 import (
     admin_pb2,
@@ -43,13 +43,12 @@ from node.metrics import VERSION, NodeMetrics
 from node.rpc import InvalidRequest, Meter, NotFound
 from node.servicers import AdminServicer, CardStatusServicer
 from node.sync_client import SyncClient
-from node.sync_service import SyncServicer
+from node.sync_service import SyncServicer, TransferLimits
 from node.tls import channel_credentials, server_credentials
 from node.trust_keeper import TrustKeeper
 from node.workers import WorkerPool, refuse_a_taken_port
 
 log = logging.getLogger("node")
-MAX_MESSAGE = 16 * 1024 * 1024  # a 100,000-card Revoke is ~5 MB
 SERVICES = {
     "CardStatus": card_status_pb2.DESCRIPTOR.services_by_name["CardStatus"].full_name,
     "Admin": admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
@@ -153,10 +152,13 @@ class Node:
             setattr(admin, name, meter.unary(SERVICES["Admin"], name, getattr(trust_admin, name)))
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
         assert self.hub is not None
-        sync = SyncServicer(self.store, self.hub, self.metrics)
+        sync = SyncServicer(self.store, self.hub, self.metrics, TransferLimits.of(self.config))
         for name in ("GetUpdates", "PushDeltas"):
             setattr(sync, name, meter.unary(SERVICES["Sync"], name, getattr(sync, name)))
         sync.GetSnapshot = snapshot_held(self.store, sync.GetSnapshot)  # type: ignore[method-assign]
+        sync.PushSnapshot = meter.client_stream(  # type: ignore[method-assign,assignment]
+            SERVICES["Sync"], "PushSnapshot", sync.PushSnapshot
+        )
         for name in ("Subscribe", "GetSnapshot"):
             setattr(sync, name, meter.guard(SERVICES["Sync"], name, getattr(sync, name)))
         sync_pb2_grpc.add_SyncServicer_to_server(sync, server)  # type: ignore[no-untyped-call]
@@ -186,8 +188,7 @@ class Node:
         server = grpc.aio.server(
             interceptors=[ForwardedCallers()] if shared else None,
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.max_send_message_length", MAX_MESSAGE),
+                *message_options(self.config.max_message_bytes),
                 ("grpc.so_reuseport", 1 if shared else 0),
             ],
         )
@@ -238,6 +239,7 @@ class Node:
                 metrics=self.metrics,
                 clock=self.clock,
                 subscribe=self.config.subscribe,
+                limits=TransferLimits.of(self.config),
                 credentials=(
                     channel_credentials(
                         self.config.tls_ca, self.config.tls_cert, self.config.tls_key

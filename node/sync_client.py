@@ -15,30 +15,43 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-import xxhash
 
 from blacklist.clock import Clock
 from blacklist.errors import BlacklistError
 from blacklist.rejections import DeltaRejected
 from blacklist.store import RevocationStore
+from blacklist.sync.budget import (
+    GRPC_DEFAULT_LIMIT,
+    TransferTooLarge,
+    chunk_size,
+    effective_limit,
+    oversize,
+    plan_push_batches,
+    split_push,
+)
+from blacklist.sync.chunks import SnapshotCorrupt, split_snapshot
 from blacklist.sync.plan import SendSnapshot, plan_push
+from node.config import message_options
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
-from node.sync_service import head_messages, heads_from
+from node.sync_service import (
+    TransferLimits,
+    head_messages,
+    heads_from,
+    manifest_message,
+    receive_snapshot,
+)
 
 log = logging.getLogger("node.sync")
 BACKOFF_START = 0.2
 BACKOFF_MAX = 10.0
-# A PushDeltas request must stay under the upstream's 16 MiB message limit (node/server.py).
-MAX_PUSH_BYTES = 15 << 20
-
-
-class SnapshotCorrupt(BlacklistError):
-    cause = "snapshot_checksum"
+UPLINK_BATCH = 100  # deltas taken from the uplink queue at once (then split by size)
+__all__ = ["SnapshotCorrupt", "SyncClient"]
 
 
 class SyncClient:
@@ -55,7 +68,12 @@ class SyncClient:
         subscribe: bool = True,
         rng: random.Random | None = None,
         credentials: Any = None,
+        limits: TransferLimits | None = None,
     ) -> None:
+        self._limits = limits or TransferLimits()
+        # What the upstream said it accepts (GetUpdatesResponse.max_push_bytes), capped by
+        # this node's own limit; until it answers, gRPC's default.
+        self._push_limit = min(GRPC_DEFAULT_LIMIT, self._limits.max_message_bytes)
         # grpc.ChannelCredentials of this node's certificate (mutual TLS), or None: plaintext.
         self._credentials = credentials
         self._use_push = subscribe
@@ -101,10 +119,11 @@ class SyncClient:
         self._stopped.set()
 
     async def _session(self, upstream: str) -> None:
+        options = message_options(self._limits.max_message_bytes)
         channel = (
-            grpc.aio.secure_channel(upstream, self._credentials)
+            grpc.aio.secure_channel(upstream, self._credentials, options=options)
             if self._credentials is not None
-            else grpc.aio.insecure_channel(upstream)
+            else grpc.aio.insecure_channel(upstream, options=options)
         )
         async with channel:
             stub = sync_pb2_grpc.SyncStub(channel)  # type: ignore[no-untyped-call]
@@ -130,15 +149,24 @@ class SyncClient:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def pull(self, stub: Any) -> None:
-        """One GetUpdates round: apply what the upstream has, then push up what it lacks.
-        Repeats while the upstream says there is more (its answer has a size budget)."""
-        for _ in range(1000):
+        """GetUpdates rounds: apply what the upstream has, then push up what it lacks.
+        Each answer fits the limit this node states, so a long backlog takes several
+        rounds: ask again while some feed is still behind and the last round moved at
+        least one head (no progress, e.g. a delta too large for any answer, waits for the
+        next scheduled pull instead of spinning)."""
+        while True:
             async with self._applying_pushed:
+                before = self._store.heads()
                 request = sync_pb2.GetUpdatesRequest(
-                    heads=head_messages(self._store.heads()), node=self._region
+                    heads=head_messages(before),
+                    node=self._region,
+                    max_response_bytes=self._limits.max_message_bytes,
                 )
             response = await stub.GetUpdates(request, timeout=30)
-            more = False
+            self._push_limit = effective_limit(
+                response.max_push_bytes, self._limits.max_message_bytes
+            )
+            behind = False
             for update in response.updates:
                 if update.take_snapshot:
                     await self._fetch_snapshot(stub, update.publisher)
@@ -146,15 +174,23 @@ class SyncClient:
                     self._metrics.sync_received_bytes.inc(len(data))
                     with contextlib.suppress(DeltaRejected):  # counted by the hub
                         await self._hub.apply(data, Source.UPSTREAM)
+                if update.too_large_version:
+                    self._metrics.sync_too_large.labels("received").inc()
+                    log.warning(
+                        "%s v%d is too large for a %d-byte answer: waiting for its snapshot",
+                        update.publisher,
+                        update.too_large_version,
+                        self._limits.max_message_bytes,
+                    )
                 if self._store.head(update.publisher).version < update.upstream_version:
-                    more = more or bool(update.deltas)
+                    behind = True
             upstream_heads = heads_from(response.heads)
             current = self._after_pull(upstream_heads)
             now = self._clock()
             await self._hub.write(self._store.touch_feeds, current, now)
             self._metrics.sync_last_success.set(now)
             await self._push(stub, upstream_heads)
-            if not more:
+            if not behind or self._store.heads() == before:
                 return
 
     def _after_pull(self, upstream_heads: dict[str, Any]) -> list[str]:
@@ -168,26 +204,66 @@ class SyncClient:
         return current
 
     async def _push(self, stub: Any, upstream_heads: dict[str, Any]) -> None:
-        plan = plan_push(self._store.histories(), upstream_heads)
-        for action in plan.values():
+        """Push up what the upstream lacks, in requests that fit its limit
+        (blacklist/sync/budget.py): retained deltas in batches, or the snapshot in chunks."""
+        histories = self._store.histories()
+        plan = plan_push(histories, upstream_heads)
+        for publisher, action in plan.items():
             if isinstance(action, SendSnapshot):
-                # The upstream applies a pushed snapshot like a pulled one; the deltas
-                # after it follow on the next pull.
-                snapshot = self._store.archive.snapshot(action.publisher)
-                if snapshot is None:
-                    continue
-                if len(snapshot) > MAX_PUSH_BYTES:
-                    log.warning(
-                        "cannot push the %d-byte snapshot of %s up: over the %d-byte limit",
-                        len(snapshot),
-                        action.publisher,
-                        MAX_PUSH_BYTES,
-                    )
-                    continue
-                await self._send_up(stub, [snapshot])
+                await self._push_snapshot(stub, publisher)
                 continue
-            deltas = self._store.archive.deltas(action.publisher, action.first, action.last)
-            await self._send_up(stub, deltas)
+            history = histories[publisher]
+            sizes = [history.retained[v].size for v in action.versions()]
+            batches = plan_push_batches(
+                action.first, sizes, self._push_limit, history.snapshot_version
+            )
+            if batches.snapshot:
+                await self._push_snapshot(stub, publisher)
+                continue
+            for first, last in batches.batches:
+                await self._send_up(stub, self._store.archive.deltas(publisher, first, last))
+            if batches.too_large is not None:
+                self._metrics.sync_too_large.labels("sent").inc()
+                log.warning(
+                    "cannot push %s v%d up: over the upstream's %d-byte limit, and no "
+                    "snapshot covers it yet",
+                    publisher,
+                    batches.too_large,
+                    self._push_limit,
+                )
+
+    async def _push_snapshot(self, stub: Any, publisher: str) -> None:
+        """The feed's stored snapshot up in chunks (PushSnapshot), sized to the upstream's
+        limit; the deltas after it follow on the next pull."""
+        data = self._store.archive.snapshot(publisher)
+        version = self._store.archive.snapshot_version(publisher)
+        if data is None or version is None:
+            return
+        try:
+            chunk = chunk_size(len(data), self._limits.snapshot_chunk_bytes, self._push_limit)
+        except TransferTooLarge as exc:
+            log.warning("cannot push the snapshot of %s up: %s", publisher, exc)
+            return
+        manifest, parts = split_snapshot(publisher, version, data, chunk)
+
+        async def stream() -> AsyncIterator[sync_pb2.SnapshotPart]:
+            yield sync_pb2.SnapshotPart(manifest=manifest_message(manifest))
+            for part in parts:
+                yield sync_pb2.SnapshotPart(chunk=part)
+
+        response = await stub.PushSnapshot(stream(), timeout=300)
+        if response.rejected:
+            self._metrics.snapshot_transfers.labels("sent", "rejected").inc()
+            log.warning("upstream refused the snapshot of %s: %s", publisher, response.rejected)
+            return
+        self._metrics.snapshot_transfers.labels("sent", "ok").inc()
+        log.info(
+            "pushed the snapshot of %s v%d up (%d bytes, %d chunks)",
+            publisher,
+            version,
+            len(data),
+            len(parts),
+        )
 
     async def _send_up(self, stub: Any, deltas: list[bytes]) -> None:
         response = await stub.PushDeltas(
@@ -214,32 +290,31 @@ class SyncClient:
     async def _push_loop(self, stub: Any) -> None:
         while True:
             batch = [await self._hub.uplink.get()]
-            while not self._hub.uplink.empty() and len(batch) < 100:
+            while not self._hub.uplink.empty() and len(batch) < UPLINK_BATCH:
                 batch.append(self._hub.uplink.get_nowait())
-            await self._send_up(stub, batch)
+            sizes = [len(d) for d in batch]
+            for i in oversize(sizes, self._push_limit):
+                # Left for the next pull's plan_push, which sends the snapshot covering it.
+                self._metrics.sync_too_large.labels("sent").inc()
+                log.warning(
+                    "a %d-byte delta is over the upstream's %d-byte limit: it goes up by snapshot",
+                    sizes[i],
+                    self._push_limit,
+                )
+            for part in split_push(sizes, self._push_limit):
+                await self._send_up(stub, batch[part.start : part.stop])
 
     async def _fetch_snapshot(self, stub: Any, publisher: str) -> None:
-        manifest = None
-        parts: list[bytes] = []
-        async for part in stub.GetSnapshot(sync_pb2.GetSnapshotRequest(publisher=publisher)):
-            if part.HasField("manifest"):
-                manifest = part.manifest
-                continue
-            if manifest is None:
-                raise SnapshotCorrupt(f"snapshot of {publisher}: chunk before the manifest")
-            i = len(parts)
-            if i >= len(manifest.chunk_xxh64) or (
-                xxhash.xxh64_intdigest(part.chunk) != manifest.chunk_xxh64[i]
-            ):
-                self._metrics.rejected.labels(SnapshotCorrupt.cause).inc()
-                self._metrics.snapshot_transfers.labels("received", "corrupt").inc()
-                raise SnapshotCorrupt(f"snapshot of {publisher}: chunk {i} fails its checksum")
-            parts.append(part.chunk)
-        data = b"".join(parts)
-        if manifest is None or len(data) != manifest.total_bytes:
-            self._metrics.rejected.labels(SnapshotCorrupt.cause).inc()
-            self._metrics.snapshot_transfers.labels("received", "corrupt").inc()
-            raise SnapshotCorrupt(f"snapshot of {publisher}: truncated transfer")
+        request = sync_pb2.GetSnapshotRequest(
+            publisher=publisher, max_part_bytes=self._limits.max_message_bytes
+        )
+        call = stub.GetSnapshot(request)
+        try:
+            data = await receive_snapshot(call, self._limits, self._metrics, "received")
+        finally:
+            cancel = getattr(call, "cancel", None)
+            if cancel is not None:
+                cancel()  # a refused manifest: stop the rest of the transfer at once
         self._metrics.sync_received_bytes.inc(len(data))
         try:
             await self._hub.apply(data, Source.UPSTREAM)

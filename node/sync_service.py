@@ -5,13 +5,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
-
-import xxhash
 
 from blacklist.delta import FeedHead
 from blacklist.rejections import DeltaRejected
 from blacklist.store import RevocationStore
+from blacklist.sync.budget import (
+    MIN_MESSAGE_BYTES,
+    FeedFill,
+    chunk_payload_limit,
+    chunk_size,
+    effective_limit,
+    fill_updates,
+    oversize_first,
+)
+from blacklist.sync.chunks import (
+    Manifest,
+    SnapshotAssembly,
+    SnapshotCorrupt,
+    SnapshotTooLarge,
+    split_snapshot,
+)
 from blacklist.sync.plan import SendDeltas, SendSnapshot, plan_updates
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 from node.hub import FeedHub, Outcome, Source
@@ -19,8 +34,20 @@ from node.metrics import NodeMetrics
 from node.rpc import InvalidRequest
 
 log = logging.getLogger("node.sync")
-CHUNK_BYTES = 1 << 20
-RESPONSE_BUDGET = 8 << 20  # stay well under the 16 MiB message limit; the child pulls again
+
+
+@dataclass(frozen=True)
+class TransferLimits:
+    """A node's sync size limits (node/config.py): the one message limit, the chunk size
+    of its snapshot transfers, and the largest snapshot it takes."""
+
+    max_message_bytes: int = 16 << 20
+    snapshot_chunk_bytes: int = 1 << 20
+    max_snapshot_bytes: int = 1 << 30
+
+    @classmethod
+    def of(cls, config: Any) -> TransferLimits:
+        return cls(config.max_message_bytes, config.snapshot_chunk_bytes, config.max_snapshot_bytes)
 
 
 def heads_from(messages: Any) -> dict[str, FeedHead]:
@@ -32,6 +59,33 @@ def heads_from(messages: Any) -> dict[str, FeedHead]:
     return heads
 
 
+def stated_limit(value: int, own: int, what: str) -> int:
+    """The ceiling of a message to a peer that stated ``value`` (0: gRPC's default)."""
+    if value and value < MIN_MESSAGE_BYTES:
+        raise InvalidRequest(f"{what} {value} is below the {MIN_MESSAGE_BYTES}-byte floor")
+    return effective_limit(value, own)
+
+
+def manifest_from(message: Any) -> Manifest:
+    return Manifest(
+        message.publisher,
+        message.version,
+        message.total_bytes,
+        message.chunk_bytes,
+        list(message.chunk_xxh64),
+    )
+
+
+def manifest_message(manifest: Manifest) -> sync_pb2.SnapshotManifest:
+    return sync_pb2.SnapshotManifest(
+        publisher=manifest.publisher,
+        version=manifest.version,
+        total_bytes=manifest.total_bytes,
+        chunk_bytes=manifest.chunk_bytes,
+        chunk_xxh64=list(manifest.checksums),
+    )
+
+
 def head_messages(heads: dict[str, FeedHead]) -> list[sync_pb2.Head]:
     return [
         sync_pb2.Head(publisher=p, version=h.version, digest=h.digest)
@@ -40,17 +94,33 @@ def head_messages(heads: dict[str, FeedHead]) -> list[sync_pb2.Head]:
 
 
 class SyncServicer(sync_pb2_grpc.SyncServicer):
-    def __init__(self, store: RevocationStore, hub: FeedHub, metrics: NodeMetrics) -> None:
+    def __init__(
+        self,
+        store: RevocationStore,
+        hub: FeedHub,
+        metrics: NodeMetrics,
+        limits: TransferLimits | None = None,
+    ) -> None:
         self._store = store
         self._hub = hub
         self._metrics = metrics
+        self._limits = limits or TransferLimits()
 
     async def GetUpdates(
         self, request: sync_pb2.GetUpdatesRequest, context: Any
     ) -> sync_pb2.GetUpdatesResponse:
-        plan = plan_updates(self._store.histories(), heads_from(request.heads))
-        response = sync_pb2.GetUpdatesResponse(heads=head_messages(self._store.heads()))
-        budget = RESPONSE_BUDGET
+        """The deltas after the child's heads, as many as fit the answer's ceiling
+        (blacklist/sync/budget.py): the child asks again for the rest."""
+        limit = stated_limit(
+            request.max_response_bytes, self._limits.max_message_bytes, "max_response_bytes"
+        )
+        histories = self._store.histories()
+        plan = plan_updates(histories, heads_from(request.heads))
+        response = sync_pb2.GetUpdatesResponse(
+            heads=head_messages(self._store.heads()),
+            max_push_bytes=self._limits.max_message_bytes,
+        )
+        sending: list[tuple[Any, SendDeltas]] = []
         for publisher, action in plan.items():
             update = response.updates.add(
                 publisher=publisher, upstream_version=self._store.head(publisher).version
@@ -58,13 +128,40 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
             if isinstance(action, SendSnapshot):
                 update.take_snapshot = True
             elif isinstance(action, SendDeltas):
-                for data in self._store.archive.deltas(publisher, action.first, action.last):
-                    if len(data) > budget and len(update.deltas):
-                        break  # the rest next pull: upstream_version tells the child
-                    update.deltas.append(data)
-                    budget -= len(data)
+                sending.append((update, action))
             else:
                 log.warning("child %s is behind on %s: %s", request.node, publisher, action.reason)
+        fills = [
+            FeedFill(
+                update.ByteSize(),
+                [histories[a.publisher].retained[v].size for v in a.versions()],
+            )
+            for update, a in sending
+        ]
+        # A delta no answer can carry: the snapshot if it covers it, else say so.
+        for (update, action), big in zip(
+            sending, oversize_first(limit, response.ByteSize(), fills), strict=True
+        ):
+            if not big:
+                continue
+            snap = histories[action.publisher].snapshot_version
+            if snap is not None and snap >= action.first:
+                update.take_snapshot = True
+            else:
+                update.too_large_version = action.first
+            self._metrics.sync_too_large.labels("sent").inc()
+        flagged = [u.take_snapshot or u.too_large_version for u, _ in sending]
+        fills = [
+            FeedFill(u.ByteSize(), [] if f else fill.sizes)
+            for (u, _), fill, f in zip(sending, fills, flagged, strict=True)
+        ]
+        counts = fill_updates(limit, response.ByteSize(), fills)
+        for (update, action), n in zip(sending, counts, strict=True):
+            if n:
+                last = action.first + n - 1
+                update.deltas.extend(
+                    self._store.archive.deltas(action.publisher, action.first, last)
+                )
         return response
 
     async def PushDeltas(
@@ -101,20 +198,69 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
     async def GetSnapshot(
         self, request: sync_pb2.GetSnapshotRequest, context: Any
     ) -> AsyncIterator[sync_pb2.SnapshotPart]:
+        limit = stated_limit(
+            request.max_part_bytes, self._limits.max_message_bytes, "max_part_bytes"
+        )
         data = self._store.archive.snapshot(request.publisher)
         if data is None:
             raise InvalidRequest(f"no snapshot of {request.publisher!r} is held here")
-        chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)]
         snap_version = self._store.archive.snapshot_version(request.publisher) or 0
-        yield sync_pb2.SnapshotPart(
-            manifest=sync_pb2.SnapshotManifest(
-                publisher=request.publisher,
-                version=snap_version,
-                total_bytes=len(data),
-                chunk_bytes=CHUNK_BYTES,
-                chunk_xxh64=[xxhash.xxh64_intdigest(c) for c in chunks],
-            )
-        )
-        for chunk in chunks:
-            yield sync_pb2.SnapshotPart(chunk=chunk)
+        chunk = chunk_size(len(data), self._limits.snapshot_chunk_bytes, limit)
+        manifest, parts = split_snapshot(request.publisher, snap_version, data, chunk)
+        yield sync_pb2.SnapshotPart(manifest=manifest_message(manifest))
+        for part in parts:
+            yield sync_pb2.SnapshotPart(chunk=part)
         self._metrics.snapshot_transfers.labels("sent", "ok").inc()
+
+    async def PushSnapshot(
+        self, requests: AsyncIterator[sync_pb2.SnapshotPart], context: Any
+    ) -> sync_pb2.PushSnapshotResponse:
+        """A child's snapshot, in chunks (blacklist/sync/chunks.py): nothing is applied
+        unless the manifest is within this node's limits and every chunk checks out; then
+        it is applied through the hub exactly as a pulled snapshot."""
+        data = await receive_snapshot(requests, self._limits, self._metrics, direction="received")
+        self._metrics.sync_received_bytes.inc(len(data))
+        try:
+            outcome = await self._hub.apply(data, Source.CHILD)
+        except DeltaRejected as exc:
+            self._metrics.snapshot_transfers.labels("received", "rejected").inc()
+            return sync_pb2.PushSnapshotResponse(rejected=f"{exc.cause}: {exc}")
+        self._metrics.snapshot_transfers.labels("received", "ok").inc()
+        if outcome is Outcome.APPLIED:
+            return sync_pb2.PushSnapshotResponse(applied=True)
+        return sync_pb2.PushSnapshotResponse(already_held=True)
+
+
+async def receive_snapshot(
+    parts: AsyncIterator[Any], limits: TransferLimits, metrics: NodeMetrics, direction: str
+) -> bytes:
+    """Assemble one chunked snapshot from ``parts`` (a manifest, then chunks), checked as it
+    arrives: SnapshotTooLarge right after the manifest, SnapshotCorrupt at the first bad
+    part (both counted), the snapshot's bytes once complete. Shared by PushSnapshot (up)
+    and the sync client's GetSnapshot (down)."""
+    assembly: SnapshotAssembly | None = None
+    try:
+        async for part in parts:
+            if part.HasField("manifest"):
+                if assembly is not None:
+                    raise SnapshotCorrupt("a second manifest in one snapshot transfer")
+                assembly = SnapshotAssembly(
+                    manifest_from(part.manifest),
+                    max_total=limits.max_snapshot_bytes,
+                    max_chunk=chunk_payload_limit(limits.max_message_bytes),
+                )
+            elif assembly is None:
+                raise SnapshotCorrupt("a snapshot chunk before the manifest")
+            else:
+                assembly.add(part.chunk)
+        if assembly is None:
+            raise SnapshotCorrupt("a snapshot transfer without a manifest")
+        return assembly.finish()
+    except SnapshotTooLarge:
+        # A limit, not tampering: not in blacklist_deltas_rejected_total (the tamper alarm).
+        metrics.snapshot_transfers.labels(direction, "too_large").inc()
+        raise
+    except SnapshotCorrupt as exc:
+        metrics.rejected.labels(exc.cause).inc()
+        metrics.snapshot_transfers.labels(direction, "corrupt").inc()
+        raise

@@ -100,23 +100,16 @@ class Worker:
         return keys
 
     async def start(self) -> None:
-        from node.server import MAX_MESSAGE, SERVICES, add_card_status
+        from node.config import message_options
+        from node.server import SERVICES, add_card_status
 
         config = self.spec.config
         server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-                ("grpc.so_reuseport", 1),
-            ]
+            options=[*message_options(config.max_message_bytes), ("grpc.so_reuseport", 1)]
         )
         add_card_status(server, self.checker, self.metrics, config)
         self._relay = grpc.aio.insecure_channel(
-            f"unix:{self.spec.relay}",
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-            ],
+            f"unix:{self.spec.relay}", options=message_options(config.max_message_bytes)
         )
         relayed = Counter(
             "blacklist_relayed_calls",

@@ -48,7 +48,7 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 << 20),
 ]
 
-TomlValue = str | int | bool | Sequence[str]
+TomlValue = str | int | float | bool | Sequence[str]
 
 
 def card_id(region: str = "440100", serial: int | None = None) -> str:
@@ -76,8 +76,8 @@ def _toml_value(value: TomlValue) -> str:
     # json.dumps of a str or a list of str is valid TOML (basic strings, arrays).
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, str):
         return json.dumps(value)
     return json.dumps(list(value))

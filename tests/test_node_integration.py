@@ -37,7 +37,7 @@ GZ = "440100"
 BJ = "110100"  # trusted at the 440100 node, never published there → NO_DATA
 NOWHERE = "120100"  # no trusted key covers 12xxxx → UNKNOWN_ISSUER
 MAX_BATCH = 50
-SERVER_MAX_MESSAGE = 16 * 1024 * 1024  # node/server.py MAX_MESSAGE
+SERVER_MAX_MESSAGE = 16 * 1024 * 1024  # node/config.py DEFAULT_MAX_MESSAGE_BYTES
 CARD_STATUS = "blacklist.v1.CardStatus"
 ADMIN = "blacklist.v1.Admin"
 
