@@ -11,10 +11,12 @@ from typing import Any
 
 import grpc
 
+from node.config import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from node.tls import channel_credentials
 
-# A ListEntries page of 10,000 entries is well under this; gRPC's 4 MiB default is not far.
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
+# The nodes' default message limit (node/config.py max_message_bytes), both ways: a
+# ListEntries page of 10,000 entries is well under it, gRPC's 4 MiB default is not far.
+CHANNEL_OPTIONS = message_options(DEFAULT_MAX_MESSAGE_BYTES)
 # Codes that mean "could not talk to the node", as opposed to "the node said no".
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import grpc
 
+from node.config import DEFAULT_MAX_MESSAGE_BYTES, message_options
 from node.federation_trust import FederationTrust, make_trust
 from node.localnode import KeyPair, LocalNode, NodeSpec, generate_keys, write_config
 from node.tls import channel_credentials
@@ -115,11 +116,14 @@ class Federation:
         """A channel to ``region``'s node. With ``secure`` it presents the client certificate
         ``client`` (``terminal-R``, ``operator-R``, ``node-R``; default: the operator of
         ``region``, who may call everything but Sync there); plain text otherwise."""
+        options = message_options(DEFAULT_MAX_MESSAGE_BYTES)
         if self.trust is None:
-            return grpc.insecure_channel(self.address(region))
+            return grpc.insecure_channel(self.address(region), options=options)
         files = self.trust.client(client or f"operator-{region}")
         return grpc.secure_channel(
-            self.address(region), channel_credentials(self.trust.ca, files.cert, files.key)
+            self.address(region),
+            channel_credentials(self.trust.ca, files.cert, files.key),
+            options=options,
         )
 
     def address(self, region: str) -> str:

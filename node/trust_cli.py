@@ -24,8 +24,9 @@ import grpc
 from blacklist.certs import decode_trust_record
 from blacklist.entry import Reason
 from blacklist.errors import CodecError
+from node.client import ClientTls, open_channel
 from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc
-from node.tls import TlsError, channel_credentials
+from node.tls import TlsError
 
 TIMEOUT = 30.0
 
@@ -45,10 +46,7 @@ def _admin(args: argparse.Namespace) -> Any:
     files = [args.ca, args.cert, args.key]
     if any(files) and not all(files):
         raise UsageError("--ca, --cert and --key go together: give all three or none")
-    if all(files):
-        channel = grpc.secure_channel(args.node, channel_credentials(*files))
-    else:
-        channel = grpc.insecure_channel(args.node)
+    channel = open_channel(args.node, ClientTls(*files) if all(files) else None)
     return admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
 
 
