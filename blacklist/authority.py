@@ -22,6 +22,7 @@ from blacklist.psam import PSAM_ID_LENGTH, canonical_psam, psam_columns, psam_ke
 from blacklist.records import decode_entry
 from blacklist.signing import SigningKey, TrustedKey
 from blacklist.store import ApplyResult, RevocationStore
+from blacklist.sync.freshness import HeadStatement, sign_statement, statement_time
 from blacklist.sync.plan import should_snapshot
 
 # Writes in the transaction that applies a delta, given it and the delta (the audit log).
@@ -247,6 +248,20 @@ class Authority:
         )
         self.store.keep_snapshot(snapshot, self.keys)
         return snapshot
+
+    def head_statement(self) -> HeadStatement:
+        """Sign "as of now my head is ..." (DESIGN §5, "Freshness is signed"); it creates no
+        feed version. Dated by this authority's clock, but never before its head's
+        ``issued_at`` or its previous statement, so a clock stepped back is no replay."""
+        head = self.store.head(self.publisher)
+        feed = self.store.feeds.get(self.publisher)
+        t = statement_time(
+            self.store.statements.newest(self.publisher),
+            head,
+            feed.issued_at if feed else 0,
+            int(self._clock()),
+        )
+        return sign_statement(self.key, head, t)
 
     def _apply(self, delta: Delta, also: AlsoWrite | None) -> ApplyResult:
         if also is None:

@@ -78,7 +78,8 @@ class CheckResult:
         self.status = status
         self.publisher = publisher  # the feed that answered (None for UNKNOWN_ISSUER)
         self.feed_version = feed_version  # 0 when there is no feed
-        self.feed_checked_at = feed_checked_at  # when this node last knew the feed current
+        # The publisher's signed time as of which this copy is known current (FeedState)
+        self.feed_checked_at = feed_checked_at
         self.entry = entry  # set for REVOKED
         self._clock = clock
 
@@ -102,7 +103,8 @@ class CheckResult:
 
     @property
     def feed_age_seconds(self) -> float | None:
-        """Seconds since this node's copy of the feed was last known current."""
+        """Seconds since the newest time the publisher signed at which its head was one
+        this node holds (a head statement or the head delta; blacklist/sync/freshness.py)."""
         if self.feed_checked_at is None:
             return None
         return max(0.0, self._clock() - self.feed_checked_at)

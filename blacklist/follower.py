@@ -345,7 +345,7 @@ class StoreFollower(RevocationStore):
         raise ReadOnlyStore(f"{self.path}: this process follows the store; it does not write")
 
     apply = apply_delta = apply_snapshot = _refuse
-    touch_feeds = touch_feed = keep_snapshot = save_index = _refuse
+    accept_statements = keep_snapshot = save_index = _refuse
 
     def rebuild_index(self, width: int | None = None) -> FingerprintIndex:
         with self.env.begin() as txn:

@@ -34,7 +34,11 @@ class FeedState:
     key_id: bytes
     issued_at: int  # when the publisher produced the head delta
     applied_at: int  # when this node last applied a delta or snapshot of it
-    checked_at: int  # when this node last knew its copy to be current
+    # Fresh as of: the newest time the publisher *signed* at which its head was one this
+    # node has reached (a head statement, or the head's own issued_at; see
+    # blacklist/sync/freshness.py). A feed's age is measured from it, never from this
+    # node's clock or an upstream's unsigned word.
+    checked_at: int
 
     @property
     def publisher(self) -> str:

@@ -13,6 +13,7 @@ LMDB layout (one environment, named databases, all integers big-endian)::
     audit     who revoked or reinstated which card, when (audit.py)
     psams     the PSAM deny list, every publisher's (psamlist.py)
     trust     certificates and key revocations that came with feeds (trustrecords.py)
+    statements  the newest verified head statement per publisher (headstatements.py)
     meta      b"schema" → u32, b"generation" → u64 (bumped by every write transaction)
 
 A card key is followed by the publisher so that two publishers with overlapping scopes can
@@ -27,6 +28,7 @@ LMDB then refutes) but never a false negative.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -53,6 +55,7 @@ from blacklist.entry import Entry
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import StoreError
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, width_for
+from blacklist.headstatements import HeadStatements, StatementResult
 from blacklist.probe import key_fingerprints
 from blacklist.psamlist import PsamList
 from blacklist.records import (
@@ -67,6 +70,13 @@ from blacklist.records import (
 )
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
+from blacklist.sync.freshness import (
+    FeedFreshness,
+    HeadStatement,
+    StatementRejected,
+    accept_statement,
+    fresh_after_apply,
+)
 from blacklist.sync.plan import FeedHistory
 from blacklist.trustrecords import TrustRecords
 
@@ -111,6 +121,7 @@ class RevocationStore:
         self.audit = AuditLog(self.env)
         self.psams = PsamList(self.env)
         self.trust = TrustRecords(self.env)
+        self.statements = HeadStatements(self.env)
         self._check_schema()
         self.generation = 0
         # In-memory change counter (applies, touches, index rebuilds): readers such as the
@@ -377,7 +388,9 @@ class RevocationStore:
             cursor.putmulti(zip(add_keys, add_vals, strict=True), overwrite=True)
             new_fps = add_fps[[k not in existing for k in add_keys]] if existing else add_fps
             count = (previous.entries if previous else 0) + len(new_fps) - len(gone_fps)
-            feed = FeedState(new_head, count, delta.header.key_id, delta.header.issued_at, now, now)
+            issued = delta.header.issued_at
+            fresh = self._fresh_after(previous, new_head, issued)
+            feed = FeedState(new_head, count, delta.header.key_id, issued, now, fresh)
             self._write_feed(txn, feed, new_regions)
             psams_done, denied, lifted = self.psams.stage_delta(
                 txn, delta.publisher, delta.psam_adds, delta.psam_removes, delta.version
@@ -427,9 +440,9 @@ class RevocationStore:
                 for key in old:
                     txn.delete(key, db=self._entries)
             txn.cursor(db=self._entries).putmulti(zip(add_keys, add_vals, strict=True))
-            feed = FeedState(
-                new_head, len(add_keys), snapshot.header.key_id, snapshot.header.issued_at, now, now
-            )
+            issued = snapshot.header.issued_at
+            fresh = self._fresh_after(self.feeds.get(snapshot.publisher), new_head, issued)
+            feed = FeedState(new_head, len(add_keys), snapshot.header.key_id, issued, now, fresh)
             self._write_feed(txn, feed, new_regions)
             psams_done = self.psams.stage_snapshot(
                 txn, snapshot.publisher, snapshot.psams, snapshot.psam_versions
@@ -454,48 +467,78 @@ class RevocationStore:
             new_records,
         )
 
-    def touch_feeds(self, publishers: list[str], when: float) -> None:
-        """Record, in one transaction, that these feeds were confirmed current at ``when``."""
-        updated = []
-        for publisher in publishers:
-            feed = self.feeds.get(publisher)
-            if feed is not None:
-                updated.append(
-                    FeedState(
-                        feed.head,
-                        feed.entries,
-                        feed.key_id,
-                        feed.issued_at,
-                        feed.applied_at,
-                        int(when),
-                    )
-                )
-        if not updated:
-            return
+    # ------------------------------------------------------------------ freshness
+    def freshness(self, publisher: str) -> FeedFreshness:
+        """What this node knows of a feed's freshness (blacklist/sync/freshness.py)."""
+        feed = self.feeds.get(publisher)
+        head = feed.head if feed else FeedHead.genesis(publisher)
+
+        def digest_at(version: int) -> bytes | None:
+            # The digest of version v is the previous-digest of the retained delta v + 1.
+            after = self.archive.history(publisher, head).retained.get(version + 1)
+            return after.prev_digest if after is not None else None
+
+        return FeedFreshness(
+            head,
+            feed.issued_at if feed else 0,
+            self.statements.newest(publisher),
+            feed.checked_at if feed else 0,
+            digest_at,
+        )
+
+    def accept_statements(
+        self,
+        statements: list[HeadStatement],
+        keys: Mapping[bytes, TrustedKey],
+        now: float,
+        max_skew: int,
+    ) -> list[StatementResult]:
+        """Verify head statements and keep, in one write transaction, each that is newer than
+        the one held, with the freshness it proves (a feed's ``checked_at``). Refused ones
+        change nothing and come back with their rejection; duplicates with neither."""
+        states: dict[str, FeedFreshness] = {}
+        results: list[StatementResult] = []
+        for statement in statements:
+            state = states.get(statement.publisher) or self.freshness(statement.publisher)
+            try:
+                after = accept_statement(state, statement, keys, now, max_skew)
+            except StatementRejected as exc:
+                results.append(StatementResult(statement, rejection=exc))
+                continue
+            if after is state:
+                results.append(StatementResult(statement))
+                continue
+            states[statement.publisher] = after
+            results.append(StatementResult(statement, accepted=True))
+        if not states:
+            return results
+        updated: list[FeedState] = []
+        done = []
         with self.env.begin(write=True) as txn:
-            for feed in updated:
-                self._write_feed(txn, feed, set())
+            for publisher, state in states.items():
+                assert state.newest is not None
+                done.append(self.statements.stage(txn, state.newest))
+                feed = self.feeds.get(publisher)
+                if feed is not None and state.fresh_as_of != feed.checked_at:
+                    feed = dataclasses.replace(feed, checked_at=state.fresh_as_of)
+                    self._write_feed(txn, feed, set())
+                    updated.append(feed)
             self._bump_generation(txn)
+        for remember in done:
+            remember()
         for feed in updated:
             self.feeds[feed.publisher] = feed
         self.generation += 1
         self.epoch += 1
+        return results
 
-    def touch_feed(self, publisher: str, when: float | None = None) -> None:
-        """Record that this node's copy of a feed was confirmed current at ``when``."""
-        feed = self.feeds.get(publisher)
-        if feed is None:
-            raise StoreError(f"no feed for publisher {publisher}")
-        stamp = int(self._clock() if when is None else when)
-        updated = FeedState(
-            feed.head, feed.entries, feed.key_id, feed.issued_at, feed.applied_at, stamp
+    def _fresh_after(self, previous: FeedState | None, head: FeedHead, issued_at: int) -> int:
+        return fresh_after_apply(
+            previous.checked_at if previous else 0,
+            head,
+            issued_at,
+            self.statements.newest(head.publisher),
         )
-        with self.env.begin(write=True) as txn:
-            self._write_feed(txn, updated, set())
-            self._bump_generation(txn)
-        self.feeds[publisher] = updated
-        self.generation += 1
-        self.epoch += 1
 
     # ------------------------------------------------------------------ helpers
     def _keys_and_fps(

@@ -17,6 +17,9 @@
     workers = 1                         # serving processes on the one port (node/workers.py)
     upstreams = ["127.0.0.1:50041"]     # where to sync from, in failover order (none: a root)
     sync_interval = 5.0                 # seconds between scheduled pulls (push is immediate)
+    head_statement_interval = 60.0      # an authority signs its head this often (and after
+                                        #   each publication): feed ages are measured from it
+    max_clock_skew = 300                # seconds a signed time may be ahead of this clock
     subscribe = true                    # hold the upstream's push stream (false: pull only)
     max_batch = 10000                   # BatchCheck ids per call
     map_size_gib = 64                   # LMDB address space
@@ -62,6 +65,7 @@ from blacklist.sync.budget import (
     manifest_size,
     max_chunks,
 )
+from blacklist.sync.freshness import DEFAULT_INTERVAL, DEFAULT_MAX_SKEW
 from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
     CertificateExpired,
@@ -91,7 +95,8 @@ KNOWN_FIELDS = {
     "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval", "subscribe",
     "tls_ca", "tls_cert", "tls_key", "plaintext", "trust_anchor", "certificate_chains",
     "key_revocations", "trust_refresh_interval", "workers", "max_trust_records",
-    "max_message_bytes", "snapshot_chunk_bytes", "max_snapshot_bytes",
+    "max_message_bytes", "snapshot_chunk_bytes", "max_snapshot_bytes", "head_statement_interval",
+    "max_clock_skew",
 }  # fmt: skip
 
 
@@ -159,6 +164,8 @@ class NodeConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     snapshot_chunk_bytes: int = DEFAULT_CHUNK_BYTES
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
+    head_statement_interval: float = DEFAULT_INTERVAL
+    max_clock_skew: int = DEFAULT_MAX_SKEW
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -233,6 +240,15 @@ def _int(data: dict[str, Any], name: str, default: int, low: int, high: int) -> 
     return value
 
 
+def _seconds(data: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
+    value = data.get(name, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(
+            f"config field {name!r} must be seconds in {low:g}..{high:g}, got {value!r}"
+        )
+    return float(value)
+
+
 def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
     value = data.get(name, default)
     if not isinstance(value, bool):
@@ -287,6 +303,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         raise ConfigError(
             f"config field 'trust_refresh_interval' must be seconds in 1..86400, got {refresh!r}"
         )
+    statements = _seconds(data, "head_statement_interval", DEFAULT_INTERVAL, 0.05, 86400)
     anchor, chains, revocations = _trust_fields(data, base, trusted)
     limits = _transfer_limits(data)
     config = NodeConfig(
@@ -314,6 +331,8 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         max_message_bytes=limits[0],
         snapshot_chunk_bytes=limits[1],
         max_snapshot_bytes=limits[2],
+        head_statement_interval=statements,
+        max_clock_skew=_int(data, "max_clock_skew", DEFAULT_MAX_SKEW, 0, 86400),
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.
     try:

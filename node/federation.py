@@ -56,6 +56,7 @@ class Federation:
     sync_interval: float = 2.0
     retain_deltas: int | None = None
     subscribe: bool = True  # False: pull only (for the pull-vs-push benchmark)
+    head_statement_interval: float | None = None  # None: the node's default (60 s)
     topology: tuple[tuple[str, str, str | None, str | None], ...] = TOPOLOGY
     secure: bool = True  # False: plain text and bare trusted keys (tests and benchmarks)
     keys: dict[str, KeyPair] = field(default_factory=dict)
@@ -92,6 +93,7 @@ class Federation:
             sync_interval=self.sync_interval,
             retain_deltas=self.retain_deltas,
             subscribe=self.subscribe,
+            head_statement_interval=self.head_statement_interval,
         )
         if self.trust is None:
             trusted = tuple(k.public for k in self.keys.values())

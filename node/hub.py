@@ -2,29 +2,45 @@
 pull, a child's push, this node's own Admin), is verified and applied here on the writer
 thread, then fanned out to subscribed children and, unless it came from the upstream,
 queued to go up. Nothing is applied anywhere else, so the rules hold on every path.
+
+Head statements (blacklist/sync/freshness.py) take the same road: verified and kept on the
+writer thread, then fanned out to subscribers and, unless they came from the upstream,
+sent up (the newest per publisher, so the queue up is bounded by the publishers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from blacklist.accept import parse_signed
 from blacklist.archive import peek
+from blacklist.clock import Clock, system_clock
 from blacklist.delta import Delta, Kind
+from blacklist.headstatements import StatementResult
 from blacklist.rejections import DeltaRejected, ReplayedDelta, VersionGap
 from blacklist.signing import TrustedKey
 from blacklist.store import ApplyResult, RevocationStore
+from blacklist.sync.freshness import (
+    DEFAULT_MAX_SKEW,
+    TAMPERING_CAUSES,
+    HeadStatement,
+    StatementRejected,
+    decode_statement,
+)
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("node.hub")
 SUBSCRIBER_QUEUE = 10_000
 T = TypeVar("T")
+# What a subscriber's queue carries: a delta's bytes, a head statement, or None (cut off).
+Event = bytes | HeadStatement | None
 
 
 class Source(enum.Enum):
@@ -38,6 +54,15 @@ class Outcome(enum.Enum):
     DUPLICATE = "duplicate"  # a copy of something already held (normal with two paths)
 
 
+@dataclasses.dataclass
+class Received:
+    """What became of a batch of head statements."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[str] = dataclasses.field(default_factory=list)  # "cause: message"
+
+
 class FeedHub:
     def __init__(
         self,
@@ -46,15 +71,24 @@ class FeedHub:
         writer: ThreadPoolExecutor,
         metrics: NodeMetrics,
         after_write: Callable[[], None] | None = None,
+        *,
+        clock: Clock = system_clock,
+        max_skew: int = DEFAULT_MAX_SKEW,
     ) -> None:
         self.store = store
         self.keys = keys
+        self._clock = clock
+        self._max_skew = max_skew
         self._after_write = after_write  # on the writer thread (node/trust_keeper.py)
         self._writer = writer
         self._metrics = metrics
-        self._subscribers: set[asyncio.Queue[bytes | None]] = set()
+        self._subscribers: set[asyncio.Queue[Event]] = set()
         self.uplink: asyncio.Queue[bytes] = asyncio.Queue()
         self.gap_detected = asyncio.Event()  # tells the sync client to pull now
+        # Head statements to send up: the newest per publisher, and an event when one waits.
+        self.statements_up: dict[str, HeadStatement] = {}
+        self.statements_waiting = asyncio.Event()
+        self.published = asyncio.Event()  # this node's authority published (sign a statement)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a store write on the writer thread (LMDB write transactions stay there)."""
@@ -111,25 +145,79 @@ class FeedHub:
 
     def fan_out(self, data: bytes, source: Source) -> None:
         """Send an applied delta to every subscriber, and up unless it came from there."""
+        self._send(data)
+        if source is not Source.UPSTREAM:
+            self.uplink.put_nowait(data)
+        if source is Source.LOCAL:
+            self.published.set()
+
+    def _send(self, event: HeadStatement | bytes) -> None:
         for queue in list(self._subscribers):
+            # A child that cannot keep up is cut off (None ends its stream); it reconnects
+            # and catches up by pulling.
             if queue.qsize() >= SUBSCRIBER_QUEUE:
-                # A child that cannot keep up is cut off (None ends its stream); it
-                # reconnects and catches up by pulling.
                 self.unsubscribe(queue)
                 while not queue.empty():
                     queue.get_nowait()
                 queue.put_nowait(None)
             else:
-                queue.put_nowait(data)
-        if source is not Source.UPSTREAM:
-            self.uplink.put_nowait(data)
+                queue.put_nowait(event)
 
-    def subscribe(self) -> asyncio.Queue[bytes | None]:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    async def accept_statements(
+        self, items: Sequence[bytes | HeadStatement], source: Source
+    ) -> Received:
+        """Verify and keep head statements (newer ones only); each kept one goes to every
+        subscriber and, unless it came from the upstream, up. Rejections are counted and
+        logged, never raised: one bad statement must not cost the others."""
+        received = Received()
+        statements: list[HeadStatement] = []
+        for item in items:
+            if isinstance(item, HeadStatement):
+                statements.append(item)
+                continue
+            try:
+                statements.append(decode_statement(item))
+            except StatementRejected as exc:
+                self._count_rejection(exc, source, received)
+        if not statements:
+            return received
+        results: list[StatementResult] = await self.write(
+            self.store.accept_statements, statements, self.keys, self._clock(), self._max_skew
+        )
+        for result in results:
+            if result.rejection is not None:
+                self._count_rejection(result.rejection, source, received)
+            elif result.duplicate:
+                self._metrics.statements.labels("duplicate").inc()
+                received.duplicates += 1
+            else:
+                self._metrics.statements.labels("accepted").inc()
+                received.accepted += 1
+                self._send(result.statement)
+                if source is not Source.UPSTREAM:
+                    self.statements_up[result.statement.publisher] = result.statement
+                    self.statements_waiting.set()
+        return received
+
+    def _count_rejection(self, exc: StatementRejected, source: Source, into: Received) -> None:
+        into.rejected.append(f"{exc.cause}: {exc}")
+        self._metrics.statements_rejected.labels(exc.cause).inc()
+        level = logging.WARNING if exc.cause in TAMPERING_CAUSES else logging.INFO
+        log.log(level, "refused a head statement from %s: %s: %s", source.value, exc.cause, exc)
+
+    def take_statements_up(self) -> list[HeadStatement]:
+        """The statements waiting to go up (and forget them)."""
+        out = [s for _, s in sorted(self.statements_up.items())]
+        self.statements_up.clear()
+        self.statements_waiting.clear()
+        return out
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue()
         self._subscribers.add(queue)
         self._metrics.sync_subscribers.set(len(self._subscribers))
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[bytes | None]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
         self._subscribers.discard(queue)
         self._metrics.sync_subscribers.set(len(self._subscribers))

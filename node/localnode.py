@@ -82,6 +82,7 @@ class NodeSpec:
     upstreams: tuple[str, ...] = ()
     sync_interval: float | None = None
     subscribe: bool = True
+    head_statement_interval: float | None = None  # an authority's signed freshness
     # Mutual TLS (node/tls.py): the CA and this node's certificate and key. Without them the
     # config says ``plaintext = true`` (tests and demos only).
     tls_ca: Path | None = None
@@ -182,6 +183,8 @@ def config_text(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data") -> st
         lines.append(f"sync_interval = {spec.sync_interval}")
     if not spec.subscribe:
         lines.append("subscribe = false")
+    if spec.head_statement_interval is not None:
+        lines.append(f"head_statement_interval = {spec.head_statement_interval}")
     if spec.workers != 1:
         lines.append(f"workers = {spec.workers}")
     tls = {"tls_ca": spec.tls_ca, "tls_cert": spec.tls_cert, "tls_key": spec.tls_key}

@@ -17,6 +17,7 @@ from blacklist.checker import CheckStatus
 from blacklist.clock import Clock, system_clock
 from blacklist.rejections import ALL_CAUSES
 from blacklist.store import RevocationStore
+from blacklist.sync.freshness import ALL_STATEMENT_CAUSES
 
 VERSION = "0.1.0"
 # 10 µs .. 100 ms: a check is microseconds in process; the tail shows queueing.
@@ -42,7 +43,8 @@ class FeedCollector(Collector):
         )
         age = GaugeMetricFamily(
             "blacklist_feed_age_seconds",
-            "Seconds since this node last knew the publisher's feed current",
+            "Seconds since the newest time the publisher signed (a head statement or its "
+            "head delta) at which its head was one this node holds",
             labels=["publisher"],
         )
         now = self._clock()
@@ -54,6 +56,26 @@ class FeedCollector(Collector):
         yield version
         yield age
         yield psams
+
+
+class StatementCollector(Collector):
+    """Versions this node is behind each publisher's newest verified head statement
+    (blacklist/sync/freshness.py): signed proof that the feed moved on without it."""
+
+    def __init__(self, store: RevocationStore) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        lag = GaugeMetricFamily(
+            "blacklist_feed_lag_versions",
+            "Versions this node's head is behind the publisher's newest signed head "
+            "statement it verified, per publisher",
+            labels=["publisher"],
+        )
+        for publisher, statement in sorted(self._store.statements.all().items()):
+            held = self._store.head(publisher).version
+            lag.add_metric([publisher], max(0, statement.version - held))
+        yield lag
 
 
 class NodeMetrics:
@@ -135,6 +157,24 @@ class NodeMetrics:
             ["publisher"],
             registry=registry,
         )
+        self.statements = Counter(
+            "blacklist_head_statements",
+            "Head statements received and kept (accepted) or already held (duplicate)",
+            ["result"],
+            registry=registry,
+        )
+        self.statements_rejected = Counter(
+            "blacklist_head_statements_rejected",
+            "Head statements refused, by cause (time_backwards and too_far_ahead happen in "
+            "the normal course; bad_signature, key_not_allowed, fork and malformed do not)",
+            ["cause"],
+            registry=registry,
+        )
+        self.statements_signed = Counter(
+            "blacklist_head_statements_signed",
+            "Head statements this node's authority signed",
+            registry=registry,
+        )
         self.snapshot_transfers = Counter(
             "blacklist_snapshot_transfers",
             "Snapshot transfers, by direction (sent/received) and result",
@@ -199,6 +239,10 @@ class NodeMetrics:
             self.rejected.labels(cause)
         for method in ("CheckCard", "BatchCheck", "CheckStream"):
             self.psam_refusals.labels(method)
+        for result in ("accepted", "duplicate"):
+            self.statements.labels(result)
+        for cause in ALL_STATEMENT_CAUSES:
+            self.statements_rejected.labels(cause)
         for trigger in ("feed", "timer"):
             self.trust_refreshes.labels(trigger)
         for direction in ("sent", "received"):
@@ -206,3 +250,7 @@ class NodeMetrics:
 
     def watch_store(self, store: RevocationStore, clock: Clock = system_clock) -> None:
         self.registry.register(FeedCollector(store, clock))
+
+    def watch_statements(self, store: RevocationStore) -> None:
+        """The statement lag, from the writer's store (a worker's follower has none)."""
+        self.registry.register(StatementCollector(store))

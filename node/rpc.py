@@ -62,7 +62,8 @@ ALLOWED_ROLES: dict[tuple[str, str], frozenset[str]] = {
        for m in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status", "ListAudit",
                  "RevokePsam", "ReinstatePsam", "GetPsam", "PublishTrust")},
     **{("Sync", m): frozenset({"node"})
-       for m in ("GetUpdates", "PushDeltas", "Subscribe", "GetSnapshot", "PushSnapshot")},
+       for m in ("GetUpdates", "PushDeltas", "Subscribe", "GetSnapshot", "PushSnapshot",
+                 "PushHeadStatements")},
 }  # fmt: skip
 # Writes an operator may make only within its certificate's region: the card ids of a request
 # (or any text whose first six characters are a region code or a prefix of one).

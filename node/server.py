@@ -38,6 +38,7 @@ from node.gen.blacklist.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from node.head_signer import HeadSigner
 from node.hub import FeedHub
 from node.metrics import VERSION, NodeMetrics
 from node.rpc import InvalidRequest, Meter, NotFound
@@ -106,9 +107,11 @@ class Node:
             retain_deltas=config.retain_deltas,
         )
         self.metrics.watch_store(self.store, clock)
+        self.metrics.watch_statements(self.store)
         self.trust = TrustKeeper(config, self.store, self.metrics, clock)
         self._stopping = asyncio.Event()
         self._trust_task: asyncio.Task[None] | None = None
+        self._signer_task: asyncio.Task[None] | None = None
         keys = self.trust.keys
         own = config.signing_key()
         self.authority = Authority(self.store, own, keys, clock=clock) if own else None
@@ -153,7 +156,7 @@ class Node:
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
         assert self.hub is not None
         sync = SyncServicer(self.store, self.hub, self.metrics, TransferLimits.of(self.config))
-        for name in ("GetUpdates", "PushDeltas"):
+        for name in ("GetUpdates", "PushDeltas", "PushHeadStatements"):
             setattr(sync, name, meter.unary(SERVICES["Sync"], name, getattr(sync, name)))
         sync.GetSnapshot = snapshot_held(self.store, sync.GetSnapshot)  # type: ignore[method-assign]
         sync.PushSnapshot = meter.client_stream(  # type: ignore[method-assign,assignment]
@@ -176,7 +179,13 @@ class Node:
 
     async def start(self) -> None:
         self.hub = FeedHub(
-            self.store, self.keys, self.writer, self.metrics, after_write=self.trust.after_write
+            self.store,
+            self.keys,
+            self.writer,
+            self.metrics,
+            after_write=self.trust.after_write,
+            clock=self.clock,
+            max_skew=self.config.max_clock_skew,
         )
         self.trust.attach(
             asyncio.get_running_loop(),
@@ -229,6 +238,11 @@ class Node:
                 after_exit=self.store.env.reader_check,
             )
             await self.workers.start()
+        if self.authority is not None:
+            signer = HeadSigner(
+                self.authority, self.hub, self.metrics, self.config.head_statement_interval
+            )
+            self._signer_task = asyncio.create_task(signer.run(self._stopping))
         if self.config.upstreams:
             self.sync = SyncClient(
                 region=self.config.region,
@@ -254,6 +268,8 @@ class Node:
         self._stopping.set()
         if self._trust_task is not None:
             await self._trust_task
+        if self._signer_task is not None:
+            await self._signer_task
         if self.sync is not None and self._sync_task is not None:
             await self.sync.stop()
             await asyncio.wait_for(self._sync_task, timeout=grace)

@@ -34,12 +34,20 @@ from blacklist.sync.budget import (
     split_push,
 )
 from blacklist.sync.chunks import SnapshotCorrupt, split_snapshot
+from blacklist.sync.freshness import (
+    HeadStatement,
+    StatementRejected,
+    decode_statement,
+    plan_statement_push,
+    push_batches,
+)
 from blacklist.sync.plan import SendSnapshot, plan_push
 from node.config import message_options
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
 from node.sync_service import (
+    MAX_PUSH_STATEMENTS,
     TransferLimits,
     head_messages,
     heads_from,
@@ -135,6 +143,7 @@ class SyncClient:
                 asyncio.create_task(self._subscribe(stub) if self._use_push else _forever()),
                 asyncio.create_task(self._pull_loop(stub)),
                 asyncio.create_task(self._push_loop(stub)),
+                asyncio.create_task(self._push_statements_loop(stub)),
                 asyncio.create_task(self._stopped.wait()),
             ]
             try:
@@ -185,23 +194,53 @@ class SyncClient:
                 if self._store.head(update.publisher).version < update.upstream_version:
                     behind = True
             upstream_heads = heads_from(response.heads)
-            current = self._after_pull(upstream_heads)
-            now = self._clock()
-            await self._hub.write(self._store.touch_feeds, current, now)
-            self._metrics.sync_last_success.set(now)
+            self._after_pull(upstream_heads)
+            # Freshness comes only from the signed statements (and the deltas themselves),
+            # never from the upstream's unsigned heads: a relay that withholds deltas
+            # cannot make a frozen feed look current (blacklist/sync/freshness.py).
+            await self._statements_from(stub, response.head_statements)
+            self._metrics.sync_last_success.set(self._clock())
             await self._push(stub, upstream_heads)
             if not behind or self._store.heads() == before:
                 return
 
-    def _after_pull(self, upstream_heads: dict[str, Any]) -> list[str]:
-
-        current = []
+    def _after_pull(self, upstream_heads: dict[str, Any]) -> None:
         for publisher, head in upstream_heads.items():
             mine = self._store.head(publisher)
             self._metrics.sync_lag.labels(publisher).set(max(0, head.version - mine.version))
-            if mine.version >= head.version and publisher in self._store.feeds:
-                current.append(publisher)
-        return current
+
+    async def _statements_from(self, stub: Any, statements: Any) -> None:
+        """Keep the upstream's newer statements, then send up those it lacks."""
+        if statements:
+            await self._hub.accept_statements(list(statements), Source.UPSTREAM)
+        theirs: dict[str, HeadStatement] = {}
+        for data in statements:
+            with contextlib.suppress(StatementRejected):  # counted when accepted above
+                statement = decode_statement(data)
+                theirs[statement.publisher] = statement
+        missing = plan_statement_push(self._store.statements.all(), theirs)
+        if missing:
+            await self._send_statements_up(stub, missing)
+
+    async def _send_statements_up(self, stub: Any, statements: list[HeadStatement]) -> None:
+        # Within the upstream's request limit (less room for the node name and framing).
+        for batch in push_batches(
+            [s.to_bytes() for s in statements], self._push_limit - 1024, MAX_PUSH_STATEMENTS
+        ):
+            response = await stub.PushHeadStatements(
+                sync_pb2.PushHeadStatementsRequest(statements=batch, node=self._region),
+                timeout=30,
+            )
+            for problem in response.rejected:
+                log.info("upstream refused a head statement we pushed: %s", problem)
+
+    async def _push_statements_loop(self, stub: Any) -> None:
+        """The fast path up: statements kept from children or signed here, as they come."""
+        while True:
+            await self._hub.statements_waiting.wait()
+            statements = self._hub.take_statements_up()
+            if statements:
+                await self._send_statements_up(stub, statements)
 
     async def _push(self, stub: Any, upstream_heads: dict[str, Any]) -> None:
         """Push up what the upstream lacks, in requests that fit its limit
@@ -274,6 +313,9 @@ class SyncClient:
 
     async def _subscribe(self, stub: Any) -> None:
         async for event in stub.Subscribe(sync_pb2.SubscribeRequest(node=self._region)):
+            if event.head_statement:
+                await self._hub.accept_statements([event.head_statement], Source.UPSTREAM)
+                continue
             self._metrics.sync_received_bytes.inc(len(event.delta))
             with contextlib.suppress(DeltaRejected):
                 async with self._applying_pushed:

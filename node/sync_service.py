@@ -27,6 +27,7 @@ from blacklist.sync.chunks import (
     SnapshotTooLarge,
     split_snapshot,
 )
+from blacklist.sync.freshness import HeadStatement, statements_within
 from blacklist.sync.plan import SendDeltas, SendSnapshot, plan_updates
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 from node.hub import FeedHub, Outcome, Source
@@ -48,6 +49,11 @@ class TransferLimits:
     @classmethod
     def of(cls, config: Any) -> TransferLimits:
         return cls(config.max_message_bytes, config.snapshot_chunk_bytes, config.max_snapshot_bytes)
+
+
+# Head statements in one PushHeadStatements: one per publisher is all a child ever has to
+# send (a few hundred nationally); each costs a signature check on the writer thread.
+MAX_PUSH_STATEMENTS = 4096
 
 
 def heads_from(messages: Any) -> dict[str, FeedHead]:
@@ -105,6 +111,7 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
         self._hub = hub
         self._metrics = metrics
         self._limits = limits or TransferLimits()
+        self._statement_turn = 0  # where the next answer's statements start (see below)
 
     async def GetUpdates(
         self, request: sync_pb2.GetUpdatesRequest, context: Any
@@ -121,6 +128,7 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
             max_push_bytes=self._limits.max_message_bytes,
         )
         sending: list[tuple[Any, SendDeltas]] = []
+        self._add_statements(response, limit)
         for publisher, action in plan.items():
             update = response.updates.add(
                 publisher=publisher, upstream_version=self._store.head(publisher).version
@@ -164,6 +172,16 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
                 )
         return response
 
+    def _add_statements(self, response: sync_pb2.GetUpdatesResponse, limit: int) -> None:
+        """Every head statement held, as signed (the child's feed ages are measured from
+        them), within half the answer's ceiling: at a small configured limit the rest come
+        in the next answers, in turn (blacklist/sync/freshness.py: statements_within)."""
+        held = [s.to_bytes() for _, s in sorted(self._store.statements.all().items())]
+        chosen, self._statement_turn = statements_within(
+            held, limit // 2 - response.ByteSize(), self._statement_turn
+        )
+        response.head_statements.extend(chosen)
+
     async def PushDeltas(
         self, request: sync_pb2.PushDeltasRequest, context: Any
     ) -> sync_pb2.PushDeltasResponse:
@@ -181,6 +199,21 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
                 response.already_held += 1
         return response
 
+    async def PushHeadStatements(
+        self, request: sync_pb2.PushHeadStatementsRequest, context: Any
+    ) -> sync_pb2.PushHeadStatementsResponse:
+        if len(request.statements) > MAX_PUSH_STATEMENTS:
+            raise InvalidRequest(
+                f"{len(request.statements)} head statements exceed the limit of "
+                f"{MAX_PUSH_STATEMENTS} per call"
+            )
+        received = await self._hub.accept_statements(list(request.statements), Source.CHILD)
+        return sync_pb2.PushHeadStatementsResponse(
+            accepted=received.accepted,
+            already_held=received.duplicates,
+            rejected=received.rejected,
+        )
+
     async def Subscribe(
         self, request: sync_pb2.SubscribeRequest, context: Any
     ) -> AsyncIterator[sync_pb2.SubscribeEvent]:
@@ -191,6 +224,9 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
                 data = await queue.get()
                 if data is None:
                     return  # cut off for being slow; it reconnects and pulls
+                if isinstance(data, HeadStatement):
+                    yield sync_pb2.SubscribeEvent(head_statement=data.to_bytes())
+                    continue
                 yield sync_pb2.SubscribeEvent(delta=data)
         finally:
             self._hub.unsubscribe(queue)

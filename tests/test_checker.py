@@ -45,7 +45,7 @@ def test_four_statuses(
     assert no_data.feed_age_seconds is None
 
 
-def test_feed_age_grows_until_touched(
+def test_feed_age_grows_until_a_signed_head_statement(
     store: RevocationStore, keys: Keys, gz: Authority, clock: ManualClock
 ) -> None:
     gz.publish([Revocation(card(), Reason.LOSS, T)])
@@ -53,7 +53,7 @@ def test_feed_age_grows_until_touched(
     assert checker.check(card()).feed_age_seconds == 0
     clock.advance(90)
     assert checker.check(card()).feed_age_seconds == 90
-    store.touch_feed("440100")
+    store.accept_statements([gz.head_statement()], keys.ring, clock(), 0)
     assert checker.check(card()).feed_age_seconds == 0
 
 

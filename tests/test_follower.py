@@ -27,6 +27,7 @@ from blacklist.entry import Reason
 from blacklist.follower import FollowingChecker, ReadOnlyStore, StoreFollower
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
+from blacklist.sync.freshness import sign_statement
 from blacklist.trust import CertifiedKeys, TrustAnchor, certified_keys_from_records
 
 GZ = SigningKey.generate("440100", ["4401"])
@@ -131,7 +132,8 @@ def test_refresh_is_a_no_op_until_the_writer_commits(pair: Pair) -> None:
     epoch = pair.follower.epoch
     assert not pair.follower.refresh()
     assert pair.follower.epoch == epoch
-    pair.writer.touch_feed("440100", T + 60)
+    statement = sign_statement(GZ, pair.writer.head("440100"), T + 60)
+    pair.writer.accept_statements([statement], KEYS, T + 60, 0)
     assert pair.follower.refresh()
     assert pair.follower.feeds["440100"].checked_at == T + 60
     pair.close()
@@ -268,7 +270,12 @@ def test_randomised_writer_and_follower_never_disagree_on_a_revoked_card(tmp_pat
                 pair.publish(rng.sample(pool[:40], 2), to_writer=False)
             pair.snapshot_to_writer()
         elif move < 0.8:
-            pair.writer.touch_feeds(sorted(pair.writer.feeds), T + rng.randint(0, 999))
+            pair.clock.advance(rng.randint(0, 9))
+            statements = [
+                sign_statement(k, pair.writer.head(k.publisher), int(pair.clock()))
+                for k in (GZ, SZ)
+            ]
+            pair.writer.accept_statements(statements, KEYS, pair.clock(), 0)
         else:
             _agree(pair, pool)
     _agree(pair, pool)
