@@ -2,13 +2,14 @@
 
 It asks each node for ``Admin.Status`` and prints one row per feed (publisher) and one column
 per node: the feed version, the first 8 hex digits of its head digest and its age there (how
-long since that node last knew its copy to be current). Then it judges:
+long since the newest time the publisher signed at which its head was one that node holds:
+a head statement or the head delta, blacklist/sync/freshness.py). Then it judges:
 
 * **diverged**: the nodes do not hold the same head of a feed (another version, or the same
   version with another digest: a fork), or some hold it and others do not;
 * **stale**: a node's copy is older than ``--stale-after`` seconds. Not judged for a node's
-  own feed (its authority is the source) nor on the ministry, which has no upstream to
-  confirm its copies against (a copy it lacks shows as divergence instead);
+  own feed (its authority is the source). The ministry is judged like every node: head
+  statements come up to it from the provinces and cities;
 * **unreachable**: a node did not answer (or refused the call).
 
 Exit code: 0 all agree and are fresh; 1 a feed diverged or is stale; 3 a node is unreachable
@@ -137,7 +138,7 @@ def view_of(address: str, response: admin_pb2.StatusResponse) -> NodeView:
 
 def _judged(node: NodeView, publisher: str) -> bool:
     """Whether a copy's age means anything (see the module docstring)."""
-    return publisher != node.publisher and node.role != "ministry"
+    return publisher != node.publisher
 
 
 def _head(copy: FeedCopy) -> str:

@@ -43,6 +43,7 @@ ALERTS = {
     "BlacklistSyncLagHigh",
     "BlacklistDeltaRejected",
     "BlacklistFeedStale",
+    "BlacklistFeedBehind",
     "BlacklistDeniedCallsSpike",
     "BlacklistDeniedPsamInUse",
 }
@@ -53,6 +54,8 @@ DASHBOARD_NEEDS = {
     "blacklist_checks_total",  # checks per second by result
     "blacklist_check_seconds_bucket",  # latency quantiles
     "blacklist_sync_lag_versions",  # lag per publisher and node
+    "blacklist_feed_lag_versions",  # versions behind the publisher's signed head statement
+    "blacklist_feed_age_seconds",  # signed freshness per publisher and node
     "blacklist_feed_version",  # versions side by side, divergence
     "blacklist_deltas_rejected_total",  # rejected deltas by cause
     "blacklist_snapshot_transfers_total",  # snapshot transfers

@@ -87,7 +87,9 @@ def test_a_feed_missing_on_one_node_is_divergence() -> None:
     assert report.rows[0].cells[0] is not None and report.rows[0].cells[0].copy is None
 
 
-def test_stale_copies_but_not_own_feeds_or_the_ministry() -> None:
+def test_stale_copies_but_not_own_feeds() -> None:
+    """Signed freshness reaches the ministry too (head statements go up), so its copies
+    are judged like any node's; a node's own feed is not."""
     old = 301.0
     nodes = [
         node(CITY, "city", "440100", "440100", f440000=copy(3, D2, old), f440100=copy(7, age=old)),
@@ -98,7 +100,9 @@ def test_stale_copies_but_not_own_feeds_or_the_ministry() -> None:
     ]
     report = assess(nodes, stale_after=300)
     assert [(f.problem, f.feed, f.address) for f in report.findings] == [
-        (Problem.STALE, "440000", CITY)
+        (Problem.STALE, "440000", CITY),
+        (Problem.STALE, "440000", MINISTRY),
+        (Problem.STALE, "440100", MINISTRY),
     ]
     assert "last known current 5m ago (more than 300 s)" in report.findings[0].detail
     assert report.exit_code == EXIT_PROBLEM
