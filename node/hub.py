@@ -202,7 +202,8 @@ class FeedHub:
     def _count_rejection(self, exc: StatementRejected, source: Source, into: Received) -> None:
         into.rejected.append(f"{exc.cause}: {exc}")
         self._metrics.statements_rejected.labels(exc.cause).inc()
-        level = logging.WARNING if exc.cause in TAMPERING_CAUSES else logging.INFO
+        # Late copies, clocks and keys not known yet recur at every pull: debug only.
+        level = logging.WARNING if exc.cause in TAMPERING_CAUSES else logging.DEBUG
         log.log(level, "refused a head statement from %s: %s: %s", source.value, exc.cause, exc)
 
     def take_statements_up(self) -> list[HeadStatement]:

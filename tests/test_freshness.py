@@ -293,6 +293,22 @@ def test_the_same_version_and_time_with_another_digest_is_a_fork(
         accept_statement(state, other, ring, NOW, SKEW)
 
 
+def test_a_later_statement_for_an_older_or_other_head_is_a_fork(
+    gz: SigningKey, ring: Keyring
+) -> None:
+    """Statements of one publisher contradict each other: the head went back, or one
+    version got a second digest."""
+    state = accept_statement(held(), sign_statement(gz, FeedHead(GZ, 7, D4), NOW), ring, NOW, SKEW)
+    with pytest.raises(StatementFork, match="contradicts the statement held"):
+        accept_statement(state, sign_statement(gz, FeedHead(GZ, 5, D4), NOW + 1), ring, NOW, SKEW)
+    with pytest.raises(StatementFork, match="contradicts the statement held"):
+        accept_statement(state, sign_statement(gz, FeedHead(GZ, 7, D3), NOW + 1), ring, NOW, SKEW)
+    later = accept_statement(
+        state, sign_statement(gz, FeedHead(GZ, 7, D4), NOW + 1), ring, NOW, SKEW
+    )
+    assert later.newest is not None and later.newest.issued_at == NOW + 1
+
+
 def test_claims_that_contradict_the_held_deltas_time_are_forks(
     gz: SigningKey, ring: Keyring
 ) -> None:

@@ -32,6 +32,7 @@ from node.gen.blacklist.v1 import (
     types_pb2,
 )
 from node.localnode import LocalNode, NodeSpec, start_node
+from node.sync_service import MAX_PUSH_STATEMENTS
 from tests.node_harness import KeyFiles, Metrics, card_id, write_keys
 from tests.withholding_relay import WithholdingRelay
 
@@ -268,3 +269,38 @@ def test_statements_survive_a_restart_with_the_upstream_down(nodes: Nodes, tmp_p
     after = age(nodes, SZ, card)
     assert after >= age_before  # still measured from the same signed time, not reset
     assert nodes.scrape(SZ).value("blacklist_feed_lag_versions", publisher=GZ) == 0
+
+
+# ---------------------------------------------------------------------------- the push bound
+@pytest.mark.parametrize(
+    ("count", "ok"),
+    [
+        (MAX_PUSH_STATEMENTS - 1, True),
+        (MAX_PUSH_STATEMENTS, True),
+        (MAX_PUSH_STATEMENTS + 1, False),
+    ],
+)
+def test_push_head_statements_is_bounded_per_call(
+    nodes: Nodes, tmp_path: Path, count: int, ok: bool
+) -> None:
+    """Each statement costs a signature check on the writer thread: a call carries at most
+    MAX_PUSH_STATEMENTS (a child has one per publisher to send). Junk is refused whole
+    before any verification, counted, and the node keeps serving."""
+    k = keys(tmp_path)
+    nodes.start(spec(GZ, "city", k))
+    stub = sync_pb2_grpc.SyncStub(nodes.channel(GZ))  # type: ignore[no-untyped-call]
+    request = sync_pb2.PushHeadStatementsRequest(statements=[b"junk"] * count, node="probe")
+    if ok:
+        response = stub.PushHeadStatements(request, **CALL)
+        assert (response.accepted, len(response.rejected)) == (0, count)
+        assert response.rejected[0].startswith("malformed: ")
+        m = nodes.scrape(GZ)
+        assert m.value("blacklist_head_statements_rejected_total", cause="malformed") == count
+    else:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.PushHeadStatements(request, **CALL)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"{count} head statements exceed the limit" in caught.value.details()
+    card = card_id(GZ, 1)
+    nodes.revoke(GZ, [card])
+    assert nodes.check(GZ, card).status == S.REVOKED

@@ -43,9 +43,9 @@ the key is known and trusted as of the statement's time (a :class:`~blacklist.tr
 CertifiedKeys` resolves it as of ``issued_at``, as for deltas), the signature verifies, the
 key is the publisher's and may stand behind that version; the time is not more than
 ``max_skew`` ahead of this node's clock and not older than the newest statement held; and
-the statement agrees with what this node holds (same digest at a version it holds, and no
-claim that contradicts the time of a delta it holds), else it is a fork: the publisher's
-key signed two histories.
+the statement agrees with what this node holds (a head that never goes back and has one
+digest per version, the same digest at a version it holds, and no claim that contradicts
+the time of a delta it holds), else it is a fork: the publisher's key signed two histories.
 """
 
 from __future__ import annotations
@@ -372,6 +372,16 @@ def accept_statement(
         raise StatementTimeBackwards(
             f"{label}: not newer than the statement held (v{state.newest.version} at "
             f"{state.newest.issued_at})"
+        )
+    newest = state.newest
+    if newest is not None and (
+        s.version < newest.version or (s.version == newest.version and s.digest != newest.digest)
+    ):
+        # A head only moves forward, and one version has one digest: the publisher's key
+        # signed two histories (or two heads at once).
+        raise StatementFork(
+            f"{label}: contradicts the statement held (v{newest.version} "
+            f"{newest.digest.hex()[:16]} at {newest.issued_at})"
         )
     _check_consistent(state, s)
     fresh = state.fresh_as_of
