@@ -34,8 +34,10 @@ from blacklist.sync.freshness import (
     decode_statement,
     fresh_after_apply,
     plan_statement_push,
+    push_batches,
     sign_statement,
     statement_time,
+    statements_within,
 )
 from blacklist.trust import CertifiedKeys, TrustAnchor
 from tests.conftest import card
@@ -366,3 +368,31 @@ def test_an_authority_never_dates_a_statement_before_its_head_or_its_last(
     assert statement_time(None, HEAD3, NOW - 5, NOW) == NOW
     assert statement_time(None, HEAD3, NOW + 5, NOW) == NOW + 5
     assert statement_time(last, HEAD3, NOW - 5, NOW - 100) == NOW  # clock stepped back
+
+
+# ---------------------------------------------------------------------------- message budgets
+def test_statements_within_fills_the_room_exactly_and_takes_turns() -> None:
+    held = [bytes([i]) * 100 for i in range(5)]  # each costs 1 + 1 + 100 bytes on the wire
+    assert statements_within(held, 5 * 102, 0) == (held, 5)
+    assert statements_within(held, 3 * 102, 0) == (held[:3], 3)  # at the room
+    assert statements_within(held, 3 * 102 - 1, 0) == (held[:2], 2)  # one byte below
+    assert statements_within(held, 3 * 102 + 1, 0) == (held[:3], 3)  # one byte above
+    # The next answer starts where this one stopped, wrapping round: every publisher's
+    # statement comes round at a limit too small for all of them.
+    assert statements_within(held, 3 * 102, 3) == ([held[3], held[4], held[0]], 6)
+    assert statements_within(held, 3 * 102, 6) == (held[1:4], 4)
+    assert statements_within(held, 0, 2) == ([], 2)
+    assert statements_within(held, -10, 0) == ([], 0)
+    assert statements_within([], 1000, 7) == ([], 0)
+
+
+def test_push_batches_stay_within_the_bytes_and_the_count() -> None:
+    items = [bytes([i]) * 200 for i in range(6)]  # 1 + 2 + 200 = 203 bytes each
+    assert push_batches(items, 3 * 203, 100) == [items[:3], items[3:]]  # at the limit
+    assert push_batches(items, 3 * 203 - 1, 100) == [items[:2], items[2:4], items[4:]]
+    assert push_batches(items, 3 * 203 + 1, 100) == [items[:3], items[3:]]
+    assert push_batches(items, 10_000, 2) == [items[:2], items[2:4], items[4:]]
+    assert push_batches(items, 10_000, 6) == [items]
+    assert push_batches([], 10_000, 6) == []
+    # One statement larger than the room still goes alone (the upstream says why).
+    assert push_batches(items[:2], 100, 10) == [items[:1], items[1:2]]

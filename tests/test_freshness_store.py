@@ -144,3 +144,38 @@ def test_an_authoritys_statements_are_never_dated_backwards(
     assert again.issued_at == first.issued_at
     [result] = store.accept_statements([again], keys.ring, clock(), SKEW)
     assert result.duplicate
+
+
+def test_getupdates_carries_statements_within_half_its_limit_in_turns(
+    store: RevocationStore, clock: ManualClock
+) -> None:
+    """At the smallest message limit (64 KiB) 500 publishers' statements (~66 KB) do not
+    fit one answer: each answer stays under the limit and the next carries the others."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client import CollectorRegistry
+
+    from blacklist.signing import Keyring, SigningKey
+    from blacklist.sync.budget import MIN_MESSAGE_BYTES
+    from node.gen.blacklist.v1 import sync_pb2
+    from node.hub import FeedHub
+    from node.metrics import NodeMetrics
+    from node.sync_service import SyncServicer, TransferLimits
+
+    signers = [SigningKey.generate(f"{110000 + i:06d}", ["11"]) for i in range(1, 501)]
+    ring = Keyring(k.trusted() for k in signers)
+    statements = [sign_statement(k, FeedHead.genesis(k.publisher), int(clock())) for k in signers]
+    assert all(r.accepted for r in store.accept_statements(statements, ring, clock(), SKEW))
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        metrics = NodeMetrics(CollectorRegistry())
+        hub = FeedHub(store, ring, writer, metrics)
+        servicer = SyncServicer(store, hub, metrics, TransferLimits(MIN_MESSAGE_BYTES))
+        request = sync_pb2.GetUpdatesRequest(node="probe", max_response_bytes=MIN_MESSAGE_BYTES)
+        seen: set[bytes] = set()
+        for _ in range(3):
+            answer = asyncio.run(servicer.GetUpdates(request, None))
+            assert answer.ByteSize() <= MIN_MESSAGE_BYTES // 2
+            assert 0 < len(answer.head_statements) < len(statements)
+            seen.update(answer.head_statements)
+        assert seen == {s.to_bytes() for s in statements}
