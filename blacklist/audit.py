@@ -11,6 +11,17 @@ environment. All integers big-endian::
                   the card key (cardid.py), or for the PSAM actions the PSAM key
                   (psam.py, 11 bytes) followed by 7 zero bytes
 
+Two indexes answer "what happened to this card (or PSAM)" without walking the log (issue #11
+item 8: a card filter used to scan every record, on the event loop). Their rows are written
+by :meth:`AuditLog.stage` in the same write transaction as the records, so a record and its
+index row commit together or not at all::
+
+    audit_card  key   card key (18) + audit key (12), value empty              30 bytes
+    audit_psam  key   PSAM key (11) + audit key (12), value empty              23 bytes
+
+A store of schema 2 (no indexes) is migrated at open (store.py): :meth:`AuditLog.build_index`
+indexes the existing records once, in chunks, reporting progress.
+
 A fixed binary prefix rather than JSON because a large Revoke writes one record per card
 (up to 100,000 per call): 28 bytes + the operator string instead of ~150 bytes of JSON, and
 the card key is the same 18-byte form as the ``entries`` keys. The operator comes last so it
@@ -27,7 +38,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +47,14 @@ from blacklist.errors import StoreError
 from blacklist.psam import PSAM_ID_LENGTH, PSAM_KEY_LENGTH, psam_key, psam_text
 
 AUDIT_DB = b"audit"
+CARD_INDEX_DB = b"audit_card"
+PSAM_INDEX_DB = b"audit_psam"
 _KEY = struct.Struct(">QI")
 _HEAD = struct.Struct(">QBB")
 KEY_SIZE = _KEY.size
 _VALUE_FIXED = _HEAD.size + KEY_LENGTH
 _MAX_SEQ = 0xFFFF_FFFF
+_MIGRATE_CHUNK = 1 << 16  # records indexed per write transaction when migrating
 
 
 class AuditAction(enum.IntEnum):
@@ -113,6 +127,8 @@ class AuditLog:
     def __init__(self, env: Any) -> None:
         self.env = env
         self._db = env.open_db(AUDIT_DB)
+        self._by_card = env.open_db(CARD_INDEX_DB)
+        self._by_psam = env.open_db(PSAM_INDEX_DB)
 
     def record(
         self,
@@ -149,18 +165,60 @@ class AuditLog:
         if seq + len(changes) > _MAX_SEQ + 1:
             raise StoreError(f"more than {_MAX_SEQ + 1} audit records in second {when}")
         rows = []
+        index = []
+        psam = action in PSAM_ACTIONS
         for change in changes:
             rec = AuditRecord(
                 when, seq, action, change.card_id, change.reason, feed_version, operator
             )
-            value = pack_value(
-                action, subject_key(action, change.card_id), change.reason, feed_version, operator
-            )
+            subject = subject_key(action, change.card_id)
+            value = pack_value(action, subject, change.reason, feed_version, operator)
             rows.append((rec.key, value))
+            index.append(((subject[:PSAM_KEY_LENGTH] if psam else subject) + rec.key, b""))
             out.append(rec)
             seq += 1
         txn.cursor(db=self._db).putmulti(rows, overwrite=False)
+        index.sort()  # sequential page writes
+        txn.cursor(db=self._by_psam if psam else self._by_card).putmulti(index)
         return out
+
+    def _index_row(self, key: bytes, value: bytes) -> tuple[Any, bytes]:
+        """(index database, index key) of one stored record."""
+        action = value[_HEAD.size - 2]
+        slot = bytes(value[_HEAD.size : _VALUE_FIXED])
+        if action in PSAM_ACTIONS:
+            return self._by_psam, slot[:PSAM_KEY_LENGTH] + bytes(key)
+        return self._by_card, slot + bytes(key)
+
+    def build_index(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Index every stored record (the migration from schema 2), in write transactions of
+        ``_MIGRATE_CHUNK`` records each; ``progress(done, total)`` after each. Rows already
+        there are written again unchanged, so an interrupted run simply runs again. Returns
+        the number of records indexed."""
+        total = self.count()
+        done = 0
+        after: bytes | None = None
+        while True:
+            with self.env.begin(write=True) as txn:
+                cursor = txn.cursor(db=self._db)
+                found = cursor.set_range(after + b"\x00") if after else cursor.first()
+                rows: dict[Any, list[tuple[bytes, bytes]]] = {self._by_card: [], self._by_psam: []}
+                n = 0
+                while found and n < _MIGRATE_CHUNK:
+                    key, value = cursor.item()
+                    db, row = self._index_row(key, value)
+                    rows[db].append((row, b""))
+                    after = bytes(key)
+                    n += 1
+                    found = cursor.next()
+                for db, items in rows.items():
+                    items.sort()
+                    txn.cursor(db=db).putmulti(items)
+            done += n
+            if progress is not None:
+                progress(done, total)
+            if n < _MIGRATE_CHUNK:
+                return done
 
     def _next_sequence(self, txn: Any, when: int) -> int:
         cursor = txn.cursor(db=self._db)
@@ -179,25 +237,69 @@ class AuditLog:
         until: int | None = None,
         after: bytes | None = None,
     ) -> Iterator[AuditRecord]:
-        """Records in time order with ``since <= time <= until``, optionally of one card,
-        starting after the key ``after`` (a page token). A card filter scans the time range."""
+        """Records in time order with ``since <= time <= until``, optionally of one card or
+        PSAM (from its index: the cost is that subject's records, not the log's), starting
+        after the key ``after`` (a page token), all from one read transaction."""
+        with self.env.begin(buffers=False) as txn:
+            yield from self._records_in(txn, card_id, since, until, after)
+
+    def page(
+        self,
+        size: int,
+        *,
+        card_id: str | None = None,
+        since: int = 0,
+        until: int | None = None,
+        after: bytes | None = None,
+        pause: Callable[[], object] | None = None,
+        pause_every: int = 64,
+    ) -> tuple[list[AuditRecord], bool]:
+        """At most ``size`` records as :meth:`records` lists them, and whether more follow;
+        one short read transaction (Admin.ListAudit runs it on a reader thread).
+        ``pause()`` is called every ``pause_every`` records (the node gives up the GIL there,
+        so that its event loop answering checks never waits long for it)."""
+        with self.env.begin(buffers=False) as txn:
+            out: list[AuditRecord] = []
+            for rec in self._records_in(txn, card_id, since, until, after):
+                if len(out) == size:
+                    return out, True
+                if pause is not None and len(out) % pause_every == pause_every - 1:
+                    pause()
+                out.append(rec)
+            return out, False
+
+    def _records_in(
+        self, txn: Any, card_id: str | None, since: int, until: int | None, after: bytes | None
+    ) -> Iterator[AuditRecord]:
         start = _KEY.pack(since, 0)
         if after is not None and after >= start:
             start = after + b"\x00"  # the smallest key greater than ``after``
-        card_key = None
-        if card_id is not None:  # a card, or a PSAM (22 characters)
-            psam = len(card_id) == PSAM_ID_LENGTH
-            card_key = subject_key(AuditAction.PSAM_REVOKE if psam else AuditAction.REVOKE, card_id)
-        with self.env.begin(buffers=False) as txn:
+        last = _KEY.pack(until, _MAX_SEQ) if until is not None else None
+        if card_id is None:
             cursor = txn.cursor(db=self._db)
             if not cursor.set_range(start):
                 return
             for key, value in cursor:
-                if until is not None and _KEY.unpack(key)[0] > until:
-                    break
-                if card_key is not None and value[_HEAD.size : _VALUE_FIXED] != card_key:
-                    continue
+                if last is not None and key > last:
+                    return
                 yield decode_record(key, value)
+            return
+        if len(card_id) == PSAM_ID_LENGTH:  # a card, or a PSAM (22 characters)
+            db, subject = self._by_psam, psam_key(card_id)
+        else:
+            db, subject = self._by_card, text_to_key(card_id)
+        cursor = txn.cursor(db=db)
+        if not cursor.set_range(subject + start):
+            return
+        get = txn.get
+        for row in cursor.iternext(values=False):
+            key = row[len(subject) :]
+            if row[: len(subject)] != subject or (last is not None and key > last):
+                return
+            value = get(key, db=self._db)
+            if value is None:
+                raise StoreError(f"audit index row {row.hex()} names no record")
+            yield decode_record(key, value)
 
     def count(self) -> int:
         with self.env.begin() as txn:
@@ -205,7 +307,9 @@ class AuditLog:
 
 
 __all__ = [
+    "CARD_INDEX_DB",
     "KEY_SIZE",
+    "PSAM_INDEX_DB",
     "AuditAction",
     "AuditChange",
     "AuditLog",

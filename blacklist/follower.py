@@ -118,7 +118,7 @@ class StoreFollower(RevocationStore):
             env = lmdb.open(
                 str(self.path),
                 map_size=map_size,
-                max_dbs=12,
+                max_dbs=16,
                 readonly=True,
                 lock=True,
                 create=False,

@@ -11,6 +11,7 @@ LMDB layout (one environment, named databases, all integers big-endian)::
               that publisher's entries by scanning only those key ranges)
     deltas, snapshots   retained signed deltas and the latest snapshot per feed (archive.py)
     audit     who revoked or reinstated which card, when (audit.py)
+    audit_card, audit_psam   the audit log indexed by card / PSAM (audit.py)
     psams     the PSAM deny list, every publisher's (psamlist.py)
     trust     certificates and key revocations that came with feeds (trustrecords.py)
     statements  the newest verified head statement per publisher (headstatements.py)
@@ -80,7 +81,10 @@ from blacklist.sync.freshness import (
 from blacklist.sync.plan import FeedHistory
 from blacklist.trustrecords import TrustRecords
 
-SCHEMA_VERSION = 2  # 2: deltas carry PSAM and trust sections (delta.py)
+# 2: deltas carry PSAM and trust sections (delta.py); 3: the audit log's card and PSAM
+# indexes (audit.py). A schema 2 store is migrated at open; older ones are refused.
+SCHEMA_VERSION = 3
+MIGRATES_FROM = 2
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 DEFAULT_RETAIN_DELTAS = 1000
 INDEX_FILE = "index.fpx"
@@ -101,6 +105,7 @@ class RevocationStore:
         fingerprint_width: int | None = None,
         retain_deltas: int = DEFAULT_RETAIN_DELTAS,
         progress: Progress | None = None,
+        migrate_progress: Progress | None = None,
     ) -> None:
         if retain_deltas < 0:
             raise ValueError(f"retain_deltas must be >= 0, got {retain_deltas}")
@@ -111,7 +116,7 @@ class RevocationStore:
         self._retain = retain_deltas
         self._progress = progress
         self.env = lmdb.open(
-            str(self.path), map_size=map_size, max_dbs=12, readahead=False, max_readers=512
+            str(self.path), map_size=map_size, max_dbs=16, readahead=False, max_readers=512
         )
         self._entries = self.env.open_db(b"entries")
         self._feeds_db = self.env.open_db(b"feeds")
@@ -122,7 +127,7 @@ class RevocationStore:
         self.psams = PsamList(self.env)
         self.trust = TrustRecords(self.env)
         self.statements = HeadStatements(self.env)
-        self._check_schema()
+        self._check_schema(migrate_progress)
         self.generation = 0
         # In-memory change counter (applies, touches, index rebuilds): readers such as the
         # checker drop their caches when it moves.
@@ -133,17 +138,27 @@ class RevocationStore:
         self.index = self._open_index()
 
     # ------------------------------------------------------------------ opening
-    def _check_schema(self) -> None:
+    def _check_schema(self, progress: Progress | None) -> None:
         with self.env.begin(write=True) as txn:
             raw = txn.get(b"schema", db=self._meta)
             if raw is None:
                 txn.put(b"schema", struct.pack(">I", SCHEMA_VERSION), db=self._meta)
                 txn.put(b"generation", _U64.pack(0), db=self._meta)
-            elif struct.unpack(">I", raw)[0] != SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: store schema {struct.unpack('>I', raw)[0]}, "
-                    f"this code reads schema {SCHEMA_VERSION}"
-                )
+                return
+            found = struct.unpack(">I", raw)[0]
+        if found == SCHEMA_VERSION:
+            return
+        if found != MIGRATES_FROM:
+            raise StoreError(
+                f"{self.path}: store schema {found}, this code reads schema {SCHEMA_VERSION} "
+                f"and migrates schema {MIGRATES_FROM}; move the data directory aside and let "
+                "the node bootstrap from its upstream"
+            )
+        # Schema 2 → 3: index the audit log once. The schema moves only after every record
+        # is indexed, so a run killed half-way starts over at the next open (idempotent).
+        self.audit.build_index(progress)
+        with self.env.begin(write=True) as txn:
+            txn.put(b"schema", struct.pack(">I", SCHEMA_VERSION), db=self._meta)
 
     def _load_state(self) -> None:
         with self.env.begin() as txn:

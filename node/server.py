@@ -71,6 +71,11 @@ def add_card_status(
     card_status_pb2_grpc.add_CardStatusServicer_to_server(status, server)  # type: ignore[no-untyped-call]
 
 
+def _log_migration(done: int, total: int) -> None:
+    """Progress of the schema 2 → 3 migration at open (indexing the audit log, once)."""
+    log.info("store migration: %d of %d audit records indexed", done, total)
+
+
 def snapshot_held(store: RevocationStore, serve: Any) -> Any:
     """GetSnapshot, answering a malformed publisher with INVALID_ARGUMENT and a feed of which
     no snapshot is held here with NOT_FOUND before any part is sent (issue #11 item 11).
@@ -105,6 +110,7 @@ class Node:
             clock=clock,
             map_size=config.map_size_gib << 30,
             retain_deltas=config.retain_deltas,
+            migrate_progress=_log_migration,
         )
         self.metrics.watch_store(self.store, clock)
         self.metrics.watch_statements(self.store)
@@ -117,6 +123,8 @@ class Node:
         self.authority = Authority(self.store, own, keys, clock=clock) if own else None
         self.checker = Checker(self.store, keys, clock=clock)
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
+        # Admin reads (ListAudit) off the event loop and off the writer thread.
+        self.reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="admin-read")
         self.keys = keys
         self.hub: FeedHub | None = None  # made in start(): it needs the running loop
         self.sync: SyncClient | None = None
@@ -141,6 +149,7 @@ class Node:
             build_version=VERSION,
             hub=self.hub,
             after_write=self.trust.after_write,
+            reads=self.reads,
         )
         trust_admin = TrustAdmin(admin, self.store, self.metrics)
         # Operators publish trust records only within their region, as they revoke cards.
@@ -284,6 +293,7 @@ class Node:
         if self._relay is not None:
             self._relay.unlink(missing_ok=True)
         self.writer.shutdown(wait=True)
+        self.reads.shutdown(wait=True)
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
