@@ -851,8 +851,14 @@ def test_child_serves_while_upstream_is_down_then_catches_up(cluster: Cluster) -
 def test_partition_between_provinces_heals(cluster: Cluster) -> None:
     """The ministry is the only link between 440000 and 110000: with it stopped, each side
     publishes and sees its own revocations but not the other's; once it is back, both
-    sides get everything."""
+    sides get everything. Meanwhile 110100's copy of 440100's feed ages although its own
+    link to 110000 is healthy: the fault is further up, and no signed word of 440100's head
+    gets through (issue #11 item 10: not an age of 0-2 s while behind)."""
     rng = random.Random(13)
+    # Each side holds the other's feed before the partition (a test run alone too).
+    [anchor] = new_cards(GZ, 1, rng)
+    revoke(cluster, GZ, [anchor])
+    revoke(cluster, BJ, new_cards(BJ, 1, rng))
     wait_converged(cluster)
     assert cluster.fed.stop(MINISTRY) == 0
     south = new_cards(GZ, 30, rng)
@@ -875,9 +881,26 @@ def test_partition_between_provinces_heals(cluster: Cluster) -> None:
         assert none_revoked(cluster, name, north), name
     for name in (BJP, BJ):
         assert none_revoked(cluster, name, south), name
+    ages: list[float] = []
+
+    def aging() -> bool:
+        ages.append(cluster.check(BJ, anchor).feed_age_seconds)
+        return ages[-1] > FRESH_AGE + 2
+
+    wait_until("110100's copy of 440100 to age", aging, timeout=30, interval=0.2)
+    assert ages == sorted(ages), ages
+    connected = cluster.scrape(BJ).value(
+        "blacklist_upstream_connected", upstream=cluster.fed.address(BJP)
+    )
+    assert connected == 1  # its own sync works: the age says what it cannot know
 
     cluster.fed.restart(MINISTRY)
     wait_converged(cluster)
+    wait_until(
+        "110100's copy of 440100 to be fresh again",
+        lambda: cluster.check(BJ, anchor).feed_age_seconds < FRESH_AGE,
+        timeout=30,
+    )
 
 
 class RevokeLoop(threading.Thread):
