@@ -11,6 +11,7 @@ runs while a delta commits reports the feed version of the snapshot its entries 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -33,10 +34,11 @@ from blacklist.follower import FollowingChecker, StoreFollower
 from blacklist.probe import HAVE_SPEEDUPS, python_probe, python_scan
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
-from node.gen.blacklist.v1 import card_status_pb2, types_pb2
+from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, types_pb2
 from node.metrics import NodeMetrics
 from node.rpc import Meter
 from node.servicers import REFUSAL_HEADER, CardStatusServicer
+from tests import node_harness
 from tests.conftest import card
 
 T = 1_750_000_000
@@ -355,3 +357,47 @@ def test_the_node_reports_the_snapshot_version_in_batch_check(
     [hit] = answer.cards
     assert hit.status == types_pb2.REVOKED
     assert [(f.publisher, f.version) for f in answer.feeds] == [("440100", 2)]
+
+
+# ---------------------------------------------------------------------------- real process
+def test_a_real_node_whose_lmdb_read_fails_answers_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same fault in a node process (tests/faulty_node.py), seen by a gRPC client: each
+    CardStatus method ends UNAVAILABLE for the card whose confirmation fails, and the node
+    goes on answering every other card."""
+    faulty, other = card("440100"), card("440100")
+    monkeypatch.setenv("BLACKLIST_FAULT_CARD", faulty)
+    monkeypatch.setattr(
+        node_harness,
+        "node_command",
+        lambda config: [sys.executable, "-m", "tests.faulty_node", "run", "--config", str(config)],
+    )
+    files = node_harness.write_node(tmp_path / "gz", "440100")
+    with node_harness.NodeProcess(files.config) as node:
+        revoke = admin_pb2.RevokeRequest(
+            revocations=[admin_pb2.Revocation(card_id=c, reason=2) for c in (faulty, other)]
+        )
+        node.admin.Revoke(revoke, timeout=30)
+        stub = node.card_status
+        calls = {
+            "CheckCard": lambda: stub.CheckCard(
+                card_status_pb2.CheckCardRequest(card_id=faulty), timeout=30
+            ),
+            "BatchCheck": lambda: stub.BatchCheck(
+                card_status_pb2.BatchCheckRequest(card_ids=[FINE, faulty]), timeout=30
+            ),
+            "CheckStream": lambda: list(
+                stub.CheckStream(iter([card_status_pb2.CheckCardRequest(card_id=faulty)]))
+            ),
+        }
+        for method, call in calls.items():
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, method
+            assert "injected read fault" in (caught.value.details() or ""), method
+        answer = stub.CheckCard(card_status_pb2.CheckCardRequest(card_id=other), timeout=30)
+        assert answer.status == types_pb2.REVOKED
+        assert stub.CheckCard(card_status_pb2.CheckCardRequest(card_id=FINE)).status == (
+            types_pb2.NOT_REVOKED
+        )
