@@ -175,6 +175,10 @@ class FeedHub:
             if isinstance(item, HeadStatement):
                 statements.append(item)
                 continue
+            if self.store.statements.holds(item):
+                self._metrics.statements.labels("duplicate").inc()
+                received.duplicates += 1
+                continue
             try:
                 statements.append(decode_statement(item))
             except StatementRejected as exc:

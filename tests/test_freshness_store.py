@@ -113,6 +113,7 @@ def test_statements_and_freshness_survive_a_reopen(
         store.accept_statements([statement, ahead], keys.ring, clock(), SKEW)
     with RevocationStore(path, clock=clock, map_size=1 << 28) as store:
         assert store.statements.newest(GZ) == statement
+        assert store.statements.holds(statement.to_bytes())
         assert store.statements.newest("440300") == ahead
         assert store.freshness("440300").lag == 4
         assert store.feeds[GZ].checked_at == int(clock())
@@ -179,3 +180,19 @@ def test_getupdates_carries_statements_within_half_its_limit_in_turns(
             assert 0 < len(answer.head_statements) < len(statements)
             seen.update(answer.head_statements)
         assert seen == {s.to_bytes() for s in statements}
+
+
+def test_the_store_knows_the_bytes_it_holds(
+    store: RevocationStore, keys: Keys, gz: Authority, clock: ManualClock
+) -> None:
+    """Duplicates at every pull are found by their bytes alone; a newer statement replaces
+    the old bytes, and a reopen knows them again."""
+    first = gz.head_statement()
+    store.accept_statements([first], keys.ring, clock(), SKEW)
+    assert store.statements.holds(first.to_bytes())
+    clock.advance(1)
+    second = gz.head_statement()
+    store.accept_statements([second], keys.ring, clock(), SKEW)
+    assert store.statements.holds(second.to_bytes())
+    assert not store.statements.holds(first.to_bytes())
+    assert not store.statements.holds(second.to_bytes()[:-1] + b"\x00")
