@@ -8,7 +8,8 @@ is spawned with that upstream; ``seconds`` runs from the spawn until its heads (
 digest of every feed) equal the upstream's. Every answer it receives fits the 16 MiB it
 states (node/sync_service.py, blacklist/sync/budget.py), so it takes several GetUpdates
 rounds (``get_updates_rounds``). ``received_bytes_per_entry`` is
-``blacklist_sync_received_bytes_total`` at the child per entry.
+``blacklist_sync_received_bytes_total`` at the child per entry; ``apply_seconds`` the
+child's verify + commit time in all (``blacklist_delta_apply_seconds_sum``).
 
 Baselines in the same run: ``baseline_seconds``, the same bytes (every retained delta,
 concatenated) copied over one raw gRPC server stream in 1 MiB messages by a process that
@@ -165,6 +166,8 @@ def test_catch_up(benchmark: Any, tmp_path: Path) -> None:
         child_samples = scrape(child.metrics_url)
         relay_samples = scrape(relay.metrics_url)
         received = sample(child_samples, "blacklist_sync_received_bytes_total")
+        # Verify + commit at the child (blacklist_delta_apply_seconds): where the time goes.
+        apply_seconds = sample(child_samples, "blacklist_delta_apply_seconds_sum")
         snapshots = sample(
             child_samples, "blacklist_snapshot_transfers_total", direction="received"
         )
@@ -185,6 +188,7 @@ def test_catch_up(benchmark: Any, tmp_path: Path) -> None:
             ready_seconds=ready,
             baseline_seconds=min(baselines),
             lmdb_read_seconds=built["lmdb_read_seconds"],
+            apply_seconds=apply_seconds,
             get_updates_rounds=int(rounds),
             received_bytes_per_entry=received / built["entries"],
             signed_bytes_per_entry=built["bytes"] / built["entries"],

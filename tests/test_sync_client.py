@@ -20,6 +20,7 @@ from node.gen.blacklist.v1 import sync_pb2
 from node.hub import FeedHub, Outcome, Source
 from node.metrics import NodeMetrics
 from node.sync_client import SyncClient
+from node.sync_service import TransferLimits
 from tests.conftest import Keys, card
 
 
@@ -95,3 +96,86 @@ def test_pull_waits_for_a_pushed_delta_being_applied(
             return upstream.asked
 
     assert asyncio.run(scenario()) == [{"440100": 1}]
+
+
+class DripUpstream:
+    """Answers GetUpdates with at most one delta a round (as an upstream whose answers are
+    full would), or, with ``stuck``, with no delta and ``too_large_version`` (a delta no
+    answer can carry); records every request."""
+
+    def __init__(self, deltas: list[bytes], head: int, stuck: bool = False) -> None:
+        self.deltas = deltas
+        self.head = head
+        self.stuck = stuck
+        self.asked: list[tuple[int, int]] = []  # (child's version, max_response_bytes)
+
+    async def GetUpdates(
+        self, request: sync_pb2.GetUpdatesRequest, timeout: float
+    ) -> sync_pb2.GetUpdatesResponse:
+        have = {h.publisher: h.version for h in request.heads}.get("440100", 0)
+        self.asked.append((have, request.max_response_bytes))
+        update = sync_pb2.FeedUpdate(publisher="440100", upstream_version=self.head)
+        if self.stuck:
+            update.too_large_version = have + 1
+        elif have < len(self.deltas):
+            update.deltas.append(self.deltas[have])
+        return sync_pb2.GetUpdatesResponse(updates=[update], max_push_bytes=1 << 20)
+
+    async def PushDeltas(
+        self, request: sync_pb2.PushDeltasRequest, timeout: float
+    ) -> sync_pb2.PushDeltasResponse:
+        return sync_pb2.PushDeltasResponse()
+
+
+def _chain(keys: Keys, n: int) -> list[bytes]:
+    head = FeedHead.genesis("440100")
+    out = []
+    for _ in range(n):
+        delta = build_delta(keys.gz, head, [Revocation(card(), Reason.LOSS, 1)])
+        head = FeedHead("440100", delta.version, delta.digest)
+        out.append(delta.to_bytes())
+    return out
+
+
+def _pull(store: RevocationStore, keys: Keys, clock: ManualClock, upstream: Any) -> None:
+    async def scenario() -> None:
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            metrics = NodeMetrics(CollectorRegistry())
+            client = SyncClient(
+                region="110100",
+                upstreams=["upstream"],
+                interval=60.0,
+                store=store,
+                hub=FeedHub(store, keys.ring, writer, metrics),
+                metrics=metrics,
+                clock=clock,
+                limits=TransferLimits(max_message_bytes=1 << 20),
+            )
+            await asyncio.wait_for(client.pull(upstream), 10)
+
+    asyncio.run(scenario())
+
+
+def test_one_pull_keeps_asking_while_behind_and_moving(
+    store: RevocationStore, keys: Keys, clock: ManualClock
+) -> None:
+    """Answers that each carry part of the backlog: one pull takes it all (no early stop),
+    stating this node's limit every time."""
+    upstream = DripUpstream(_chain(keys, 5), head=5)
+    _pull(store, keys, clock, upstream)
+    assert store.head("440100").version == 5
+    assert upstream.asked == [(v, 1 << 20) for v in range(6)][:5]
+
+
+def test_a_pull_without_progress_ends_instead_of_spinning(
+    store: RevocationStore, keys: Keys, clock: ManualClock
+) -> None:
+    """An upstream that can send nothing (the next delta too large, or it is missing):
+    one round, then the pull ends; the next scheduled pull tries again."""
+    upstream = DripUpstream([], head=9, stuck=True)
+    _pull(store, keys, clock, upstream)
+    assert upstream.asked == [(0, 1 << 20)]
+    upstream = DripUpstream(_chain(keys, 2), head=9)  # claims 9, has 2
+    _pull(store, keys, clock, upstream)
+    assert store.head("440100").version == 2
+    assert [v for v, _ in upstream.asked] == [0, 1, 2]

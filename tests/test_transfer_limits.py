@@ -28,10 +28,11 @@ import numpy as np
 import pytest
 
 from blacklist.authority import cards_from_ids
-from blacklist.delta import FeedHead, sign_snapshot
+from blacklist.delta import FeedHead, sign_delta, sign_snapshot
 from blacklist.entry import Reason
-from blacklist.entryblock import EntryColumns
-from blacklist.signing import SigningKey
+from blacklist.entryblock import CardColumns, EntryColumns
+from blacklist.signing import Keyring, SigningKey
+from blacklist.store import RevocationStore
 from blacklist.sync.budget import GRPC_DEFAULT_LIMIT
 from blacklist.sync.chunks import split_snapshot
 from node.federation import free_port
@@ -215,41 +216,54 @@ def test_child_far_behind_catches_up_by_pull_in_bounded_answers(nodes: Nodes) ->
     assert "RESOURCE_EXHAUSTED" not in sz.stderr_text()
 
 
+def relay_store(data_dir: Path, key: SigningKey, deltas: int, per_delta: int) -> list[str]:
+    """A relay's data directory holding ``deltas`` signed deltas of ``per_delta`` new 440100
+    cards each and no snapshot, made with the library before the node starts (as
+    bench/test_catch_up.py does); a sample of the cards, as ids."""
+    rng = np.random.default_rng(9)
+    store = RevocationStore(data_dir, map_size=1 << 30, retain_deltas=10_000)
+    middle = int(cards_from_ids([card_id(GZ, 0)]).middle[0])
+    sample: list[str] = []
+    try:
+        for _ in range(deltas):
+            serials = np.unique(rng.integers(0, 2**64, per_delta, dtype=np.uint64))
+            n = len(serials)
+            cards = CardColumns(
+                np.full(n, int(GZ), np.uint32), np.full(n, middle, np.uint64), serials
+            )
+            entries = EntryColumns(
+                cards,
+                np.full(n, int(Reason.LOSS), np.uint8),
+                np.full(n, int(time.time()), np.int64),
+            )
+            delta = sign_delta(key, store.head(GZ), entries, CardColumns.empty(), int(time.time()))
+            store.apply_delta(delta, Keyring([key.trusted()]))
+            sample.extend(card_id(GZ, int(s)) for s in serials[:: max(1, n // 100)])
+    finally:
+        store.close()
+    return sample
+
+
 def test_child_more_than_4_mib_behind_at_default_limits_catches_up(tmp_path: Path) -> None:
     """Issue #11 item 4 as reported: every node at the default limits, a relay holding
     ~5 MB of deltas (no snapshot: it relays), a fresh child. On main the relay filled one
     answer up to 8 MiB while the child's channel kept gRPC's 4 MiB default:
     RESOURCE_EXHAUSTED at every pull, and NOT_REVOKED for every card it missed."""
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    gz_files = write_node(tmp_path / "gz", GZ, extra={"upstreams": [address]})
-    assert gz_files.keys is not None
+    gz_keys = write_node(tmp_path / "gz", GZ).keys
+    assert gz_keys is not None
     gd_files = write_node(
-        tmp_path / "gd", GD, role="province", signing=False, trusted=[gz_files.keys.public],
-        extra={"listen": address},
-    )  # fmt: skip
-    sz_files = write_node(
-        tmp_path / "sz", SZ, signing=False, trusted=[gz_files.keys.public],
-        extra={"upstreams": [address], "sync_interval": 0.3},
-    )  # fmt: skip
-    rng = random.Random(8)
-    with NodeProcess(gd_files.config) as gd, NodeProcess(gz_files.config) as gz:
-        cards: list[str] = []
-        for _ in range(8):  # 100,000 cards a call, ~0.65 MB of delta each
-            batch = [card_id(GZ, rng.getrandbits(64)) for _ in range(100_000)]
-            gz.admin.Revoke(
-                admin_pb2.RevokeRequest(
-                    revocations=[
-                        admin_pb2.Revocation(card_id=c, reason=types_pb2.LOSS) for c in batch
-                    ]
-                ),
-                timeout=120,
-            )
-            cards.extend(batch)
-        wait_until("440000 to relay 440100's feed", converged(gd, gz))
+        tmp_path / "gd", GD, role="province", signing=False, trusted=[gz_keys.public]
+    )
+    cards = relay_store(gd_files.data_dir, load_signing_key(gz_keys.private), 8, 100_000)
+    with NodeProcess(gd_files.config) as gd:
+        assert head(gd, GZ)[0] == 8
+        sz_files = write_node(
+            tmp_path / "sz", SZ, signing=False, trusted=[gz_keys.public],
+            extra={"upstreams": [gd.grpc], "sync_interval": 0.3},
+        )  # fmt: skip
         with NodeProcess(sz_files.config) as sz:
             wait_until("440300 to catch up", converged(sz, gd))
-            assert revoked_at(sz, rng.sample(cards, 1000))
+            assert revoked_at(sz, cards)
             received = metric(sz, "blacklist_sync_received_bytes_total")
             assert received > GRPC_DEFAULT_LIMIT, received
             assert "RESOURCE_EXHAUSTED" not in sz.stderr_text()
