@@ -98,7 +98,12 @@ def pack_value(
     return _HEAD.pack(feed_version, action, reason) + card_key + operator.encode()
 
 
-def decode_record(key: bytes, value: bytes) -> AuditRecord:
+def decode_record(
+    key: bytes, value: bytes, subject: tuple[bytes, str] | None = None
+) -> AuditRecord:
+    """One stored record. ``subject``: (its 18-byte slot, its text) when the caller knows
+    whose record it is (a query by card or PSAM), which saves rendering the key per record
+    (most of the cost of a page); a record of anyone else is a corrupt index."""
     if len(key) != KEY_SIZE or len(value) < _VALUE_FIXED:
         raise StoreError(f"audit record {key.hex()} is malformed ({len(value)}-byte value)")
     time, seq = _KEY.unpack(key)
@@ -108,7 +113,12 @@ def decode_record(key: bytes, value: bytes) -> AuditRecord:
     except ValueError:
         raise StoreError(f"audit record {key.hex()} has unknown action {action}") from None
     slot = bytes(value[_HEAD.size : _VALUE_FIXED])
-    card = psam_text(slot) if kind in PSAM_ACTIONS else key_to_text(slot)
+    if subject is not None:
+        if slot != subject[0]:
+            raise StoreError(f"audit record {key.hex()} is not of {subject[1]}: corrupt index")
+        card = subject[1]
+    else:
+        card = psam_text(slot) if kind in PSAM_ACTIONS else key_to_text(slot)
     operator = bytes(value[_VALUE_FIXED:]).decode()
     return AuditRecord(time, seq, kind, card, reason, version, operator)
 
@@ -286,8 +296,10 @@ class AuditLog:
             return
         if len(card_id) == PSAM_ID_LENGTH:  # a card, or a PSAM (22 characters)
             db, subject = self._by_psam, psam_key(card_id)
+            whose = (subject + _PSAM_PAD, psam_text(subject))
         else:
             db, subject = self._by_card, text_to_key(card_id)
+            whose = (subject, key_to_text(subject))  # canonical, as a full decode gives
         cursor = txn.cursor(db=db)
         if not cursor.set_range(subject + start):
             return
@@ -299,7 +311,7 @@ class AuditLog:
             value = get(key, db=self._db)
             if value is None:
                 raise StoreError(f"audit index row {row.hex()} names no record")
-            yield decode_record(key, value)
+            yield decode_record(key, value, whose)
 
     def count(self) -> int:
         with self.env.begin() as txn:

@@ -18,6 +18,7 @@ import pytest
 
 from bench.audit_log import fill_audit_log
 from blacklist.audit import CARD_INDEX_DB, PSAM_INDEX_DB, AuditAction, AuditChange
+from blacklist.cardid import text_to_key
 from blacklist.clock import ManualClock
 from blacklist.entry import Reason
 from blacklist.errors import StoreError
@@ -285,3 +286,17 @@ def test_checks_are_answered_during_a_list_audit_scan_of_a_million_records(
     tmp_path: Path,
 ) -> None:
     _scan_while_checking(tmp_path, 1_000_000)
+
+
+def test_a_query_names_the_card_canonically_and_refuses_a_corrupt_index_row(
+    store: RevocationStore,
+) -> None:
+    a, b = card(), card()
+    _fill(store, [a, b], 3)
+    assert {r.card_id for r in store.audit.records(card_id=a.lower())} == {a}
+    # An index row under a's key naming b's record: the read notices, it does not relabel.
+    [b_record, *_] = store.audit.records(card_id=b)
+    with store.env.begin(write=True) as txn:
+        txn.put(text_to_key(a) + b_record.key, b"", db=store.env.open_db(CARD_INDEX_DB, txn=txn))
+    with pytest.raises(StoreError, match="corrupt index"):
+        list(store.audit.records(card_id=a))
