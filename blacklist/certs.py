@@ -202,9 +202,9 @@ class Certificate(_SignedBody):
         _check_bytes("issuer key id", self.issuer_key_id, KEY_ID_LENGTH, KEY_ID_LENGTH)
         _check_bytes("signature", self.signature, 0, MAX_SIGNATURE)
 
-    @property
+    @cached_property
     def key_id(self) -> bytes:
-        """The subject key's id."""
+        """The subject key's id (cached: chain building looks it up for every record)."""
         return key_id_of(self.suite_id, self.public)
 
     @property

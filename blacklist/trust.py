@@ -204,11 +204,13 @@ class PrefixClaim:
         )
 
 
-def claims_of(keys: Mapping[bytes, TrustedKey]) -> tuple[PrefixClaim, ...]:
+def claims_of(
+    keys: Mapping[bytes, TrustedKey], *, pending: bool = False
+) -> tuple[PrefixClaim, ...]:
     """Every prefix claim of ``keys``: :meth:`CertifiedKeys.claims` with the certificates
     behind them; for plain keys, uncertified claims."""
     if isinstance(keys, CertifiedKeys):
-        return keys.claims()
+        return keys.claims(pending=pending)
     return tuple(PrefixClaim(p, k.publisher, k.key_id) for k in keys.values() for p in k.prefixes)
 
 
@@ -295,29 +297,49 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
             return None
         return chains[0][-1].trusted() if chains[0] else self.anchor.trusted()
 
-    def claims(self) -> tuple[PrefixClaim, ...]:
+    def claims(self, *, pending: bool = False) -> tuple[PrefixClaim, ...]:
         """Each (publisher, prefix) claim of the keys valid at ``at``, one per chain that
-        verified, with what a directory needs to pick between two publishers' claims."""
+        verified, with what a directory needs to pick between two publishers' claims.
+
+        With ``pending``, also the claims of chains that become valid later (a certificate
+        whose ``not_before`` is still ahead): what acceptance weighs a new certificate
+        against, so that a claim cannot slip in beside one that is merely not valid *yet*.
+        """
         out: list[PrefixClaim] = []
         for key_id, chains in self._valid.items():
-            key = self._now[key_id]
             for chain in chains:
-                certifier = _certifier(chain, self.anchor)
-                leaf = chain[-1] if chain else None
-                for prefix in leaf.prefixes if leaf is not None else key.prefixes:
-                    out.append(
-                        PrefixClaim(
-                            prefix,
-                            key.publisher,
-                            key_id,
-                            len(chain),
-                            None if certifier is None else certifier.publisher,
-                            None if certifier is None else certifier.key_id,
-                            0 if leaf is None else leaf.not_before,
-                            0 if leaf is None else leaf.serial,
-                        )
-                    )
+                out.extend(self._claims_of(chain, self._now[key_id]))
+        if pending:
+            for chain in self.chains:
+                start = max((c.not_before for c in chain), default=self.at)
+                if start <= self.at:
+                    continue  # judged at ``at`` above
+                try:
+                    key = verify_chain(
+                        chain, self.anchor, self._revs, start, now=self.at,
+                        signatures=self._signatures,
+                    )  # fmt: skip
+                except TrustError:
+                    continue
+                out.extend(self._claims_of(chain, key))
         return tuple(out)
+
+    def _claims_of(self, chain: Chain, key: TrustedKey) -> list[PrefixClaim]:
+        certifier = _certifier(chain, self.anchor)
+        leaf = chain[-1] if chain else None
+        return [
+            PrefixClaim(
+                prefix,
+                key.publisher,
+                key.key_id,
+                len(chain),
+                None if certifier is None else certifier.publisher,
+                None if certifier is None else certifier.key_id,
+                0 if leaf is None else leaf.not_before,
+                0 if leaf is None else leaf.serial,
+            )
+            for prefix in (leaf.prefixes if leaf is not None else key.prefixes)
+        ]
 
     def version_bound(self, key_id: bytes, by: int) -> int | None:
         """The last feed version ``key_id`` may stand behind: the smallest ``last_version``

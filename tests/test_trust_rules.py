@@ -291,3 +291,22 @@ def test_the_trust_keeper_logs_and_counts_dropped_claims(
         assert metrics.registry.get_sample_value("blacklist_trust_dropped_claims") == 1
     finally:
         store.close()
+
+
+def test_a_claim_not_valid_yet_still_counts(t: Tree) -> None:
+    """The province's grant of 440105 to 440199 takes effect tomorrow: a claim beside it
+    today would become a conflict then."""
+    _, pending = t.cert(t.gd, "440199", ["440105"], 21, nb=NOW + DAY)
+    keys = t.keys([pending.to_bytes()])
+    assert PublisherDirectory.from_keys(keys).publisher_of("440105") == "440100"  # not yet
+    _, clash = t.cert(t.gz, "440105", ["440105"], 4)
+    assert "both claim region prefix '440105'" in refused(t, t.gz, [clash.to_bytes()], keys)
+
+
+def test_a_record_set_that_revokes_the_holder_may_reassign(t: Tree) -> None:
+    """One certifier granting one prefix to two publishers at once is refused, unless the
+    same record set revokes the key that held it."""
+    _, twin = t.cert(t.gd, "440101", ["4401"], 22, nb=t.gz_cert.not_before)
+    assert "both claim region prefix '4401'" in refused(t, t.gd, [twin.to_bytes()], t.keys())
+    revoke = issue_revocation(t.gd, t.gz.key_id, NOW, RevocationReason.RETIRED, 2)
+    accepted(t.gd, [twin.to_bytes(), revoke.to_bytes()], t.keys())

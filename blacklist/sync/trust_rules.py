@@ -20,7 +20,8 @@ in this order, the first failure wins (:class:`~blacklist.rejections.BadTrustRec
    delegate: its own rotation or strictly narrower prefixes
    (:func:`blacklist.chainverify.check_delegation`);
 6. a certificate does not make two publishers claim one region prefix at once: another
-   publisher's key in the node's keyring claims that exact prefix, or another certificate in
+   publisher's key in the node's keyring claims that exact prefix (now, or once a
+   certificate not valid yet takes effect), or another certificate in
    the same record set does. The exceptions: a reassignment — the two claims were certified
    by the same publisher at different ``not_before`` (the prefix's certifier may move it;
    the publisher directory prefers the newer certificate, and the certifier revokes the old
@@ -126,7 +127,7 @@ def _check_conflicts(
     """Rule 6, over the keyring's claims and the record set's own certificates."""
     revoked = {(r.revoked_key_id, r.issuer_key_id) for r in revocations}
     by_prefix: dict[str, list[PrefixClaim]] = {}
-    for claim in claims_of(keys):
+    for claim in claims_of(keys, pending=True):
         if (claim.key_id, claim.issuer_key_id) not in revoked:
             by_prefix.setdefault(claim.prefix, []).append(claim)
     for cert, issuer_publisher in certificates:
