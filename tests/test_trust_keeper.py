@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from blacklist.authority import build_delta
@@ -16,7 +17,8 @@ from blacklist.clock import ManualClock
 from blacklist.delta import FeedHead
 from blacklist.signing import SigningKey, TrustedKey
 from blacklist.store import RevocationStore
-from node.config import parse_config
+from blacklist.trust import DEFAULT_MAX_TRUST_RECORDS, CertifiedKeys
+from node.config import ConfigError, NodeConfig, parse_config
 from node.keyfiles import write_key_pair
 from node.metrics import NodeMetrics
 from node.trust_keeper import TrustKeeper
@@ -76,3 +78,46 @@ def test_expiry_and_feed_records_take_effect_without_a_restart(tmp_path: Path) -
 class _NoLoop:
     def is_running(self) -> bool:
         return False
+
+
+def _certified_config(tmp_path: Path, **extra: object) -> object:
+    root = SigningKey.generate("000000", [])
+    write_key_pair(root, tmp_path, "root")
+    return parse_config(
+        {
+            "role": "province",
+            "region": "440000",
+            "listen": "127.0.0.1:0",
+            "metrics_listen": "127.0.0.1:0",
+            "data_dir": "data",
+            "trust_anchor": "root.pub",
+            "plaintext": True,
+            **extra,
+        },
+        tmp_path,
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [(0, False), (1, True), (1000, True), (10_000, True), (10_001, False)]
+)
+def test_max_trust_records_is_checked_and_reaches_the_keys(
+    tmp_path: Path, value: int, ok: bool
+) -> None:
+    """The per-feed bound on trust records (issue #11) is a config field, 1..the codec's
+    10 000, carried by the certified keys that acceptance judges with."""
+    if not ok:
+        with pytest.raises(ConfigError, match="max_trust_records"):
+            _certified_config(tmp_path, max_trust_records=value)
+        return
+    config = _certified_config(tmp_path, max_trust_records=value)
+    assert isinstance(config, NodeConfig) and config.max_trust_records == value
+    keys = config.trust_material().keys([], T0)
+    assert isinstance(keys, CertifiedKeys) and keys.max_trust_records == value
+    assert config.certified_keys(T0).max_trust_records == value
+
+
+def test_max_trust_records_defaults(tmp_path: Path) -> None:
+    config = _certified_config(tmp_path)
+    assert isinstance(config, NodeConfig)
+    assert config.max_trust_records == DEFAULT_MAX_TRUST_RECORDS == 1000
