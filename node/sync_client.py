@@ -312,7 +312,10 @@ class SyncClient:
             log.warning("upstream refused a delta we pushed: %s", problem)
 
     async def _subscribe(self, stub: Any) -> None:
-        async for event in stub.Subscribe(sync_pb2.SubscribeRequest(node=self._region)):
+        request = sync_pb2.SubscribeRequest(
+            node=self._region, max_event_bytes=self._limits.max_message_bytes
+        )
+        async for event in stub.Subscribe(request):
             if event.head_statement:
                 await self._hub.accept_statements([event.head_statement], Source.UPSTREAM)
                 continue

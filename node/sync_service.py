@@ -17,6 +17,7 @@ from blacklist.sync.budget import (
     chunk_payload_limit,
     chunk_size,
     effective_limit,
+    field_size,
     fill_updates,
     oversize_first,
 )
@@ -217,6 +218,9 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
     async def Subscribe(
         self, request: sync_pb2.SubscribeRequest, context: Any
     ) -> AsyncIterator[sync_pb2.SubscribeEvent]:
+        limit = stated_limit(
+            request.max_event_bytes, self._limits.max_message_bytes, "max_event_bytes"
+        )
         queue = self._hub.subscribe()
         log.info("child %s subscribed", request.node or "?")
         try:
@@ -226,6 +230,11 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
                     return  # cut off for being slow; it reconnects and pulls
                 if isinstance(data, HeadStatement):
                     yield sync_pb2.SubscribeEvent(head_statement=data.to_bytes())
+                    continue
+                if field_size(len(data)) > limit:
+                    # Over the child's limit: its next pull gets take_snapshot or
+                    # too_large_version for it instead (GetUpdates above).
+                    self._metrics.sync_too_large.labels("sent").inc()
                     continue
                 yield sync_pb2.SubscribeEvent(delta=data)
         finally:
