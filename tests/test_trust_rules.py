@@ -310,3 +310,35 @@ def test_a_record_set_that_revokes_the_holder_may_reassign(t: Tree) -> None:
     assert "both claim region prefix '4401'" in refused(t, t.gd, [twin.to_bytes()], t.keys())
     revoke = issue_revocation(t.gd, t.gz.key_id, NOW, RevocationReason.RETIRED, 2)
     accepted(t.gd, [twin.to_bytes(), revoke.to_bytes()], t.keys())
+
+
+def test_a_worker_refreshing_keys_over_conflicting_records_keeps_answering(
+    tmp_path: Path, t: Tree
+) -> None:
+    """A serving worker (a following checker) rebuilds its keys when trust records change;
+    an older node's conflicting records must not kill it at that refresh (issue #11 item 3:
+    today ValueError in the publisher directory)."""
+    from blacklist.follower import FollowingChecker, StoreFollower
+
+    writer = RevocationStore(tmp_path / "w", map_size=1 << 26)
+    follower = StoreFollower(tmp_path / "w", env=writer.env, background=False)
+    checker = FollowingChecker(follower, t.keys(), keys_for=t.keys)
+    try:
+        assert checker.check(card("440105")).publisher == "440100"
+        _, held = t.cert(t.gd, "440199", ["440105"], 20)
+        _, clash = t.cert(t.gz, "440105", ["440105"], 4)
+        with writer.env.begin(write=True) as txn:
+            done = [
+                writer.trust.stage(txn, "440000", [held.to_bytes()])[0],
+                writer.trust.stage(txn, "440100", [clash.to_bytes()])[0],
+            ]
+        for remember in done:
+            remember()
+        writer.apply(build_delta(t.gd, writer.head("440000"), issued_at=NOW).to_bytes(), t.keys())
+        answer = checker.check(card("440105"))  # refreshes the keys, and answers
+        assert follower.trust_version == 1
+        assert (answer.publisher, answer.status) == ("440199", CheckStatus.NO_DATA)
+        assert checker.check(card("440101")).publisher == "440100"
+    finally:
+        follower.close()
+        writer.close()
