@@ -15,11 +15,11 @@ import numpy as np
 from bench.conftest import per_call_seconds
 from bench.data import city_entries
 from bench.figures import record, timed
-from blacklist.accept import accept_delta, parse_signed
 from blacklist.certs import issue_certificate
 from blacklist.delta import Delta, FeedHead, sign_delta
 from blacklist.entryblock import CardColumns
 from blacklist.signing import Keyring, SigningKey
+from blacklist.sync.accept import accept_delta, parse_signed
 from blacklist.trust import CertifiedKeys, TrustAnchor
 
 NOW = 1_767_225_600

@@ -34,7 +34,7 @@ Body::
 
 Blocks are canonical (sorted, fixed encodings), so one set of changes has exactly one body.
 Decoding checks every length and raises :class:`CodecError`; it never verifies anything —
-that is :mod:`blacklist.accept`'s job.
+that is :mod:`blacklist.sync.accept`'s job.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from numpy.typing import NDArray
 
 from blacklist.bitpack import pack_uints, unpack_uints
 from blacklist.entryblock import (
+    MAX_ENTRIES,
     CardColumns,
     EntryColumns,
     read_cards,
@@ -299,10 +300,10 @@ def _check_psam_rows(cards: CardColumns, what: str) -> None:
         raise CodecError(f"{what}: a PSAM row has a non-zero middle part")
 
 
-def _read_trust(br: Reader, present: bool) -> tuple[bytes, ...]:
+def _read_trust(br: Reader, present: bool, limit: int = MAX_TRUST_RECORDS) -> tuple[bytes, ...]:
     if not present:
         return ()
-    count = br.uvarint("trust record count", limit=MAX_TRUST_RECORDS)
+    count = br.uvarint("trust record count", limit=limit)
     if count == 0:
         raise CodecError("the trust section is flagged but empty")
     records = tuple(br.blob("trust record", limit=MAX_TRUST_RECORD) for _ in range(count))
@@ -373,44 +374,107 @@ def sign_snapshot(
     )
 
 
-def decode(data: bytes) -> Delta | Snapshot:
-    """Parse a signed container. Raises CodecError on anything that is not exactly one."""
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Ceilings on what one signed body may declare, checked before anything is allocated
+    from a count (issue #11: a small message must not cost gigabytes). The codec's own
+    bounds (one bit per card at least) still apply below these."""
+
+    max_delta_entries: int = 5_000_000  # adds + removes of one delta (cards, then PSAMs)
+    max_snapshot_entries: int = 50_000_000  # one publisher's whole set
+    max_trust_records: int = MAX_TRUST_RECORDS  # the per-feed bound is trust_rules'
+
+    def __post_init__(self) -> None:
+        for name in ("max_delta_entries", "max_snapshot_entries", "max_trust_records"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.max_delta_entries > MAX_ENTRIES or self.max_snapshot_entries > MAX_ENTRIES:
+            raise ValueError(f"entry limits cannot exceed the codec's {MAX_ENTRIES}")
+        if self.max_trust_records > MAX_TRUST_RECORDS:
+            raise ValueError(f"max_trust_records cannot exceed {MAX_TRUST_RECORDS}")
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A signed container opened only as far as its fixed header: enough to find the key
+    and verify the signature before the body, which an attacker sizes, is decoded
+    (DESIGN §5: cheapest checks first; boulder's storer: parse, verify, then use)."""
+
+    header: Header
+    body: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+
+    @property
+    def publisher(self) -> str:
+        return self.header.publisher
+
+    @property
+    def version(self) -> int:
+        return self.header.version
+
+    @cached_property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.body).digest()
+
+
+def open_envelope(data: bytes) -> Envelope:
+    """The header, body and signature of a signed container; CodecError if it is not exactly
+    one. Costs O(header): the body is not decoded."""
     r = Reader(data, "signed container")
     if r.raw(len(MAGIC), "magic") != MAGIC:
         raise CodecError("not a signed delta or snapshot (bad magic)")
     body = r.blob("body")
     signature = r.blob("signature", limit=MAX_SIGNATURE)
     r.expect_end()
+    return Envelope(_read_header(Reader(body, "body")), body, signature)
+
+
+def decode_body(envelope: Envelope, limits: DecodeLimits = DEFAULT_LIMITS) -> Delta | Snapshot:
+    """Decode the body of an envelope (whose signature the caller has verified), with every
+    declared count bounded by ``limits``. Raises CodecError."""
+    header, body, signature = envelope.header, envelope.body, envelope.signature
     br = Reader(body, "body")
-    header = _read_header(br)
+    _read_header(br)
     if header.kind is Kind.DELTA:
-        adds = read_entries(br)
-        removes = read_cards(br)
+        budget = limits.max_delta_entries
+        adds = read_entries(br, budget)
+        removes = read_cards(br, budget - len(adds))
         has_psams, has_trust = _read_sections(br)
         psam_adds, psam_removes = EntryColumns.empty(), CardColumns.empty()
         if has_psams:
-            psam_adds = read_entries(br)
-            psam_removes = read_cards(br)
+            psam_adds = read_entries(br, budget)
+            psam_removes = read_cards(br, budget - len(psam_adds))
             if not len(psam_adds) and not len(psam_removes):
                 raise CodecError("the PSAM section is flagged but empty")
             _check_psam_rows(psam_adds.cards, "PSAM adds")
             _check_psam_rows(psam_removes, "PSAM removes")
-        trust = _read_trust(br, has_trust)
+        trust = _read_trust(br, has_trust, limits.max_trust_records)
         br.expect_end()
         return Delta(header, adds, removes, body, signature, psam_adds, psam_removes, trust)
-    entries = read_entries(br)
+    entries = read_entries(br, limits.max_snapshot_entries)
     versions = _read_versions(br, len(entries))
     has_psams, has_trust = _read_sections(br)
     psams, psam_versions = EntryColumns.empty(), np.zeros(0, np.uint64)
     if has_psams:
-        psams = read_entries(br)
+        psams = read_entries(br, limits.max_snapshot_entries)
         if not len(psams):
             raise CodecError("the PSAM section is flagged but empty")
         _check_psam_rows(psams.cards, "PSAM entries")
         psam_versions = _read_versions(br, len(psams))
-    trust = _read_trust(br, has_trust)
+    trust = _read_trust(br, has_trust, limits.max_trust_records)
     br.expect_end()
     return Snapshot(header, entries, versions, body, signature, psams, psam_versions, trust)
+
+
+def decode(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Delta | Snapshot:
+    """Parse a signed container. Raises CodecError on anything that is not exactly one.
+    Verifies nothing: a node opens the envelope, verifies, then decodes the body
+    (:func:`blacklist.sync.accept.accept_signed`)."""
+    return decode_body(open_envelope(data), limits)
 
 
 def decode_delta(data: bytes) -> Delta:

@@ -2,6 +2,13 @@
 
 Each carries ``cause``, a short stable label used as the metrics label value, and a message
 naming the failing value. A rejected delta changes nothing.
+
+``tampering`` says what a refusal means (issue #11). True: only a forger, a thief of a dead
+key, a broken signer or a lying relay produces it (bad signature, fork, out of scope, dead
+key, backdated, ...): counted in ``blacklist_deltas_rejected_total``, behind the critical
+alert. False: normal on a network with two paths and restarts — a copy of what is held
+(``duplicate``), an older copy (``replay``), one that arrives before its predecessor
+(``version_gap``, the node is behind and pulls): counted apart.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from blacklist.errors import BlacklistError
 
 class DeltaRejected(BlacklistError):
     cause: ClassVar[str] = "rejected"
+    tampering: ClassVar[bool] = True
 
 
 class MalformedDelta(DeltaRejected):
@@ -47,15 +55,44 @@ class KeyNotAllowed(DeltaRejected):
 
 
 class ReplayedDelta(DeltaRejected):
-    """The version is at or below the head: a replay or a rollback."""
+    """The version is at or below the head, and this node holds nothing to compare it with
+    (an older copy, or a rollback snapshot): stale, not applied."""
 
     cause = "replay"
+    tampering = False
+
+
+class DuplicateDelta(ReplayedDelta):
+    """A copy of a delta (or snapshot) this node holds: same version, same digest."""
+
+    cause = "duplicate"
 
 
 class VersionGap(DeltaRejected):
-    """The version skips ahead of head + 1: deltas are missing in between."""
+    """The version skips ahead of head + 1: deltas are missing in between (this node is
+    behind; it pulls)."""
 
     cause = "version_gap"
+    tampering = False
+
+
+class Backdated(DeltaRejected):
+    """``issued_at`` is before the head's: time in a feed never goes back, so a dead key
+    cannot date its work to before its revocation or expiry."""
+
+    cause = "backdated"
+
+
+class FromTheFuture(DeltaRejected):
+    """``issued_at`` is further ahead of this node's clock than the configured skew."""
+
+    cause = "clock_skew"
+
+
+class VersionCeiling(DeltaRejected):
+    """The version is above the feed ceiling (a feed must always be continuable)."""
+
+    cause = "version_ceiling"
 
 
 class ForkedFeed(DeltaRejected):
@@ -78,18 +115,23 @@ class BadTrustRecord(DeltaRejected):
     cause = "bad_trust_record"
 
 
-ALL_CAUSES: tuple[str, ...] = tuple(
-    c.cause
-    for c in (
-        MalformedDelta,
-        UnknownKey,
-        KeyRevokedRejection,
-        BadSignature,
-        KeyNotAllowed,
-        ReplayedDelta,
-        VersionGap,
-        ForkedFeed,
-        DuplicateCard,
-        BadTrustRecord,
-    )
+ALL_REJECTIONS: tuple[type[DeltaRejected], ...] = (
+    MalformedDelta,
+    UnknownKey,
+    KeyRevokedRejection,
+    BadSignature,
+    KeyNotAllowed,
+    ReplayedDelta,
+    DuplicateDelta,
+    VersionGap,
+    ForkedFeed,
+    DuplicateCard,
+    BadTrustRecord,
+    Backdated,
+    FromTheFuture,
+    VersionCeiling,
 )
+ALL_CAUSES: tuple[str, ...] = tuple(c.cause for c in ALL_REJECTIONS)
+# The causes only tampering produces (behind the critical alert), and the normal ones.
+TAMPERING_CAUSES: tuple[str, ...] = tuple(c.cause for c in ALL_REJECTIONS if c.tampering)
+NORMAL_CAUSES: tuple[str, ...] = tuple(c.cause for c in ALL_REJECTIONS if not c.tampering)

@@ -40,18 +40,12 @@ import lmdb
 import numpy as np
 from numpy.typing import NDArray
 
-from blacklist.accept import (
-    accept_current_snapshot,
-    accept_delta,
-    accept_snapshot,
-    parse_signed,
-)
 from blacklist.archive import Archive
 from blacklist.audit import AuditLog
 from blacklist.cardbatch import keys_from_columns
 from blacklist.cardid import KEY_LENGTH, region_key_range
 from blacklist.clock import Clock, system_clock
-from blacklist.delta import Delta, FeedHead, Snapshot
+from blacklist.delta import Delta, FeedHead, Snapshot, open_envelope
 from blacklist.entry import Entry
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import StoreError
@@ -71,6 +65,14 @@ from blacklist.records import (
 )
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
+from blacklist.sync.accept import (
+    AcceptPolicy,
+    FeedPosition,
+    accept_current_snapshot,
+    accept_delta,
+    accept_signed,
+    accept_snapshot,
+)
 from blacklist.sync.freshness import (
     FeedFreshness,
     HeadStatement,
@@ -106,6 +108,7 @@ class RevocationStore:
         retain_deltas: int = DEFAULT_RETAIN_DELTAS,
         progress: Progress | None = None,
         migrate_progress: Progress | None = None,
+        acceptance: AcceptPolicy | None = None,
     ) -> None:
         if retain_deltas < 0:
             raise ValueError(f"retain_deltas must be >= 0, got {retain_deltas}")
@@ -115,6 +118,9 @@ class RevocationStore:
         self._fixed_width = fingerprint_width
         self._retain = retain_deltas
         self._progress = progress
+        # The node's bounds on signers' claims (skew, version ceiling, decode limits); the
+        # clock fills in ``now`` at every write.
+        self._acceptance = acceptance or AcceptPolicy()
         self.env = lmdb.open(
             str(self.path), map_size=map_size, max_dbs=16, readahead=False, max_readers=512
         )
@@ -246,6 +252,23 @@ class RevocationStore:
     def heads(self) -> dict[str, FeedHead]:
         return {p: f.head for p, f in self.feeds.items()}
 
+    def position(self, publisher: str) -> FeedPosition:
+        """What acceptance needs of a feed held here: head, its ``issued_at``, and the
+        digests of retained older versions (to tell a copy from a fork)."""
+        feed = self.feeds.get(publisher)
+        if feed is None:
+            return FeedPosition(FeedHead.genesis(publisher))
+
+        def digest_at(version: int) -> bytes | None:
+            data = self.archive.delta(publisher, version)
+            return open_envelope(data).digest if data is not None else None
+
+        return FeedPosition(feed.head, feed.issued_at, digest_at)
+
+    def policy(self) -> AcceptPolicy:
+        """The acceptance policy as of now, by this store's clock."""
+        return dataclasses.replace(self._acceptance, now=int(self._clock()))
+
     def lookup(self, card_key: bytes, txn: Any = None) -> Entry | None:
         """The entry for an 18-byte card key (the first publisher's, if several hold one)."""
         if txn is None:
@@ -364,11 +387,16 @@ class RevocationStore:
     def apply(
         self, data: bytes | Delta | Snapshot, keys: Mapping[bytes, TrustedKey]
     ) -> ApplyResult:
-        """Verify and apply a signed delta or snapshot; raises DeltaRejected, changing nothing."""
-        item = parse_signed(data) if isinstance(data, bytes | bytearray | memoryview) else data
-        if isinstance(item, Snapshot):
-            return self.apply_snapshot(item, keys)
-        return self.apply_delta(item, keys)
+        """Verify and apply a signed delta or snapshot; raises DeltaRejected, changing nothing.
+        Bytes are verified before their body is decoded (:func:`accept_signed`)."""
+        if isinstance(data, Snapshot):
+            return self.apply_snapshot(data, keys)
+        if isinstance(data, Delta):
+            return self.apply_delta(data, keys)
+        accepted = accept_signed(bytes(data), self.position, keys, self.policy())
+        if isinstance(accepted.item, Snapshot):
+            return self._write_snapshot(accepted.item, accepted.head)
+        return self._write_delta(accepted.item, accepted.head, None)
 
     def apply_delta(
         self,
@@ -379,7 +407,12 @@ class RevocationStore:
     ) -> ApplyResult:
         """Verify and apply ``delta`` in one write transaction; ``also(txn)`` writes more in
         that same transaction (the audit records of the call that made the delta)."""
-        new_head = accept_delta(self.head(delta.publisher), delta, keys)
+        new_head = accept_delta(self.position(delta.publisher), delta, keys, self.policy())
+        return self._write_delta(delta, new_head, also)
+
+    def _write_delta(
+        self, delta: Delta, new_head: FeedHead, also: Callable[[Any], object] | None
+    ) -> ApplyResult:
         adds, removes = delta.adds, delta.removes
         self._plan_width(len(self.index) + len(adds))
         pub = _pub3(delta.publisher)
@@ -434,7 +467,10 @@ class RevocationStore:
 
     def apply_snapshot(self, snapshot: Snapshot, keys: Mapping[bytes, TrustedKey]) -> ApplyResult:
         """Replace one publisher's whole entry set with a verified snapshot, atomically."""
-        new_head = accept_snapshot(self.head(snapshot.publisher), snapshot, keys)
+        new_head = accept_snapshot(self.position(snapshot.publisher), snapshot, keys, self.policy())
+        return self._write_snapshot(snapshot, new_head)
+
+    def _write_snapshot(self, snapshot: Snapshot, new_head: FeedHead) -> ApplyResult:
         previous = self.feeds.get(snapshot.publisher)
         self._plan_width(
             len(self.index) + len(snapshot.entries) - (previous.entries if previous else 0)

@@ -2,7 +2,8 @@
 
 Every read checks the remaining length first and raises :class:`CodecError` naming the field,
 so that random or truncated bytes end in a clean error, never an IndexError or a huge
-allocation.
+allocation. Varints are read in their shortest form only (a padded 0x80 0x00 is refused), so
+that a value has one encoding and a signed container one byte string.
 """
 
 from __future__ import annotations
@@ -110,6 +111,12 @@ class Reader:
             self._pos += 1
             result |= (byte & 0x7F) << shift
             if not byte & 0x80:
+                # Canonical form only (one encoding per value, so one body per delta and one
+                # container per body, issue #11): a final zero byte after others pads.
+                if byte == 0 and shift:
+                    raise CodecError(
+                        f"{self._what}: varint {field} is padded (not its shortest encoding)"
+                    )
                 break
             shift += 7
             if shift > 63:

@@ -15,6 +15,8 @@
     trust_refresh_interval = 60.0       # seconds between re-checks of certificate validity
     max_trust_records = 1000            # certificates + key revocations one feed may carry
     workers = 1                         # serving processes on the one port (node/workers.py)
+    max_delta_entries = 5000000         # cards + PSAMs one delta may declare (decode bound)
+    max_snapshot_entries = 50000000     # entries one publisher's snapshot may declare
     upstreams = ["127.0.0.1:50041"]     # where to sync from, in failover order (none: a root)
     sync_interval = 5.0                 # seconds between scheduled pulls (push is immediate)
     head_statement_interval = 60.0      # an authority signs its head this often (and after
@@ -55,9 +57,11 @@ from pathlib import Path
 from typing import Any
 
 from blacklist.certs import Certificate, KeyRevocation
-from blacklist.delta import MAX_TRUST_RECORDS
+from blacklist.delta import DEFAULT_LIMITS, MAX_TRUST_RECORDS, DecodeLimits
+from blacklist.entryblock import MAX_ENTRIES
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import Keyring, SigningKey, TrustedKey
+from blacklist.sync.accept import DEFAULT_MAX_SKEW, AcceptPolicy
 from blacklist.sync.budget import (
     MIN_MESSAGE_BYTES,
     chunk_count,
@@ -65,7 +69,7 @@ from blacklist.sync.budget import (
     manifest_size,
     max_chunks,
 )
-from blacklist.sync.freshness import DEFAULT_INTERVAL, DEFAULT_MAX_SKEW
+from blacklist.sync.freshness import DEFAULT_INTERVAL
 from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
     CertificateExpired,
@@ -97,6 +101,7 @@ KNOWN_FIELDS = {
     "key_revocations", "trust_refresh_interval", "workers", "max_trust_records",
     "max_message_bytes", "snapshot_chunk_bytes", "max_snapshot_bytes", "head_statement_interval",
     "max_clock_skew",
+    "max_delta_entries", "max_snapshot_entries",
 }  # fmt: skip
 
 
@@ -166,7 +171,19 @@ class NodeConfig:
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
     head_statement_interval: float = DEFAULT_INTERVAL
     max_clock_skew: int = DEFAULT_MAX_SKEW
+    max_delta_entries: int = DEFAULT_LIMITS.max_delta_entries
+    max_snapshot_entries: int = DEFAULT_LIMITS.max_snapshot_entries
     source: Path | None = field(default=None, compare=False)
+
+    def acceptance(self) -> AcceptPolicy:
+        """The bounds this node puts on every signer's claims (blacklist/sync/accept.py)."""
+        return AcceptPolicy(
+            max_skew=self.max_clock_skew,
+            limits=DecodeLimits(
+                max_delta_entries=self.max_delta_entries,
+                max_snapshot_entries=self.max_snapshot_entries,
+            ),
+        )
 
     @property
     def tls(self) -> bool:
@@ -333,6 +350,12 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         max_snapshot_bytes=limits[2],
         head_statement_interval=statements,
         max_clock_skew=_int(data, "max_clock_skew", DEFAULT_MAX_SKEW, 0, 86400),
+        max_delta_entries=_int(
+            data, "max_delta_entries", DEFAULT_LIMITS.max_delta_entries, 1, MAX_ENTRIES
+        ),
+        max_snapshot_entries=_int(
+            data, "max_snapshot_entries", DEFAULT_LIMITS.max_snapshot_entries, 1, MAX_ENTRIES
+        ),
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.
     try:

@@ -19,12 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from blacklist.accept import parse_signed
 from blacklist.archive import peek
 from blacklist.clock import Clock, system_clock
-from blacklist.delta import Delta, Kind
+from blacklist.delta import Kind
 from blacklist.headstatements import StatementResult
-from blacklist.rejections import DeltaRejected, ReplayedDelta, VersionGap
+from blacklist.rejections import DeltaRejected
 from blacklist.signing import TrustedKey
 from blacklist.store import ApplyResult, RevocationStore
 from blacklist.sync.freshness import (
@@ -34,6 +33,7 @@ from blacklist.sync.freshness import (
     StatementRejected,
     decode_statement,
 )
+from blacklist.sync.ingest import Outcome, outcome_of
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("node.hub")
@@ -47,11 +47,6 @@ class Source(enum.Enum):
     UPSTREAM = "upstream"
     CHILD = "child"
     LOCAL = "local"
-
-
-class Outcome(enum.Enum):
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"  # a copy of something already held (normal with two paths)
 
 
 @dataclasses.dataclass
@@ -94,20 +89,6 @@ class FeedHub:
         """Run a store write on the writer thread (LMDB write transactions stay there)."""
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
 
-    def _is_duplicate(self, data: bytes) -> bool:
-        """A copy of a delta this node already holds (same version, same bytes/digest)."""
-        try:
-            item = parse_signed(data)
-        except DeltaRejected:
-            return False
-        head = self.store.head(item.publisher)
-        if item.version > head.version:
-            return False
-        if isinstance(item, Delta) and item.version == head.version:
-            return item.digest == head.digest
-        held = self.store.retained_delta(item.publisher, item.version)
-        return held == data or (item.version == head.version)
-
     def _apply_sync(self, data: bytes) -> ApplyResult:
         t0 = time.perf_counter()
         result = self.store.apply(data, self.keys)
@@ -120,22 +101,27 @@ class FeedHub:
         self.keys = keys
 
     async def apply(self, data: bytes, source: Source) -> Outcome:
-        """Verify and apply; raises DeltaRejected (counted) if refused, changing nothing."""
+        """Verify and apply. A copy of what is held, or an older one, is DUPLICATE or STALE
+        (counted apart, not raised); any other refusal raises DeltaRejected, changing
+        nothing: VersionGap (this node is behind: the sync client pulls now) is counted
+        apart too, the rest in ``blacklist_deltas_rejected_total`` (blacklist/sync/ingest.py).
+        """
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._writer, self._apply_sync, data)
-        except ReplayedDelta:
-            if self._is_duplicate(data):
-                self._metrics.sync_duplicates.inc()
-                return Outcome.DUPLICATE
-            self._metrics.rejected.labels(ReplayedDelta.cause).inc()
-            raise
         except DeltaRejected as exc:
-            self._metrics.rejected.labels(exc.cause).inc()
-            if isinstance(exc, VersionGap):
+            outcome = outcome_of(exc)
+            if outcome is Outcome.REJECTED:
+                self._metrics.rejected.labels(exc.cause).inc()
+                log.warning("rejected %s delta: %s: %s", source.value, exc.cause, exc)
+                raise
+            self._metrics.ignored.labels(exc.cause).inc()
+            if outcome is Outcome.DUPLICATE:
+                self._metrics.sync_duplicates.inc()
+            if outcome is Outcome.BEHIND:
                 self.gap_detected.set()
-            log.warning("rejected %s delta: %s: %s", source.value, exc.cause, exc)
-            raise
+                raise
+            return outcome
         self._metrics.sync_applied.labels(source.value).inc()
         if peek(data)[0] == Kind.DELTA:
             # Snapshots are not pushed: a child that needs one asks for it (GetSnapshot),

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from blacklist.checker import CheckStatus
 from blacklist.clock import Clock, system_clock
-from blacklist.rejections import ALL_CAUSES
+from blacklist.rejections import NORMAL_CAUSES, TAMPERING_CAUSES
 from blacklist.store import RevocationStore
 from blacklist.sync.freshness import ALL_STATEMENT_CAUSES
 
@@ -128,7 +128,18 @@ class NodeMetrics:
             registry=registry,
         )
         self.rejected = Counter(
-            "blacklist_deltas_rejected", "Deltas refused, by cause", ["cause"], registry=registry
+            "blacklist_deltas_rejected",
+            "Deltas refused for a cause only tampering produces (bad signature, fork, scope, "
+            "dead key, ...), by cause",
+            ["cause"],
+            registry=registry,
+        )
+        self.ignored = Counter(
+            "blacklist_deltas_ignored",
+            "Deltas not applied for a normal cause: a copy held (duplicate), an older copy "
+            "(replay), one ahead of its predecessor (version_gap)",
+            ["cause"],
+            registry=registry,
         )
         self.sync_applied = Counter(
             "blacklist_sync_deltas_applied",
@@ -235,8 +246,10 @@ class NodeMetrics:
         # Pre-create label sets so dashboards see zeros rather than gaps.
         for status in CheckStatus:
             self.checks.labels(status.name)
-        for cause in (*ALL_CAUSES, "snapshot_checksum"):
+        for cause in (*TAMPERING_CAUSES, "snapshot_checksum"):
             self.rejected.labels(cause)
+        for cause in NORMAL_CAUSES:
+            self.ignored.labels(cause)
         for method in ("CheckCard", "BatchCheck", "CheckStream"):
             self.psam_refusals.labels(method)
         for result in ("accepted", "duplicate"):

@@ -111,6 +111,7 @@ class Node:
             map_size=config.map_size_gib << 30,
             retain_deltas=config.retain_deltas,
             migrate_progress=_log_migration,
+            acceptance=config.acceptance(),
         )
         self.metrics.watch_store(self.store, clock)
         self.metrics.watch_statements(self.store)

@@ -29,9 +29,10 @@ from blacklist.sync.chunks import (
     split_snapshot,
 )
 from blacklist.sync.freshness import HeadStatement, statements_within
+from blacklist.sync.ingest import Outcome
 from blacklist.sync.plan import SendDeltas, SendSnapshot, plan_updates
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
-from node.hub import FeedHub, Outcome, Source
+from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
 from node.rpc import InvalidRequest
 

@@ -255,7 +255,7 @@ def publish_gz_certificate(world: World) -> None:
 
 def test_revocation_in_the_certifiers_feed_then_rotation_and_replay(world: World) -> None:
     """A key used after its revocation time is refused on every node; the feed continues
-    under the rotated key; an old-key delta for a version already taken is a replay."""
+    under the rotated key; an old-key delta for a version already taken is a fork (a second history for a held version: counted as tampering)."""
     publish_gz_certificate(world)
     wait_for("the certificates at the city", lambda: world.head(world.city, PROVINCE) >= 1)
     # Times on the certificates' clock: the CLI made them valid from their creation.
@@ -289,11 +289,11 @@ def test_revocation_in_the_certifiers_feed_then_rotation_and_replay(world: World
     assert world.push(world.province, v2).applied == 1
     wait_for("v2 at the city", lambda: world.check(world.city, rotated_card).status == REVOKED)
     # ... and a delta the old key signed before its revocation time (backdated: a stolen
-    # key can claim any time) for the version the rotated key took is a replay.
+    # key can claim any time) for the version the rotated key took is a fork.
     backdated_card = card_id(GZ)
     backdated = gz_delta_for(world, "440100", v1_head, backdated_card, now - 5)
     for node in (world.province, world.city):
-        refused_push(world, node, backdated, "replay")
+        refused_push(world, node, backdated, "fork")
         assert world.check(node, backdated_card).status != REVOKED
         assert world.head(node, GZ) == 2
 

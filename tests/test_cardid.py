@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blacklist.accept import parse_signed
 from blacklist.cardid import CardId, key_to_text, region_key_range, text_to_key
 from blacklist.errors import CardIdError
 from blacklist.regions import PROVINCE_PREFIXES
 from blacklist.rejections import MalformedDelta
+from blacklist.sync.accept import parse_signed
 
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 valid_ids = st.builds(

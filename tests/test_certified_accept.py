@@ -13,22 +13,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-from blacklist.accept import accept_snapshot
 from blacklist.authority import Revocation, build_delta, entries_from_revocations
 from blacklist.certs import RevocationReason, issue_certificate, issue_revocation
+from blacklist.clock import ManualClock
 from blacklist.delta import Delta, FeedHead, sign_snapshot
 from blacklist.entry import Reason
 from blacklist.rejections import (
     ALL_CAUSES,
     BadSignature,
     DeltaRejected,
+    DuplicateDelta,
     KeyNotAllowed,
     KeyRevokedRejection,
-    ReplayedDelta,
     UnknownKey,
 )
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
+from blacklist.sync.accept import accept_snapshot
 from blacklist.trust import (
     CertifiedKeys,
     KeyRevoked,
@@ -153,7 +154,10 @@ def test_a_key_chained_to_a_self_made_root(store: RevocationStore, m: Ministry) 
     assert "pinned root" in str(err)
 
 
-def test_a_key_used_after_its_revocation(store: RevocationStore, m: Ministry) -> None:
+def test_a_key_used_after_its_revocation(
+    store: RevocationStore, m: Ministry, clock: ManualClock
+) -> None:
+    clock.now = T_REVOKE + 2 * DAY  # the node's clock is past every issued_at below
     keys = m.keys(rotated=True)
     before = build_delta(m.gz, store.head("440100"), revs(card()), issued_at=T_REVOKE - 1)
     assert store.apply(before.to_bytes(), keys).version == 1  # signed while it was valid
@@ -182,7 +186,10 @@ def test_a_revoked_province_voids_its_cities(store: RevocationStore, m: Ministry
     rejected(store, keys, delta, KeyRevokedRejection)
 
 
-def test_rotation_replay_and_continuation(store: RevocationStore, m: Ministry) -> None:
+def test_rotation_replay_and_continuation(
+    store: RevocationStore, m: Ministry, clock: ManualClock
+) -> None:
+    clock.now = T_REVOKE + DAY
     old_keys = m.keys()
     d1 = build_delta(m.gz, store.head("440100"), revs(card()), issued_at=NOW)
     store.apply(d1.to_bytes(), old_keys)
@@ -190,8 +197,8 @@ def test_rotation_replay_and_continuation(store: RevocationStore, m: Ministry) -
     keys = m.keys(rotated=True)
     d2 = build_delta(m.gz2, store.head("440100"), revs(card()), issued_at=T_REVOKE + 10)
     assert store.apply(d2.to_bytes(), keys).version == 2
-    # The old key's v1 still verifies (signed before T_REVOKE), but it is a replay.
-    rejected(store, keys, d1, ReplayedDelta)
+    # The old key's v1 still verifies (signed before T_REVOKE), but it is a held copy.
+    rejected(store, keys, d1, DuplicateDelta)
     # The authority continues its feed under the new key.
     d3 = build_delta(m.gz2, store.head("440100"), revs(card()), issued_at=T_REVOKE + 20)
     result = store.apply(d3.to_bytes(), keys)
@@ -226,7 +233,10 @@ def test_certified_keys_as_a_mapping(m: Ministry) -> None:
         keys.key_at(m.gz.key_id, T_REVOKE)
 
 
-def test_a_plain_keyring_still_works(store: RevocationStore, m: Ministry) -> None:
+def test_a_plain_keyring_still_works(
+    store: RevocationStore, m: Ministry, clock: ManualClock
+) -> None:
+    clock.now = T_REVOKE + DAY
     ring = Keyring([m.gz.trusted()])
     delta = build_delta(m.gz, store.head("440100"), revs(card()), issued_at=T_REVOKE + DAY)
     assert store.apply(delta.to_bytes(), ring).version == 1

@@ -335,7 +335,7 @@ def test_chains_are_found_through_loose_certificates(h: Hierarchy) -> None:
 
 
 def test_publish_trust_skips_records_already_published(tmp_path: Path, h: Hierarchy) -> None:
-    store = RevocationStore(tmp_path / "gd", map_size=1 << 30)
+    store = RevocationStore(tmp_path / "gd", map_size=1 << 30, clock=ManualClock(NOW))
     try:
         gd = Authority(store, h.gd, h.keys(), clock=ManualClock(NOW))
         first, _ = gd.publish_trust([h.gz_cert.to_bytes()])
@@ -388,7 +388,7 @@ def test_a_rotated_certifier_snapshots_what_its_old_key_issued(
     root) travels in its own feed; a record from an unrelated key does not."""
     gd2 = SigningKey.generate("440000", ["44"])
     gd2_cert = issue_certificate(h.root, gd2, ["44"], NOW - DAY, NOW + DAY, serial=9)
-    store = RevocationStore(tmp_path / "gd", map_size=1 << 30)
+    store = RevocationStore(tmp_path / "gd", map_size=1 << 30, clock=ManualClock(NOW))
     try:
         old = Authority(store, h.gd, h.keys(), clock=ManualClock(NOW))
         old.publish_trust([h.gz_cert.to_bytes()])
@@ -410,7 +410,7 @@ def test_a_rotated_certifier_snapshots_what_its_old_key_issued(
             trust=store.trust.records("440000"),
         )
         store.keep_snapshot(snap, keys)  # old-key and root-issued records: accepted
-        fresh = RevocationStore(tmp_path / "fresh", map_size=1 << 30)
+        fresh = RevocationStore(tmp_path / "fresh", map_size=1 << 30, clock=ManualClock(NOW))
         try:
             assert fresh.apply_snapshot(snap, keys).trust_records == 2
         finally:

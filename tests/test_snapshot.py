@@ -58,7 +58,8 @@ def test_snapshot_replaces_a_stale_copy(tmp_path: Path, keys: Keys) -> None:
     assert first is not None
     stale.apply(first, keys.ring)
     entries, versions = source.feed_entries("440100")
-    snap = sign_snapshot(keys.gz, source.head("440100"), entries, versions, T)
+    issued = source.feeds["440100"].issued_at  # a snapshot is signed after its head
+    snap = sign_snapshot(keys.gz, source.head("440100"), entries, versions, issued)
     stale.apply(snap.to_bytes(), keys.ring)
     assert list(stale.iter_entries()) == list(source.iter_entries())
     assert len(stale.index) == source.entry_count()

@@ -16,8 +16,9 @@ from blacklist.clock import ManualClock
 from blacklist.delta import FeedHead
 from blacklist.entry import Reason
 from blacklist.store import RevocationStore
+from blacklist.sync.ingest import Outcome
 from node.gen.blacklist.v1 import sync_pb2
-from node.hub import FeedHub, Outcome, Source
+from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
 from node.sync_client import SyncClient
 from node.sync_service import TransferLimits

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from blacklist.accept import accept_delta, accept_snapshot
 from blacklist.authority import build_delta
 from blacklist.certs import Certificate, RevocationReason, issue_certificate, issue_revocation
 from blacklist.checker import Checker, CheckStatus
@@ -22,6 +21,7 @@ from blacklist.publishers import PublisherDirectory
 from blacklist.rejections import ALL_CAUSES, BadTrustRecord
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
+from blacklist.sync.accept import accept_delta, accept_snapshot
 from blacklist.sync.trust_rules import check_trust_records
 from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
