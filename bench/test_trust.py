@@ -8,18 +8,28 @@ as of the delta's issue time, revocations honoured) and run every acceptance che
 
 from __future__ import annotations
 
+import hashlib
+import tracemalloc
 from typing import Any
 
 import numpy as np
 
-from bench.conftest import per_call_seconds
+from bench.conftest import SCALE, per_call_seconds
 from bench.data import city_entries
 from bench.figures import record, timed
+from bench.hostile import decode_bomb
 from blacklist.certs import issue_certificate
 from blacklist.delta import Delta, FeedHead, sign_delta
 from blacklist.entryblock import CardColumns
+from blacklist.rejections import BadSignature
 from blacklist.signing import Keyring, SigningKey
-from blacklist.sync.accept import accept_delta, parse_signed
+from blacklist.sync.accept import (
+    AcceptPolicy,
+    FeedPosition,
+    accept_delta,
+    accept_signed,
+    parse_signed,
+)
 from blacklist.trust import CertifiedKeys, TrustAnchor
 
 NOW = 1_767_225_600
@@ -54,4 +64,88 @@ def test_delta_verification_with_chain(benchmark: Any) -> None:
             chain_length=2,
             verifications_per_s=1 / ours,
             baseline_verifications_per_s=1 / baseline,
+        )
+
+
+def test_acceptance_with_the_issue_11_checks(benchmark: Any) -> None:
+    """Issue #11 figure: a delta accepted from bytes the way a node does now (envelope,
+    key as of issued_at and the node's clock, signature, time and version bounds, then the
+    bounded body decode and content checks) beside the order before (decode everything,
+    then verify, no time bounds), with the same 2-certificate chain."""
+    root = SigningKey.generate("000000", [])
+    gd = SigningKey.generate("440000", ["44"])
+    gz = SigningKey.generate("440100", ["4401"])
+    gd_cert = issue_certificate(root, gd, ["44"], NOW - YEAR, NOW + YEAR, serial=1)
+    gz_cert = issue_certificate(gd, gz, ["4401"], NOW - YEAR, NOW + YEAR, serial=2)
+    certified = CertifiedKeys(TrustAnchor.of(root), [[gd_cert], [gd_cert, gz_cert]], [], at=NOW)
+    entries = city_entries(np.random.default_rng(3), "440100", 10, start=NOW - 60, span=60)
+    data = sign_delta(gz, FeedHead.genesis("440100"), entries, CardColumns.empty(), NOW).to_bytes()
+    position = FeedPosition(FeedHead.genesis("440100"), NOW - 1)
+    policy = AcceptPolicy(now=NOW)
+
+    def before() -> FeedHead:
+        delta = parse_signed(data)
+        assert isinstance(delta, Delta)
+        return accept_delta(FeedHead.genesis("440100"), delta, certified)
+
+    def now() -> FeedHead:
+        return accept_signed(data, lambda _: position, certified, policy).head
+
+    assert before() == now()
+    benchmark(now)
+    if timed(benchmark):
+        # Both sides timed the same way, interleaved, so that the ratio is not the timer's.
+        ours = min(per_call_seconds(now, repeat=5, number=200) for _ in range(3))
+        baseline = min(per_call_seconds(before, repeat=5, number=200) for _ in range(3))
+        record(
+            benchmark,
+            verifications_per_s=1 / ours,
+            baseline_verifications_per_s=1 / baseline,
+        )
+
+
+def test_decode_bomb_rejection(benchmark: Any) -> None:
+    """Issue #11 item 6 figure: an unsigned 12.5 MB delta declaring 100M cards (the decode
+    bomb) is refused after the envelope and the signature, before the body is decoded: time
+    to rejection and peak memory, beside verifying one honest delta's signature."""
+    gz = SigningKey.generate("440100", ["4401"])
+    keys = Keyring([gz.trusted()])
+    cards = 100_000_000 if SCALE >= 1_000_000 else 8_000_000
+    data = decode_bomb(gz.key_id, cards, issued_at=NOW)
+    honest = sign_delta(
+        gz,
+        FeedHead.genesis("440100"),
+        city_entries(np.random.default_rng(4), "440100", 10, start=NOW - 60, span=60),
+        CardColumns.empty(),
+        NOW,
+    )
+    digest = hashlib.sha256(honest.body).digest()
+    trusted = gz.trusted()
+    signature_seconds = per_call_seconds(
+        lambda: trusted.verify(digest, honest.signature), repeat=5, number=200
+    )
+    genesis = FeedPosition(FeedHead.genesis("440100"))
+
+    def reject() -> str:
+        try:
+            accept_signed(data, lambda _: genesis, keys, AcceptPolicy(now=NOW))
+        except BadSignature as exc:
+            return exc.cause
+        raise AssertionError("the bomb was accepted")
+
+    tracemalloc.start()
+    assert reject() == "bad_signature"
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    benchmark(reject)
+    if timed(benchmark):
+        record(
+            benchmark,
+            bomb_bytes=len(data),
+            bomb_cards=cards,
+            bomb_seconds=float(benchmark.stats.stats.median),
+            bomb_peak_mib=peak / 2**20,
+            signature_seconds=signature_seconds,
+            bomb_us=float(benchmark.stats.stats.median) * 1e6,
+            signature_us=signature_seconds * 1e6,
         )

@@ -10,10 +10,10 @@ first failure wins and names its cause; nothing is applied on any failure:
    versions it stands behind (:attr:`TrustedKey.max_version`);
 3. the signature verifies over the signed bytes; the key signs this publisher's feed;
 4. an item at or below the head moves nothing: a held copy, an older copy, or a fork;
-5. time, bounded by what the node knows (:class:`FeedPosition`, :class:`AcceptPolicy`):
-   ``issued_at`` never goes back from the head's and is at most ``max_skew`` ahead of the
-   node's clock; the version is under the feed ceiling and the key's bound, so a snapshot
-   cannot carry a feed past what its key may stand behind;
+5. the version is under the feed ceiling and the key's bound (so a snapshot cannot carry a
+   feed past what its key may stand behind, whatever date it claims); time is bounded by
+   what the node knows (:class:`FeedPosition`, :class:`AcceptPolicy`): ``issued_at`` never
+   goes back from the head's and is at most ``max_skew`` ahead of the node's clock;
 6. only now the body is decoded (:func:`blacklist.delta.decode_body`), with every declared
    count bounded by :class:`~blacklist.delta.DecodeLimits`; then every region within the
    key's scope, reasons known, no card twice, PSAMs and trust records by the same rules;
@@ -310,7 +310,7 @@ def _check_envelope(
     policy: AcceptPolicy,
 ) -> TrustedKey:
     """Steps 2–5 of the module doc (no body needed): key, signature, what an item at or
-    below the head is, time and ceiling.
+    below the head is, ceiling and time.
 
     An item at or below the head moves nothing: it is a copy (a held digest, recognised
     before any signature work: nothing of it is used), an older copy, or a fork; only an
@@ -327,8 +327,8 @@ def _check_envelope(
     key = _verify_origin(item, keys, policy.now if forward else None)
     if not forward:
         (_check_old_delta if is_delta else _check_old_snapshot)(label, item, position)
-    _check_time(label, item, position, policy)
     _check_ceiling(label, item, key, policy)
+    _check_time(label, item, position, policy)
     return key
 
 

@@ -1,0 +1,452 @@
+"""Acceptance bounded by what the node knows (issue #11 items 1, 6, 10, 11): each test is an
+attack or an accident that got through before, and asserts the specific refusal, that the
+store did not change, and that it still accepts the honest next item."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.hostile import decode_bomb
+from blacklist.authority import Revocation, build_delta, entries_from_revocations
+from blacklist.certs import RevocationReason, issue_certificate, issue_revocation
+from blacklist.clock import ManualClock
+from blacklist.delta import (
+    MAGIC,
+    DecodeLimits,
+    FeedHead,
+    open_envelope,
+    sign_delta,
+    sign_snapshot,
+)
+from blacklist.entry import Reason
+from blacklist.entryblock import CardColumns, EntryColumns
+from blacklist.rejections import (
+    NORMAL_CAUSES,
+    TAMPERING_CAUSES,
+    Backdated,
+    BadSignature,
+    DeltaRejected,
+    DuplicateDelta,
+    ForkedFeed,
+    FromTheFuture,
+    KeyNotAllowed,
+    KeyRevokedRejection,
+    MalformedDelta,
+    ReplayedDelta,
+    UnknownKey,
+    VersionCeiling,
+    VersionGap,
+)
+from blacklist.signing import Keyring, SigningKey
+from blacklist.store import RevocationStore
+from blacklist.sync.accept import (
+    MAX_FEED_VERSION,
+    AcceptPolicy,
+    FeedPosition,
+    accept_snapshot,
+)
+from blacklist.sync.ingest import Outcome, outcome_of
+from blacklist.trust import CertifiedKeys, TrustAnchor
+from blacklist.wire import Writer
+from tests.conftest import Keys, card
+
+NOW = 1_750_000_000
+DAY = 86_400
+SKEW = 300
+
+
+def revs(*ids: str) -> list[Revocation]:
+    return [Revocation(i, Reason.LOSS, NOW) for i in ids]
+
+
+def state(store: RevocationStore) -> Any:
+    return (
+        store.heads(),
+        {p: (f.issued_at, f.entries) for p, f in store.feeds.items()},
+        list(store.iter_entries()),
+        store.generation,
+        len(store.index),
+        {p: store.retained_versions(p) for p in store.feeds},
+    )
+
+
+def refused(store: RevocationStore, keys: Any, data: bytes, kind: type[DeltaRejected]) -> str:
+    before = state(store)
+    with pytest.raises(DeltaRejected) as info:
+        store.apply(data, keys)
+    assert type(info.value) is kind, f"expected {kind.__name__}, got {info.value!r}"
+    assert state(store) == before
+    return str(info.value)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(NOW)
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: ManualClock) -> Any:
+    s = RevocationStore(
+        tmp_path / "store", clock=clock, map_size=1 << 30, acceptance=AcceptPolicy(max_skew=SKEW)
+    )
+    yield s
+    s.close()
+
+
+# ---------------------------------------------------------------------------- time (item 1)
+def test_issued_at_never_goes_back_from_the_head(store: RevocationStore, keys: Keys) -> None:
+    d1 = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW - 10)
+    store.apply(d1.to_bytes(), keys.ring)
+    assert store.feeds["440100"].issued_at == NOW - 10
+    back = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW - 11)
+    assert "before the head's" in refused(store, keys.ring, back.to_bytes(), Backdated)
+    same = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW - 10)
+    assert store.apply(same.to_bytes(), keys.ring).version == 2  # the same second is fine
+
+
+@pytest.mark.parametrize(("ahead", "ok"), [(SKEW - 1, True), (SKEW, True), (SKEW + 1, False)])
+def test_issued_at_at_most_the_skew_ahead_of_the_clock(
+    store: RevocationStore, keys: Keys, ahead: int, ok: bool
+) -> None:
+    delta = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW + ahead)
+    if ok:
+        assert store.apply(delta.to_bytes(), keys.ring).version == 1
+    else:
+        assert "300 s after" in refused(store, keys.ring, delta.to_bytes(), FromTheFuture)
+
+
+def test_a_snapshot_cannot_be_dated_before_the_head(store: RevocationStore, keys: Keys) -> None:
+    d1 = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW)
+    store.apply(d1.to_bytes(), keys.ring)
+    head = FeedHead("440100", 9, hashlib.sha256(b"v9").digest())
+    snap = sign_snapshot(
+        keys.gz, head, EntryColumns.empty(), np.zeros(0, np.uint64), issued_at=NOW - 1
+    )
+    refused(store, keys.ring, snap.to_bytes(), Backdated)
+
+
+# ---------------------------------------------------------------------------- versions (item 1)
+@pytest.mark.parametrize(
+    ("version", "ok"),
+    [(MAX_FEED_VERSION - 1, True), (MAX_FEED_VERSION, True), (MAX_FEED_VERSION + 1, False)],
+)
+def test_a_version_ceiling_keeps_every_feed_continuable(
+    store: RevocationStore, keys: Keys, version: int, ok: bool
+) -> None:
+    head = FeedHead("440100", version, hashlib.sha256(b"far").digest())
+    snap = sign_snapshot(keys.gz, head, EntryColumns.empty(), np.zeros(0, np.uint64), NOW)
+    if not ok:
+        refused(store, keys.ring, snap.to_bytes(), VersionCeiling)
+        return
+    store.apply(snap.to_bytes(), keys.ring)
+    after = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW)
+    if version < MAX_FEED_VERSION:
+        assert store.apply(after.to_bytes(), keys.ring).version == version + 1
+    else:  # a clear refusal, never an overflow: no honest feed gets near 2**48 versions
+        refused(store, keys.ring, after.to_bytes(), VersionCeiling)
+
+
+def test_the_largest_u64_version_is_refused_and_the_authority_publishes_on(
+    store: RevocationStore, keys: Keys
+) -> None:
+    """Issue #11 item 1: a snapshot at 2**64 - 1 once left the authority unable to sign."""
+    real = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW)
+    store.apply(real.to_bytes(), keys.ring)
+    top = FeedHead("440100", 2**64 - 1, bytes(32))
+    snap = sign_snapshot(keys.gz, top, EntryColumns.empty(), np.zeros(0, np.uint64), NOW)
+    refused(store, keys.ring, snap.to_bytes(), VersionCeiling)
+    nxt = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW)
+    assert store.apply(nxt.to_bytes(), keys.ring).version == 2
+
+
+class Certified:
+    """Root → Guangdong (44) → Guangzhou (4401) and its rotated key, as CertifiedKeys."""
+
+    def __init__(self) -> None:
+        self.root = SigningKey.generate("000000", [])
+        self.gd = SigningKey.generate("440000", ["44"])
+        self.gz = SigningKey.generate("440100", ["4401"])
+        self.gz2 = SigningKey.generate("440100", ["4401"])
+        start, end = NOW - 365 * DAY, NOW + 365 * DAY
+        self.gd_cert = issue_certificate(self.root, self.gd, ["44"], start, end, serial=1)
+        self.gz_cert = issue_certificate(self.gd, self.gz, ["4401"], start, end, serial=10)
+        self.gz2_cert = issue_certificate(self.gd, self.gz2, ["4401"], start, end, serial=11)
+        self.anchor = TrustAnchor.of(self.root)
+
+    def keys(self, *revocations: Any) -> CertifiedKeys:
+        chains = [(self.gd_cert, self.gz_cert), (self.gd_cert, self.gz2_cert)]
+        return CertifiedKeys(self.anchor, chains, revocations, at=NOW)
+
+
+def test_a_thief_of_a_revoked_key_cannot_rewrite_the_feed_with_a_snapshot(
+    store: RevocationStore, clock: ManualClock
+) -> None:
+    """The attack of issue #11 item 1: the old key is revoked as of T, naming version 1 as
+    the last it stands behind; a thief signs an empty snapshot dated T-1 at a huge version."""
+    c = Certified()
+    keys = c.keys()
+    d1 = build_delta(c.gz, store.head("440100"), revs(card(), card()), issued_at=NOW)
+    store.apply(d1.to_bytes(), keys)
+    t_revoke = NOW + 100
+    revoked = issue_revocation(
+        c.gd, c.gz.key_id, t_revoke, RevocationReason.COMPROMISED, 5, last_version=1
+    )
+    keys = c.keys(revoked)
+    clock.now = t_revoke + 10
+    d2 = build_delta(c.gz2, store.head("440100"), revs(card()), issued_at=t_revoke + 5)
+    store.apply(d2.to_bytes(), keys)
+    for version in (3, 1000, MAX_FEED_VERSION):
+        head = FeedHead("440100", version, hashlib.sha256(b"thief").digest())
+        snap = sign_snapshot(
+            c.gz, head, EntryColumns.empty(), np.zeros(0, np.uint64), issued_at=t_revoke - 1
+        )
+        message = refused(store, keys, snap.to_bytes(), KeyRevokedRejection)
+        assert "up to 1 only" in message
+    # The same dated T-1 delta for version 3: refused by the key's version bound.
+    d3 = build_delta(c.gz, store.head("440100"), revs(card()), issued_at=t_revoke + 5)
+    d3_backdated = build_delta(c.gz, store.head("440100"), revs(card()), issued_at=t_revoke - 1)
+    refused(store, keys, d3.to_bytes(), KeyRevokedRejection)
+    refused(store, keys, d3_backdated.to_bytes(), KeyRevokedRejection)
+    assert len(list(store.iter_entries())) == 3
+    honest = build_delta(c.gz2, store.head("440100"), revs(card()), issued_at=t_revoke + 6)
+    assert store.apply(honest.to_bytes(), keys).version == 3
+
+
+def test_a_version_bound_also_holds_for_a_snapshot_without_a_head(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A fresh node (no head, so no issued_at floor) still refuses the thief's snapshot."""
+    c = Certified()
+    revoked = issue_revocation(
+        c.gd, c.gz.key_id, NOW - 50, RevocationReason.COMPROMISED, 5, last_version=7
+    )
+    keys = c.keys(revoked)
+    fresh = RevocationStore(tmp_path / "fresh", clock=clock, map_size=1 << 28)
+    try:
+        for version, ok in ((6, True), (7, True), (8, False)):
+            head = FeedHead("440100", version, hashlib.sha256(b"x").digest())
+            snap = sign_snapshot(
+                c.gz, head, EntryColumns.empty(), np.zeros(0, np.uint64), issued_at=NOW - 60
+            )
+            position = FeedPosition(FeedHead.genesis("440100"))
+            if ok:
+                assert accept_snapshot(position, snap, keys, AcceptPolicy(now=NOW)) == head
+            else:
+                with pytest.raises(KeyRevokedRejection):
+                    accept_snapshot(position, snap, keys, AcceptPolicy(now=NOW))
+                refused(fresh, keys, snap.to_bytes(), KeyRevokedRejection)
+    finally:
+        fresh.close()
+
+
+# ---------------------------------------------------------------------------- who may sign
+def test_a_key_signs_only_its_own_publishers_feed(store: RevocationStore) -> None:
+    """Without the region check firing first: the key is certified for 4401 too, but it is
+    Shenzhen's key, and the delta is Guangzhou's feed."""
+    sz = SigningKey.generate("440300", ["4401", "4403"])
+    ring = Keyring([sz.trusted()])
+    header_gz = dataclasses.replace(sz, publisher="440100")
+    delta = build_delta(header_gz, store.head("440100"), revs(card("440100")), issued_at=NOW)
+    assert "signs for publisher 440300" in refused(store, ring, delta.to_bytes(), KeyNotAllowed)
+
+
+def test_a_snapshot_out_of_its_keys_scope_and_a_rollback_are_refused(
+    store: RevocationStore, keys: Keys
+) -> None:
+    for i in range(3):
+        d = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW + i)
+        store.apply(d.to_bytes(), keys.ring)
+    head = store.head("440100")
+    outside = entries_from_revocations(revs(card("110100")))
+    ahead = FeedHead("440100", head.version + 1, hashlib.sha256(b"n").digest())
+    snap = sign_snapshot(keys.gz, ahead, outside, np.ones(1, np.uint64), NOW + 5)
+    assert "outside the key's prefixes" in refused(store, keys.ring, snap.to_bytes(), KeyNotAllowed)
+    old_head = FeedHead("440100", 1, hashlib.sha256(b"old").digest())
+    rollback = sign_snapshot(keys.gz, old_head, EntryColumns.empty(), np.zeros(0, np.uint64), NOW)
+    refused(store, keys.ring, rollback.to_bytes(), ReplayedDelta)
+
+
+# ---------------------------------------------------------------------------- decode bomb (6)
+def bomb(key_id: bytes, cards: int) -> bytes:
+    return decode_bomb(key_id, cards, issued_at=NOW)
+
+
+def test_an_unsigned_bomb_is_refused_before_its_body_is_decoded(
+    store: RevocationStore, keys: Keys
+) -> None:
+    data = bomb(keys.gz.key_id, 8_000_000)  # 1 MB declaring 8M cards
+    tracemalloc.start()
+    try:
+        refused(store, keys.ring, data, BadSignature)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Decoding 8M cards would allocate hundreds of MB of columns; opening the envelope and
+    # hashing the body costs about the message itself (copies of 1 MB).
+    assert peak < 8 * len(data), peak
+    refused(store, keys.ring, bomb(b"\x01" * 8, 8_000_000), UnknownKey)
+
+
+@pytest.mark.parametrize(("n", "ok"), [(99, True), (100, True), (101, False)])
+def test_a_signed_delta_declaring_more_than_the_limit_is_refused(
+    tmp_path: Path, clock: ManualClock, keys: Keys, n: int, ok: bool
+) -> None:
+    limits = DecodeLimits(max_delta_entries=100)
+    s = RevocationStore(
+        tmp_path / "s", clock=clock, map_size=1 << 28, acceptance=AcceptPolicy(limits=limits)
+    )
+    try:
+        delta = build_delta(
+            keys.gz, s.head("440100"), revs(*(card() for _ in range(n))), issued_at=NOW
+        )
+        if ok:
+            assert s.apply(delta.to_bytes(), keys.ring).added == n
+        else:
+            message = refused(s, keys.ring, delta.to_bytes(), MalformedDelta)
+            assert "exceeds the limit 100" in message or "100" in message
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------- canonical (11)
+def test_a_padded_length_prefix_is_not_a_second_encoding(
+    store: RevocationStore, keys: Keys
+) -> None:
+    delta = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW)
+    data = delta.to_bytes()
+    envelope = open_envelope(data)
+    body_len = Writer()
+    body_len.uvarint(len(envelope.body))
+    honest_prefix = body_len.getvalue()
+    padded_prefix = bytes([*(b | 0x80 for b in honest_prefix), 0x00])
+    padded = MAGIC + padded_prefix + data[len(MAGIC) + len(honest_prefix) :]
+    assert "padded" in refused(store, keys.ring, padded, MalformedDelta)
+    assert store.apply(data, keys.ring).version == 1
+
+
+# ---------------------------------------------------------------------------- normal vs tamper
+def test_copies_older_copies_and_gaps_are_normal_forks_are_not(
+    store: RevocationStore, keys: Keys
+) -> None:
+    deltas = []
+    for i in range(3):
+        d = build_delta(keys.gz, store.head("440100"), revs(card()), issued_at=NOW + i)
+        store.apply(d.to_bytes(), keys.ring)
+        deltas.append(d)
+    copy = refused(store, keys.ring, deltas[1].to_bytes(), DuplicateDelta)
+    assert "already held" in copy
+    second_v2 = build_delta(
+        keys.gz, FeedHead("440100", 1, deltas[0].digest), revs(card()), issued_at=NOW + 1
+    )
+    refused(store, keys.ring, second_v2.to_bytes(), ForkedFeed)
+    gap = build_delta(
+        keys.gz,
+        FeedHead("440100", 4, hashlib.sha256(b"v4").digest()),
+        revs(card()),
+        issued_at=NOW + 3,
+    )
+    refused(store, keys.ring, gap.to_bytes(), VersionGap)
+    # A copy is recognised before any signature work: a held body with a bad signature is
+    # still only a copy (nothing of it is used).
+    broken = dataclasses.replace(deltas[2], signature=bytes(64))
+    refused(store, keys.ring, broken.to_bytes(), DuplicateDelta)
+    outcomes = {
+        type(e).__name__: outcome_of(e)
+        for e in (
+            DuplicateDelta("x"),
+            ReplayedDelta("x"),
+            VersionGap("x"),
+            ForkedFeed("x"),
+            BadSignature("x"),
+        )
+    }
+    assert outcomes == {
+        "DuplicateDelta": Outcome.DUPLICATE,
+        "ReplayedDelta": Outcome.STALE,
+        "VersionGap": Outcome.BEHIND,
+        "ForkedFeed": Outcome.REJECTED,
+        "BadSignature": Outcome.REJECTED,
+    }
+    assert outcome_of(None) is Outcome.APPLIED
+    assert set(NORMAL_CAUSES) == {"duplicate", "replay", "version_gap"}
+    assert not set(NORMAL_CAUSES) & set(TAMPERING_CAUSES)
+
+
+def test_an_older_copy_no_longer_held_is_stale(
+    tmp_path: Path, clock: ManualClock, keys: Keys
+) -> None:
+    s = RevocationStore(tmp_path / "s", clock=clock, map_size=1 << 28, retain_deltas=0)
+    try:
+        d1 = build_delta(keys.gz, s.head("440100"), revs(card()), issued_at=NOW)
+        s.apply(d1.to_bytes(), keys.ring)
+        d2 = build_delta(keys.gz, s.head("440100"), revs(card()), issued_at=NOW)
+        s.apply(d2.to_bytes(), keys.ring)
+        refused(s, keys.ring, d1.to_bytes(), ReplayedDelta)  # nothing held to compare with
+        refused(s, keys.ring, d2.to_bytes(), DuplicateDelta)  # the head's digest is known
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------- one transaction
+PSAM = "4401000123456789ABCDEF"
+
+
+def held_everything(store: RevocationStore) -> Any:
+    return (state(store), len(store.psams), len(store.trust), store.audit.count())
+
+
+def test_entries_psams_trust_and_audit_commit_together_or_not_at_all(
+    tmp_path: Path, keys: Keys, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deterministic (not a randomly timed kill -9): the last write before the commit fails;
+    nothing of the delta stays, in memory or on disk; without the failure all of it lands."""
+    store = RevocationStore(tmp_path / "store", clock=clock, map_size=1 << 30)
+    from blacklist.audit import AuditAction, AuditChange
+    from blacklist.psam import psam_columns
+
+    city = SigningKey.generate("440101", ["440101"])
+    cert = issue_certificate(keys.gz, city, ["440101"], NOW - DAY, NOW + DAY, serial=1)
+    psam_adds = EntryColumns(
+        psam_columns([PSAM]), np.array([Reason.LOSS], np.uint8), np.array([NOW], np.int64)
+    )
+    delta = sign_delta(
+        keys.gz,
+        store.head("440100"),
+        entries_from_revocations(revs(card())),
+        CardColumns.empty(),
+        NOW,
+        psam_adds=psam_adds,
+        trust=[cert.to_bytes()],
+    )
+
+    def audit_in(s: RevocationStore) -> Any:
+        change = AuditChange(card(), int(Reason.LOSS))
+        return lambda txn: s.audit.stage(
+            txn, AuditAction.REVOKE, [change], operator="op", feed_version=1, when=NOW
+        )
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full at the last write")
+
+    before = held_everything(store)
+    with monkeypatch.context() as m:
+        m.setattr(store.archive, "add_delta", fail)
+        with pytest.raises(OSError, match="disk full"):
+            store.apply_delta(delta, keys.ring, also=audit_in(store))
+    assert held_everything(store) == before
+    store.close()
+    reopened = RevocationStore(tmp_path / "store", clock=clock, map_size=1 << 30)
+    try:
+        assert held_everything(reopened) == before
+        reopened.apply_delta(delta, keys.ring, also=audit_in(reopened))
+        assert (len(reopened.psams), len(reopened.trust), reopened.audit.count()) == (1, 1, 1)
+        assert reopened.entry_count() == 1
+    finally:
+        reopened.close()
