@@ -54,7 +54,7 @@ EXPECTED_LINES = {
     "a terminal refused Revoke": r"as terminal-440100 → refused: PERMISSION_DENIED: role "
     r"'terminal' may not call Admin/Revoke",
     "440100's operator refused a 110100 card": r"at 110100, as operator-440100 → refused: "
-    r"PERMISSION_DENIED: .*card 110100\w{26}: outside the certificate's region",
+    r"PERMISSION_DENIED: .*card '?110100\w{26}'?: outside the certificate's region",
     "the node's own scope": r"at 440100, as operator-110100 → refused: PERMISSION_DENIED: card "
     r"110100\w{26} .*outside this authority's prefixes",
     "the refusals counted": r"blacklist_denied_calls_total\S+: \+1 at 440100, \+1 at 110100",

@@ -213,7 +213,9 @@ def test_trust_records_from_a_feed_change_the_followers_keys(tmp_path: Path) -> 
     def keys_for(records: list[bytes]) -> CertifiedKeys:
         return certified_keys_from_records(TrustAnchor.of(root), [[gd_cert]], records, [], T)
 
-    writer = RevocationStore(tmp_path / "w", map_size=1 << 26)
+    # The writer's clock is the certificates' (valid a day around T): acceptance checks a
+    # certificate at the node's clock too (issue #11).
+    writer = RevocationStore(tmp_path / "w", map_size=1 << 26, clock=ManualClock(T))
     follower = StoreFollower(tmp_path / "w", env=writer.env, background=False)
     checker = FollowingChecker(follower, keys_for([]), keys_for=keys_for)
     writer.apply(build_delta(gd, writer.head("440000"), issued_at=T).to_bytes(), keys_for([]))
