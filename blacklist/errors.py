@@ -17,6 +17,13 @@ def shown(value: object) -> str:
     return f"{text[:SHOWN_CHARS]}... ({size})"
 
 
+def clipped(text: str) -> str:
+    """``text`` as it is (no quotes), cut to :data:`SHOWN_CHARS` with a note of its length."""
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
 class BlacklistError(Exception):
     """Base class of every error this library raises on purpose."""
 

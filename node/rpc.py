@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import grpc
 
 from blacklist.authority import OutOfScope
-from blacklist.errors import CardIdError, CheckUnavailable, shown
+from blacklist.errors import CardIdError, CheckUnavailable, clipped
 from blacklist.psam import PsamDenied, PsamIdError
 from blacklist.rejections import DeltaRejected
 from blacklist.sync.budget import TransferTooLarge
@@ -187,7 +187,7 @@ class Meter:
                     what = _SCOPED_NOUN.get(len(card_id), "region")
                     raise CallerNotPermitted(
                         f"role {identity.role!r} of region {identity.region} may not call "
-                        f"{where} for {what} {shown(card_id)}: outside the certificate's region"
+                        f"{where} for {what} {clipped(card_id)}: outside the certificate's region"
                     )
 
     def _children(self, service: str, method: str, kind: str) -> tuple[Any, Any, Any]:

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from blacklist.authority import Authority
 from blacklist.certs import RevocationReason, issue_certificate, issue_revocation
 from blacklist.clock import ManualClock
-from blacklist.errors import SHOWN_CHARS, CardIdError, shown
+from blacklist.errors import SHOWN_CHARS, CardIdError, clipped, shown
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
 from node.admin_trust import TrustAdmin
@@ -87,6 +87,11 @@ def test_shown_cuts_a_value_at_the_limit_not_below() -> None:
     above = at + "y"
     assert shown(above) == repr(above)[:SHOWN_CHARS] + f"... ({len(above)} characters)"
     assert str(CardIdError("wrong length", "1" * 1000)).count("1") < SHOWN_CHARS + 10
+    assert clipped("x" * SHOWN_CHARS) == "x" * SHOWN_CHARS
+    assert (
+        clipped("x" * (SHOWN_CHARS + 1))
+        == "x" * SHOWN_CHARS + f"... ({SHOWN_CHARS + 1} characters)"
+    )
 
 
 def test_detail_of_caps_any_message_at_the_limit() -> None:
