@@ -180,7 +180,7 @@ class Authority:
         head = self.store.head(self.publisher)
         if not revocations and not reinstatements:
             return None, ApplyResult(self.publisher, head.version, 0, 0, 0, 0)
-        delta = build_delta(self.key, head, revocations, reinstatements, int(self._clock()))
+        delta = build_delta(self.key, head, revocations, reinstatements, self._issued_at())
         result = self._apply(delta, also)
         if snapshot:
             self.maybe_snapshot()
@@ -241,13 +241,20 @@ class Authority:
             self.store.head(self.publisher),
             entries,
             versions,
-            int(self._clock()),
+            self._issued_at(),
             psams=psams,
             psam_versions=psam_versions,
             trust=self.store.trust.records(self.publisher),
         )
         self.store.keep_snapshot(snapshot, self.keys)
         return snapshot
+
+    def _issued_at(self) -> int:
+        """This authority's clock, but never before its head's ``issued_at``: every node
+        refuses an item dated before the head (``backdated``), so a clock stepped back by
+        NTP must not stop the authority publishing."""
+        feed = self.store.feeds.get(self.publisher)
+        return max(int(self._clock()), feed.issued_at if feed else 0)
 
     def head_statement(self) -> HeadStatement:
         """Sign "as of now my head is ..." (DESIGN §5, "Freshness is signed"); it creates no
@@ -317,7 +324,7 @@ class Authority:
         head = self.store.head(self.publisher)
         if not psams.denials and not psams.lifted and not trust:
             return None, ApplyResult(self.publisher, head.version, 0, 0, 0, absent)
-        delta = build_delta(self.key, head, issued_at=int(self._clock()), psams=psams, trust=trust)
+        delta = build_delta(self.key, head, issued_at=self._issued_at(), psams=psams, trust=trust)
         result = self._apply(delta, also)
         if snapshot:
             self.maybe_snapshot()

@@ -450,3 +450,27 @@ def test_entries_psams_trust_and_audit_commit_together_or_not_at_all(
         assert reopened.entry_count() == 1
     finally:
         reopened.close()
+
+
+def test_an_authority_whose_clock_steps_back_publishes_on(
+    store: RevocationStore, keys: Keys, clock: ManualClock
+) -> None:
+    """Every node refuses an item dated before the head, so the authority never dates one
+    so: after a small NTP step back it signs at its head's time until its clock passes it.
+    A clock further behind than the skew stops it with a clear error, nothing applied."""
+    from blacklist.authority import Authority
+
+    gz = Authority(store, keys.gz, keys.ring, clock=clock)
+    gz.publish(revs(card()))
+    assert store.feeds["440100"].issued_at == NOW
+    clock.now = NOW - 60
+    gz.publish(revs(card()))
+    assert (store.head("440100").version, store.feeds["440100"].issued_at) == (2, NOW)
+    clock.now = NOW - SKEW - 1
+    before = state(store)
+    with pytest.raises(FromTheFuture):
+        gz.publish(revs(card()))
+    assert state(store) == before
+    clock.now = NOW + 10
+    gz.publish(revs(card()))
+    assert (store.head("440100").version, store.feeds["440100"].issued_at) == (3, NOW + 10)
