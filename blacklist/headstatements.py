@@ -5,7 +5,7 @@ has the statements to forward to its children and its upstream.
 LMDB database (opened by the store, written in a write transaction on the writer thread)::
 
     statements  key   publisher code (u24)                              3 bytes
-                value the statement as signed (freshness.py layout)     <= 195 bytes
+                value the statement as signed (sync/head_statement.py)  <= 195 bytes
 
 One record per publisher, replaced only by a newer verified statement. A node's freshness
 itself (``fresh_as_of``) is the ``checked_at`` of the feed's record in the ``feeds``
