@@ -327,6 +327,33 @@ def test_a_batch_does_not_answer_from_an_index_that_moved_under_it(
     assert (result[0].status, result[0].feed_version) == (CheckStatus.NOT_REVOKED, 2)
 
 
+def test_a_single_check_does_not_answer_from_an_index_that_moved_under_it(
+    writer: tuple[RevocationStore, Authority], monkeypatch: pytest.MonkeyPatch, front_half: str
+) -> None:
+    """As for a batch: the reinstatement's fingerprint leaves the index between the check's
+    look at the store and its probe; the cached answer it holds is of the older state (the
+    card revoked), so it must ask again rather than say NOT_REVOKED as of version 1."""
+    store, gz = writer
+    gz.publish([Revocation(REVOKED, Reason.LOSS, T)])  # v1
+    checker = Checker(store, KEYS)
+    assert checker.check(FINE).feed_version == 1  # v1's answer cached
+    real_probe = checker_module.probe
+    calls = []
+
+    def probe_after_a_write(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            done = threading.Thread(target=lambda: gz.publish([], [REVOKED]))
+            done.start()
+            done.join()
+        return real_probe(*args)
+
+    monkeypatch.setattr(checker_module, "probe", probe_after_a_write)
+    result = checker.check(REVOKED)
+    assert len(calls) == 2
+    assert (result.status, result.feed_version) == (CheckStatus.NOT_REVOKED, 2)
+
+
 def test_a_batch_that_never_sees_a_still_store_fails_closed(
     writer: tuple[RevocationStore, Authority], monkeypatch: pytest.MonkeyPatch
 ) -> None:
