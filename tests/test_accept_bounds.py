@@ -15,6 +15,7 @@ import pytest
 
 from bench.hostile import decode_bomb
 from blacklist.authority import Revocation, build_delta, entries_from_revocations
+from blacklist.cardid import text_to_key
 from blacklist.certs import RevocationReason, issue_certificate, issue_revocation
 from blacklist.clock import ManualClock
 from blacklist.delta import (
@@ -474,3 +475,28 @@ def test_an_authority_whose_clock_steps_back_publishes_on(
     clock.now = NOW + 10
     gz.publish(revs(card()))
     assert (store.head("440100").version, store.feeds["440100"].issued_at) == (3, NOW + 10)
+
+
+def test_a_backdated_reinstatement_by_an_expired_key_is_refused(
+    store: RevocationStore, clock: ManualClock
+) -> None:
+    """Issue #11 item 1: a reinstatement dated before the key's expiry was accepted 31 days
+    after it. A certificate is checked at the node's clock too, for anything that moves a
+    feed forward; a copy of the key's old, honest work is still recognised."""
+    c = Certified()
+    expires = NOW + DAY
+    short = issue_certificate(c.gd, c.gz, ["4401"], NOW - DAY, expires, serial=12)
+    keys = CertifiedKeys(c.anchor, [(c.gd_cert, short)], [], at=NOW)
+    revoked_card = card()
+    d1 = build_delta(c.gz, store.head("440100"), revs(revoked_card), issued_at=NOW)
+    store.apply(d1.to_bytes(), keys)
+    clock.now = expires + 31 * DAY
+    keys = CertifiedKeys(c.anchor, [(c.gd_cert, short)], [], at=int(clock.now))
+    reinstate = build_delta(
+        c.gz, store.head("440100"), reinstatements=[revoked_card], issued_at=expires - 1
+    )
+    message = refused(store, keys, reinstate.to_bytes(), UnknownKey)
+    assert "expired" in message
+    held = store.lookup(text_to_key(revoked_card))
+    assert held is not None and held.reason is Reason.LOSS  # still revoked
+    refused(store, keys, d1.to_bytes(), DuplicateDelta)
