@@ -19,6 +19,7 @@ import random
 import shutil
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,14 @@ from node.gen.blacklist.v1 import (
 )
 from node.keyfiles import load_signing_key
 from node.sync_service import manifest_message
-from tests.node_harness import NodeFiles, NodeProcess, TomlValue, card_id, write_node
+from tests.node_harness import (
+    Metrics,
+    NodeFiles,
+    NodeProcess,
+    TomlValue,
+    card_id,
+    write_node,
+)
 
 LIMIT = 64 << 10
 CHUNK = 8 << 10
@@ -435,3 +443,39 @@ def test_manifest_over_the_max_snapshot_size_is_refused_before_any_chunk(nodes: 
         card_status_pb2.CheckCardRequest(card_id=card_id(GZ)), timeout=10
     )
     assert answer.status == S.NO_DATA  # still serving
+
+
+def test_push_snapshot_landing_on_a_worker_is_relayed_part_by_part(tmp_path: Path) -> None:
+    """With ``workers = 2`` a child's connection may land on a worker: PushSnapshot (the one
+    client-streaming Sync method) is relayed to the writer as it arrives, and so is the
+    writer's status (DATA_LOSS for a damaged chunk)."""
+    gz_keys = write_node(tmp_path / "gz", GZ).keys
+    assert gz_keys is not None
+    files = write_node(
+        tmp_path / "gd", GD, role="province", signing=False, trusted=[gz_keys.public],
+        extra={"workers": 2, **SMALL},
+    )  # fmt: skip
+    data, cards = made_up_snapshot(load_signing_key(gz_keys.private))
+
+    def flip(chunks: list[bytes]) -> None:
+        chunks[3] = bytes([chunks[3][0] ^ 1]) + chunks[3][1:]
+
+    options = [("grpc.max_send_message_length", LIMIT), ("grpc.use_local_subchannel_pool", 1)]
+    with NodeProcess(files.config) as gd:
+        outcomes = []
+        for _ in range(10):  # each over its own connection, spread by SO_REUSEPORT
+            with grpc.insecure_channel(gd.grpc, options=options) as channel:
+                stub = sync_pb2_grpc.SyncStub(channel)  # type: ignore[no-untyped-call]
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.PushSnapshot(iter(parts(data, flip)), timeout=30)
+                assert refused.value.code() == grpc.StatusCode.DATA_LOSS
+                answer = stub.PushSnapshot(iter(parts(data)), timeout=30)
+                outcomes.append((answer.applied, answer.already_held, answer.rejected))
+        assert outcomes == [(True, False, "")] + [(False, True, "")] * 9
+        assert head(gd, GZ)[0] == 7 and revoked_at(gd, cards[:300])
+        info = gd.scrape().samples.get("blacklist_worker_info", [])
+        (url,) = [labels["metrics_url"] for labels, _ in info]
+        with urllib.request.urlopen(url, timeout=10) as response:
+            worker = Metrics(response.read().decode())
+        relayed = worker.get("blacklist_relayed_calls_total", grpc_method="PushSnapshot")
+        assert relayed > 0  # P(no connection landed on the worker) = 2**-10
