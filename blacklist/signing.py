@@ -120,6 +120,10 @@ class TrustedKey:
     # rotation names it, issue #11): nothing it signs beyond is accepted, whatever the date.
     # None: not bounded.
     max_version: int | None = None
+    # The head digest that version must have, when the revocation names it (a thief racing
+    # the authority to sign a different version ``max_version`` is then a fork). None: not
+    # named.
+    max_digest: bytes | None = None
 
     def __post_init__(self) -> None:
         suite(self.suite_id)

@@ -345,17 +345,31 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
         """The last feed version ``key_id`` may stand behind: the smallest ``last_version``
         of the revocations of it, signed by any key that certified it, in effect by ``by``;
         None if none names one."""
-        bounds: list[int] = []
+        limit = self.version_limit(key_id, by)
+        return None if limit is None else limit[0]
+
+    def version_limit(self, key_id: bytes, by: int) -> tuple[int, bytes | None] | None:
+        """:meth:`version_bound` with the head digest its revocations name for that version
+        (None if none does). Revocations that name two different digests for it contradict
+        each other about the last honest version, so the key then stands behind one version
+        less (with no digest)."""
+        named: list[KeyRevocation] = []
         for chain in self._by_leaf.get(key_id, ()):
             certifier = _certifier(chain, self.anchor)
             if certifier is None:
                 continue
-            bounds.extend(
-                r.last_version
+            named.extend(
+                r
                 for r in self._revs.by(key_id, certifier)
                 if r.last_version is not None and r.effective_at <= by
             )
-        return min(bounds) if bounds else None
+        if not named:
+            return None
+        last = min(r.last_version for r in named if r.last_version is not None)
+        digests = {r.last_digest for r in named if r.last_version == last} - {None}
+        if len(digests) > 1:
+            return max(0, last - 1), None
+        return last, (digests.pop() if digests else None)
 
     def key_at(self, key_id: bytes, t: int, *, now: int | None = None) -> TrustedKey | None:
         """The key as trusted for something signed at ``t``: None if no chain ends in it;
@@ -365,9 +379,9 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
         node's clock; give it for anything that moves a feed forward), every certificate of
         a chain must also be unexpired at ``now``.
 
-        The key carries ``max_version`` (:meth:`version_bound`) from the revocations in
-        effect by ``now`` (or, without it, by the later of ``t`` and ``at``): a date the
-        signer chose cannot lift it.
+        The key carries ``max_version`` and ``max_digest`` (:meth:`version_limit`) from the
+        revocations in effect by ``now`` (or, without it, by the later of ``t`` and ``at``):
+        a date the signer chose cannot lift them.
 
         Several valid chains give the union of their prefixes, as in
         :func:`keyring_from_chains`; for different publishers, :class:`ConflictingCertificates`.
@@ -396,9 +410,14 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
             )
         prefixes = sorted({p for k in found for p in k.prefixes})
         first = found[0]
-        bound = self.version_bound(key_id, max(t, self.at) if now is None else now)
+        limit = self.version_limit(key_id, max(t, self.at) if now is None else now)
         return TrustedKey(
-            first.suite_id, first.public, first.publisher, tuple(prefixes), max_version=bound
+            first.suite_id,
+            first.public,
+            first.publisher,
+            tuple(prefixes),
+            max_version=None if limit is None else limit[0],
+            max_digest=None if limit is None else limit[1],
         )
 
     def feed_records(self, publisher: str) -> frozenset[bytes]:

@@ -309,3 +309,21 @@ def test_chain_depth_is_bounded(t: Tree) -> None:
     chains = chains_from_records(t.anchor, certs)
     assert max(len(c) for c in chains) == 4
     assert fifth.key_id not in {c[-1].key_id for c in chains}
+
+
+def test_the_bound_carries_the_digest_its_revocation_names(t: Tree) -> None:
+    """A rotation names the head (version and digest): a thief's different version L is then
+    a fork; two revocations naming two digests for L leave the key at L - 1."""
+    head = bytes(range(32))
+    named = issue_revocation(
+        t.gd, t.gz.key_id, T, RevocationReason.SUPERSEDED, 9, last_version=L, last_digest=head
+    )
+    key = t.keys(named, t.bounded).key_at(t.gz.key_id, T - 1, now=T)
+    assert key is not None and (key.max_version, key.max_digest) == (L, head)
+    assert t.keys(t.bounded).key_at(t.gz.key_id, T - 1, now=T).max_digest is None  # type: ignore[union-attr]
+    other = issue_revocation(
+        t.gd, t.gz.key_id, T, RevocationReason.SUPERSEDED, 10, last_version=L,
+        last_digest=bytes(32),
+    )  # fmt: skip
+    key = t.keys(named, other).key_at(t.gz.key_id, T - 1, now=T)
+    assert key is not None and (key.max_version, key.max_digest) == (L - 1, None)
