@@ -12,7 +12,7 @@ GEN := node/gen
 PROTOS := $(wildcard proto/blacklist/v1/*.proto)
 PROTO_STAMP := $(GEN)/.stamp
 
-.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean
+.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean mutate
 
 $(STAMP): pyproject.toml blacklist/_speedups.c
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required and none was found on PATH" >&2; exit 1; }
@@ -63,6 +63,16 @@ unit: install tools
 # The benchmark files also run here once, tiny and untimed, so that they cannot rot.
 test: lint typecheck unit
 	BENCH_SCALE=20000 $(BIN)/pytest -q bench --benchmark-disable -p no:cacheprovider
+
+# Mutation run over the acceptance, trust, ingest and check rules (issue #11; configured in
+# pyproject.toml's [tool.mutmut]); not part of `make test`. Work and results stay in mutants/
+# (a rerun resumes); MUTANTS narrows it, e.g. MUTANTS='blacklist.sync.accept*'. PYTHONPATH
+# is cleared so that the tests import the mutated copy, not this checkout.
+MUTANTS ?=
+mutate: install
+	test -x $(BIN)/mutmut || $(BIN)/python -m pip install -q -e '.[dev,bench,mutate]'
+	env -u PYTHONPATH $(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut results
 
 # h2load (Debian's nghttp2-client) drives the node from outside its process (bench/test_node.py);
 # without it those benchmarks skip, naming it.
