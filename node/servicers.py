@@ -50,6 +50,7 @@ from node.rpc import (
 
 MAX_WRITE = 100_000
 MAX_PAGE = 10_000
+AUDIT_PAUSE_EVERY = 64  # audit records a reader thread handles between giving up the GIL
 DEFAULT_PAGE = 100
 _STATUS = {s: types_pb2.CardStatusCode.Value(s.name) for s in CheckStatus}
 Context = Any  # grpc.aio.ServicerContext (grpc ships no type stubs)
@@ -472,7 +473,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         """On a reader thread: one page read and built into its message. Python threads
         share one interpreter lock, and a thread that keeps it makes the event loop wait
         up to the 5 ms switch interval each time it wants it back: so the reader gives it
-        up every 64 records (``time.sleep(0)``), and checks wait a fraction of that."""
+        up every AUDIT_PAUSE_EVERY records (``time.sleep(0)``), and checks wait a fraction
+        of that."""
         records, more = self._store.audit.page(
             size,
             card_id=card,
@@ -480,11 +482,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             until=until or None,
             after=after,
             pause=functools.partial(time.sleep, 0),
+            pause_every=AUDIT_PAUSE_EVERY,
         )
         response = admin_pb2.ListAuditResponse()
         add = response.records.add
         for n, rec in enumerate(records):
-            if n % 64 == 63:
+            if n % AUDIT_PAUSE_EVERY == AUDIT_PAUSE_EVERY - 1:
                 time.sleep(0)
             add(
                 operator=rec.operator,
