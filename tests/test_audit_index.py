@@ -300,3 +300,16 @@ def test_a_query_names_the_card_canonically_and_refuses_a_corrupt_index_row(
         txn.put(text_to_key(a) + b_record.key, b"", db=store.env.open_db(CARD_INDEX_DB, txn=txn))
     with pytest.raises(StoreError, match="corrupt index"):
         list(store.audit.records(card_id=a))
+
+
+def test_a_node_started_on_a_schema_2_store_migrates_it_and_says_so(tmp_path: Path) -> None:
+    files = write_node(tmp_path / "gz", "440100")
+    subject = card_id("440100", 9)
+    log = fill_audit_log(files.data_dir, 25_000, subject, every=5, map_size=1 << 30)
+    _make_schema(files.data_dir, 2, drop_index=True)
+    with NodeProcess(files.config) as node:
+        page = node.admin.ListAudit(
+            admin_pb2.ListAuditRequest(card_id=subject, page_size=MAX_PAGE), timeout=60
+        )
+        assert len(page.records) == log.subject_records and not page.next_page_token
+        assert "store migration: 25000 of 25000 audit records indexed" in node.stderr_text()
