@@ -289,6 +289,15 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
     def publishers(self) -> dict[str, tuple[str, ...]]:
         return self._now.publishers()
 
+    def certified_publishers(self, key_id: bytes) -> frozenset[str]:
+        """Every publisher some chain of this node's records names for ``key_id`` (valid or
+        not): a certificate naming it for another is refused at the door, since a key
+        certified for two publishers is trusted for neither."""
+        return frozenset(
+            chain[-1].publisher if chain else self.anchor.publisher
+            for chain in self._by_leaf.get(key_id, ())
+        )
+
     def claimed(self, key_id: bytes) -> TrustedKey | None:
         """The key as a certificate names it, verified against nothing (to check a signature
         before saying that a key is revoked); None if no chain ends in it."""

@@ -20,6 +20,7 @@ of t.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from hypothesis import event, settings
@@ -196,6 +197,15 @@ class Model:
                 r.key_id == r.issuer_key_id or not self.delegates(r, publisher, scope)
             ):
                 return False
+        level = self.levels()
+        named: dict[bytes, set[str]] = {}
+        for c in certs:  # one key publishes one feed
+            publishers = named.setdefault(
+                c.key_id, {ch[-1].publisher for ch in self.chains(c.key_id, level) if ch}
+            )
+            if publishers - {c.publisher}:
+                return False
+            publishers.add(c.publisher)
         existing = self._unrevoked_claims(now, revoked)
         for i, c in enumerate(certs):
             mine = [
@@ -260,6 +270,8 @@ class TrustVsModel(RuleBasedStateMachine):
 
     def _offer(self, signer: SigningKey, records: list[Certificate | KeyRevocation]) -> None:
         """``signer``'s feed carries ``records``: acceptance and the model must agree."""
+        if any(isinstance(r, Certificate) and self._too_many_chains(r.key_id) for r in records):
+            return  # the model keeps every chain, the code at most MAX_CHAINS_PER_KEY
         expected = self.model.accepts(signer, records, self.now)
         event(f"offer {'accepted' if expected else 'refused'}")
         trusted: TrustedKey | None
@@ -284,10 +296,24 @@ class TrustVsModel(RuleBasedStateMachine):
             (self.model.certs if isinstance(r, Certificate) else self.model.revs).append(r)  # type: ignore[arg-type]
         self._rebuild()
 
-    @rule(issuer=signers, subject=subjects, scope=st.sampled_from(SCOPES), nb=offsets, span=lengths)
-    def certify(self, issuer: int, subject: int, scope: list[str], nb: int, span: int) -> None:
+    @rule(
+        issuer=signers,
+        subject=subjects,
+        scope=st.sampled_from(SCOPES),
+        nb=offsets,
+        span=lengths,
+        as_publisher=st.none() | st.sampled_from(PUBLISHERS),
+    )
+    def certify(
+        self, issuer: int, subject: int, scope: list[str], nb: int, span: int,
+        as_publisher: str | None,
+    ) -> None:  # fmt: skip
+        """``as_publisher``: the subject's key named for another publisher than its own."""
+        named = POOL[subject].trusted()
+        if as_publisher is not None:
+            named = dataclasses.replace(named, publisher=as_publisher)
         cert = issue_certificate(
-            SIGNERS[issuer], POOL[subject], scope, self.now + nb, self.now + nb + span,
+            SIGNERS[issuer], named, scope, self.now + nb, self.now + nb + span,
             self._next_serial(),
         )  # fmt: skip
         self._offer(SIGNERS[issuer], [cert])
@@ -452,9 +478,10 @@ class TrustVsModel(RuleBasedStateMachine):
             f"backdated: {'allowed' if may else 'refused'}{' (bounded)' if bound is not None else ''}"
         )
 
-    def _too_many_chains(self, key: SigningKey) -> bool:
+    def _too_many_chains(self, key: SigningKey | bytes) -> bool:
         """The model has no per-key cap on chains; skip keys over it."""
-        return len(self.model.chains(key.key_id, self.model.levels())) > MAX_CHAINS_PER_KEY
+        key_id = key if isinstance(key, bytes) else key.key_id
+        return len(self.model.chains(key_id, self.model.levels())) > MAX_CHAINS_PER_KEY
 
     @invariant()
     def every_key_agrees(self) -> None:

@@ -4,6 +4,7 @@ that starts from whatever the store holds (blacklist/publishers.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -344,3 +345,26 @@ def test_a_worker_refreshing_keys_over_conflicting_records_keeps_answering(
     finally:
         follower.close()
         writer.close()
+
+
+def test_a_certifier_cannot_switch_off_another_publishers_key(t: Tree) -> None:
+    """Beijing certifies Guangzhou's public key for a Beijing prefix: the key would then be
+    certified for two publishers, hence trusted for neither (Guangzhou's feed would stop).
+    Refused; a rotation certificate of the same key for its own publisher is not."""
+    bj = SigningKey.generate("110000", ["11"])
+    bj_cert = issue_certificate(t.root, bj, ["11"], START, END, serial=3)
+    keys = certified_keys_from_records(
+        t.anchor, [[t.gd_cert], [bj_cert], [t.gd_cert, t.gz_cert]], [], [], NOW
+    )
+    hijack = issue_certificate(bj, dataclasses.replace(t.gz, publisher="110100"), ["1101"],
+                               START, END, serial=40)  # fmt: skip
+    text = refused(t, bj, [hijack.to_bytes()], keys)
+    assert "already certified for 440100" in text and "one key publishes one feed" in text
+    renewal = issue_certificate(t.gd, t.gz, ["4401"], NOW, END, serial=41)
+    accepted(t.gd, [renewal.to_bytes()], keys)
+    # Within one record set too: a new key named for two publishers.
+    fresh = SigningKey.generate("440105", ["440105"])
+    a = issue_certificate(t.gz, fresh, ["440105"], START, END, serial=42)
+    b = issue_certificate(t.gz, dataclasses.replace(fresh, publisher="440106"), ["440106"],
+                          START, END, serial=43)  # fmt: skip
+    assert "already certified for 440105" in refused(t, t.gz, [a.to_bytes(), b.to_bytes()], keys)

@@ -26,7 +26,11 @@ in this order, the first failure wins (:class:`~blacklist.rejections.BadTrustRec
    by the same publisher at different ``not_before`` (the prefix's certifier may move it;
    the publisher directory prefers the newer certificate, and the certifier revokes the old
    key; a snapshot of its feed carries both) — or the same record set revokes the other
-   claim's key. One certifier granting one prefix to two publishers at once is refused.
+   claim's key. One certifier granting one prefix to two publishers at once is refused;
+7. a certificate does not name a key for a publisher other than one it is already certified
+   for (here or earlier in the set): a key certified for two publishers is trusted for
+   neither, so without this rule any certifier could switch off another's key (Beijing
+   certifying Guangzhou's public key for a Beijing prefix would stop Guangzhou's feed).
 """
 
 from __future__ import annotations
@@ -124,7 +128,18 @@ def _check_conflicts(
     revocations: Sequence[KeyRevocation],
     keys: Mapping[bytes, TrustedKey],
 ) -> None:
-    """Rule 6, over the keyring's claims and the record set's own certificates."""
+    """Rules 6 and 7, over the keyring's claims and the record set's own certificates."""
+    named: dict[bytes, set[str]] = {}
+    for cert, _ in certificates:
+        publishers = named.setdefault(cert.key_id, set(_certified_publishers(keys, cert.key_id)))
+        others = sorted(publishers - {cert.publisher})
+        if others:
+            raise BadTrustRecord(
+                f"{label}: {cert.label} certifies key {cert.key_id.hex()} for publisher "
+                f"{cert.publisher}, but it is already certified for {others[0]} (one key "
+                "publishes one feed)"
+            )
+        publishers.add(cert.publisher)
     revoked = {(r.revoked_key_id, r.issuer_key_id) for r in revocations}
     by_prefix: dict[str, list[PrefixClaim]] = {}
     for claim in claims_of(keys, pending=True):
@@ -155,6 +170,13 @@ def _check_conflicts(
                     serial=cert.serial,
                 )
             )
+
+
+def _certified_publishers(keys: Mapping[bytes, TrustedKey], key_id: bytes) -> frozenset[str]:
+    if isinstance(keys, CertifiedKeys):
+        return keys.certified_publishers(key_id)
+    key = keys.get(key_id)
+    return frozenset() if key is None else frozenset({key.publisher})
 
 
 def max_trust_records(keys: Mapping[bytes, TrustedKey]) -> int:
