@@ -25,7 +25,6 @@ from prometheus_client import CollectorRegistry, start_http_server
 from blacklist.authority import Authority
 from blacklist.checker import Checker
 from blacklist.clock import Clock, system_clock
-from blacklist.errors import shown
 from blacklist.store import RevocationStore
 from node.admin_trust import TrustAdmin
 from node.config import NodeConfig, message_options
@@ -41,7 +40,7 @@ from node.gen.blacklist.v1 import (
 from node.head_signer import HeadSigner
 from node.hub import FeedHub
 from node.metrics import VERSION, NodeMetrics
-from node.rpc import InvalidRequest, Meter, NotFound
+from node.rpc import Meter
 from node.servicers import AdminServicer, CardStatusServicer
 from node.sync_client import SyncClient
 from node.sync_service import SyncServicer, TransferLimits
@@ -74,23 +73,6 @@ def add_card_status(
 def _log_migration(done: int, total: int) -> None:
     """Progress of the schema 2 → 3 migration at open (indexing the audit log, once)."""
     log.info("store migration: %d of %d audit records indexed", done, total)
-
-
-def snapshot_held(store: RevocationStore, serve: Any) -> Any:
-    """GetSnapshot, answering a malformed publisher with INVALID_ARGUMENT and a feed of which
-    no snapshot is held here with NOT_FOUND before any part is sent (issue #11 item 11).
-    (node/sync_service.py raises InvalidRequest for both; this check comes first.)"""
-
-    async def checked(request: sync_pb2.GetSnapshotRequest, context: Any) -> Any:
-        publisher = request.publisher
-        if len(publisher) != 6 or not publisher.isascii() or not publisher.isdigit():
-            raise InvalidRequest(f"publisher {shown(publisher)} is not a 6-digit code")
-        if store.archive.snapshot_version(publisher) is None:
-            raise NotFound(f"no snapshot of feed {publisher} is held here")
-        async for part in serve(request, context):
-            yield part
-
-    return checked
 
 
 class Node:
@@ -168,7 +150,6 @@ class Node:
         sync = SyncServicer(self.store, self.hub, self.metrics, TransferLimits.of(self.config))
         for name in ("GetUpdates", "PushDeltas", "PushHeadStatements"):
             setattr(sync, name, meter.unary(SERVICES["Sync"], name, getattr(sync, name)))
-        sync.GetSnapshot = snapshot_held(self.store, sync.GetSnapshot)  # type: ignore[method-assign]
         sync.PushSnapshot = meter.client_stream(  # type: ignore[method-assign,assignment]
             SERVICES["Sync"], "PushSnapshot", sync.PushSnapshot
         )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blacklist.delta import FeedHead
+from blacklist.errors import shown
 from blacklist.rejections import DeltaRejected
 from blacklist.store import RevocationStore
 from blacklist.sync.budget import (
@@ -34,7 +35,7 @@ from blacklist.sync.plan import SendDeltas, SendSnapshot, plan_updates
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
-from node.rpc import InvalidRequest
+from node.rpc import InvalidRequest, NotFound
 
 log = logging.getLogger("node.sync")
 
@@ -62,7 +63,7 @@ def heads_from(messages: Any) -> dict[str, FeedHead]:
     heads = {}
     for h in messages:
         if len(h.publisher) != 6 or not h.publisher.isdigit() or len(h.digest) not in (0, 32):
-            raise InvalidRequest(f"malformed head {h.publisher!r} v{h.version}")
+            raise InvalidRequest(f"malformed head {shown(h.publisher)} v{h.version}")
         heads[h.publisher] = FeedHead(h.publisher, h.version, h.digest or bytes(32))
     return heads
 
@@ -247,9 +248,12 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
         limit = stated_limit(
             request.max_part_bytes, self._limits.max_message_bytes, "max_part_bytes"
         )
-        data = self._store.archive.snapshot(request.publisher)
+        publisher = request.publisher
+        if len(publisher) != 6 or not publisher.isascii() or not publisher.isdigit():
+            raise InvalidRequest(f"publisher {shown(publisher)} is not a 6-digit code")
+        data = self._store.archive.snapshot(publisher)
         if data is None:
-            raise InvalidRequest(f"no snapshot of {request.publisher!r} is held here")
+            raise NotFound(f"no snapshot of feed {publisher} is held here")
         snap_version = self._store.archive.snapshot_version(request.publisher) or 0
         chunk = chunk_size(len(data), self._limits.snapshot_chunk_bytes, limit)
         manifest, parts = split_snapshot(request.publisher, snap_version, data, chunk)
