@@ -500,3 +500,29 @@ def test_a_backdated_reinstatement_by_an_expired_key_is_refused(
     held = store.lookup(text_to_key(revoked_card))
     assert held is not None and held.reason is Reason.LOSS  # still revoked
     refused(store, keys, d1.to_bytes(), DuplicateDelta)
+
+
+def test_a_revocation_naming_the_last_digest_refuses_another_history_at_that_version(
+    store: RevocationStore, clock: ManualClock
+) -> None:
+    """``keys revoke --last-version N --last-digest D``: at version N only the delta with
+    digest D (the real one) stands; a thief's other delta for N is refused, dated as it may."""
+    c = Certified()
+    keys = c.keys()
+    d1 = build_delta(c.gz, store.head("440100"), revs(card()), issued_at=NOW)
+    store.apply(d1.to_bytes(), keys)
+    real_v2 = build_delta(c.gz, store.head("440100"), revs(card()), issued_at=NOW + 1)
+    thief_v2 = build_delta(c.gz, store.head("440100"), revs(card()), issued_at=NOW + 1)
+    revoked = issue_revocation(
+        c.gd,
+        c.gz.key_id,
+        NOW + 100,
+        RevocationReason.COMPROMISED,
+        6,
+        last_version=2,
+        last_digest=real_v2.digest,
+    )
+    keys = c.keys(revoked)
+    clock.now = NOW + 200
+    assert "with digest" in refused(store, keys, thief_v2.to_bytes(), KeyRevokedRejection)
+    assert store.apply(real_v2.to_bytes(), keys).version == 2

@@ -275,6 +275,15 @@ def _check_ceiling(label: str, item: Signed, key: TrustedKey, policy: AcceptPoli
             f"{label}: key {item.header.key_id.hex()} may stand behind versions up to "
             f"{key.max_version} only (its certifier revoked or rotated it)"
         )
+    if key.max_digest is not None and v == key.max_version:
+        # The revocation also names the head the key stood behind at that version: another
+        # history for it is the thief's, however it is dated.
+        digest = item.header.link if item.header.kind is Kind.SNAPSHOT else item.digest
+        if digest != key.max_digest:
+            raise KeyRevokedRejection(
+                f"{label}: key {item.header.key_id.hex()} stands behind version {v} only "
+                f"with digest {key.max_digest.hex()[:16]}, not {digest.hex()[:16]}"
+            )
 
 
 def _check_old_delta(label: str, delta: Signed, position: FeedPosition) -> None:
