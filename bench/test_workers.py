@@ -192,7 +192,14 @@ def test_check_card_with_one_and_two_workers(benchmark: Any, nodes: Nodes, tmp_p
     load = PEAK if timed(benchmark) else TINY
     by = nodes.by_workers
     runs = benchmark.pedantic(_rounds, args=(by, body, load), rounds=1, iterations=1)
-    # Both processes of the 2-worker node answered (the kernel spread the connections).
+    # Both processes of the 2-worker node answered (the kernel spread the connections). With
+    # few connections on a loaded machine the kernel may, rarely, hand all of them to one
+    # process (or one was not listening yet): measure the 2-worker side again, at most twice.
+    for _ in range(2):
+        spread = [sum(col) for col in zip(*(m.per_process for m in runs[2]), strict=True)]
+        if all(n > 0 for n in spread):
+            break
+        runs[2] = [_load(by[2], body, load) for _ in range(load.rounds)]
     spread = [sum(col) for col in zip(*(m.per_process for m in runs[2]), strict=True)]
     assert all(n > 0 for n in spread), spread
     best = {n: max(runs[n], key=lambda m: m.rps) for n in (1, 2)}
