@@ -36,13 +36,19 @@ NOW = 1_767_225_600
 YEAR = 365 * 86_400
 
 
-def test_delta_verification_with_chain(benchmark: Any) -> None:
+def guangzhou_under_root() -> tuple[SigningKey, CertifiedKeys]:
+    """Root → Guangdong (44) → Guangzhou (4401): the city's key and the certified keys."""
     root = SigningKey.generate("000000", [])
     gd = SigningKey.generate("440000", ["44"])
     gz = SigningKey.generate("440100", ["4401"])
     gd_cert = issue_certificate(root, gd, ["44"], NOW - YEAR, NOW + YEAR, serial=1)
     gz_cert = issue_certificate(gd, gz, ["4401"], NOW - YEAR, NOW + YEAR, serial=2)
-    certified = CertifiedKeys(TrustAnchor.of(root), [[gd_cert], [gd_cert, gz_cert]], [], at=NOW)
+    chains = [[gd_cert], [gd_cert, gz_cert]]
+    return gz, CertifiedKeys(TrustAnchor.of(root), chains, [], at=NOW)
+
+
+def test_delta_verification_with_chain(benchmark: Any) -> None:
+    gz, certified = guangzhou_under_root()
     bare = Keyring([gz.trusted()])
     # A typical push: a delta of 10 revocations from one city.
     entries = city_entries(np.random.default_rng(3), "440100", 10, start=NOW - 60, span=60)
@@ -72,12 +78,7 @@ def test_acceptance_with_the_issue_11_checks(benchmark: Any) -> None:
     key as of issued_at and the node's clock, signature, time and version bounds, then the
     bounded body decode and content checks) beside the order before (decode everything,
     then verify, no time bounds), with the same 2-certificate chain."""
-    root = SigningKey.generate("000000", [])
-    gd = SigningKey.generate("440000", ["44"])
-    gz = SigningKey.generate("440100", ["4401"])
-    gd_cert = issue_certificate(root, gd, ["44"], NOW - YEAR, NOW + YEAR, serial=1)
-    gz_cert = issue_certificate(gd, gz, ["4401"], NOW - YEAR, NOW + YEAR, serial=2)
-    certified = CertifiedKeys(TrustAnchor.of(root), [[gd_cert], [gd_cert, gz_cert]], [], at=NOW)
+    gz, certified = guangzhou_under_root()
     entries = city_entries(np.random.default_rng(3), "440100", 10, start=NOW - 60, span=60)
     data = sign_delta(gz, FeedHead.genesis("440100"), entries, CardColumns.empty(), NOW).to_bytes()
     position = FeedPosition(FeedHead.genesis("440100"), NOW - 1)

@@ -399,7 +399,7 @@ DEFAULT_LIMITS = DecodeLimits()
 
 
 @dataclass(frozen=True)
-class Envelope:
+class Envelope(_Signed):
     """A signed container opened only as far as its fixed header: enough to find the key
     and verify the signature before the body, which an attacker sizes, is decoded
     (DESIGN §5: cheapest checks first; boulder's storer: parse, verify, then use)."""
@@ -407,18 +407,6 @@ class Envelope:
     header: Header
     body: bytes = field(repr=False)
     signature: bytes = field(repr=False)
-
-    @property
-    def publisher(self) -> str:
-        return self.header.publisher
-
-    @property
-    def version(self) -> int:
-        return self.header.version
-
-    @cached_property
-    def digest(self) -> bytes:
-        return hashlib.sha256(self.body).digest()
 
 
 def open_envelope(data: bytes) -> Envelope:
