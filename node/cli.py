@@ -26,8 +26,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from node.server import serve
+    from node.store_lock import StoreInUse
 
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except StoreInUse as exc:  # a second writer on one data_dir (issue #13)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -42,6 +42,7 @@ from node.hub import FeedHub
 from node.metrics import VERSION, NodeMetrics
 from node.rpc import Meter
 from node.servicers import AdminServicer, CardStatusServicer
+from node.store_lock import WriterLock
 from node.sync_client import SyncClient
 from node.sync_service import SyncServicer, TransferLimits
 from node.tls import channel_credentials, server_credentials
@@ -87,14 +88,20 @@ class Node:
         self.clock = clock
         self.registry = registry or CollectorRegistry()
         self.metrics = NodeMetrics(self.registry)
-        self.store = RevocationStore(
-            config.data_dir,
-            clock=clock,
-            map_size=config.map_size_gib << 30,
-            retain_deltas=config.retain_deltas,
-            migrate_progress=_log_migration,
-            acceptance=config.acceptance(),
-        )
+        # One writer per store (node/store_lock.py): refused here, before LMDB is opened.
+        self.lock = WriterLock.acquire(config.data_dir)
+        try:
+            self.store = RevocationStore(
+                config.data_dir,
+                clock=clock,
+                map_size=config.map_size_gib << 30,
+                retain_deltas=config.retain_deltas,
+                migrate_progress=_log_migration,
+                acceptance=config.acceptance(),
+            )
+        except BaseException:
+            self.lock.release()
+            raise
         self.metrics.watch_store(self.store, clock)
         self.metrics.watch_statements(self.store)
         self.trust = TrustKeeper(config, self.store, self.metrics, clock)
@@ -280,6 +287,7 @@ class Node:
             self._http.shutdown()
             self._http.server_close()
         self.store.close()
+        self.lock.release()
 
 
 async def serve(config: NodeConfig, ready: Any = sys.stdout) -> None:
