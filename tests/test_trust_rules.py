@@ -75,7 +75,9 @@ def t() -> Tree:
     return Tree()
 
 
-def refused(t: Tree, signer: SigningKey, records: list[bytes], keys: CertifiedKeys) -> str:
+def refused(
+    t: Tree, signer: SigningKey, records: list[bytes], keys: CertifiedKeys | Keyring
+) -> str:
     """A delta of ``signer``'s feed carrying ``records`` is refused as bad_trust_record."""
     delta = build_delta(signer, FeedHead.genesis(signer.publisher), issued_at=NOW, trust=records)
     with pytest.raises(BadTrustRecord) as info:
@@ -84,7 +86,7 @@ def refused(t: Tree, signer: SigningKey, records: list[bytes], keys: CertifiedKe
     return str(info.value)
 
 
-def accepted(signer: SigningKey, records: list[bytes], keys: CertifiedKeys) -> None:
+def accepted(signer: SigningKey, records: list[bytes], keys: CertifiedKeys | Keyring) -> None:
     delta = build_delta(signer, FeedHead.genesis(signer.publisher), issued_at=NOW, trust=records)
     assert accept_delta(FeedHead.genesis(signer.publisher), delta, keys).version == 1
 
@@ -121,6 +123,89 @@ def test_two_claims_in_one_record_set_are_refused(t: Tree) -> None:
     text = refused(t, t.gz, [a.to_bytes(), b.to_bytes()], t.keys())
     assert "both claim region prefix '440107'" in text
     assert "440105" in text and "440106" in text
+
+
+def test_a_claim_in_one_record_set_names_its_prefix(t: Tree) -> None:
+    """The refusal quotes the earlier claim of the same record set with its prefix (a claim
+    built without it would name None)."""
+    _, a = t.cert(t.gz, "440105", ["440107"], 5)
+    _, b = t.cert(t.gz, "440106", ["440107"], 6)
+    text = refused(t, t.gz, [a.to_bytes(), b.to_bytes()], t.keys())
+    assert "claim to '440107'" in text and "certified by 440100" in text
+
+
+def test_a_reassignment_carried_in_one_record_set_is_accepted(t: Tree) -> None:
+    """Rule 6's exception within one record set (a snapshot of the certifier's feed carries
+    both certificates): the same certifier moved 440107 from 440105 to 440106 later."""
+    _, old = t.cert(t.gz, "440105", ["440107"], 5)
+    _, new = t.cert(t.gz, "440106", ["440107"], 6, nb=START + DAY)
+    accepted(t.gz, [old.to_bytes(), new.to_bytes()], t.keys())
+
+
+def test_every_earlier_claim_is_checked_past_an_allowed_one(t: Tree) -> None:
+    """Rule 6 looks at every claim on the prefix: 440105's own earlier claim and a
+    reassignment do not hide that 440106 and 440105's new key were given 440107 at the same
+    ``not_before`` by one certifier (in this order: the rule's own, not the feed's)."""
+    _, a = t.cert(t.gz, "440105", ["440107"], 5)
+    _, b = t.cert(t.gz, "440106", ["440107"], 6, nb=START + DAY)
+    _, c = t.cert(t.gz, "440105", ["440107"], 7, nb=START + DAY)
+    keys = t.keys()
+    before = keys.claims(pending=True)
+    records = [a.to_bytes(), b.to_bytes(), c.to_bytes()]
+    with pytest.raises(BadTrustRecord) as info:
+        check_trust_records(t.gz.trusted(), "delta 440100 v1", records, keys)
+    assert "publishers 440105 and 440106 both claim region prefix '440107'" in str(info.value)
+    assert keys.claims(pending=True) == before
+
+
+def test_a_plain_keyring_finds_a_record_issued_by_the_publishers_other_key(t: Tree) -> None:
+    """Rule 4 without certificates (a plain keyring): a record issued by another of the
+    publisher's own keys travels in its feed."""
+    other = SigningKey.generate("440100", ["4401"])
+    ring = Keyring([t.gz.trusted(), other.trusted()])
+    _, sub = t.cert(other, "440105", ["440105"], 8)
+    accepted(t.gz, [sub.to_bytes()], ring)
+    stranger = SigningKey.generate("440100", ["4401"])
+    _, theirs = t.cert(stranger, "440105", ["440105"], 9)
+    assert "not a key of publisher 440100" in refused(t, t.gz, [theirs.to_bytes()], ring)
+
+
+def _tampered(cert: Certificate) -> bytes:
+    data = bytearray(cert.to_bytes())
+    data[-1] ^= 0x01  # the signature's last byte: still decodes, no longer verifies
+    return bytes(data)
+
+
+@pytest.mark.parametrize("case", ["undecodable", "foreign", "signature", "feed_count", "clash"])
+def test_every_trust_refusal_names_the_item_and_the_record(t: Tree, case: str) -> None:
+    """The refusal names the item (its label) and what is wrong with which record, whatever
+    rule refuses it (STYLE: the failing value in the message); the keys are unchanged."""
+    label = "snapshot 440100 v9"
+    keys = t.keys()
+    stranger = SigningKey.generate("440100", ["4401"])
+    _, a = t.cert(t.gz, "440105", ["440107"], 5)
+    _, b = t.cert(t.gz, "440106", ["440107"], 6)
+    records, expected = {
+        "undecodable": ([t.gz_cert.to_bytes(), b"\x01garbage"], ": trust record 1: "),
+        "foreign": (
+            [t.cert(stranger, "440105", ["440105"], 9)[1].to_bytes()],
+            "(nor its certificate's issuer)",
+        ),
+        "signature": ([_tampered(a)], f": {a.label}: signature does not verify"),
+        "feed_count": (
+            [t.cert(t.gz, "440100", ["4401"], 400 + i)[1].to_bytes() for i in range(2)],
+            "would hold 3 trust records, at most 2",
+        ),
+        "clash": ([a.to_bytes(), b.to_bytes()], "both claim region prefix '440107'"),
+    }[case]
+    if case == "feed_count":
+        keys = t.keys(limit=2)
+    before = keys.claims(pending=True)
+    with pytest.raises(BadTrustRecord) as info:
+        check_trust_records(t.gz.trusted(), label, records, keys)
+    text = str(info.value)
+    assert text.startswith(f"{label}: ") and expected in text, text
+    assert keys.claims(pending=True) == before
 
 
 def test_a_self_issued_certificate_is_refused(t: Tree) -> None:
