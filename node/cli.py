@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from blacklist.signing import SigningKey
-from node import bulk, keys_cli, trust_cli
+from node import bulk, card_cli, keys_cli, trust_cli
 from node import status as status_cli
 from node.config import ConfigError, load_config
 from node.keyfiles import write_key_pair
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     status_cli.add_command(sub)  # status ADDR...: feed heads side by side (node/status.py)
     bulk.add_commands(sub)  # import-csv, export-csv (node/bulk.py)
     trust_cli.register_psam(sub)  # psam revoke|reinstate|show (node/trust_cli.py)
+    card_cli.add_command(sub)  # card check|revoke|reinstate|entry (node/card_cli.py)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

@@ -38,7 +38,9 @@ def add_connection_options(parser: argparse.ArgumentParser, timeout: float) -> N
     )
     tls.add_argument("--ca", type=Path, help="the CA certificate that signed the node's")
     tls.add_argument(
-        "--cert", type=Path, help="an operator certificate (tls issue --role operator)"
+        "--cert",
+        type=Path,
+        help="a client certificate: tls issue --role operator (Admin) or terminal (CardStatus)",
     )
     tls.add_argument("--key", type=Path, help="its private key")
     parser.add_argument(
@@ -73,3 +75,43 @@ def describe(error: grpc.RpcError) -> str:
 
 def unreachable(error: grpc.RpcError) -> bool:
     return hasattr(error, "code") and error.code() in UNREACHABLE
+
+
+def resolve_node(text: str, federation: Path) -> str:
+    """``host:port`` as given, or the address of region ``text`` (6 digits) in the federation
+    that ``make up`` / ``python -m node up --dir federation`` started (its federation.json):
+    `make up` picks free ports, so a walk-through can name nodes by region instead."""
+    if ":" in text or not (len(text) == 6 and text.isascii() and text.isdigit()):
+        return text
+    from node.up import STATE_FILE, read_state  # only for this convenience
+
+    try:
+        records = read_state(federation)
+    except FileNotFoundError:
+        raise UsageError(
+            f"--node {text}: a region code names a node of the federation `make up` started, "
+            f"and {federation / STATE_FILE} does not exist; give host:port, or --federation DIR"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"unreadable {federation / STATE_FILE}: {exc}") from None
+    for record in records:
+        if record.region == text:
+            return record.grpc
+    regions = ", ".join(r.region for r in records)
+    raise UsageError(f"--node {text}: no such node in {federation / STATE_FILE} ({regions})")
+
+
+def add_node_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--node",
+        required=True,
+        metavar="ADDR",
+        help=f"{what}: host:port, or the region code of a node `make up` started",
+    )
+    parser.add_argument(
+        "--federation",
+        type=Path,
+        default=Path(".federation"),
+        metavar="DIR",
+        help="where `make up` keeps federation.json (default .federation)",
+    )
