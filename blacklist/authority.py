@@ -25,6 +25,9 @@ from blacklist.store import ApplyResult, RevocationStore
 from blacklist.sync.freshness import HeadStatement, sign_statement, statement_time
 from blacklist.sync.plan import should_snapshot
 
+# What a feed holds of a card: reason, effective time, end time (None: none).
+Held = tuple[Reason, int, int | None]
+
 # Writes in the transaction that applies a delta, given it and the delta (the audit log).
 AlsoWrite = Callable[[Any, Delta], object]
 
@@ -38,6 +41,7 @@ class Revocation:
     card_id: str
     reason: Reason
     effective_time: int
+    expires_at: int | None = None  # when it lapses by itself (issue #17); None: never
 
 
 def cards_from_ids(card_ids: Sequence[str]) -> CardColumns:
@@ -49,7 +53,8 @@ def entries_from_revocations(revocations: Sequence[Revocation]) -> EntryColumns:
     cards = cards_from_ids([r.card_id for r in revocations])
     reasons = np.array([Reason.parse(r.reason) for r in revocations], dtype=np.uint8)
     times = np.array([r.effective_time for r in revocations], dtype=np.int64)
-    return EntryColumns(cards, reasons, times)
+    ends = np.array([r.expires_at or 0 for r in revocations], dtype=np.int64)
+    return EntryColumns(cards, reasons, times, ends)
 
 
 def check_scope(key: SigningKey, ids: Iterable[str]) -> None:
@@ -103,7 +108,10 @@ def build_delta(
     check_scope(key, canon)
     check_scope(key, gone)
     adds = entries_from_revocations(
-        [Revocation(c, r.reason, r.effective_time) for c, r in zip(canon, revocations, strict=True)]
+        [
+            Revocation(c, r.reason, r.effective_time, r.expires_at)
+            for c, r in zip(canon, revocations, strict=True)
+        ]
     )
     psam_adds, psam_removes = _psam_block(key, psams)
     return sign_delta(
@@ -201,31 +209,32 @@ class Authority:
         wanted = []
         for card, r in zip(cards, revocations, strict=False):
             reason = Reason.parse(r.reason)
-            if held.get(card) != (reason, r.effective_time):
-                wanted.append(Revocation(card, reason, r.effective_time))
+            if held.get(card) != (reason, r.effective_time, r.expires_at):
+                wanted.append(Revocation(card, reason, r.effective_time, r.expires_at))
         return wanted, [card for card in cards[len(revocations) :] if card in held]
 
-    def _held(self, cards: Sequence[str], keys: bytes) -> dict[str, tuple[Reason, int]]:
-        """(reason, effective time) of this feed's entry for each of ``cards`` it holds;
-        ``keys`` are their binary keys, concatenated."""
-        held: dict[str, tuple[Reason, int]] = {}
+    def _held(self, cards: Sequence[str], keys: bytes) -> dict[str, Held]:
+        """(reason, effective time, end time) of this feed's entry for each of ``cards`` it
+        holds and that is not over by the store's clock; ``keys`` are their binary keys."""
+        held: dict[str, Held] = {}
+        now = self._clock()
         shared = []  # cards where another feed's entry sorts first (overlapping scopes)
         # In key order: neighbouring lookups share B-tree pages (cards arrive in any order).
         order = sorted(range(len(cards)), key=lambda i: keys[i * KEY_LENGTH : (i + 1) * KEY_LENGTH])
         with self.store.read_txn() as txn:
             for i in order:
                 card = cards[i]
-                found = self.store.find(keys[i * KEY_LENGTH : (i + 1) * KEY_LENGTH], txn)
+                found = self.store.find_live(keys[i * KEY_LENGTH : (i + 1) * KEY_LENGTH], txn, now)
                 if found is not None:
                     entry = decode_entry(*found, card)
                     if entry.publisher == self.publisher:
-                        held[card] = (entry.reason, entry.effective_time)
+                        held[card] = (entry.reason, entry.effective_time, entry.expires_at)
                     else:
                         shared.append(card)
         for card in shared:
             for entry in self.store.lookup_all(text_to_key(card)):
                 if entry.publisher == self.publisher:
-                    held[card] = (entry.reason, entry.effective_time)
+                    held[card] = (entry.reason, entry.effective_time, entry.expires_at)
         return held
 
     def maybe_snapshot(self) -> Snapshot | None:

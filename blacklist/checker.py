@@ -5,6 +5,12 @@ the fingerprint up in the in-memory bitmap, and only when it is there read LMDB 
 The answer is one of four statuses, never a bool, and carries the freshness of the feed it
 came from.
 
+An entry that lapses (a temporary loss, issue #17) answers REVOKED, with its end time, while
+the checker's clock is before the end time and as absent from that second on, whether or not
+the sweep has removed it yet: the LMDB read that confirms a hit skips lapsed entries
+(:meth:`RevocationStore.find_live`). The index keeps a lapsed entry's fingerprint until the
+sweep's commit, so the rule "no false negative" is untouched; a stale one costs a read.
+
 Results for the common case (card fine, issuer known) are built once per publisher and
 reused until the store changes, so a miss costs a regex, a hash, a bitmap probe and two dict
 lookups.
@@ -100,6 +106,11 @@ class CheckResult:
     @property
     def effective_time(self) -> int | None:
         return self.entry.effective_time if self.entry else None
+
+    @property
+    def expires_at(self) -> int | None:
+        """When a REVOKED answer's entry lapses by itself (None: it does not)."""
+        return self.entry.expires_at if self.entry else None
 
     @property
     def feed_age_seconds(self) -> float | None:
@@ -296,7 +307,7 @@ class Checker:
         try:
             with self._store.read_txn() as txn:
                 self._in_txn(txn)
-                found = self._store.find(card_key(canon), txn)
+                found = self._store.find_live(card_key(canon), txn, self._clock())
                 if found is not None:
                     return self._revoked_in(txn, decode_entry(*found, canon.decode("ascii")))
                 return self._answer_in(txn, publisher)  # refuted: a false positive
@@ -335,9 +346,10 @@ class Checker:
             base = statuses[hits]
             statuses[hits] = UNCONFIRMED
             keys = keys_from_matrix(matrix[hits]).tobytes()
-            find = self._store.find
+            find = self._store.find_live
+            now = self._clock()
             for n, i in enumerate(hits):
-                found = find(keys[18 * n : 18 * n + 18], txn)
+                found = find(keys[18 * n : 18 * n + 18], txn, now)
                 if found is not None:
                     text = matrix[i].tobytes().decode("ascii")
                     revoked[i] = self._revoked_in(txn, decode_entry(*found, text))

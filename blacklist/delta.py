@@ -21,8 +21,9 @@ Body::
     delta:     adds (entry block, see entryblock.py), then removes (card block)
     snapshot:  entries (entry block), then each entry's version: u8 width + packed, in
                entry-block order
-    sections   u8        which optional sections follow: bit 0 PSAM, bit 1 trust; other
-                         bits zero. A section is flagged exactly when it is not empty.
+    sections   u8        which optional sections follow: bit 0 PSAM, bit 1 trust, bit 2
+                         expiry; other bits zero. A section is flagged exactly when it
+                         is not empty.
     PSAM       delta: PSAM adds (entry block), then PSAM removes (card block);
                snapshot: PSAM entries (entry block), then their versions as above.
                PSAM rows have middle 0 (see psam.py): the second list kind, the deny list
@@ -31,6 +32,9 @@ Body::
                MAX_TRUST_RECORD each), strictly ascending: certificates and key
                revocations the publisher issued (certs.py), so that they travel with its
                feed (DESIGN §6). A snapshot carries all the publisher has issued.
+    expiry     the end times of the adds (delta) or entries (snapshot), see expiry.py;
+               flagged exactly when one of them has an end time (issue #17). Bodies from
+               before end times never set the bit, so they keep their bytes and digests.
 
 Blocks are canonical (sorted, fixed encodings), so one set of changes has exactly one body.
 Decoding checks every length and raises :class:`CodecError`; it never verifies anything —
@@ -60,6 +64,7 @@ from blacklist.entryblock import (
     write_entries,
 )
 from blacklist.errors import CodecError
+from blacklist.expiry import has_end_times, read_expiry, write_expiry
 from blacklist.signing import KEY_ID_LENGTH, SigningKey
 from blacklist.wire import Reader, Writer
 
@@ -71,6 +76,7 @@ MAX_TRUST_RECORD = 4096
 MAX_TRUST_RECORDS = 10_000
 _SECTION_PSAM = 1
 _SECTION_TRUST = 2
+_SECTION_EXPIRY = 4
 
 
 class Kind(enum.IntEnum):
@@ -229,6 +235,7 @@ def sign_delta(
     )
     psam_adds = (psam_adds or EntryColumns.empty()).sorted()
     psam_removes = (psam_removes or CardColumns.empty()).sorted()
+    _refuse_psam_ends(psam_adds)
     records = canonical_trust(trust)
     w = Writer()
     _write_header(w, header)
@@ -236,11 +243,14 @@ def sign_delta(
     write_entries(w, adds)
     write_cards(w, removes)
     has_psams = len(psam_adds) > 0 or len(psam_removes) > 0
-    w.u8((_SECTION_PSAM if has_psams else 0) | (_SECTION_TRUST if records else 0))
+    ends = has_end_times(adds)
+    w.u8(_sections(has_psams, bool(records), ends))
     if has_psams:
         write_entries(w, psam_adds)
         write_cards(w, psam_removes)
     _write_trust(w, records)
+    if ends:
+        write_expiry(w, adds)
     body = w.getvalue()
     return Delta(
         header,
@@ -252,6 +262,19 @@ def sign_delta(
         psam_removes,
         records,
     )
+
+
+def _sections(psams: bool, trust: bool, ends: bool) -> int:
+    return (
+        (_SECTION_PSAM if psams else 0)
+        | (_SECTION_TRUST if trust else 0)
+        | (_SECTION_EXPIRY if ends else 0)
+    )
+
+
+def _refuse_psam_ends(psams: EntryColumns) -> None:
+    if has_end_times(psams):
+        raise ValueError("a PSAM denial cannot carry an end time (only card entries lapse)")
 
 
 def canonical_trust(records: Iterable[bytes]) -> tuple[bytes, ...]:
@@ -288,11 +311,15 @@ def _read_versions(br: Reader, n: int) -> NDArray[np.uint64]:
     return unpack_uints(br.raw(nbytes, "versions"), n, width)
 
 
-def _read_sections(br: Reader) -> tuple[bool, bool]:
+def _read_sections(br: Reader) -> tuple[bool, bool, bool]:
     flags = br.u8("sections")
-    if flags & ~(_SECTION_PSAM | _SECTION_TRUST):
+    if flags & ~(_SECTION_PSAM | _SECTION_TRUST | _SECTION_EXPIRY):
         raise CodecError(f"unknown section flags {flags:#04x}")
-    return bool(flags & _SECTION_PSAM), bool(flags & _SECTION_TRUST)
+    return (
+        bool(flags & _SECTION_PSAM),
+        bool(flags & _SECTION_TRUST),
+        bool(flags & _SECTION_EXPIRY),
+    )
 
 
 def _check_psam_rows(cards: CardColumns, what: str) -> None:
@@ -342,6 +369,7 @@ def sign_snapshot(
         np.zeros(0, np.uint64) if psam_versions is None else psam_versions,
         "PSAMs",
     )
+    _refuse_psam_ends(psams)
     records = canonical_trust(trust)
     header = Header(
         Kind.SNAPSHOT,
@@ -356,11 +384,14 @@ def sign_snapshot(
     _write_header(w, header)
     write_entries(w, entries)
     _write_versions(w, versions)
-    w.u8((_SECTION_PSAM if len(psams) else 0) | (_SECTION_TRUST if records else 0))
+    ends = has_end_times(entries)
+    w.u8(_sections(len(psams) > 0, bool(records), ends))
     if len(psams):
         write_entries(w, psams)
         _write_versions(w, psam_versions)
     _write_trust(w, records)
+    if ends:
+        write_expiry(w, entries)
     body = w.getvalue()
     return Snapshot(
         header,
@@ -431,7 +462,7 @@ def decode_body(envelope: Envelope, limits: DecodeLimits = DEFAULT_LIMITS) -> De
         budget = limits.max_delta_entries
         adds = read_entries(br, budget)
         removes = read_cards(br, budget - len(adds))
-        has_psams, has_trust = _read_sections(br)
+        has_psams, has_trust, has_ends = _read_sections(br)
         psam_adds, psam_removes = EntryColumns.empty(), CardColumns.empty()
         if has_psams:
             psam_adds = read_entries(br, budget)
@@ -441,11 +472,13 @@ def decode_body(envelope: Envelope, limits: DecodeLimits = DEFAULT_LIMITS) -> De
             _check_psam_rows(psam_adds.cards, "PSAM adds")
             _check_psam_rows(psam_removes, "PSAM removes")
         trust = _read_trust(br, has_trust, limits.max_trust_records)
+        if has_ends:
+            adds = read_expiry(br, adds)
         br.expect_end()
         return Delta(header, adds, removes, body, signature, psam_adds, psam_removes, trust)
     entries = read_entries(br, limits.max_snapshot_entries)
     versions = _read_versions(br, len(entries))
-    has_psams, has_trust = _read_sections(br)
+    has_psams, has_trust, has_ends = _read_sections(br)
     psams, psam_versions = EntryColumns.empty(), np.zeros(0, np.uint64)
     if has_psams:
         psams = read_entries(br, limits.max_snapshot_entries)
@@ -454,6 +487,8 @@ def decode_body(envelope: Envelope, limits: DecodeLimits = DEFAULT_LIMITS) -> De
         _check_psam_rows(psams.cards, "PSAM entries")
         psam_versions = _read_versions(br, len(psams))
     trust = _read_trust(br, has_trust, limits.max_trust_records)
+    if has_ends:
+        entries = read_expiry(br, entries)
     br.expect_end()
     return Snapshot(header, entries, versions, body, signature, psams, psam_versions, trust)
 

@@ -36,6 +36,12 @@ class Reason(enum.IntEnum):
         raise ValueError(f"unknown reason {value!r}")
 
 
+# Reasons whose entries may carry an end time (issue #17): a temporary loss lapses unless
+# it is made formal; "other" covers an office's own short holds. A formal loss, damage,
+# expiry, replacement or cancellation is for good until removed.
+MAY_LAPSE = frozenset({Reason.TEMPORARY_LOSS, Reason.OTHER})
+
+
 class Entry(NamedTuple):
     """One revoked card as a node holds it. (A NamedTuple: built on every revoked answer,
     and a frozen dataclass costs several times more to construct.)"""
@@ -45,3 +51,10 @@ class Entry(NamedTuple):
     effective_time: int  # unix seconds
     publisher: str  # 6-digit code of the publishing authority
     version: int  # the feed version that added (or last changed) it
+    # When it lapses by itself (unix seconds; issue #17): answered REVOKED before, and
+    # NOT_REVOKED from this second on. None: it stays until a delta removes it.
+    expires_at: int | None = None
+
+    def lapsed(self, now: float) -> bool:
+        """Over by ``now`` (at its end time exactly, it is over)."""
+        return self.expires_at is not None and now >= self.expires_at

@@ -175,22 +175,39 @@ class CardColumns:
 
 @dataclass(frozen=True, eq=False)
 class EntryColumns:
-    """Revocation entries as columns: the card, its reason code and effective time."""
+    """Revocation entries as columns: the card, its reason code, effective time and end
+    time (``expires``: unix seconds, 0 for an entry without one; issue #17). The block
+    itself carries no end times: a body's expiry section does (expiry.py)."""
 
     cards: CardColumns
     reason: NDArray[np.uint8]
     time: NDArray[np.int64]
+    expires: NDArray[np.int64] | None = None
 
     def __post_init__(self) -> None:
         reason = _column("reason", self.reason, np.dtype(np.uint8), 255)
         time = _column("time", self.time, np.dtype(np.int64), _INT64_MAX)
-        if not len(self.cards) == len(reason) == len(time):
+        if self.expires is None:
+            expires = np.zeros(len(time), dtype=np.int64)
+        else:
+            expires = _column("expires", self.expires, np.dtype(np.int64), _INT64_MAX)
+        if not len(self.cards) == len(reason) == len(time) == len(expires):
             raise ValueError(
                 f"column lengths differ: cards {len(self.cards)}, reason {len(reason)}, "
-                f"time {len(time)}"
+                f"time {len(time)}, expires {len(expires)}"
             )
         object.__setattr__(self, "reason", reason)
         object.__setattr__(self, "time", time)
+        object.__setattr__(self, "expires", expires)
+
+    @property
+    def ends(self) -> NDArray[np.int64]:
+        """The end-time column (0: none), typed as always present."""
+        assert self.expires is not None  # set by __post_init__
+        return self.expires
+
+    def with_expires(self, expires: ArrayLike) -> EntryColumns:
+        return EntryColumns(self.cards, self.reason, self.time, np.asarray(expires, np.int64))
 
     @classmethod
     def empty(cls) -> EntryColumns:
@@ -206,6 +223,7 @@ class EntryColumns:
             self.cards == other.cards
             and np.array_equal(self.reason, other.reason)
             and np.array_equal(self.time, other.time)
+            and np.array_equal(self.ends, other.ends)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -218,7 +236,7 @@ class EntryColumns:
 
     def take(self, indices: ArrayLike) -> EntryColumns:
         idx = np.asarray(indices, dtype=np.intp)
-        return EntryColumns(self.cards.take(idx), self.reason[idx], self.time[idx])
+        return EntryColumns(self.cards.take(idx), self.reason[idx], self.time[idx], self.ends[idx])
 
 
 # ---------------------------------------------------------------------------------- writing

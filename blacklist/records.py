@@ -1,6 +1,7 @@
 """The stored records of the store's LMDB databases, and their (de)coding.
 
-entries  value: reason u8, effective time i64, version u64 (17 bytes)
+entries  value: reason u8, effective time i64, version u64 (17 bytes), then for an entry
+                that lapses its end time i64 (25 bytes; schema 4, issue #17)
 feeds    value: version u64, digest 32, entries u64, key id 8, issued i64,
                 applied i64, checked i64 (see FeedState)
 """
@@ -21,6 +22,7 @@ from blacklist.delta import FeedHead, publisher_code
 from blacklist.entry import Entry, Reason
 
 _ENTRY = struct.Struct(">BqQ")
+_ENTRY_ENDS = struct.Struct(">BqQq")
 _FEED = struct.Struct(">Q32sQ8sqqq")  # version, digest, entries, key id, issued, applied, checked
 _ENTRY_DTYPE = np.dtype([("reason", "u1"), ("time", ">i8"), ("version", ">u8")])
 
@@ -95,13 +97,69 @@ def _publisher_text(code: bytes) -> str:
 
 def decode_entry(key: bytes, value: bytes, card_text: str | None = None) -> Entry:
     """An Entry from a stored record; ``card_text`` saves rebuilding the id from the key."""
-    reason, time, version = _ENTRY.unpack(value)
+    if len(value) == _ENTRY.size:
+        reason, time, version = _ENTRY.unpack(value)
+        ends = None
+    else:
+        reason, time, version, ends = _ENTRY_ENDS.unpack(value)
     return Entry(
         card_text if card_text is not None else key_to_text(key[:KEY_LENGTH]),
         _REASONS[reason],
         time,
         _publisher_text(key[KEY_LENGTH:]),
         version,
+        ends,
+    )
+
+
+def value_end(value: bytes) -> int | None:
+    """The end time of a stored entry value, if it has one (without decoding the rest)."""
+    if len(value) == _ENTRY.size:
+        return None
+    return int.from_bytes(value[_ENTRY.size :], "big", signed=True)
+
+
+def lapsed_value(value: bytes, now: float) -> bool:
+    """A stored entry that is over by ``now``: at its end time exactly, it is over."""
+    end = value_end(value)
+    return end is not None and now >= end
+
+
+def pack_values(
+    reason: NDArray[np.uint8],
+    time: NDArray[np.int64],
+    version: NDArray[np.uint64],
+    ends: NDArray[np.int64],
+) -> list[bytes]:
+    """Stored values: 17 bytes for an entry without an end time, 25 with one."""
+    n = len(reason)
+    vals = np.empty(n, dtype=_ENTRY_DTYPE)
+    vals["reason"] = reason
+    vals["time"] = time
+    vals["version"] = version
+    out = _rows(vals.view(np.uint8).reshape(n, _ENTRY.size)) if n else []
+    for i in np.flatnonzero(ends).tolist():
+        out[i] += int(ends[i]).to_bytes(8, "big", signed=True)
+    return out
+
+
+def unpack_values(
+    values: list[bytes],
+) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.uint64], NDArray[np.int64]]:
+    """Columns (reason, time, version, end time or 0) of stored values of either length."""
+    n = len(values)
+    ends = np.zeros(n, dtype=np.int64)
+    long = [i for i, v in enumerate(values) if len(v) != _ENTRY.size]
+    if long:
+        for i in long:
+            ends[i] = int.from_bytes(values[i][_ENTRY.size :], "big", signed=True)
+        values = [v[: _ENTRY.size] for v in values]
+    vals = np.frombuffer(b"".join(values), dtype=_ENTRY_DTYPE)
+    return (
+        vals["reason"].astype(np.uint8),
+        vals["time"].astype(np.int64),
+        vals["version"].astype(np.uint64),
+        ends,
     )
 
 

@@ -115,6 +115,13 @@ class BadTrustRecord(DeltaRejected):
     cause = "bad_trust_record"
 
 
+class BadEndTime(DeltaRejected):
+    """An entry's end time breaks the lapse rules (issue #17): on a reason that does not
+    lapse, past the node's longest lapse period, or (a delta) already over when issued."""
+
+    cause = "bad_end_time"
+
+
 ALL_REJECTIONS: tuple[type[DeltaRejected], ...] = (
     MalformedDelta,
     UnknownKey,
@@ -127,6 +134,7 @@ ALL_REJECTIONS: tuple[type[DeltaRejected], ...] = (
     ForkedFeed,
     DuplicateCard,
     BadTrustRecord,
+    BadEndTime,
     Backdated,
     FromTheFuture,
     VersionCeiling,

@@ -4,6 +4,8 @@ LMDB layout (one environment, named databases, all integers big-endian)::
 
     entries   key   card key (18, see cardid.py) + publisher code (u24)        21 bytes
               value reason u8, effective time i64, version u64                   17 bytes
+                    then, for an entry that lapses, its end time i64               25 bytes
+    lapses    the entries that have an end time, by end time (lapses.py)
     feeds     key   publisher code (u24)
               value see _FEED below
     regions   key   publisher code (u24) + region code (u24), value empty
@@ -51,17 +53,19 @@ from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import StoreError
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, width_for
 from blacklist.headstatements import HeadStatements, StatementResult
+from blacklist.lapses import Lapses, lapse_key
 from blacklist.probe import key_fingerprints
 from blacklist.psamlist import PsamList
 from blacklist.records import (
-    _ENTRY,
-    _ENTRY_DTYPE,
     ApplyResult,
     FeedState,
     _abort_on_error,
     _pub3,
     _rows,
     decode_entry,
+    lapsed_value,
+    pack_values,
+    unpack_values,
 )
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
@@ -84,9 +88,11 @@ from blacklist.sync.plan import FeedHistory
 from blacklist.trustrecords import TrustRecords
 
 # 2: deltas carry PSAM and trust sections (delta.py); 3: the audit log's card and PSAM
-# indexes (audit.py). A schema 2 store is migrated at open; older ones are refused.
-SCHEMA_VERSION = 3
-MIGRATES_FROM = 2
+# indexes (audit.py); 4: entries may carry an end time (records.py) and the lapses index
+# (lapses.py). Schema 2 and 3 stores are migrated at open; older ones are refused.
+SCHEMA_VERSION = 4
+MIGRATES_FROM = (2, 3)
+SWEEP_BATCH = 10_000  # lapsed entries removed per write transaction
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 DEFAULT_RETAIN_DELTAS = 1000
 INDEX_FILE = "index.fpx"
@@ -133,6 +139,7 @@ class RevocationStore:
         self.psams = PsamList(self.env)
         self.trust = TrustRecords(self.env)
         self.statements = HeadStatements(self.env)
+        self.lapses = Lapses(self.env)
         self._check_schema(migrate_progress)
         self.generation = 0
         # In-memory change counter (applies, touches, index rebuilds): readers such as the
@@ -154,15 +161,18 @@ class RevocationStore:
             found = struct.unpack(">I", raw)[0]
         if found == SCHEMA_VERSION:
             return
-        if found != MIGRATES_FROM:
+        if found not in MIGRATES_FROM:
             raise StoreError(
                 f"{self.path}: store schema {found}, this code reads schema {SCHEMA_VERSION} "
-                f"and migrates schema {MIGRATES_FROM}; move the data directory aside and let "
-                "the node bootstrap from its upstream"
+                f"and migrates schemas {', '.join(map(str, MIGRATES_FROM))}; move the data "
+                "directory aside and let the node bootstrap from its upstream"
             )
         # Schema 2 → 3: index the audit log once. The schema moves only after every record
         # is indexed, so a run killed half-way starts over at the next open (idempotent).
-        self.audit.build_index(progress)
+        if found == 2:
+            self.audit.build_index(progress)
+        # Schema 3 → 4: no entry of an older store has an end time, and a 17-byte value
+        # still reads as one without; the (empty) lapses database was opened above.
         with self.env.begin(write=True) as txn:
             txn.put(b"schema", struct.pack(">I", SCHEMA_VERSION), db=self._meta)
 
@@ -277,8 +287,24 @@ class RevocationStore:
         return self._lookup(txn, card_key)
 
     def _lookup(self, txn: Any, card_key: bytes) -> Entry | None:
-        found = self.find(card_key, txn)
+        found = self.find_live(card_key, txn, self._clock())
         return decode_entry(*found) if found else None
+
+    def find_live(self, card_key: bytes, txn: Any, now: float) -> tuple[bytes, bytes] | None:
+        """The raw (key, value) of the first entry for a card that is not over by ``now``
+        (issue #17: a lapsed entry answers as absent whether or not the sweep removed it)."""
+        found = self.find(card_key, txn)
+        if found is None or not lapsed_value(found[1], now):
+            return found
+        # The first publisher's entry is over: another publisher's may not be (rare).
+        cursor = txn.cursor(db=self._entries)
+        cursor.set_range(found[0])
+        for key, value in cursor.iternext():
+            if key[:KEY_LENGTH] != card_key:
+                return None
+            if not lapsed_value(value, now):
+                return key, value
+        return None
 
     def find(self, card_key: bytes, txn: Any) -> tuple[bytes, bytes] | None:
         """The raw (key, value) of the first entry for an 18-byte card key, if any."""
@@ -308,10 +334,12 @@ class RevocationStore:
         with self.env.begin() as txn:
             cursor = txn.cursor(db=self._entries)
             if cursor.set_range(card_key):
+                now = self._clock()
                 for key, value in cursor:
                     if key[:KEY_LENGTH] != card_key:
                         break
-                    out.append(decode_entry(key, value))
+                    if not lapsed_value(value, now):
+                        out.append(decode_entry(key, value))
         return out
 
     def read_txn(self) -> Any:
@@ -321,6 +349,7 @@ class RevocationStore:
         """Entries whose region starts with ``prefix``, in key order, from after a stored key."""
         low, high = region_key_range(prefix)
         start = start_after + b"\x00" if start_after else low
+        now = self._clock()
         with self.env.begin() as txn:
             cursor = txn.cursor(db=self._entries)
             if not cursor.set_range(max(start, low)):
@@ -328,25 +357,24 @@ class RevocationStore:
             for key, value in cursor:
                 if key[:3] >= high:
                     break
-                yield decode_entry(key, value)
+                if not lapsed_value(value, now):
+                    yield decode_entry(key, value)
 
     def feed_entries(self, publisher: str) -> tuple[EntryColumns, NDArray[np.uint64]]:
-        """All entries of one publisher as columns (for building its snapshot)."""
+        """All entries of one publisher as columns (for building its snapshot), without the
+        ones that are over by this store's clock."""
         pub = _pub3(publisher)
         keys: list[bytes] = []
         values: list[bytes] = []
+        now = self._clock()
         with self.env.begin() as txn:
             for key, value in self._publisher_items(txn, publisher):
-                if key[KEY_LENGTH:] == pub:
+                if key[KEY_LENGTH:] == pub and not lapsed_value(value, now):
                     keys.append(key[:KEY_LENGTH])
                     values.append(value)
         rows = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_LENGTH)
-        vals = np.frombuffer(b"".join(values), dtype=_ENTRY_DTYPE)
-        cards = CardColumns.from_keys(rows)
-        entries = EntryColumns(
-            cards, vals["reason"].astype(np.uint8), vals["time"].astype(np.int64)
-        )
-        return entries, vals["version"].astype(np.uint64)
+        reason, time, version, ends = unpack_values(values)
+        return EntryColumns(CardColumns.from_keys(rows), reason, time, ends), version
 
     def _publisher_items(self, txn: Any, publisher: str) -> Iterator[tuple[bytes, bytes]]:
         cursor = txn.cursor(db=self._entries)
@@ -428,12 +456,16 @@ class RevocationStore:
             cursor = txn.cursor(db=self._entries)
             # getmulti/putmulti loop in C; the keys arrive sorted (a block's order is the
             # key order), which keeps LMDB's page writes sequential.
-            held = {k for k, _ in cursor.getmulti(del_keys)} if del_keys else set()
-            for key in held:
+            held = dict(cursor.getmulti(del_keys)) if del_keys else {}
+            for key, value in held.items():
                 txn.delete(key, db=self._entries)
+                self.lapses.stage_drop(txn, key, value)
             gone_fps = del_fps[[k in held for k in del_keys]] if held else del_fps[:0]
-            existing = {k for k, _ in cursor.getmulti(add_keys)} if add_keys else set()
+            existing = dict(cursor.getmulti(add_keys)) if add_keys else {}
+            for key, value in existing.items():
+                self.lapses.stage_drop(txn, key, value)
             cursor.putmulti(zip(add_keys, add_vals, strict=True), overwrite=True)
+            self._index_lapses(txn, adds, add_keys, add_vals)
             new_fps = add_fps[[k not in existing for k in add_keys]] if existing else add_fps
             count = (previous.entries if previous else 0) + len(new_fps) - len(gone_fps)
             issued = delta.header.issued_at
@@ -484,13 +516,17 @@ class RevocationStore:
         gone_fps = np.zeros(0, dtype=np.uint32)
         txn = self.env.begin(write=True)
         with _abort_on_error(txn):
-            old = [k for k, _ in self._publisher_items(txn, snapshot.publisher) if k[-3:] == pub]
+            old = [
+                (k, v) for k, v in self._publisher_items(txn, snapshot.publisher) if k[-3:] == pub
+            ]
             if old:
-                rows = np.frombuffer(b"".join(k[:KEY_LENGTH] for k in old), np.uint8)
+                rows = np.frombuffer(b"".join(k[:KEY_LENGTH] for k, _ in old), np.uint8)
                 gone_fps = key_fingerprints(rows.reshape(-1, KEY_LENGTH), self.index.width)
-                for key in old:
+                for key, value in old:
                     txn.delete(key, db=self._entries)
+                    self.lapses.stage_drop(txn, key, value)
             txn.cursor(db=self._entries).putmulti(zip(add_keys, add_vals, strict=True))
+            self._index_lapses(txn, entries, add_keys, add_vals)
             issued = snapshot.header.issued_at
             fresh = self._fresh_after(self.feeds.get(snapshot.publisher), new_head, issued)
             feed = FeedState(new_head, len(add_keys), snapshot.header.key_id, issued, now, fresh)
@@ -606,11 +642,13 @@ class RevocationStore:
 
     @staticmethod
     def _values(entries: EntryColumns, versions: NDArray[np.uint64]) -> list[bytes]:
-        vals = np.empty(len(entries), dtype=_ENTRY_DTYPE)
-        vals["reason"] = entries.reason
-        vals["time"] = entries.time
-        vals["version"] = versions
-        return _rows(vals.view(np.uint8).reshape(len(entries), _ENTRY.size))
+        return pack_values(entries.reason, entries.time, versions, entries.ends)
+
+    def _index_lapses(
+        self, txn: Any, entries: EntryColumns, keys: list[bytes], values: list[bytes]
+    ) -> None:
+        for i in np.flatnonzero(entries.ends).tolist():
+            self.lapses.stage_put(txn, keys[i], values[i])
 
     def _new_regions(self, publisher: str, cards: CardColumns) -> set[int]:
         known = self._feed_regions.get(publisher, set())
@@ -643,6 +681,55 @@ class RevocationStore:
         self.index.remove_many(gone_fps.tolist())
         self.feeds[feed.publisher] = feed
         self._feed_regions.setdefault(feed.publisher, set()).update(new_regions)
+
+    # ------------------------------------------------------------------ sweeping
+    def sweep(self, now: int | None = None, limit: int = SWEEP_BATCH) -> int:
+        """Remove up to ``limit`` entries over by ``now`` (this store's clock), in one write
+        transaction; returns how many. By the clock alone (no feed version, no network), so
+        every node removes the same entries; invisible to checks, which already answer a
+        lapsed entry as absent, and its fingerprints leave the index only after the commit
+        (no false negative, DESIGN §4)."""
+        at = int(self._clock()) if now is None else now
+        with self.env.begin() as peek:
+            if not self.lapses.due(peek, at, 1):
+                return 0
+        txn = self.env.begin(write=True)
+        with _abort_on_error(txn):
+            due = self.lapses.due(txn, at, limit)
+            per_feed: dict[str, int] = {}
+            for end, key in due:
+                txn.delete(lapse_key(end, key), db=self.lapses.db)
+                txn.delete(key, db=self._entries)
+                pub = f"{int.from_bytes(key[KEY_LENGTH:], 'big'):06d}"
+                per_feed[pub] = per_feed.get(pub, 0) + 1
+            feeds = []
+            for pub, n in per_feed.items():
+                feed = self.feeds[pub]
+                feeds.append(dataclasses.replace(feed, entries=max(0, feed.entries - n)))
+                self._write_feed(txn, feeds[-1], set())
+            self._bump_generation(txn)
+            txn.commit()
+        rows = np.frombuffer(b"".join(k[:KEY_LENGTH] for _, k in due), np.uint8)
+        gone = key_fingerprints(rows.reshape(-1, KEY_LENGTH), self.index.width)
+        self.generation += 1
+        self.epoch += 1
+        self.index.remove_many(gone.tolist())
+        for feed in feeds:
+            self.feeds[feed.publisher] = feed
+        return len(due)
+
+    def sweep_all(self, now: int | None = None) -> int:
+        """Sweep in batches until nothing is over by ``now``; returns how many went."""
+        at = int(self._clock()) if now is None else now
+        total = 0
+        while done := self.sweep(at):
+            total += done
+        return total
+
+    def lapsing_between(self, start: int, end: int) -> int:
+        """Entries whose end time is in [start, end) (the metrics' next-24-hours gauge)."""
+        with self.env.begin() as txn:
+            return self.lapses.count_between(txn, start, end)
 
     def _plan_width(self, entries: int) -> None:
         """Before a write that brings the store to about ``entries``: rebuild at a wider

@@ -91,7 +91,8 @@ def test_a_delta_without_sections_costs_one_byte(keys: Keys) -> None:
 @pytest.mark.parametrize(
     ("tail", "message"),
     [
-        (b"\x04", "unknown section flags"),
+        (b"\x08", "unknown section flags"),
+        (b"\x04\x00", "the expiry section is flagged but empty"),
         (b"\x02\x00", "flagged but empty"),
         (b"\x02\x02\x01b\x01a", "ascending"),
         (b"", "sections"),

@@ -2,6 +2,10 @@
 
 Fingerprints are 3 bits wide here, so almost every card collides with others: reinstating
 one must never hide another (no false negatives), across reopen and index reload.
+
+Entries may lapse (issue #17): the clock advances as one of the rules and the sweep runs as
+another, and at every step a card is REVOKED exactly while the model holds it and its end
+time (if any) is after the clock, whether or not the sweep has run.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ POOL = [f"4401{i % 3:02d}D156000005{i * 7919:016X}" for i in range(24)] + [
 ]
 cards = st.sampled_from(POOL)
 reasons = st.sampled_from(list(Reason))
+Held = tuple[Reason, int, int | None]  # reason, effective time, end time
 
 
 class StoreVsDict(RuleBasedStateMachine):
@@ -39,7 +44,7 @@ class StoreVsDict(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(prefix="sm-"))
         self.clock = ManualClock()
         self.store = self._open(persist=False)
-        self.model: dict[str, tuple[Reason, int]] = {}
+        self.model: dict[str, Held] = {}
         self.versions = {"440100": 0, "440300": 0}
 
     def _open(self, persist: bool) -> RevocationStore:
@@ -50,10 +55,10 @@ class StoreVsDict(RuleBasedStateMachine):
     def _key(self, card: str) -> SigningKey:
         return GZ if card.startswith("4401") else SZ
 
-    def _publish(self, revoke: dict[str, tuple[Reason, int]], reinstate: set[str]) -> None:
+    def _publish(self, revoke: dict[str, Held], reinstate: set[str]) -> None:
         by_pub: dict[str, tuple[list[Revocation], list[str]]] = {}
-        for c, (r, t) in revoke.items():
-            by_pub.setdefault(self._key(c).publisher, ([], []))[0].append(Revocation(c, r, t))
+        for c, (r, t, end) in revoke.items():
+            by_pub.setdefault(self._key(c).publisher, ([], []))[0].append(Revocation(c, r, t, end))
         for c in reinstate:
             by_pub.setdefault(self._key(c).publisher, ([], []))[1].append(c)
         for pub, (adds, removes) in by_pub.items():
@@ -68,15 +73,50 @@ class StoreVsDict(RuleBasedStateMachine):
     )
     def publish(self, new: dict[str, tuple[Reason, int]], gone: set[str]) -> None:
         gone -= set(new)
-        self._publish(new, gone)
-        self.model.update(new)
+        held = {c: (r, t, None) for c, (r, t) in new.items()}
+        self._publish(held, gone)
+        self.model.update(held)
         for c in gone:
             self.model.pop(c, None)
 
-    @precondition(lambda self: self.model)
+    @rule(
+        new=st.dictionaries(
+            cards,
+            st.tuples(
+                st.sampled_from([Reason.TEMPORARY_LOSS, Reason.OTHER]),
+                st.integers(0, 1000),
+                st.integers(1, 120),
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    def publish_lapsing(self, new: dict[str, tuple[Reason, int, int]]) -> None:
+        """Temporary losses (or extensions of them) that end a little after the clock."""
+        now = int(self.clock())
+        held = {c: (r, now - back, now + ahead) for c, (r, back, ahead) in new.items()}
+        self._publish(held, set())
+        self.model.update(held)
+
+    @rule(seconds=st.sampled_from([1, 59, 60, 61]) | st.integers(0, 150))
+    def advance_clock(self, seconds: int) -> None:
+        self.clock.advance(seconds)
+
+    @rule()
+    def sweep(self) -> None:
+        self.store.sweep()
+        now = self.clock()
+        for c in [c for c, (_, _, end) in self.model.items() if end is not None and now >= end]:
+            del self.model[c]
+
+    def _live(self) -> dict[str, Held]:
+        now = self.clock()
+        return {c: h for c, h in self.model.items() if h[2] is None or now < h[2]}
+
+    @precondition(lambda self: self._live())
     @rule(data=st.data())
     def reinstate_one(self, data: st.DataObject) -> None:
-        c = data.draw(st.sampled_from(sorted(self.model)))
+        c = data.draw(st.sampled_from(sorted(self._live())))
         self._publish({}, {c})
         del self.model[c]
 
@@ -121,19 +161,24 @@ class StoreVsDict(RuleBasedStateMachine):
     def agrees_with_model(self) -> None:
         checker = Checker(self.store, KEYS, clock=self.clock)
         batch = checker.check_many(POOL)
+        live = self._live()
         for i, c in enumerate(POOL):
             result = checker.check(c)
-            expected = self.model.get(c)
+            expected = live.get(c)
             if expected is None:
                 assert result.status is not CheckStatus.REVOKED, c
             else:
                 assert result.status is CheckStatus.REVOKED, c
                 assert result.entry is not None
-                assert (result.entry.reason, result.entry.effective_time) == expected
+                e = result.entry
+                assert (e.reason, e.effective_time, e.expires_at) == expected
             assert batch[i].status is result.status, c
-        stored = {e.card_id: (e.reason, e.effective_time) for e in self.store.iter_entries()}
-        assert stored == self.model
-        assert len(self.store.index) == len(self.model)
+        stored = {
+            e.card_id: (e.reason, e.effective_time, e.expires_at) for e in self.store.iter_entries()
+        }
+        assert stored == live
+        # Every stored entry, lapsed or not, keeps its fingerprint until the sweep takes it.
+        assert len(self.store.index) == self.store.entry_count() == len(self.model)
         for pub, v in self.versions.items():
             assert self.store.head(pub).version == v
 

@@ -16,7 +16,9 @@ first failure wins and names its cause; nothing is applied on any failure:
    goes back from the head's and is at most ``max_skew`` ahead of the node's clock;
 6. only now the body is decoded (:func:`blacklist.delta.decode_body`), with every declared
    count bounded by :class:`~blacklist.delta.DecodeLimits`; then every region within the
-   key's scope, reasons known, no card twice, PSAMs and trust records by the same rules;
+   key's scope, reasons known, no card twice, PSAMs and trust records by the same rules,
+   end times only on reasons that may lapse and within the node's longest lapse period
+   (the codec already holds every end time after its effective time);
 7. a delta is exactly head + 1 and names the head's digest (DESIGN §5's order: a signed
    out-of-scope delta is counted as out of scope even when it would also leave a gap).
 
@@ -49,11 +51,12 @@ from blacklist.delta import (
     decode_body,
     open_envelope,
 )
-from blacklist.entry import Reason
+from blacklist.entry import MAY_LAPSE, Reason
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import CodecError
 from blacklist.rejections import (
     Backdated,
+    BadEndTime,
     BadSignature,
     DuplicateCard,
     DuplicateDelta,
@@ -76,6 +79,10 @@ _MAX_REASON = max(Reason)
 # near the top once left the real authority unable to publish: issue #11).
 MAX_FEED_VERSION = 2**48
 DEFAULT_MAX_SKEW = 300  # seconds a signer's clock may run ahead of this node's
+# The longest a lapsing entry may last (issue #17: offices use 7–15 days; a year leaves
+# room for any city's rule and refuses an "end time" that is really no end).
+DEFAULT_MAX_LAPSE = 366 * 86_400
+_LAPSING = np.array(sorted(MAY_LAPSE), dtype=np.uint8)
 
 Signed = Delta | Snapshot | Envelope
 
@@ -91,10 +98,13 @@ class AcceptPolicy:
     max_skew: int = DEFAULT_MAX_SKEW
     max_version: int = MAX_FEED_VERSION
     limits: DecodeLimits = DEFAULT_LIMITS
+    max_lapse: int = DEFAULT_MAX_LAPSE
 
     def __post_init__(self) -> None:
         if self.max_skew < 0:
             raise ValueError(f"max_skew must be >= 0, got {self.max_skew}")
+        if self.max_lapse < 1:
+            raise ValueError(f"max_lapse must be >= 1 s, got {self.max_lapse}")
         if not 1 <= self.max_version <= MAX_FEED_VERSION:
             raise ValueError(f"max_version must be in 1..{MAX_FEED_VERSION}")
 
@@ -223,6 +233,43 @@ def _check_entries(label: str, entries: EntryColumns) -> None:
     if len(reasons) and (int(reasons.min()) < 1 or int(reasons.max()) > _MAX_REASON):
         bad = int(reasons[(reasons < 1) | (reasons > _MAX_REASON)][0])
         raise MalformedDelta(f"{label}: unknown reason code {bad}")
+
+
+def _check_ends(
+    label: str, entries: EntryColumns, policy: AcceptPolicy, issued_at: int | None
+) -> None:
+    """End times (issue #17) only on a reason that may lapse (entry.MAY_LAPSE), at most
+    ``policy.max_lapse`` after the effective time, and, in a delta, after its
+    ``issued_at``: an entry added already over is an authority's mistake, not a change.
+    (After the effective time is the codec's rule: expiry.py.)"""
+    rows = np.flatnonzero(entries.ends)
+    if not rows.size:
+        return
+    reasons = entries.reason[rows]
+    wrong = np.flatnonzero(~np.isin(reasons, _LAPSING))
+    if wrong.size:
+        i = int(rows[wrong[0]])
+        raise BadEndTime(
+            f"{label}: {entries.cards.card_id(i)} has an end time, but reason "
+            f"{Reason(int(entries.reason[i])).name} does not lapse"
+        )
+    ends, times = entries.ends[rows], entries.time[rows]
+    # ends > times (codec), so the uint64 difference is exact.
+    long = np.flatnonzero(ends.view(np.uint64) - times.view(np.uint64) > policy.max_lapse)
+    if long.size:
+        i = int(rows[long[0]])
+        raise BadEndTime(
+            f"{label}: {entries.cards.card_id(i)} lapses {int(entries.ends[i]) - int(entries.time[i])}"
+            f" s after its effective time, more than this node's {policy.max_lapse}"
+        )
+    if issued_at is not None:
+        over = np.flatnonzero(ends <= issued_at)
+        if over.size:
+            i = int(rows[over[0]])
+            raise BadEndTime(
+                f"{label}: {entries.cards.card_id(i)} ends at {int(entries.ends[i])}, "
+                f"not after the delta's issued_at {issued_at}"
+            )
 
 
 def _check_unique(label: str, *card_sets: CardColumns) -> None:
@@ -378,17 +425,20 @@ def accept_signed(
     key = _check_envelope(position, envelope, keys, policy)
     item = _decode(envelope, policy.limits)
     if isinstance(item, Delta):
-        _check_delta_content(key, item, keys)
+        _check_delta_content(key, item, keys, policy)
         _check_link(position, item)
         return Accepted(item, FeedHead(item.publisher, item.version, item.digest))
-    _check_snapshot_content(key, item, keys)
+    _check_snapshot_content(key, item, keys, policy)
     return Accepted(item, FeedHead(item.publisher, item.version, item.head_digest))
 
 
-def _check_delta_content(key: TrustedKey, delta: Delta, keys: Mapping[bytes, TrustedKey]) -> None:
+def _check_delta_content(
+    key: TrustedKey, delta: Delta, keys: Mapping[bytes, TrustedKey], policy: AcceptPolicy
+) -> None:
     label = _label(delta)
     _check_regions(key, label, delta.adds.cards, delta.removes)
     _check_entries(label, delta.adds)
+    _check_ends(label, delta.adds, policy, delta.header.issued_at)
     _check_unique(label, delta.adds.cards, delta.removes)
     _check_psams(key, label, delta.psam_adds, delta.psam_removes)
     _check_trust(key, label, delta.trust, keys)
@@ -409,7 +459,7 @@ def accept_delta(
     """
     position = FeedPosition.of(head)
     key = _check_envelope(position, delta, keys, policy)
-    _check_delta_content(key, delta, keys)
+    _check_delta_content(key, delta, keys, policy)
     _check_link(position, delta)
     return FeedHead(delta.publisher, delta.version, delta.digest)
 
@@ -427,18 +477,22 @@ def accept_snapshot(
     feed past the version its key may stand behind, nor past the ceiling.
     """
     key = _check_envelope(FeedPosition.of(head), snapshot, keys, policy)
-    _check_snapshot_content(key, snapshot, keys)
+    _check_snapshot_content(key, snapshot, keys, policy)
     return FeedHead(snapshot.publisher, snapshot.version, snapshot.head_digest)
 
 
 def _check_snapshot_content(
-    key: TrustedKey, snapshot: Snapshot, keys: Mapping[bytes, TrustedKey]
+    key: TrustedKey,
+    snapshot: Snapshot,
+    keys: Mapping[bytes, TrustedKey],
+    policy: AcceptPolicy = NO_CLOCK,
 ) -> None:
     label = _label(snapshot)
     _check_regions(key, label, snapshot.entries.cards)
     if len(snapshot.versions) and int(snapshot.versions.max()) > snapshot.version:
         raise MalformedDelta(f"{label}: an entry claims a version after the snapshot's")
     _check_entries(label, snapshot.entries)
+    _check_ends(label, snapshot.entries, policy, None)
     _check_unique(label, snapshot.entries.cards)
     if len(snapshot.psam_versions) and int(snapshot.psam_versions.max()) > snapshot.version:
         raise MalformedDelta(f"{label}: a PSAM entry claims a version after the snapshot's")
