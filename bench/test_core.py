@@ -213,3 +213,31 @@ def test_delta_size(benchmark: Any, big_delta: tuple[bytes, SigningKey, Keyring,
         crl_bytes_per_entry=crl / len(entries),
     )
     assert len(data) / len(entries) <= 10
+
+
+def test_delta_size_expiry(benchmark: Any) -> None:
+    """Issue #17: 100k temporary losses with end times (one office's 10-day period) beside
+    the same cards without; and with each card's own period of 7–15 whole days (offices of
+    several cities in one delta), the worst case the lapse column meets in practice."""
+    key = SigningKey.generate("440300", ["4403"])
+    rng = np.random.default_rng(17)
+    plain = city_entries(rng, "440300", DELTA_SIZE, start=1_767_225_600, span=3600)
+    plain = EntryColumns(plain.cards, np.ones(len(plain), np.uint8), plain.time)
+    lapsing = plain.with_expires(plain.time + 10 * 86_400)
+    mixed = plain.with_expires(plain.time + rng.integers(7, 16, len(plain)) * 86_400)
+    head = FeedHead.genesis("440300")
+
+    def size(entries: EntryColumns) -> int:
+        return len(sign_delta(key, head, entries, CardColumns.empty(), 0).to_bytes())
+
+    benchmark(sign_delta, key, head, lapsing, CardColumns.empty(), 0)
+    n = len(plain)
+    with_ends, baseline, varied = size(lapsing), size(plain), size(mixed)
+    record(
+        benchmark,
+        entries=n,
+        delta_bytes_per_entry=with_ends / n,
+        baseline_delta_bytes_per_entry=baseline / n,
+        mixed_periods_delta_bytes_per_entry=varied / n,
+    )
+    assert with_ends - baseline <= 16
