@@ -157,7 +157,9 @@ def test_a_schema_2_store_is_migrated_at_open_once_with_progress(
 def test_an_older_schema_is_refused_naming_both(tmp_path: Path) -> None:
     RevocationStore(tmp_path / "s", map_size=1 << 30).close()
     _make_schema(tmp_path / "s", 1, drop_index=False)
-    with pytest.raises(StoreError, match="store schema 1, this code reads schema 4 and migrates schemas 2, 3"):
+    with pytest.raises(
+        StoreError, match="store schema 1, this code reads schema 4 and migrates schemas 2, 3"
+    ):
         RevocationStore(tmp_path / "s", map_size=1 << 30)
 
 
