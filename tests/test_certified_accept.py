@@ -174,7 +174,8 @@ def test_a_forgery_naming_a_revoked_key_is_a_bad_signature(
 ) -> None:
     delta = build_delta(m.gz, store.head("440100"), revs(card()), issued_at=T_REVOKE)
     forged = dataclasses.replace(delta, signature=bytes(64))
-    rejected(store, m.keys(rotated=True), forged, BadSignature)
+    err = rejected(store, m.keys(rotated=True), forged, BadSignature)
+    assert str(err) == (f"440100 v1: signature does not verify with key {m.gz.key_id.hex()}"), err
 
 
 def test_a_revoked_province_voids_its_cities(store: RevocationStore, m: Ministry) -> None:

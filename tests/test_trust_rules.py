@@ -22,7 +22,7 @@ from blacklist.publishers import PublisherDirectory
 from blacklist.rejections import ALL_CAUSES, BadTrustRecord
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
-from blacklist.sync.accept import accept_delta, accept_snapshot
+from blacklist.sync.accept import FeedPosition, accept_delta, accept_signed, accept_snapshot
 from blacklist.sync.trust_rules import check_trust_records
 from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
@@ -206,6 +206,20 @@ def test_every_trust_refusal_names_the_item_and_the_record(t: Tree, case: str) -
     text = str(info.value)
     assert text.startswith(f"{label}: ") and expected in text, text
     assert keys.claims(pending=True) == before
+
+
+def test_a_snapshot_from_the_wire_carries_its_feeds_certificate(t: Tree) -> None:
+    """accept_signed checks a snapshot's trust section against the node's keys: the feed's
+    own certificate (issued by its certifier, not by the signing key) travels in it."""
+    records = [t.gz_cert.to_bytes()]
+    empty = EntryColumns.empty()
+    snap = sign_snapshot(
+        t.gz, FeedHead("440100", 1, bytes(32)), empty, np.zeros(0, np.uint64), NOW, trust=records
+    )
+    got = accept_signed(snap.to_bytes(), lambda p: FeedPosition(FeedHead.genesis(p)), t.keys())
+    assert (got.head.version, got.item.trust) == (1, tuple(records))
+    with pytest.raises(BadTrustRecord):  # and the same rules as for a delta: a bound of 0
+        accept_signed(snap.to_bytes(), lambda p: FeedPosition(FeedHead.genesis(p)), t.keys(limit=0))
 
 
 def test_a_self_issued_certificate_is_refused(t: Tree) -> None:
