@@ -260,7 +260,9 @@ def test_parse_signed_decodes_and_names_malformed_bytes(keys: Keys) -> None:
     with pytest.raises(MalformedDelta) as info:
         parse_signed(delta.to_bytes()[:-3])
     assert str(info.value).startswith("signed container truncated: signature needs 64 bytes")
-    with pytest.raises(MalformedDelta, match="card count = 1 exceeds the limit 0"):  # the caller's limits apply
+    with pytest.raises(
+        MalformedDelta, match="card count = 1 exceeds the limit 0"
+    ):  # the caller's limits apply
         parse_signed(delta.to_bytes(), DecodeLimits(max_delta_entries=0))
 
 
