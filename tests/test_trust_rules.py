@@ -27,6 +27,7 @@ from blacklist.sync.trust_rules import check_trust_records
 from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
     CertifiedKeys,
+    ConflictingCertificates,
     PrefixConflict,
     ScopeViolation,
     TrustAnchor,
@@ -467,3 +468,50 @@ def test_a_certifier_cannot_switch_off_another_publishers_key(t: Tree) -> None:
     b = issue_certificate(t.gz, dataclasses.replace(fresh, publisher="440106"), ["440106"],
                           START, END, serial=43)  # fmt: skip
     assert "already certified for 440105" in refused(t, t.gz, [a.to_bytes(), b.to_bytes()], keys)
+
+
+# --- the certified keys' own rules (killing the mutation run's survivors in trust.py) ---------
+
+
+def test_an_updated_view_keeps_the_configured_record_bound(t: Tree) -> None:
+    """CertifiedKeys.updated (a key refresh) keeps the node's per-feed bound, never the
+    default."""
+    keys = t.keys(limit=3).updated(at=NOW + 1)
+    assert (keys.max_trust_records, keys.at) == (3, NOW + 1)
+
+
+def test_a_key_certified_for_two_publishers_at_once_is_refused(t: Tree) -> None:
+    """One public key certified for two publishers answers for neither
+    (ConflictingCertificates, naming the key and both publishers)."""
+    twin = dataclasses.replace(t.gz, publisher="440105")
+    other = issue_certificate(t.gd, twin, ["440105"], START, END, serial=30)
+    keys = t.keys([other.to_bytes()])
+    with pytest.raises(ConflictingCertificates) as info:
+        keys.key_at(t.gz.key_id, NOW)
+    assert str(info.value) == (
+        f"key {t.gz.key_id.hex()} is certified for publishers ['440100', '440105'] at {NOW}"
+    )
+
+
+def test_the_records_that_belong_in_each_feed(t: Tree) -> None:
+    """What the per-feed bound counts: a publisher's own certificates, what its keys issued
+    (certificates and revocations), and for the root what the pinned key issued."""
+    sub_key, sub = t.cert(t.gz, "440105", ["440105"], 31)
+    gone = issue_revocation(t.gz, sub_key.key_id, NOW, RevocationReason.SUPERSEDED, serial=32)
+    keys = t.keys([sub.to_bytes(), gone.to_bytes()])
+    assert keys.feed_records("440100") == {t.gz_cert.digest, sub.digest, gone.digest}
+    assert keys.feed_records("440000") == {t.gd_cert.digest, t.gz_cert.digest}
+    assert keys.feed_records(t.anchor.publisher) == {t.gd_cert.digest}
+    assert keys.feed_records("440105") == {sub.digest}
+
+
+def test_claims_not_valid_yet_count_only_when_asked(t: Tree) -> None:
+    """claims() is what holds at ``at``; pending=True adds certificates whose not_before is
+    still ahead, and a certificate valid from exactly ``at`` is counted once, as current."""
+    _, now_cert = t.cert(t.gz, "440105", ["440105"], 33, nb=NOW)
+    _, later = t.cert(t.gz, "440106", ["440106"], 34, nb=NOW + DAY)
+    keys = t.keys([now_cert.to_bytes(), later.to_bytes()])
+    current = {(c.publisher, c.prefix) for c in keys.claims()}
+    pending = [(c.publisher, c.prefix) for c in keys.claims(pending=True)]
+    assert ("440105", "440105") in current and ("440106", "440106") not in current
+    assert pending.count(("440105", "440105")) == 1 and ("440106", "440106") in pending
