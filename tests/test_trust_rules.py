@@ -28,6 +28,7 @@ from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
     CertifiedKeys,
     ConflictingCertificates,
+    PrefixClaim,
     PrefixConflict,
     ScopeViolation,
     TrustAnchor,
@@ -515,3 +516,57 @@ def test_claims_not_valid_yet_count_only_when_asked(t: Tree) -> None:
     pending = [(c.publisher, c.prefix) for c in keys.claims(pending=True)]
     assert ("440105", "440105") in current and ("440106", "440106") not in current
     assert pending.count(("440105", "440105")) == 1 and ("440106", "440106") in pending
+
+
+# --- the publisher directory's choice (killing the mutation run's survivors) -----------------
+
+
+def _claim(publisher: str, nb: int, serial: int = 1, prefix: str = "4401") -> PrefixClaim:
+    return PrefixClaim(prefix, publisher, bytes([serial]) * 8, 1, "440000", b"\x01" * 8, nb, serial)
+
+
+def test_the_directory_prefers_the_higher_serial_at_one_not_before() -> None:
+    """Rule 2's second half: between two certificates of one not_before, the higher serial
+    (the certifier's later word) answers, in either order."""
+    old, new = _claim("440105", 10, serial=1), _claim("440106", 10, serial=2)
+    for claims in ([old, new], [new, old]):
+        directory = PublisherDirectory.from_claims(claims)
+        assert directory.publisher_of("440101") == "440106"
+        assert len(directory.dropped) == 1
+
+
+def test_the_directory_reports_each_losing_publisher_once() -> None:
+    """X held 4401, lost it to Y, won it back with a newer certificate; Z's claim is older
+    still and Y has a second chain: the conflicts name Y and Z once each, in rank order, and
+    never X against itself."""
+    claims = [
+        _claim("440105", 10, serial=1),  # X
+        _claim("440106", 20, serial=2),  # Y beats X
+        _claim("440105", 30, serial=3),  # X again, beats Y
+        _claim("440107", 5, serial=4),  # Z loses
+        _claim("440106", 20, serial=5),  # Y's second chain
+    ]
+    directory = PublisherDirectory.from_claims(claims)
+    assert directory.publisher_of("440101") == "440105"
+    texts = [str(c) for c in directory.dropped]
+    assert len(texts) == 2, texts
+    assert texts[0].startswith("region prefix '4401' is claimed by publishers 440105 and 440106")
+    assert texts[1].startswith("region prefix '4401' is claimed by publishers 440105 and 440107")
+
+
+def test_a_publisher_with_two_chains_to_one_prefix_is_no_conflict() -> None:
+    """A rotation in progress: two keys of one publisher claim its prefix; the stronger
+    claim is kept, nothing is dropped."""
+    directory = PublisherDirectory.from_claims([_claim("440100", 10, 1), _claim("440100", 20, 2)])
+    assert (directory.publisher_of("440101"), directory.dropped) == ("440100", ())
+
+
+def test_configured_scopes_conflict_names_uncertified_keys() -> None:
+    """Configured (uncertified) keys carry no key id and no certifier: the lower publisher
+    code answers, and the message says so plainly."""
+    directory = PublisherDirectory({"440300": ["4401"], "440100": ["4401"]})
+    assert directory.publisher_of("440101") == "440100"
+    assert [str(c) for c in directory.dropped] == [
+        "region prefix '4401' is claimed by publishers 440100 and 440300: publisher 440300's "
+        "claim to '4401' (key ) is dropped, publisher 440100's claim to '4401' (key ) answers"
+    ]
