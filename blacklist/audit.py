@@ -9,7 +9,10 @@ environment. All integers big-endian::
             value feed version u64, action u8, reason u8, subject (18),              28 bytes
                   then the operator as UTF-8 (the rest of the value); the subject is
                   the card key (cardid.py), or for the PSAM actions the PSAM key
-                  (psam.py, 11 bytes) followed by 7 zero bytes
+                  (psam.py, 11 bytes) followed by 7 zero bytes. A revocation with an
+                  end time (issue #17) sets bit 7 of the action byte, and its end time
+                  (i64) follows the subject, before the operator: records written before
+                  end times existed keep their layout and read as they did.
 
 Two indexes answer "what happened to this card (or PSAM)" without walking the log (issue #11
 item 8: a card filter used to scan every record, on the event loop). Their rows are written
@@ -55,6 +58,8 @@ KEY_SIZE = _KEY.size
 _VALUE_FIXED = _HEAD.size + KEY_LENGTH
 _MAX_SEQ = 0xFFFF_FFFF
 _MIGRATE_CHUNK = 1 << 16  # records indexed per write transaction when migrating
+_HAS_END = 0x80  # action byte flag: an end time follows the subject
+_END = struct.Struct(">q")
 
 
 class AuditAction(enum.IntEnum):
@@ -86,6 +91,7 @@ class AuditRecord:
     reason: int  # a blacklist.entry.Reason value; 0 for a reinstatement
     feed_version: int  # the feed version the call produced
     operator: str
+    expires_at: int | None = None  # a revocation's end time, if it lapses
 
     @property
     def key(self) -> bytes:
@@ -93,9 +99,17 @@ class AuditRecord:
 
 
 def pack_value(
-    action: AuditAction, card_key: bytes, reason: int, feed_version: int, operator: str
+    action: AuditAction,
+    card_key: bytes,
+    reason: int,
+    feed_version: int,
+    operator: str,
+    expires_at: int | None = None,
 ) -> bytes:
-    return _HEAD.pack(feed_version, action, reason) + card_key + operator.encode()
+    if expires_at is None:
+        return _HEAD.pack(feed_version, action, reason) + card_key + operator.encode()
+    head = _HEAD.pack(feed_version, action | _HAS_END, reason)
+    return head + card_key + _END.pack(expires_at) + operator.encode()
 
 
 def decode_record(
@@ -108,6 +122,12 @@ def decode_record(
         raise StoreError(f"audit record {key.hex()} is malformed ({len(value)}-byte value)")
     time, seq = _KEY.unpack(key)
     version, action, reason = _HEAD.unpack_from(value)
+    fixed, end = _VALUE_FIXED, None
+    if action & _HAS_END:
+        if len(value) < _VALUE_FIXED + _END.size:
+            raise StoreError(f"audit record {key.hex()} is malformed (end time cut short)")
+        end = _END.unpack_from(value, _VALUE_FIXED)[0]
+        fixed, action = _VALUE_FIXED + _END.size, action & ~_HAS_END
     try:
         kind = AuditAction(action)
     except ValueError:
@@ -119,8 +139,8 @@ def decode_record(
         card = subject[1]
     else:
         card = psam_text(slot) if kind in PSAM_ACTIONS else key_to_text(slot)
-    operator = bytes(value[_VALUE_FIXED:]).decode()
-    return AuditRecord(time, seq, kind, card, reason, version, operator)
+    operator = bytes(value[fixed:]).decode()
+    return AuditRecord(time, seq, kind, card, reason, version, operator, end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +149,7 @@ class AuditChange:
 
     card_id: str  # canonical text
     reason: int = 0
+    expires_at: int | None = None  # a revocation's end time (issue #17)
 
 
 class AuditLog:
@@ -178,11 +199,12 @@ class AuditLog:
         index = []
         psam = action in PSAM_ACTIONS
         for change in changes:
+            end = change.expires_at
             rec = AuditRecord(
-                when, seq, action, change.card_id, change.reason, feed_version, operator
+                when, seq, action, change.card_id, change.reason, feed_version, operator, end
             )
             subject = subject_key(action, change.card_id)
-            value = pack_value(action, subject, change.reason, feed_version, operator)
+            value = pack_value(action, subject, change.reason, feed_version, operator, end)
             rows.append((rec.key, value))
             index.append(((subject[:PSAM_KEY_LENGTH] if psam else subject) + rec.key, b""))
             out.append(rec)

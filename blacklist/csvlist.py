@@ -13,7 +13,11 @@ Format, one card per row::
   clock: no daylight saving), or unix seconds (digits only).
 
 Columns after the third are ignored, so a file written by ``export-csv`` (which adds the
-publisher and the feed version) reads back. Blank lines are skipped. A first row whose card id
+publisher and the feed version) reads back — except a column that the header row names
+``expires_at`` (or ``end_time``, ``解挂时间``): each row's end time (issue #17), a date as
+above; empty for the reason's default lapse period (the authority's config), ``none`` (or
+``never``, ``-``, ``无``) for no end time. ``export-csv`` writes that column last, so a list
+exported and imported again keeps every end time, and every entry without one. Blank lines are skipped. A first row whose card id
 field holds no digit (``card_id``, ``卡识别码``) is a header. A card that appears again after
 an accepted row is rejected as a duplicate naming the earlier line: the list must say one thing
 per card.
@@ -36,8 +40,9 @@ from numpy.typing import NDArray
 from blacklist.authority import Revocation
 from blacklist.cardbatch import keys_from_matrix
 from blacklist.cardid import CARD_ID_LENGTH, KEY_LENGTH, canonical_bytes
-from blacklist.entry import Reason
+from blacklist.entry import MAY_LAPSE, Reason
 from blacklist.errors import CardIdError
+from blacklist.lapse import DEFAULT, NEVER
 
 CHINA_TIME = datetime.timezone(datetime.timedelta(hours=8), "UTC+8")
 # Unix seconds 0 means "now" to Admin.Revoke, so a list's date must be after it; the end of
@@ -59,6 +64,8 @@ _REASONS: dict[str, Reason] = {
     "其它": Reason.OTHER,  # the common variant spelling of 其他
     **{str(int(r)): r for r in Reason},
 }
+END_COLUMNS = frozenset({"expires_at", "end_time", "解挂时间"})
+NO_END = frozenset({"none", "never", "-", "无"})
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?: (\d{2}):(\d{2}):(\d{2}))?")
 
 
@@ -71,6 +78,7 @@ class Cause(enum.StrEnum):
     REASON = "unknown_reason"
     DATE = "bad_date"
     SCOPE = "out_of_scope"
+    END = "bad_end_time"
     DUPLICATE = "duplicate"
     REFUSED = "refused_by_node"  # used by the importer when the node refuses a batch
 
@@ -81,6 +89,9 @@ class Row(NamedTuple):
 
     line: int
     revocation: Revocation
+    # The row's end time as Admin.Revoke takes it (blacklist/lapse.py): DEFAULT (0), NEVER
+    # (-1) or unix seconds; the node resolves the default by its config.
+    expires_at: int = DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +151,38 @@ def is_header(fields: Sequence[str]) -> bool:
     return bool(fields) and not any(ch.isdigit() for ch in fields[0])
 
 
-def parse_fields(fields: Sequence[str], line: int, scope: Sequence[str] = ()) -> Row | Rejection:
+def end_column(header: Sequence[str]) -> int | None:
+    """The index of the end-time column a header row names, if any."""
+    for i, name in enumerate(header):
+        if name.strip().lower() in END_COLUMNS:
+            return i
+    return None
+
+
+def parse_end(text: str, reason: Reason, when: int) -> int:
+    """An end-time cell: DEFAULT when empty, NEVER for ``none``, else a date after ``when``
+    on a reason that lapses; ValueError naming the value."""
+    value = text.strip()
+    if not value:
+        return DEFAULT
+    if value.lower() in NO_END:
+        return NEVER
+    end = parse_date(value)
+    if reason not in MAY_LAPSE:
+        raise ValueError(
+            f"end time {value!r} on reason {reason.name.lower()}, which does not lapse"
+        )
+    if end <= when:
+        raise ValueError(f"end time {value!r} is not after the effective time")
+    return end
+
+
+def parse_fields(
+    fields: Sequence[str], line: int, scope: Sequence[str] = (), end_at: int | None = None
+) -> Row | Rejection:
     """One CSV row (already split) → a Row, or a Rejection with the first problem found.
-    ``scope``: the authority's region prefixes; a card outside them is rejected (empty: any)."""
+    ``scope``: the authority's region prefixes; a card outside them is rejected (empty: any).
+    ``end_at``: the end-time column (from the header), if the list has one."""
     if len(fields) < 3:
         return Rejection(
             line, Cause.COLUMNS, f"{len(fields)} column(s); expected card id, reason, date"
@@ -167,7 +207,13 @@ def parse_fields(fields: Sequence[str], line: int, scope: Sequence[str] = ()) ->
             Cause.SCOPE,
             f"card {card} (region {card[:6]}) is outside the authority's prefixes {list(scope)}",
         )
-    return Row(line, Revocation(card, reason, when))
+    if end_at is None or end_at >= len(fields):
+        return Row(line, Revocation(card, reason, when))
+    try:
+        end = parse_end(fields[end_at], reason, when)
+    except ValueError as exc:
+        return Rejection(line, Cause.END, str(exc))
+    return Row(line, Revocation(card, reason, when), end)
 
 
 class SeenCards:
@@ -263,6 +309,7 @@ def read_rows(
     seen = SeenCards()
     pending: list[Row | Rejection] = []
     first = True
+    end_at: int | None = None
     last_line = 0
     while True:
         try:
@@ -280,8 +327,9 @@ def read_rows(
             first = False
             fields[0] = fields[0].removeprefix("\ufeff")  # a byte order mark read as text
             if is_header(fields):
+                end_at = end_column(fields)
                 continue
-        pending.append(parse_fields(fields, line, scope))
+        pending.append(parse_fields(fields, line, scope, end_at))
         if len(pending) >= chunk:
             yield from _without_duplicates(pending, seen)
             pending = []

@@ -60,7 +60,8 @@ EXPORT_PAGE = 10_000  # ListEntries' largest page
 SHOWN_REJECTS = 20
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
-EXPORT_HEADER = ["card_id", "reason", "effective_time", "publisher", "version"]
+# The end time comes last (issue #17): importers that read three columns still read it.
+EXPORT_HEADER = ["card_id", "reason", "effective_time", "publisher", "version", "expires_at"]
 
 
 class NodeUnreachable(RuntimeError):
@@ -239,6 +240,7 @@ class Importer:
                     card_id=r.revocation.card_id,
                     reason=int(r.revocation.reason),  # type: ignore[arg-type]
                     effective_time=r.revocation.effective_time,
+                    expires_at=r.expires_at,
                 )
                 for r in rows
             ]
@@ -414,6 +416,7 @@ def write_export(entries: Iterator[Any], out: IO[str], style: str) -> int:
                 format_time(e.effective_time),
                 e.publisher,
                 e.version,
+                format_time(e.expires_at) if e.expires_at else "none",
             ]
         )
         n += 1
@@ -463,7 +466,9 @@ def add_commands(sub: Any) -> None:
         help="import a legacy invalidity list (card id, reason, date) at an authority",
         description="Rows: card id, reason (临时挂失/挂失/损坏/到期/换卡/注销/其他, the "
         "English name or the code 1-7), date (YYYY-MM-DD or YYYY-MM-DD HH:MM:SS in China "
-        "time, or unix seconds); an optional header row; more columns are ignored.",
+        "time, or unix seconds); an optional header row; more columns are ignored, but for "
+        "one the header names expires_at: the end time (a date; empty: the reason's default "
+        "lapse period; none: no end time).",
     )
     imp.add_argument("file", type=Path, help="the CSV file")
     imp.add_argument("--node", required=True, metavar="ADDR", help="the authority's gRPC address")

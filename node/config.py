@@ -22,6 +22,10 @@
     head_statement_interval = 60.0      # an authority signs its head this often (and after
                                         #   each publication): feed ages are measured from it
     max_clock_skew = 300                # seconds a signed time may be ahead of this clock
+    lapse_days = { temporary_loss = 10 }  # an authority's default lapse period per reason
+                                        #   (issue #17; only temporary_loss and other)
+    max_lapse_days = 366                # the longest end time this node accepts in a feed
+    sweep_interval = 60.0               # seconds between sweeps of lapsed entries
     subscribe = true                    # hold the upstream's push stream (false: pull only)
     max_batch = 10000                   # BatchCheck ids per call
     map_size_gib = 64                   # LMDB address space
@@ -57,11 +61,14 @@ from pathlib import Path
 from typing import Any
 
 from blacklist.certs import Certificate, KeyRevocation
+from blacklist.csvlist import parse_reason
 from blacklist.delta import DEFAULT_LIMITS, MAX_TRUST_RECORDS, DecodeLimits
+from blacklist.entry import Reason
 from blacklist.entryblock import MAX_ENTRIES
+from blacklist.lapse import DAY, LapsePolicy
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import Keyring, SigningKey, TrustedKey
-from blacklist.sync.accept import DEFAULT_MAX_SKEW, AcceptPolicy
+from blacklist.sync.accept import DEFAULT_MAX_LAPSE, DEFAULT_MAX_SKEW, AcceptPolicy
 from blacklist.sync.budget import (
     MIN_MESSAGE_BYTES,
     chunk_count,
@@ -100,7 +107,7 @@ KNOWN_FIELDS = {
     "tls_ca", "tls_cert", "tls_key", "plaintext", "trust_anchor", "certificate_chains",
     "key_revocations", "trust_refresh_interval", "workers", "max_trust_records",
     "max_message_bytes", "snapshot_chunk_bytes", "max_snapshot_bytes", "head_statement_interval",
-    "max_clock_skew",
+    "max_clock_skew", "lapse_days", "max_lapse_days", "sweep_interval",
     "max_delta_entries", "max_snapshot_entries",
 }  # fmt: skip
 
@@ -173,11 +180,20 @@ class NodeConfig:
     max_clock_skew: int = DEFAULT_MAX_SKEW
     max_delta_entries: int = DEFAULT_LIMITS.max_delta_entries
     max_snapshot_entries: int = DEFAULT_LIMITS.max_snapshot_entries
+    # Issue #17: default lapse periods (seconds) by reason, the longest accepted, and how
+    # often lapsed entries are swept.
+    lapse_periods: Mapping[Reason, int] = field(default_factory=dict)
+    max_lapse: int = DEFAULT_MAX_LAPSE
+    sweep_interval: float = 60.0
     source: Path | None = field(default=None, compare=False)
+
+    def lapse_policy(self) -> LapsePolicy:
+        return LapsePolicy(self.lapse_periods, self.max_lapse)
 
     def acceptance(self) -> AcceptPolicy:
         """The bounds this node puts on every signer's claims (blacklist/sync/accept.py)."""
         return AcceptPolicy(
+            max_lapse=self.max_lapse,
             max_skew=self.max_clock_skew,
             limits=DecodeLimits(
                 max_delta_entries=self.max_delta_entries,
@@ -321,6 +337,8 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
             f"config field 'trust_refresh_interval' must be seconds in 1..86400, got {refresh!r}"
         )
     statements = _seconds(data, "head_statement_interval", DEFAULT_INTERVAL, 0.05, 86400)
+    max_lapse = _int(data, "max_lapse_days", DEFAULT_MAX_LAPSE // DAY, 1, 3660) * DAY
+    lapses = _lapse_days(data, max_lapse)
     anchor, chains, revocations = _trust_fields(data, base, trusted)
     limits = _transfer_limits(data)
     config = NodeConfig(
@@ -350,6 +368,9 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         max_snapshot_bytes=limits[2],
         head_statement_interval=statements,
         max_clock_skew=_int(data, "max_clock_skew", DEFAULT_MAX_SKEW, 0, 86400),
+        lapse_periods=lapses,
+        max_lapse=max_lapse,
+        sweep_interval=_seconds(data, "sweep_interval", 60.0, 0.05, 86400),
         max_delta_entries=_int(
             data, "max_delta_entries", DEFAULT_LIMITS.max_delta_entries, 1, MAX_ENTRIES
         ),
@@ -371,6 +392,32 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     if isinstance(keys, CertifiedKeys):
         _check_certified(keys, own, region)
     return _with_transport(config, data, base)
+
+
+def _lapse_days(data: dict[str, Any], max_lapse: int) -> dict[Reason, int]:
+    """``lapse_days``: a table of reason name → days (a number; fractions allowed), each a
+    reason that may lapse and within ``max_lapse_days``."""
+    table = data.get("lapse_days", {})
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f"config field 'lapse_days' must be a table of reason = days, got {table!r}"
+        )
+    out: dict[Reason, int] = {}
+    for name, days in table.items():
+        try:
+            reason = parse_reason(name)  # English or Chinese name, or the code
+        except ValueError as exc:
+            raise ConfigError(f"config field 'lapse_days': {exc}") from None
+        if not isinstance(days, int | float) or isinstance(days, bool) or days <= 0:
+            raise ConfigError(
+                f"config field 'lapse_days': {name} must be a number of days > 0, got {days!r}"
+            )
+        out[reason] = round(days * DAY)
+    try:
+        LapsePolicy(out, max_lapse)
+    except ValueError as exc:
+        raise ConfigError(f"config field 'lapse_days': {exc}") from None
+    return out
 
 
 def _transfer_limits(data: dict[str, Any]) -> tuple[int, int, int]:

@@ -140,6 +140,7 @@ class Node:
             hub=self.hub,
             after_write=self.trust.after_write,
             reads=self.reads,
+            lapse=self.config.lapse_policy(),
         )
         trust_admin = TrustAdmin(admin, self.store, self.metrics)
         # Operators publish trust records only within their region, as they revoke cards.

@@ -30,6 +30,7 @@ from blacklist.clock import Clock
 from blacklist.delta import Delta
 from blacklist.entry import Entry, Reason
 from blacklist.errors import shown
+from blacklist.lapse import LapseError, LapsePolicy
 from blacklist.psam import PSAM_ID_LENGTH, PsamDenied, canonical_psam
 from blacklist.rejections import DeltaRejected
 from blacklist.store import ApplyResult, FeedState, RevocationStore
@@ -117,6 +118,7 @@ def entry_message(entry: Entry) -> types_pb2.Entry:
         effective_time=entry.effective_time,
         publisher=entry.publisher,
         version=entry.version,
+        expires_at=entry.expires_at or 0,
     )
 
 
@@ -151,6 +153,7 @@ class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
         if result.entry is not None:
             response.reason = _enum(result.entry.reason)
             response.effective_time = result.entry.effective_time
+            response.expires_at = result.entry.expires_at or 0
         return response
 
     def _admit(self, psam_id: str, method: str, context: Context) -> None:
@@ -192,6 +195,7 @@ class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
             if answer.entry is not None:
                 card.reason = _enum(answer.entry.reason)
                 card.effective_time = answer.entry.effective_time
+                card.expires_at = answer.entry.expires_at or 0
         seen: set[str] = set()
         for answer in [*result.answering_feeds(), *result.revoked.values()]:
             if answer.publisher and answer.publisher not in seen and answer.feed_checked_at:
@@ -229,8 +233,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         hub: FeedHub | None = None,
         after_write: Callable[[], None] | None = None,
         reads: ThreadPoolExecutor | None = None,
+        lapse: LapsePolicy | None = None,
     ) -> None:
         self._hub = hub
+        # The authority's default lapse periods by reason (config lapse_days; issue #17).
+        self._lapse = lapse or LapsePolicy()
         # Reader threads for audit queries (the node passes its own and shuts it down).
         self._reads = reads or ThreadPoolExecutor(2, thread_name_prefix="admin-read")
         self._after_write = after_write
@@ -262,7 +269,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         never a card the call left as it was: those are not in the delta either)."""
         revocations, reinstatements = authority.pending(revocations, reinstatements)
         if revocations:
-            changes = [AuditChange(r.card_id, int(r.reason)) for r in revocations]
+            changes = [AuditChange(r.card_id, int(r.reason), r.expires_at) for r in revocations]
             action = AuditAction.REVOKE
         else:
             changes = [AuditChange(c) for c in reinstatements]
@@ -374,7 +381,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                     f"card {card}: reason {r.reason} is not one of "
                     + ", ".join(f"{x.value}={x.name}" for x in Reason)
                 )
-            revocations.append(Revocation(card, Reason(r.reason), r.effective_time or now))
+            reason, effective = Reason(r.reason), r.effective_time or now
+            try:
+                end = self._lapse.end_time(card, reason, effective, r.expires_at, now)
+            except LapseError as exc:
+                raise InvalidRequest(str(exc)) from None
+            revocations.append(Revocation(card, reason, effective, end))
         response = await self._publish(revocations, [], caller_of(context))
         self._metrics.revocations.inc(response.added + response.changed)
         return response
@@ -496,6 +508,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 card_id=rec.card_id,
                 reason=_enum(rec.reason),
                 feed_version=rec.feed_version,
+                expires_at=rec.expires_at or 0,
             )
         if more:
             response.next_page_token = (records[-1].key + _TAG.pack(query)).hex()

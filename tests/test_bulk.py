@@ -170,7 +170,9 @@ def test_import_reimport_and_export_round_trip(gz: NodeProcess, tmp_path: Path) 
     assert out.returncode == 0, out.stderr
     with open(exported, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["card_id", "reason", "effective_time", "publisher", "version"]
+    assert rows[0] == [
+        *["card_id", "reason", "effective_time", "publisher", "version", "expires_at"]
+    ]
     back = {r[0]: (int(Reason.parse(r[1])), parse_date(r[2])) for r in rows[1:]}
     assert {c: back[c] for c in listed.good} == listed.good
     assert {r[3] for r in rows[1:]} == {GZ}
