@@ -12,8 +12,11 @@ stopped part-way (a node restart, Ctrl-C) is finished by running it again.
 
 While one batch is at the node the next is parsed. Progress goes to stderr, the summary to
 stdout. Exit code: 0 every row imported or already there; 1 some rows rejected; 2 bad usage
-(no such file, a node that publishes nothing); 3 the node could not be reached (the import
-stopped; what was sent before stays); 130 interrupted (Ctrl-C; likewise).
+(no such file, a node that publishes nothing, a node that refused the first call); 3 the
+node could not be reached (at the first call: one line saying why and what to pass, e.g. the
+TLS options a node that requires mutual TLS needs, node/diagnose.py, and no summary; later:
+the import stopped, what was sent before stays); 130 interrupted (Ctrl-C; likewise). Export
+asks for its first page before it writes anything, so a failed export leaves stdout empty.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from blacklist.csvlist import (
 )
 from blacklist.entry import Reason
 from node.client import (
+    ClientTls,
     UsageError,
     add_connection_options,
     describe,
@@ -51,6 +55,7 @@ from node.client import (
     tls_from_args,
     unreachable,
 )
+from node.diagnose import explain_error
 from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc
 from node.tls import TlsError
 
@@ -66,6 +71,15 @@ EXPORT_HEADER = ["card_id", "reason", "effective_time", "publisher", "version", 
 
 class NodeUnreachable(RuntimeError):
     pass
+
+
+class NotConnected(RuntimeError):
+    """The first call (Status, or the first page of an export) failed: nothing was sent,
+    read or written, so there is no summary to print and nothing to run again."""
+
+    def __init__(self, error: grpc.RpcError) -> None:
+        super().__init__(describe(error))
+        self.error = error
 
 
 # ---------------------------------------------------------------------------- reading
@@ -253,7 +267,12 @@ class Importer:
         s = self.summary
         t0 = time.monotonic()
         try:
-            status = self._status()
+            status: admin_pb2.StatusResponse = self._admin.Status(
+                admin_pb2.StatusRequest(), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise NotConnected(exc) from None
+        try:
             if not status.publisher:
                 raise UsageError(
                     f"node {status.region} ({status.role}) publishes no feed: import at the "
@@ -374,6 +393,8 @@ def _import(args: argparse.Namespace) -> int:
         except UsageError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except NotConnected as exc:
+            return _not_connected(args.node, exc.error, tls, args.timeout)
     sys.stdout.write(format_summary(summary, rejects_file=args.rejects, encoding=args.encoding))
     return summary.exit_code
 
@@ -389,19 +410,38 @@ def reason_text(reason: int, style: str) -> str:
 def export_rows(
     admin: Any, prefix: str, *, page_size: int = EXPORT_PAGE, timeout: float = 60.0
 ) -> Iterator[Any]:
-    """Every entry under ``prefix``, page by page (one page in memory at a time)."""
-    token = ""
-    while True:
-        response = admin.ListEntries(
-            admin_pb2.ListEntriesRequest(
-                region_prefix=prefix, page_size=page_size, page_token=token
-            ),
-            timeout=timeout,
+    """Every entry under ``prefix``, page by page (one page in memory at a time). The first
+    page is asked for here, before anything is written: a node that cannot be reached or
+    refuses raises :class:`NotConnected` while stdout is still empty."""
+
+    def page(token: str) -> Any:
+        request = admin_pb2.ListEntriesRequest(
+            region_prefix=prefix, page_size=page_size, page_token=token
         )
-        yield from response.entries
-        token = response.next_page_token
-        if not token:
-            return
+        return admin.ListEntries(request, timeout=timeout)
+
+    try:
+        first = page("")
+    except grpc.RpcError as exc:
+        raise NotConnected(exc) from None
+
+    def pages(response: Any) -> Iterator[Any]:
+        while True:
+            yield from response.entries
+            if not response.next_page_token:
+                return
+            response = page(response.next_page_token)
+
+    return pages(first)
+
+
+def _not_connected(
+    address: str, error: grpc.RpcError, tls: ClientTls | None, timeout: float
+) -> int:
+    """One line saying why the first call failed and what to do (node/diagnose.py)."""
+    said = explain_error(address, error, tls_given=tls is not None, timeout=timeout)
+    print(f"error: {said.text}", file=sys.stderr)
+    return EXIT_USAGE if said.reached else EXIT_UNREACHABLE
 
 
 def write_export(entries: Iterator[Any], out: IO[str], style: str) -> int:
@@ -431,7 +471,11 @@ def _export(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     admin = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
-    entries = export_rows(admin, args.prefix, timeout=args.timeout)
+    try:
+        entries = export_rows(admin, args.prefix, timeout=args.timeout)
+    except NotConnected as exc:
+        channel.close()
+        return _not_connected(args.node, exc.error, tls, args.timeout)
     # A file is written under a temporary name and renamed when complete, so a failed
     # export never leaves something that looks like a whole list.
     partial = args.output.with_name(args.output.name + ".partial") if args.output else None

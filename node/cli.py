@@ -25,12 +25,13 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from node.ports import PortInUse
     from node.server import serve
     from node.store_lock import StoreInUse
 
     try:
         asyncio.run(serve(config))
-    except StoreInUse as exc:  # a second writer on one data_dir (issue #13)
+    except (StoreInUse, PortInUse) as exc:  # a second writer, a busy port (issue #13)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

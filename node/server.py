@@ -40,6 +40,7 @@ from node.gen.blacklist.v1 import (
 from node.head_signer import HeadSigner
 from node.hub import FeedHub
 from node.metrics import VERSION, NodeMetrics
+from node.ports import PortInUse, bound, refuse_a_taken_port
 from node.rpc import Meter
 from node.servicers import AdminServicer, CardStatusServicer
 from node.store_lock import WriterLock
@@ -47,7 +48,7 @@ from node.sync_client import SyncClient
 from node.sync_service import SyncServicer, TransferLimits
 from node.tls import channel_credentials, server_credentials
 from node.trust_keeper import TrustKeeper
-from node.workers import WorkerPool, refuse_a_taken_port
+from node.workers import WorkerPool
 
 log = logging.getLogger("node")
 SERVICES = {
@@ -201,20 +202,27 @@ class Node:
             ],
         )
         self._add_services(server)
-        if shared:
-            refuse_a_taken_port(self.config.listen)
+        # Both ports before binding either: a busy one is one line naming its field.
+        refuse_a_taken_port(self.config.listen, "listen")
+        refuse_a_taken_port(self.config.metrics_listen, "metrics_listen")
         host = self.config.listen.rpartition(":")[0]
         if self.config.tls:
             assert self.config.tls_ca and self.config.tls_cert and self.config.tls_key
             credentials = server_credentials(
                 self.config.tls_ca, self.config.tls_cert, self.config.tls_key
             )
-            bound = server.add_secure_port(self.config.listen, credentials)
+            port = bound(
+                "listen",
+                self.config.listen,
+                lambda: server.add_secure_port(self.config.listen, credentials),
+            )
         else:  # plaintext = true: tests and demos only (node/config.py)
-            bound = server.add_insecure_port(self.config.listen)
-        if bound == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
-        self.grpc_address = f"{host}:{bound}"
+            port = bound(
+                "listen", self.config.listen, lambda: server.add_insecure_port(self.config.listen)
+            )
+        if port == 0:
+            raise PortInUse("listen", self.config.listen, "gRPC could not bind it")
+        self.grpc_address = f"{host}:{port}"
         if shared:  # Admin and Sync calls that land on a worker come back here
             self._relay = socket_path(self.config.data_dir)
             if server.add_insecure_port(f"unix:{self._relay}") == 0:
@@ -222,7 +230,11 @@ class Node:
             restrict(self._relay)
             self.store.save_index()  # workers load it instead of rebuilding (before any write)
         mhost, _, mport = self.config.metrics_listen.rpartition(":")
-        self._http, _ = start_http_server(int(mport), addr=mhost, registry=self.registry)
+        self._http, _ = bound(
+            "metrics_listen",
+            self.config.metrics_listen,
+            lambda: start_http_server(int(mport), addr=mhost, registry=self.registry),
+        )
         self.metrics_url = f"http://{mhost}:{self._http.server_address[1]}/metrics"
         await server.start()
         for name in ("", *SERVICES.values()):

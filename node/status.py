@@ -10,10 +10,13 @@ a head statement or the head delta, blacklist/sync/freshness.py). Then it judges
 * **stale**: a node's copy is older than ``--stale-after`` seconds. Not judged for a node's
   own feed (its authority is the source). The ministry is judged like every node: head
   statements come up to it from the provinces and cities;
-* **unreachable**: a node did not answer (or refused the call).
+* **unreachable**: a node could not be reached (nothing listening, mutual TLS required and
+  not offered, ...: node/diagnose.py says which, and what to pass);
+* **refused**: a node answered and refused the call (``PERMISSION_DENIED``: ``Admin.Status``
+  takes an operator certificate).
 
 Exit code: 0 all agree and are fresh; 1 a feed diverged or is stale; 3 a node is unreachable
-(whatever else); 2 bad usage. The judging (:func:`assess`) and the table (:func:`render`) are
+or refused (whatever else); 2 bad usage. The judging (:func:`assess`) and the table (:func:`render`) are
 pure functions of the answers, tested without sockets; only :func:`fetch` talks to nodes.
 """
 
@@ -25,6 +28,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -33,10 +37,11 @@ from node.client import (
     ClientTls,
     UsageError,
     add_connection_options,
-    describe,
     open_channel,
+    resolve_node,
     tls_from_args,
 )
+from node.diagnose import explain_error
 from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc
 from node.tls import TlsError
 
@@ -69,8 +74,11 @@ class NodeView:
 
 @dataclass(frozen=True)
 class Unreachable:
+    """A node that gave no answer: never reached, or (``refused``) it said no."""
+
     address: str
     reason: str
+    refused: bool = False
 
 
 Answer = NodeView | Unreachable
@@ -78,6 +86,7 @@ Answer = NodeView | Unreachable
 
 class Problem(enum.StrEnum):
     UNREACHABLE = "unreachable"
+    REFUSED = "refused"
     DIVERGED = "diverged"
     STALE = "stale"
 
@@ -117,7 +126,7 @@ class StatusReport:
     @property
     def exit_code(self) -> int:
         problems = {f.problem for f in self.findings}
-        if Problem.UNREACHABLE in problems:
+        if problems & {Problem.UNREACHABLE, Problem.REFUSED}:
             return EXIT_UNREACHABLE
         return EXIT_PROBLEM if problems else EXIT_OK
 
@@ -212,7 +221,11 @@ def _row(
 def assess(nodes: Sequence[Answer], stale_after: float = DEFAULT_STALE_AFTER) -> StatusReport:
     """The table and the verdict from the nodes' answers, in the order given."""
     findings = [
-        Finding(Problem.UNREACHABLE, f"{n.address}: {n.reason}", address=n.address)
+        Finding(
+            Problem.REFUSED if n.refused else Problem.UNREACHABLE,
+            f"{n.address}: {n.reason}",
+            address=n.address,
+        )
         for n in nodes
         if isinstance(n, Unreachable)
     ]
@@ -249,13 +262,13 @@ def _cell_text(cell: Cell | None) -> str:
 
 def _node_title(node: Answer) -> tuple[str, str]:
     if isinstance(node, Unreachable):
-        return node.address, "unreachable"
+        return node.address, "refused" if node.refused else "unreachable"
     return node.address, f"{node.role} {node.region}".strip()
 
 
 LEGEND = (
     "= the node's own feed   < behind the newest version   ~ same version, other digest (fork)\n"
-    "! stale   - feed missing on that node   ? node unreachable   age: since last known current"
+    "! stale   - feed missing on that node   ? no answer from the node   age: since last known current"
 )
 
 
@@ -293,6 +306,7 @@ def verdict(report: StatusReport) -> str:
         f"{counts[Problem.DIVERGED]} feed(s) diverged" if counts[Problem.DIVERGED] else "",
         f"{counts[Problem.STALE]} stale cop(ies)" if counts[Problem.STALE] else "",
         f"{counts[Problem.UNREACHABLE]} node(s) unreachable" if counts[Problem.UNREACHABLE] else "",
+        f"{counts[Problem.REFUSED]} node(s) refused" if counts[Problem.REFUSED] else "",
     ]
     return "PROBLEM: " + ", ".join(p for p in parts if p)
 
@@ -313,7 +327,8 @@ def fetch(addresses: Sequence[str], tls: ClientTls | None, timeout: float) -> li
             try:
                 answers.append(view_of(address, future.result()))
             except grpc.RpcError as exc:
-                answers.append(Unreachable(address, describe(exc)))
+                said = explain_error(address, exc, tls_given=tls is not None, timeout=timeout)
+                answers.append(Unreachable(address, said.text, refused=said.reached))
         return answers
     finally:
         for channel in channels:
@@ -326,9 +341,21 @@ def add_command(sub: Any) -> None:
         help="every feed's head on each node side by side; non-zero exit on divergence",
         description="Every feed's version, digest prefix and age on each node, side by "
         "side. Exit code 0: identical everywhere and fresh; 1: a feed diverged or is stale; "
-        "3: a node is unreachable; 2: bad usage.",
+        "3: a node is unreachable or refused the call; 2: bad usage.",
     )
-    cmd.add_argument("addresses", nargs="+", metavar="ADDR", help="node gRPC address host:port")
+    cmd.add_argument(
+        "addresses",
+        nargs="+",
+        metavar="ADDR",
+        help="node gRPC address host:port, or the region code of a node `make up` started",
+    )
+    cmd.add_argument(
+        "--federation",
+        type=Path,
+        default=Path(".federation"),
+        metavar="DIR",
+        help="where `make up` keeps federation.json (default .federation)",
+    )
     cmd.add_argument(
         "--stale-after",
         type=float,
@@ -343,7 +370,8 @@ def add_command(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         tls = tls_from_args(args)
-        addresses = list(dict.fromkeys(args.addresses))  # each node once, in the order given
+        given = [resolve_node(a, args.federation) for a in args.addresses]
+        addresses = list(dict.fromkeys(given))  # each node once, in the order given
         answers = fetch(addresses, tls, args.timeout)
     except (UsageError, TlsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

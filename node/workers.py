@@ -26,7 +26,6 @@ import logging
 import os
 import pickle
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -79,23 +78,6 @@ class _InfoCollector(Collector):
             if slot.alive and slot.proc is not None:
                 info.add_metric([str(slot.index), str(slot.proc.pid), slot.metrics_url], 1)
         yield info
-
-
-def refuse_a_taken_port(address: str) -> None:
-    """OSError if something already listens on ``address``. SO_REUSEPORT lets any process
-    of the same user bind a port that others hold with it, so a second node configured on
-    this node's port would silently share its connections; a plain bind finds out first.
-    (SO_REUSEADDR, as gRPC sets it, so that connections in TIME_WAIT do not count.)"""
-    host, _, port = address.rpartition(":")
-    if int(port) == 0:
-        return
-    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host.strip("[]"), int(port)))
-        except OSError as exc:
-            raise OSError(f"cannot listen on {address}: {exc.strerror}") from None
 
 
 def worker_metrics_address(metrics_listen: str, index: int) -> str:

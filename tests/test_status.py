@@ -124,6 +124,19 @@ def test_an_unreachable_node_wins_the_exit_code_and_the_rest_is_still_judged() -
     assert "PROBLEM: 1 feed(s) diverged, 1 node(s) unreachable" in text
 
 
+def test_a_refusing_node_is_refused_not_unreachable() -> None:
+    nodes: list[NodeView | Unreachable] = [*federation()]
+    why = "refused by x (PERMISSION_DENIED): role 'terminal' may not call Admin/Status"
+    nodes[2] = Unreachable(MINISTRY, why, refused=True)
+    report = assess(nodes)
+    assert [f.problem for f in report.findings] == [Problem.REFUSED]
+    assert report.exit_code == EXIT_UNREACHABLE  # it could not be read either way
+    text = render(report)
+    assert f"REFUSED: {MINISTRY}: {why}" in text and "UNREACHABLE" not in text
+    assert text.splitlines()[1].split()[-1] == "refused"  # under the node's address
+    assert "PROBLEM: 1 node(s) refused" in text
+
+
 def test_nothing_reachable() -> None:
     report = assess([Unreachable(CITY, "DEADLINE_EXCEEDED: Deadline Exceeded")])
     assert report.exit_code == EXIT_UNREACHABLE

@@ -81,7 +81,7 @@ def test_status_of_a_province_and_its_city(tmp_path: Path) -> None:
             assert second == first + 1
             down = status_cli(city.grpc, old_address)
             assert down.returncode == 3, down.stdout + down.stderr
-            assert f"UNREACHABLE: {old_address}: UNAVAILABLE" in down.stdout
+            assert f"UNREACHABLE: {old_address}: nothing listens at {old_address}" in down.stdout
             assert "Traceback" not in down.stderr
             assert f"v{second} " in down.stdout  # the city's column is still shown
 
@@ -126,6 +126,17 @@ def test_operator_tools_over_mutual_tls(tmp_path: Path) -> None:
 
         plain = run(["status", node.grpc, "--timeout", "3"])  # no client certificate
         assert plain.returncode == 3 and "UNREACHABLE" in plain.stdout
+        assert f"the node at {node.grpc} requires mutual TLS: pass --ca" in plain.stdout
+        assert "Socket closed" not in plain.stdout
+        # The bulk tools say the same, and print nothing else: no summary, no CSV header.
+        for tool in (
+            ["import-csv", str(listed), "--node", node.grpc],
+            ["export-csv", "--node", node.grpc, "--prefix", "4401"],
+        ):
+            bare = run(tool)
+            assert bare.returncode == 3 and bare.stdout == "", (tool, bare.stdout)
+            assert bare.stderr.startswith(f"error: the node at {node.grpc} requires mutual TLS")
+            assert "again" not in bare.stderr
         as_terminal = [
             "--ca",
             str(ca.cert),
@@ -136,7 +147,17 @@ def test_operator_tools_over_mutual_tls(tmp_path: Path) -> None:
         ]
         refused = run(["status", node.grpc, *as_terminal])
         assert refused.returncode == 3
-        assert "PERMISSION_DENIED: role 'terminal' may not call Admin/Status" in refused.stdout
+        # Refused, not unreachable: the node answered, and said which role it takes.
+        assert (
+            f"REFUSED: {node.grpc}: refused by {node.grpc} (PERMISSION_DENIED): role "
+            "'terminal' may not call Admin/Status; Admin calls take an operator certificate"
+            in refused.stdout
+        )
+        assert "UNREACHABLE" not in refused.stdout
+        assert "PROBLEM: 1 node(s) refused" in refused.stdout
+        exported = run(["export-csv", "--node", node.grpc, "--prefix", "4401", *as_terminal])
+        assert exported.returncode == 2 and exported.stdout == ""
+        assert "PERMISSION_DENIED" in exported.stderr
         half = run(["status", node.grpc, "--ca", str(ca.cert)])
         assert half.returncode == 2 and "go together" in half.stderr
 

@@ -325,7 +325,7 @@ def test_a_port_another_node_holds_is_refused_rather_than_shared(
 ) -> None:
     files = write_node(tmp_path / "other", GZ, extra={"workers": 2, "listen": shared.grpc})
     code, err = run_node_expecting_exit(files.config)
-    assert code != 0 and f"cannot listen on {shared.grpc}" in err
+    assert code == 2 and f"cannot listen on {shared.grpc}" in err
 
 
 def test_workers_out_of_range_is_refused(tmp_path: Path) -> None:
