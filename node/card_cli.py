@@ -55,6 +55,11 @@ def reason_name(reason: int) -> str:
         return f"reason {reason}"
 
 
+def _until(expires_at: int) -> str:
+    """An entry's end time (issue #17: a temporary loss lapses by itself); 0 is none."""
+    return f" until {iso8601(expires_at)}" if expires_at > 0 else ""
+
+
 def check_line(reply: card_status_pb2.CheckCardResponse) -> str:
     status = types.CardStatusCode.Name(reply.status)
     feed = (
@@ -63,7 +68,7 @@ def check_line(reply: card_status_pb2.CheckCardResponse) -> str:
     if reply.status == types.REVOKED:
         return (
             f"{reply.card_id}  REVOKED  {reason_name(reply.reason)} since "
-            f"{iso8601(reply.effective_time)}  ({feed})"
+            f"{iso8601(reply.effective_time)}{_until(reply.expires_at)}  ({feed})"
         )
     if reply.status == types.UNKNOWN_ISSUER:
         return f"{reply.card_id}  UNKNOWN_ISSUER  (no publisher this node knows covers its region)"
@@ -77,8 +82,8 @@ def check_line(reply: card_status_pb2.CheckCardResponse) -> str:
 
 def entry_line(entry: types.Entry) -> str:
     return (
-        f"{entry.card_id}  {reason_name(entry.reason)} since {iso8601(entry.effective_time)}  "
-        f"(feed {entry.publisher}, added in v{entry.version})"
+        f"{entry.card_id}  {reason_name(entry.reason)} since {iso8601(entry.effective_time)}"
+        f"{_until(entry.expires_at)}  (feed {entry.publisher}, added in v{entry.version})"
     )
 
 
@@ -107,7 +112,12 @@ def _check(stub: Any, args: argparse.Namespace) -> list[str]:
 
 def _revoke(stub: Any, args: argparse.Namespace) -> list[str]:
     revocations = [
-        admin_pb2.Revocation(card_id=card, reason=args.reason.name, effective_time=args.effective)
+        admin_pb2.Revocation(
+            card_id=card,
+            reason=args.reason.name,
+            effective_time=args.effective,
+            expires_at=args.expires,
+        )
         for card in args.cards
     ]
     reply = stub.Revoke(admin_pb2.RevokeRequest(revocations=revocations), timeout=args.timeout)
@@ -146,6 +156,8 @@ def main(args: argparse.Namespace) -> int:
             text = args.reason.strip()
             args.reason = Reason.parse(int(text) if text.isdecimal() else text)
             args.effective = parse_time(args.effective) if args.effective else 0
+            never = args.expires is not None and args.expires.strip().lower() == "never"
+            args.expires = -1 if never else parse_time(args.expires) if args.expires else 0
         channel = open_channel(address, tls)
     except (UsageError, TlsError, TimeTextError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -184,6 +196,12 @@ def add_command(sub: Any) -> None:
         metavar="TIME",
         help="ISO 8601 with an offset (2026-12-04T10:00:00+08:00), a date, or unix seconds "
         "(default: now)",
+    )
+    revoke.add_argument(
+        "--expires",
+        metavar="TIME",
+        help="when it lapses by itself (TEMPORARY_LOSS, OTHER), as --effective, or 'never' "
+        "(default: the reason's period in the authority's config, if any)",
     )
     reinstate = card_sub.add_parser("reinstate", help="Admin.Reinstate at the card's authority")
     reinstate.add_argument("cards", nargs="+", metavar="CARD", help=layout)

@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from blacklist.isotime import iso8601
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 from node.localnode import LocalNode, NodeSpec, generate_keys, start_node
 from node.tls import CertFiles, channel_credentials, init_ca, issue
@@ -144,6 +145,21 @@ def test_check_revoke_at_the_authority_seen_elsewhere_entry_and_reinstate(nodes:
     wait_status(nodes, nodes.province, cid, types_pb2.NOT_REVOKED)
     done = card("entry", cid, "--node", nodes.province.grpc, *nodes.tls("operator-bj"))
     assert done.returncode == 0 and done.stdout == f"{cid}: on no list this node holds\n"
+
+
+def test_an_end_time_is_sent_and_shown(nodes: Nodes) -> None:
+    cid = card_id(GZ)
+    now = int(time.time())
+    since, until = iso8601(now - 86400), iso8601(now + 30 * 86400)  # within max_lapse_days
+    done = card(
+        "revoke", cid, "--reason", "TEMPORARY_LOSS", "--effective", since, "--expires", until,
+        "--node", nodes.city.grpc, *nodes.tls("operator-gz"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    done = card("check", cid, "--node", nodes.city.grpc, *nodes.tls("terminal"))
+    assert f"TEMPORARY_LOSS since {since} until {until}" in done.stdout, done.stdout
+    done = card("entry", cid, "--node", nodes.city.grpc, *nodes.tls("operator-gz"))
+    assert f"until {until}  (feed" in done.stdout, done.stdout
 
 
 def test_no_tls_options_at_a_tls_node_say_it_requires_mutual_tls(nodes: Nodes) -> None:
