@@ -13,7 +13,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from blacklist.authority import build_delta
-from blacklist.certs import Certificate, RevocationReason, issue_certificate, issue_revocation
+from blacklist.certs import (
+    Certificate,
+    KeyRevocation,
+    RevocationReason,
+    issue_certificate,
+    issue_revocation,
+)
 from blacklist.checker import Checker, CheckStatus
 from blacklist.clock import ManualClock
 from blacklist.delta import FeedHead, sign_snapshot
@@ -28,11 +34,17 @@ from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
     CertifiedKeys,
     ConflictingCertificates,
+    KeyRevoked,
     PrefixClaim,
     PrefixConflict,
     ScopeViolation,
     TrustAnchor,
+    UnknownIssuer,
     certified_keys_from_records,
+    check_delegation,
+    check_scope,
+    effective_revocation,
+    verify_chain,
 )
 from node.metrics import NodeMetrics
 from tests.conftest import card
@@ -570,3 +582,94 @@ def test_configured_scopes_conflict_names_uncertified_keys() -> None:
         "region prefix '4401' is claimed by publishers 440100 and 440300: publisher 440300's "
         "claim to '4401' (key ) is dropped, publisher 440100's claim to '4401' (key ) answers"
     ]
+
+
+def test_the_effective_revocation_is_the_certifiers_earliest(t: Tree) -> None:
+    """Only the key that vouched may withdraw (another key's revocation, or one whose
+    signature fails, is skipped, never the end of the search); of the certifier's, the
+    earliest stands, and of two at one instant the first held."""
+    gz, gd = t.gz.key_id, t.gd.trusted()
+
+    def rev(issuer: SigningKey, at: int, serial: int) -> KeyRevocation:
+        return issue_revocation(issuer, gz, at, RevocationReason.COMPROMISED, serial=serial)
+
+    by_root = rev(t.root, NOW - 3 * DAY, 1)
+    forged = dataclasses.replace(rev(t.gd, NOW - 4 * DAY, 2), signature=bytes(64))
+    late, early, tie = rev(t.gd, NOW, 3), rev(t.gd, NOW - DAY, 4), rev(t.gd, NOW - DAY, 5)
+    later_still = rev(t.gd, NOW + DAY, 6)
+    held = [by_root, forged, late, later_still, early, tie]
+    assert effective_revocation(gz, gd, held) == early
+    assert effective_revocation(gz, gd, [by_root, forged]) is None
+
+
+def test_the_national_scope_admits_provinces_and_the_ministry_only(t: Tree) -> None:
+    """Under the pinned root: any province's publisher, the ministry's own rotation, and
+    nothing outside the province list (99 is none); the refusal names the scope."""
+    ministry = SigningKey.generate("000000", ["11"])
+    check_scope(issue_certificate(t.root, ministry, ["11"], START, END, serial=40), None)
+    check_scope(t.gd_cert, None)
+    stray = issue_certificate(
+        t.root, SigningKey.generate("990000", ["11"]), ["11"], START, END, serial=41
+    )
+    with pytest.raises(ScopeViolation) as info:
+        check_scope(stray, None)
+    assert str(info.value) == f"{stray.label}: publisher 990000 is outside the national scope"
+    assert info.value.certificate == stray
+
+
+@pytest.mark.parametrize("case", ["publisher", "prefix", "delegation"])
+def test_a_scope_refusal_names_the_issuers_scope_and_the_certificate(t: Tree, case: str) -> None:
+    sz = SigningKey.generate("440300", ["4403"])
+    cert = {
+        "publisher": issue_certificate(t.gd, SigningKey.generate("110100", ["44"]), ["44"], START, END, serial=42),
+        "prefix": issue_certificate(t.gd, sz, ["11"], START, END, serial=43),
+        "delegation": issue_certificate(t.gz, SigningKey.generate("440105", ["4401"]), ["4401"], START, END, serial=44),
+    }[case]  # fmt: skip
+    issuer, scope = (t.gz, ("4401",)) if case == "delegation" else (t.gd, ("44",))
+    with pytest.raises(ScopeViolation) as info:
+        check_delegation(cert, issuer.publisher, scope)
+    text = str(info.value)
+    assert text.startswith(f"{cert.label}: ") and f"the issuer's scope {list(scope)}" in text
+    if case == "delegation":
+        assert text.endswith(
+            f"(publisher {issuer.publisher}), and the certificate is not the issuer's own rotation"
+        )
+    assert info.value.certificate == cert
+
+
+def test_a_province_rotation_is_a_valid_chain(t: Tree) -> None:
+    """A certifier's own rotation (same publisher, same prefixes: not narrower) is the one
+    grant besides narrower prefixes (check_delegation with the issuer's publisher)."""
+    gd2 = SigningKey.generate("440000", ["44"])
+    rotation = issue_certificate(t.gd, gd2, ["44"], START, END, serial=45)
+    key = verify_chain([t.gd_cert, rotation], t.anchor, [], NOW)
+    assert (key.key_id, key.publisher, key.prefixes) == (gd2.key_id, "440000", ("44",))
+
+
+def test_the_trust_anchor_is_a_ministry_key_with_a_public_key(t: Tree) -> None:
+    with pytest.raises(ValueError, match=r"^the trust anchor needs a public key$"):
+        TrustAnchor(t.root.suite_id, b"")
+    with pytest.raises(ValueError, match=r"^a root key publishes for 000000, not 440000$"):
+        TrustAnchor.of(t.gd)
+
+
+def test_a_chain_refusal_names_the_expected_issuer(t: Tree) -> None:
+    """UnknownIssuer names whom the certificate should have been issued by: the pinned root
+    key for the first link, the previous certificate's key after it."""
+    with pytest.raises(UnknownIssuer) as info:
+        verify_chain([t.gz_cert], t.anchor, [], NOW)
+    assert f"is not the pinned root key ({t.anchor.key_id.hex()})" in str(info.value)
+    _, stray = t.cert(t.gz, "440105", ["440105"], 46)
+    with pytest.raises(UnknownIssuer) as info:
+        verify_chain([t.gd_cert, stray], t.anchor, [], NOW)
+    assert f"is not the key of {t.gd_cert.label} ({t.gd.key_id.hex()})" in str(info.value)
+
+
+def test_a_certifiers_revocation_is_found_past_another_keys(t: Tree) -> None:
+    """The revocation index looks at every revocation of the key: one by a key that never
+    certified it (skipped) does not hide its certifier's; the refusal names the reason."""
+    by_root = issue_revocation(t.root, t.gz.key_id, NOW - DAY, RevocationReason.RETIRED, 47)
+    by_gd = issue_revocation(t.gd, t.gz.key_id, NOW - DAY, RevocationReason.COMPROMISED, 48)
+    with pytest.raises(KeyRevoked) as info:
+        verify_chain([t.gd_cert, t.gz_cert], t.anchor, [by_root, by_gd], NOW)
+    assert f"(compromised, revocation #{by_gd.serial})" in str(info.value)
