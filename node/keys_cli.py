@@ -34,6 +34,7 @@ from blacklist.certs import (
     issue_certificate,
     issue_revocation,
 )
+from blacklist.isotime import TimeTextError, iso8601, parse_time
 from blacklist.regions import MINISTRY_CODE
 from blacklist.signing import SigningKey
 from blacklist.trust import ScopeViolation, check_delegation
@@ -112,7 +113,8 @@ def _certify(args: argparse.Namespace) -> str:
     note = "" if issuer_scope != () else " (scope not checked: no --issuer-cert)"
     return (
         f"wrote {out}: key {cert.key_id.hex()} for {cert.publisher}, prefixes "
-        f"{list(cert.prefixes)}, valid {cert.not_before}..{cert.not_after}{note}"
+        f"{list(cert.prefixes)}, valid {iso8601(cert.not_before)}..{iso8601(cert.not_after)}"
+        f"{note}"
     )
 
 
@@ -120,9 +122,9 @@ def _as_of(text: str) -> int:
     if text == "now":
         return int(time.time())
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a unix time or 'now'") from None
+        return parse_time(text)
+    except TimeTextError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or 'now'") from None
 
 
 def _revoke(args: argparse.Namespace) -> str:
@@ -147,7 +149,9 @@ def _revoke(args: argparse.Namespace) -> str:
         if rev.last_version is None
         else f", nothing past feed version {rev.last_version} accepted"
     )
-    return f"wrote {out}: {rev.label}, effective at {rev.effective_at} ({args.reason}){bound}"
+    return (
+        f"wrote {out}: {rev.label}, effective at {iso8601(rev.effective_at)} ({args.reason}){bound}"
+    )
 
 
 def _version(text: str) -> int:
@@ -206,7 +210,10 @@ def register(keys_sub: Any) -> None:
     rev.add_argument("--issuer", required=True, type=Path, help="the certifier's .key file")
     rev.add_argument("--key", required=True, type=Path, help="the revoked key's .pub file")
     rev.add_argument(
-        "--as-of", required=True, type=_as_of, help="unix time the key is void from, or 'now'"
+        "--as-of",
+        required=True,
+        type=_as_of,
+        help="when the key is void from: ISO 8601 with an offset, unix seconds, or 'now'",
     )
     rev.add_argument("--reason", required=True, choices=[r.name.lower() for r in RevocationReason])
     rev.add_argument(

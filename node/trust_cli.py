@@ -24,6 +24,7 @@ import grpc
 from blacklist.certs import decode_trust_record
 from blacklist.entry import Reason
 from blacklist.errors import CodecError
+from blacklist.isotime import TimeTextError, iso8601, parse_time
 from node.client import ClientTls, open_channel
 from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc
 from node.tls import TlsError
@@ -93,6 +94,13 @@ def _reinstate_psams(args: argparse.Namespace) -> str:
     )
 
 
+def _effective(text: str) -> int:
+    try:
+        return parse_time(text)
+    except TimeTextError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _show_psam(args: argparse.Namespace) -> str:
     answer = _admin(args).GetPsam(admin_pb2.GetPsamRequest(psam_id=args.psam), timeout=TIMEOUT)
     if not answer.denied:
@@ -100,7 +108,7 @@ def _show_psam(args: argparse.Namespace) -> str:
     e = answer.entry
     return (
         f"{e.card_id}: denied by {e.publisher} ({Reason(e.reason).name.lower()}, "
-        f"since {e.effective_time}, feed version {e.version})"
+        f"since {iso8601(e.effective_time)}, feed version {e.version})"
     )
 
 
@@ -140,7 +148,12 @@ def register_psam(sub: Any) -> None:
     revoke = psam_sub.add_parser("revoke", help="deny PSAMs (22-character ids)")
     _tls_options(revoke)
     revoke.add_argument("--reason", required=True, help="loss, damaged, cancelled, other, ...")
-    revoke.add_argument("--at", type=int, default=0, help="effective unix time (default now)")
+    revoke.add_argument(
+        "--at",
+        type=_effective,
+        default=0,
+        help="effective time: ISO 8601 with an offset, a date or unix seconds (default now)",
+    )
     revoke.add_argument("psams", nargs="+")
     revoke.set_defaults(fn=_run(_revoke_psams))
     reinstate = psam_sub.add_parser("reinstate", help="lift PSAM denials")

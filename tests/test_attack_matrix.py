@@ -11,6 +11,7 @@ the province's feed, the feed continuing under a rotated key) must work.
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 import time
@@ -345,7 +346,9 @@ def test_an_operator_of_440100_revoking_a_110100_card(world: World) -> None:
 
 def test_a_revoked_psam_checking_a_card(world: World) -> None:
     assert "denied 1 PSAM(s)" in operator_cli(world, "psam", "revoke", "--reason", "loss", PSAM)
-    assert "denied by 440000 (loss" in operator_cli(world, "psam", "show", PSAM)
+    shown = operator_cli(world, "psam", "show", PSAM)
+    assert "denied by 440000 (loss" in shown
+    assert re.search(r"since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, feed version", shown), shown
     audit = world.admin(world.province, "operator-gd").ListAudit(
         admin_pb2.ListAuditRequest(card_id=PSAM), timeout=10
     )

@@ -3,6 +3,7 @@ root → Guangdong (44) → Guangzhou (4401), verify it, revoke, and check the r
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from blacklist.certs import RevocationReason
+from blacklist.isotime import iso8601
 from blacklist.trust import CertifiedKeys, KeyRevoked, TrustAnchor, verify_chain
 from node.keyfiles import (
     KeyFileError,
@@ -68,6 +70,24 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--out", d / "440100.crt",
     )  # fmt: skip
     return d
+
+
+def test_times_print_as_iso_8601(chain: Path) -> None:
+    said = ok(
+        "certify", "--issuer", chain / "440000.key", "--issuer-cert", chain / "440000.crt",
+        "--subject", chain / "440100.pub", "--scope", "4401", "--days", "30",
+        "--out", chain / "440100-iso.crt",
+    )  # fmt: skip
+    cert = load_certificate(chain / "440100-iso.crt")
+    assert f"valid {iso8601(cert.not_before)}..{iso8601(cert.not_after)}" in said
+    assert re.search(r"valid \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\.\.", said), said
+    said = ok(
+        "revoke", "--issuer", chain / "440000.key", "--key", chain / "440100.pub",
+        "--as-of", "2030-01-01T08:00:00+08:00", "--reason", "retired",
+        "--out", chain / "440100-iso.rev",
+    )  # fmt: skip
+    assert "effective at 2030-01-01T00:00:00Z (retired)" in said
+    assert load_revocation(chain / "440100-iso.rev").effective_at == 1_893_456_000
 
 
 def test_the_chain_verifies(chain: Path) -> None:
