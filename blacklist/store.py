@@ -6,6 +6,7 @@ LMDB layout (one environment, named databases, all integers big-endian)::
               value reason u8, effective time i64, version u64                   17 bytes
                     then, for an entry that lapses, its end time i64               25 bytes
     lapses    the entries that have an end time, by end time (lapses.py)
+    reason_counts   entries per publisher and reason (reasoncounts.py)
     feeds     key   publisher code (u24)
               value see _FEED below
     regions   key   publisher code (u24) + region code (u24), value empty
@@ -34,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ from blacklist.headstatements import HeadStatements, StatementResult
 from blacklist.lapses import Lapses, lapse_key
 from blacklist.probe import key_fingerprints
 from blacklist.psamlist import PsamList
+from blacklist.reasoncounts import BUILT, ReasonCounts, tally
 from blacklist.records import (
     ApplyResult,
     FeedState,
@@ -66,6 +69,7 @@ from blacklist.records import (
     lapsed_value,
     pack_values,
     unpack_values,
+    value_end,
 )
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
@@ -128,7 +132,7 @@ class RevocationStore:
         # clock fills in ``now`` at every write.
         self._acceptance = acceptance or AcceptPolicy()
         self.env = lmdb.open(
-            str(self.path), map_size=map_size, max_dbs=16, readahead=False, max_readers=512
+            str(self.path), map_size=map_size, max_dbs=24, readahead=False, max_readers=512
         )
         self._entries = self.env.open_db(b"entries")
         self._feeds_db = self.env.open_db(b"feeds")
@@ -140,7 +144,9 @@ class RevocationStore:
         self.trust = TrustRecords(self.env)
         self.statements = HeadStatements(self.env)
         self.lapses = Lapses(self.env)
+        self.reason_counts = ReasonCounts(self.env)
         self._check_schema(migrate_progress)
+        self._count_reasons()
         self.generation = 0
         # In-memory change counter (applies, touches, index rebuilds): readers such as the
         # checker drop their caches when it moves.
@@ -157,6 +163,7 @@ class RevocationStore:
             if raw is None:
                 txn.put(b"schema", struct.pack(">I", SCHEMA_VERSION), db=self._meta)
                 txn.put(b"generation", _U64.pack(0), db=self._meta)
+                txn.put(BUILT, b"", db=self._meta)
                 return
             found = struct.unpack(">I", raw)[0]
         if found == SCHEMA_VERSION:
@@ -175,6 +182,14 @@ class RevocationStore:
         # still reads as one without; the (empty) lapses database was opened above.
         with self.env.begin(write=True) as txn:
             txn.put(b"schema", struct.pack(">I", SCHEMA_VERSION), db=self._meta)
+
+    def _count_reasons(self) -> None:
+        """Count entries by reason once for a store from before the counts (one scan, in
+        one write transaction: a run killed half-way counts again at the next open)."""
+        with self.env.begin(write=True) as txn:
+            if txn.get(BUILT, db=self._meta) is None:
+                self.reason_counts.build(txn, self._entries, self._meta)
+        self.reason_counts.load()
 
     def _load_state(self) -> None:
         with self.env.begin() as txn:
@@ -456,12 +471,17 @@ class RevocationStore:
             cursor = txn.cursor(db=self._entries)
             # getmulti/putmulti loop in C; the keys arrive sorted (a block's order is the
             # key order), which keeps LMDB's page writes sequential.
+            counted: Counter[tuple[bytes, int]] = Counter()
             held = dict(cursor.getmulti(del_keys)) if del_keys else {}
+            tally(held.values(), pub, -1, counted)
             for key, value in held.items():
                 txn.delete(key, db=self._entries)
                 self.lapses.stage_drop(txn, key, value)
             gone_fps = del_fps[[k in held for k in del_keys]] if held else del_fps[:0]
             existing = dict(cursor.getmulti(add_keys)) if add_keys else {}
+            tally(existing.values(), pub, -1, counted)
+            tally(add_vals, pub, 1, counted)
+            counts_done = self.reason_counts.stage(txn, counted)
             for key, value in existing.items():
                 self.lapses.stage_drop(txn, key, value)
             cursor.putmulti(zip(add_keys, add_vals, strict=True), overwrite=True)
@@ -484,6 +504,7 @@ class RevocationStore:
             archived()
         psams_done()
         trust_done()
+        counts_done()
         self._after_commit(feed, new_regions, gone_fps)
         return ApplyResult(
             delta.publisher,
@@ -519,6 +540,10 @@ class RevocationStore:
             old = [
                 (k, v) for k, v in self._publisher_items(txn, snapshot.publisher) if k[-3:] == pub
             ]
+            counted: Counter[tuple[bytes, int]] = Counter()
+            tally((v for _, v in old), pub, -1, counted)
+            tally(add_vals, pub, 1, counted)
+            counts_done = self.reason_counts.stage(txn, counted)
             if old:
                 rows = np.frombuffer(b"".join(k[:KEY_LENGTH] for k, _ in old), np.uint8)
                 gone_fps = key_fingerprints(rows.reshape(-1, KEY_LENGTH), self.index.width)
@@ -541,6 +566,7 @@ class RevocationStore:
         archived()
         psams_done()
         trust_done()
+        counts_done()
         self._after_commit(feed, new_regions, gone_fps)
         return ApplyResult(
             snapshot.publisher,
@@ -697,9 +723,16 @@ class RevocationStore:
         with _abort_on_error(txn):
             due = self.lapses.due(txn, at, limit)
             per_feed: dict[str, int] = {}
+            counted: Counter[tuple[bytes, int]] = Counter()
+            gone_keys: list[bytes] = []
             for end, key in due:
                 txn.delete(lapse_key(end, key), db=self.lapses.db)
+                value = txn.get(key, db=self._entries)
+                if value is None or value_end(value) != end:
+                    continue  # a row the index should not have held: never a live entry
                 txn.delete(key, db=self._entries)
+                gone_keys.append(key)
+                counted[(key[KEY_LENGTH:], value[0])] -= 1
                 pub = f"{int.from_bytes(key[KEY_LENGTH:], 'big'):06d}"
                 per_feed[pub] = per_feed.get(pub, 0) + 1
             feeds = []
@@ -707,16 +740,18 @@ class RevocationStore:
                 feed = self.feeds[pub]
                 feeds.append(dataclasses.replace(feed, entries=max(0, feed.entries - n)))
                 self._write_feed(txn, feeds[-1], set())
+            counts_done = self.reason_counts.stage(txn, counted)
             self._bump_generation(txn)
             txn.commit()
-        rows = np.frombuffer(b"".join(k[:KEY_LENGTH] for _, k in due), np.uint8)
+        counts_done()
+        rows = np.frombuffer(b"".join(k[:KEY_LENGTH] for k in gone_keys), np.uint8)
         gone = key_fingerprints(rows.reshape(-1, KEY_LENGTH), self.index.width)
         self.generation += 1
         self.epoch += 1
         self.index.remove_many(gone.tolist())
         for feed in feeds:
             self.feeds[feed.publisher] = feed
-        return len(due)
+        return len(due)  # rows handled (a stale one too), so sweep_all moves on
 
     def sweep_all(self, now: int | None = None) -> int:
         """Sweep in batches until nothing is over by ``now``; returns how many went."""

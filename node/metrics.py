@@ -78,6 +78,44 @@ class StatementCollector(Collector):
         yield lag
 
 
+LAPSE_WINDOW = 86_400  # "lapsing in the next 24 h"
+
+
+class LapseCollector(Collector):
+    """Entries by reason and the ones lapsing soon (issue #17), read at scrape time from the
+    writer's store: the counts are kept per write (blacklist/reasoncounts.py), and the
+    lapsing ones are a range of the lapses index."""
+
+    def __init__(self, store: RevocationStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        by_reason = GaugeMetricFamily(
+            "blacklist_entries",
+            "Revoked entries held, all publishers, by reason (lapsed ones until swept)",
+            labels=["reason"],
+        )
+        for reason, n in self._store.reason_counts.by_reason().items():
+            by_reason.add_metric([reason.name.lower()], n)
+        now = int(self._clock())
+        soon = GaugeMetricFamily(
+            "blacklist_entries_lapsing_next_24h",
+            "Entries whose end time falls in the next 24 hours (temporary losses)",
+        )
+        # Still revoked now (end > now) and over within the window (end <= now + 24 h).
+        soon.add_metric([], self._store.lapsing_between(now + 1, now + LAPSE_WINDOW + 1))
+        due = GaugeMetricFamily(
+            "blacklist_entries_lapsed_unswept",
+            "Entries past their end time not swept yet (checks already answer them as "
+            "absent; a number that stays up means the sweep does not run)",
+        )
+        due.add_metric([], self._store.lapsing_between(-(2**63), now + 1))
+        yield by_reason
+        yield soon
+        yield due
+
+
 class NodeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -236,6 +274,11 @@ class NodeMetrics:
             "publisher's claim to the same prefix wins (issue #11: never a crash)",
             registry=registry,
         )
+        self.swept = Counter(
+            "blacklist_entries_swept",
+            "Lapsed entries the sweep removed from the store and the index",
+            registry=registry,
+        )
         self.build_info = Gauge(
             "blacklist_build_info",
             "Build information (always 1)",
@@ -263,6 +306,10 @@ class NodeMetrics:
 
     def watch_store(self, store: RevocationStore, clock: Clock = system_clock) -> None:
         self.registry.register(FeedCollector(store, clock))
+
+    def watch_lapses(self, store: RevocationStore, clock: Clock = system_clock) -> None:
+        """Entries by reason and lapsing soon, from the writer's store."""
+        self.registry.register(LapseCollector(store, clock))
 
     def watch_statements(self, store: RevocationStore) -> None:
         """The statement lag, from the writer's store (a worker's follower has none)."""

@@ -44,6 +44,7 @@ from node.ports import PortInUse, bound, refuse_a_taken_port
 from node.rpc import Meter
 from node.servicers import AdminServicer, CardStatusServicer
 from node.store_lock import WriterLock
+from node.sweeper import Sweeper
 from node.sync_client import SyncClient
 from node.sync_service import SyncServicer, TransferLimits
 from node.tls import channel_credentials, server_credentials
@@ -105,10 +106,12 @@ class Node:
             raise
         self.metrics.watch_store(self.store, clock)
         self.metrics.watch_statements(self.store)
+        self.metrics.watch_lapses(self.store, clock)
         self.trust = TrustKeeper(config, self.store, self.metrics, clock)
         self._stopping = asyncio.Event()
         self._trust_task: asyncio.Task[None] | None = None
         self._signer_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
         keys = self.trust.keys
         own = config.signing_key()
         self.authority = Authority(self.store, own, keys, clock=clock) if own else None
@@ -193,6 +196,8 @@ class Node:
             loop_side=[self.checker.set_keys],
         )
         self._trust_task = asyncio.create_task(self.trust.run(self._stopping))
+        sweeper = Sweeper(self.store, self.writer, self.metrics, self.config.sweep_interval)
+        self._sweep_task = asyncio.create_task(sweeper.run(self._stopping))
         shared = self.config.workers > 1  # worker processes bind the same port (node/workers.py)
         server = grpc.aio.server(
             interceptors=[ForwardedCallers()] if shared else None,
@@ -281,6 +286,8 @@ class Node:
             await self._trust_task
         if self._signer_task is not None:
             await self._signer_task
+        if self._sweep_task is not None:
+            await self._sweep_task
         if self.sync is not None and self._sync_task is not None:
             await self.sync.stop()
             await asyncio.wait_for(self._sync_task, timeout=grace)

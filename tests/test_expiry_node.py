@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -17,7 +18,7 @@ import pytest
 
 from blacklist.csvlist import format_time, parse_date
 from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, types_pb2
-from tests.node_harness import NodeProcess, card_id, write_node
+from tests.node_harness import Metrics, NodeProcess, card_id, write_node
 from tests.test_bulk import run_cli, summary_numbers
 
 GZ = "440100"
@@ -27,7 +28,9 @@ DEFAULT_SECONDS = 9  # lapse_days = 0.0001 below: 8.64 s, rounded
 def node_files(tmp_path: Path) -> Path:
     files = write_node(tmp_path / "gz", GZ)
     text = files.config.read_text()
-    files.config.write_text(text + "lapse_days = { temporary_loss = 0.0001 }\n")
+    files.config.write_text(
+        text + "sweep_interval = 0.2\nlapse_days = { temporary_loss = 0.0001 }\n"
+    )
     return files.config
 
 
@@ -55,6 +58,15 @@ def batch(node: NodeProcess, *cards: str) -> dict[str, int]:
     for item in answer.cards:
         out[cards[item.index]] = item.status
     return out
+
+
+def poll_metrics(node: NodeProcess, ready: Callable[[Metrics], bool]) -> Metrics:
+    deadline = time.monotonic() + 60  # a deadline for slow machines, not a measurement
+    while True:
+        metrics = node.scrape()
+        if ready(metrics) or time.monotonic() > deadline:
+            return metrics
+        time.sleep(0.1)
 
 
 def sleep_until(t: float) -> None:
@@ -97,6 +109,13 @@ def test_temporary_loss_over_grpc_around_its_end_and_across_a_restart(tmp_path: 
         # A lapsed entry is gone from the admin views too.
         gone = node.admin.GetEntry(admin_pb2.GetEntryRequest(card_id=lost), timeout=10)
         assert not gone.found
+        # The sweep (every 0.2 s here) removes it, and the metrics say so; the answer is
+        # the same before and after it.
+        metrics = poll_metrics(node, lambda m: m.value("blacklist_entries_swept_total") >= 1)
+        assert metrics.value("blacklist_entries", reason="loss") == 1
+        assert metrics.value("blacklist_entries_lapsed_unswept") == 0
+        assert metrics.value("blacklist_entries_lapsing_next_24h") >= 1  # `later`
+        assert check(node, lost).status == types_pb2.NOT_REVOKED
 
         # Overrides the rules refuse are INVALID_ARGUMENT, naming the card.
         for reason, expires in ((types_pb2.LOSS, now + 3600), (types_pb2.TEMPORARY_LOSS, now - 1)):

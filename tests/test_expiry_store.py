@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from blacklist.authority import Authority, Revocation
 from blacklist.cardid import text_to_key
@@ -17,7 +18,9 @@ from blacklist.delta import sign_snapshot
 from blacklist.entry import Reason
 from blacklist.errors import StoreError
 from blacklist.follower import FollowingChecker, StoreFollower
+from blacklist.reasoncounts import BUILT
 from blacklist.store import SCHEMA_VERSION, RevocationStore
+from node.metrics import LAPSE_WINDOW, NodeMetrics
 from tests.conftest import Keys, card
 
 DAY = 86_400
@@ -205,3 +208,61 @@ def test_schema_3_migrates_and_older_is_refused(
     set_schema(path, clock, 1)
     with pytest.raises(StoreError, match="migrates schemas 2, 3"):
         open_store(path, clock)
+
+
+def test_reason_counts_follow_writes_and_are_built_for_an_older_store(
+    tmp_path: Path, keys: Keys, clock: ManualClock
+) -> None:
+    path = tmp_path / "s"
+    store = open_store(path, clock)
+    gz = Authority(store, keys.gz, keys.ring, clock=clock)
+    now = int(clock())
+    a, b, c = card(), card(), card()
+    gz.publish([Revocation(a, 1, now, now + 10), Revocation(b, 2, now), Revocation(c, 2, now)])
+    gz.publish([Revocation(c, 5, now)], [b])
+    counts = store.reason_counts.by_reason()
+    assert (counts[Reason.TEMPORARY_LOSS], counts[Reason.LOSS], counts[Reason.REPLACED]) == (
+        1,
+        0,
+        1,
+    )
+    clock.now = now + 10
+    store.sweep()
+    assert store.reason_counts.by_reason()[Reason.TEMPORARY_LOSS] == 0
+    # A store from before the counts (no marker): counted once at open.
+    with store.env.begin(write=True) as txn:
+        txn.delete(BUILT, db=store._meta)
+        txn.drop(store.reason_counts.db, delete=False)
+    store.close()
+    reopened = open_store(path, clock)
+    assert reopened.reason_counts.by_reason()[Reason.REPLACED] == 1
+    assert sum(reopened.reason_counts.by_reason().values()) == reopened.entry_count() == 1
+    reopened.close()
+
+
+def test_lapse_metrics_at_the_edges_of_the_window(
+    store: RevocationStore, gz: Authority, clock: ManualClock
+) -> None:
+    registry = CollectorRegistry()
+    metrics = NodeMetrics(registry)
+    metrics.watch_lapses(store, clock)
+    now = int(clock())
+    edge, beyond, past = card(), card(), card()
+    gz.publish(
+        [
+            Revocation(edge, 1, now, now + LAPSE_WINDOW),  # the window is (now, now + 24 h]
+            Revocation(beyond, 1, now, now + LAPSE_WINDOW + 1),
+            Revocation(past, 1, now, now + 5),
+        ]
+    )
+    value = registry.get_sample_value
+    assert value("blacklist_entries", {"reason": "temporary_loss"}) == 3
+    assert value("blacklist_entries", {"reason": "loss"}) == 0
+    assert value("blacklist_entries_lapsing_next_24h") == 2
+    assert value("blacklist_entries_lapsed_unswept") == 0
+    clock.now = now + 5  # `past` is over at its end time: lapsed, not lapsing
+    assert value("blacklist_entries_lapsing_next_24h") == 2
+    assert value("blacklist_entries_lapsed_unswept") == 1
+    store.sweep()
+    assert value("blacklist_entries_lapsed_unswept") == 0
+    assert value("blacklist_entries", {"reason": "temporary_loss"}) == 2

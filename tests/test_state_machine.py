@@ -179,6 +179,14 @@ class StoreVsDict(RuleBasedStateMachine):
         assert stored == live
         # Every stored entry, lapsed or not, keeps its fingerprint until the sweep takes it.
         assert len(self.store.index) == self.store.entry_count() == len(self.model)
+        # The per-reason counts the metrics read follow every write, sweep and reopen.
+        counts = dict.fromkeys(Reason, 0)
+        for reason, _, _ in self.model.values():
+            counts[reason] += 1
+        assert self.store.reason_counts.by_reason() == counts
+        now = int(self.clock())
+        soon = sum(1 for _, _, e in self.model.values() if e is not None and now <= e < now + 60)
+        assert self.store.lapsing_between(now, now + 60) == soon
         for pub, v in self.versions.items():
             assert self.store.head(pub).version == v
 
