@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from blacklist import checker as checker_module
 from blacklist.authority import Authority, Revocation
 from blacklist.cardid import text_to_key
 from blacklist.checker import Checker, CheckStatus
@@ -18,6 +19,7 @@ from blacklist.delta import sign_snapshot
 from blacklist.entry import Reason
 from blacklist.errors import StoreError
 from blacklist.follower import FollowingChecker, StoreFollower
+from blacklist.probe import HAVE_SPEEDUPS, python_probe, python_scan
 from blacklist.reasoncounts import BUILT
 from blacklist.store import SCHEMA_VERSION, RevocationStore
 from node.metrics import LAPSE_WINDOW, NodeMetrics
@@ -42,8 +44,18 @@ def answers(checker: Checker, cards: list[str]) -> list[CheckStatus]:
     return one
 
 
+@pytest.fixture(params=["c", "python"] if HAVE_SPEEDUPS else ["python"])
+def front_half(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The C fast path (blacklist/_speedups.c, when built) and the pure-Python fallback:
+    the end time is decided after either, by the LMDB read that confirms a hit."""
+    if request.param == "python":
+        monkeypatch.setattr(checker_module, "probe", python_probe)
+        monkeypatch.setattr(checker_module, "scan", python_scan)
+    return str(request.param)
+
+
 def test_boundary_by_the_clock_with_and_without_the_sweep(
-    tmp_path: Path, keys: Keys, clock: ManualClock
+    tmp_path: Path, keys: Keys, clock: ManualClock, front_half: str
 ) -> None:
     # Width 8: every card collides, so the index says "maybe" and LMDB decides each time.
     store = open_store(tmp_path / "s", clock, width=8)
