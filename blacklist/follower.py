@@ -248,6 +248,11 @@ class StoreFollower(RevocationStore):
         for pub, state in states.items():
             covered = self._covered.get(pub)
             if covered == state.head:
+                # The head stood still but entries went: the writer's sweep of lapsed
+                # entries (issue #17). Their fingerprints stay here (stale, never a false
+                # negative) until a rebuild, which counting them brings about.
+                held = self.feeds.get(pub)
+                stale += max(0, held.entries - state.entries) if held else 0
                 continue
             moved = True
             fps, gone = self._fingerprints_since(txn, pub, covered, state)

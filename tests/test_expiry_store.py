@@ -278,3 +278,31 @@ def test_lapse_metrics_at_the_edges_of_the_window(
     store.sweep()
     assert value("blacklist_entries_lapsed_unswept") == 0
     assert value("blacklist_entries", {"reason": "temporary_loss"}) == 2
+
+
+def test_a_follower_counts_swept_entries_as_stale_and_rebuilds(
+    tmp_path: Path, keys: Keys, clock: ManualClock
+) -> None:
+    store = open_store(tmp_path / "s", clock)
+    now = int(clock())
+    cards = [card() for _ in range(4)]
+    Authority(store, keys.gz, keys.ring, clock=clock).publish(
+        [Revocation(c, 1, now, now + 10 * (i + 1)) for i, c in enumerate(cards)]
+    )
+    follower = StoreFollower(
+        tmp_path / "s", env=store.env, background=False, stale_fraction=0.5, stale_floor=0
+    )
+    rebuilds = follower.rebuilds
+    clock.now = now + 10
+    assert store.sweep() == 1
+    follower.refresh()
+    assert (follower.stale, follower.rebuilds) == (1, rebuilds)  # 1 of 3: under half
+    clock.now = now + 30
+    assert store.sweep() == 2
+    follower.refresh()  # 3 stale for 1 entry: rebuilt from LMDB, exact again
+    assert (follower.rebuilds, follower.stale, len(follower.index)) == (rebuilds + 1, 0, 1)
+    checker = FollowingChecker(follower, keys.ring, clock=clock)
+    assert checker.check(cards[3]).status is CheckStatus.REVOKED
+    assert checker.check(cards[0]).status is CheckStatus.NOT_REVOKED
+    follower.close()
+    store.close()
