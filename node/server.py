@@ -49,7 +49,7 @@ from node.sync_client import SyncClient
 from node.sync_service import SyncServicer, TransferLimits
 from node.tls import channel_credentials, server_credentials
 from node.trust_keeper import TrustKeeper
-from node.workers import WorkerPool
+from node.workers import WorkerPool, pool_metrics
 
 log = logging.getLogger("node")
 SERVICES = {
@@ -254,6 +254,9 @@ class Node:
                 after_exit=self.store.env.reader_check,
             )
             await self.workers.start()
+        else:
+            _, alone = pool_metrics(self.registry)
+            alone.set(1)  # the writer serves alone
         if self.authority is not None:
             signer = HeadSigner(
                 self.authority, self.hub, self.metrics, self.config.head_statement_interval

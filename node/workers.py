@@ -80,6 +80,23 @@ class _InfoCollector(Collector):
         yield info
 
 
+def pool_metrics(registry: CollectorRegistry) -> tuple[Counter, Gauge]:
+    """``blacklist_worker_restarts_total`` and ``blacklist_workers``. A node with
+    ``workers = 1`` exports them too (0 restarts, 1 process: the writer), so that dashboards
+    and alerts need no case for it (issue #13)."""
+    restarts = Counter(
+        "blacklist_worker_restarts",
+        "Worker processes restarted after they died",
+        registry=registry,
+    )
+    alive = Gauge(
+        "blacklist_workers",
+        "Serving processes alive on the node's port, the writer included",
+        registry=registry,
+    )
+    return restarts, alive
+
+
 def worker_metrics_address(metrics_listen: str, index: int) -> str:
     host, _, port = metrics_listen.rpartition(":")
     return f"{host}:{int(port) + index if int(port) else 0}"
@@ -117,16 +134,7 @@ class WorkerPool:
         self._grace = grace
         self._after_exit = after_exit
         self._stopping = asyncio.Event()
-        self.restarts = Counter(
-            "blacklist_worker_restarts",
-            "Worker processes restarted after they died",
-            registry=registry,
-        )
-        alive = Gauge(
-            "blacklist_workers",
-            "Serving processes alive on the node's port, the writer included",
-            registry=registry,
-        )
+        self.restarts, alive = pool_metrics(registry)
         alive.set_function(lambda: 1 + sum(s.alive for s in self.slots))
         registry.register(_InfoCollector(self))
 

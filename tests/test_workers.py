@@ -328,6 +328,15 @@ def test_a_port_another_node_holds_is_refused_rather_than_shared(
     assert code == 2 and f"cannot listen on {shared.grpc}" in err
 
 
+def test_one_process_exports_the_same_series(tmp_path: Path) -> None:
+    """workers = 1: blacklist_workers is 1 (the writer) and no worker ever restarted."""
+    with NodeProcess(write_node(tmp_path / "gz", GZ).config) as alone:
+        metrics = alone.scrape()
+        assert metrics.value("blacklist_workers") == 1
+        assert metrics.value("blacklist_worker_restarts_total") == 0
+        assert "blacklist_worker_info" not in metrics.samples
+
+
 def test_workers_out_of_range_is_refused(tmp_path: Path) -> None:
     files = write_node(tmp_path / "gz", GZ)
     config = write_config(tmp_path / "bad.toml", {**files.fields, "workers": 0})
