@@ -52,7 +52,10 @@ class CallerNotPermitted(PermissionError):
 
 
 # Who may call what (service short name, method) → roles. A method not listed is refused to
-# everyone: a new RPC is closed until someone decides who may call it.
+# everyone: a new RPC is closed until someone decides who may call it. CardStatus is open to
+# every role (issue #13's decision): an operator or a node sees no more through it than
+# Admin.GetEntry or Sync already shows it, and a check is how an operator confirms a change.
+# Health and reflection are not metered: any certificate of the CA may call them.
 _ANY = frozenset({"terminal", "operator", "node"})
 ALLOWED_ROLES: dict[tuple[str, str], frozenset[str]] = {
     ("CardStatus", "CheckCard"): _ANY,

@@ -25,6 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from node.gen.blacklist.v1 import (
     admin_pb2,
@@ -36,6 +38,7 @@ from node.gen.blacklist.v1 import (
     types_pb2,
 )
 from node.localnode import LocalNode, NodeSpec, generate_keys, start_node
+from node.rpc import ALLOWED_ROLES
 from node.tls import CertFiles, identity_from_pem, init_ca, issue
 from tests.node_harness import (
     Metrics,
@@ -277,6 +280,88 @@ def test_a_node_certificate_may_sync_but_not_administer(cluster: Cluster) -> Non
         err = _error(lambda: _revoke(channel, card_id(GZ)))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "'node'" in err.details()
+
+
+# ---------------------------------------------------------------------------- the matrix
+# Who may call what, written out by hand (issue #13's decision, node/rpc.py ALLOWED_ROLES):
+# any authenticated caller may check a card (operators and nodes see no more through
+# CardStatus than Admin.GetEntry or Sync already show them); Admin is for operators (writes
+# only within their region); Sync for nodes; health and reflection answer every certificate
+# of the CA, even one without a role (load balancers probe; the schema is public in proto/).
+OK, DENIED, NO_ROLE = (
+    grpc.StatusCode.OK,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+)
+CALLERS = ("terminal", "operator-gz", "operator-bj", "sync-peer", "no-role")
+MATRIX: dict[str, tuple[grpc.StatusCode, ...]] = {
+    # method:                 terminal  operator-gz  operator-bj  sync-peer  no-role
+    "CardStatus/CheckCard":   (OK,      OK,          OK,          OK,        NO_ROLE),
+    "CardStatus/BatchCheck":  (OK,      OK,          OK,          OK,        NO_ROLE),
+    "Admin/GetEntry":         (DENIED,  OK,          OK,          DENIED,    NO_ROLE),
+    "Admin/Status":           (DENIED,  OK,          OK,          DENIED,    NO_ROLE),
+    "Admin/Revoke":           (DENIED,  OK,          DENIED,      DENIED,    NO_ROLE),
+    "Sync/GetUpdates":        (DENIED,  DENIED,      DENIED,      OK,        NO_ROLE),
+    "Health/Check":           (OK,      OK,          OK,          OK,        OK),
+    "Reflection/List":        (OK,      OK,          OK,          OK,        OK),
+}  # fmt: skip
+
+
+def _call(channel: grpc.Channel, method: str) -> Any:
+    stub: Any
+    if method.startswith("CardStatus/"):
+        stub = card_status_pb2_grpc.CardStatusStub(channel)  # type: ignore[no-untyped-call]
+        if method.endswith("CheckCard"):
+            return _check(channel, card_id(GZ))
+        return stub.BatchCheck(
+            card_status_pb2.BatchCheckRequest(card_ids=[card_id(GZ)]), timeout=10
+        )
+    if method == "Admin/GetEntry":
+        stub = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        return stub.GetEntry(admin_pb2.GetEntryRequest(card_id=card_id(GZ)), timeout=10)
+    if method == "Admin/Status":
+        stub = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        return stub.Status(admin_pb2.StatusRequest(), timeout=10)
+    if method == "Admin/Revoke":
+        return _revoke(channel, card_id(GZ))
+    if method == "Sync/GetUpdates":
+        stub = sync_pb2_grpc.SyncStub(channel)  # type: ignore[no-untyped-call]
+        return stub.GetUpdates(sync_pb2.GetUpdatesRequest(node=BJ), timeout=10)
+    if method == "Health/Check":
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    assert method == "Reflection/List"
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    return next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10)))
+
+
+@pytest.mark.parametrize("method", list(MATRIX))
+def test_the_role_matrix(cluster: Cluster, method: str) -> None:
+    got = []
+    for caller in CALLERS:
+        with cluster.channel(cluster.city, caller) as channel:
+            try:
+                _call(channel, method)
+                got.append(OK)
+            except grpc.RpcError as exc:
+                got.append(exc.code())
+    assert dict(zip(CALLERS, got, strict=True)) == dict(zip(CALLERS, MATRIX[method], strict=True))
+
+
+def test_the_matrix_is_the_nodes_role_table() -> None:
+    """Every metered method above is in ALLOWED_ROLES with exactly the roles the matrix lets
+    through (so the table in node/rpc.py and this one cannot drift apart)."""
+    roles = {"terminal": "terminal", "operator-gz": "operator", "sync-peer": "node"}
+    for method, codes in MATRIX.items():
+        service, name = method.split("/")
+        if service in ("Health", "Reflection"):
+            assert (service, name) not in ALLOWED_ROLES  # not metered: any CA certificate
+            continue
+        allowed = {
+            roles[c] for c, code in zip(CALLERS, codes, strict=False) if c in roles and code is OK
+        }
+        assert ALLOWED_ROLES[(service, name)] == allowed, method
 
 
 # ---------------------------------------------------------------------------- authentication
