@@ -48,8 +48,10 @@ typecheck: install
 
 # promtool and prometheus (Debian's prometheus package): tests/test_prometheus.py runs the
 # alert rules' unit tests and a real Prometheus against a federation, and fails without them.
+# chromium (Debian's): tests/test_status_page.py loads the node's status page in a real browser.
 tools: compare-tools
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 # h2load, redis-server and redis-benchmark (Debian's nghttp2-client, redis-server): for
 # `make bench-compare` and its tiny end-to-end run in tests/test_compare.py.

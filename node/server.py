@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from blacklist.authority import Authority
 from blacklist.checker import Checker
@@ -43,6 +43,7 @@ from node.metrics import VERSION, NodeMetrics
 from node.ports import PortInUse, bound, refuse_a_taken_port
 from node.rpc import Meter
 from node.servicers import AdminServicer, CardStatusServicer
+from node.status_page import StatusPage, serve_http
 from node.store_lock import WriterLock
 from node.sweeper import Sweeper
 from node.sync_client import SyncClient
@@ -127,6 +128,7 @@ class Node:
         self.grpc_address = ""
         self.metrics_url = ""
         self._http: Any = None
+        self.page: StatusPage | None = None
         self.workers: WorkerPool | None = None
         self._relay: Path | None = None
 
@@ -235,11 +237,20 @@ class Node:
             restrict(self._relay)
             self.store.save_index()  # workers load it instead of rebuilding (before any write)
         mhost, _, mport = self.config.metrics_listen.rpartition(":")
-        self._http, _ = bound(
+        self.page = page = StatusPage(
+            self.registry,
+            self.store.heads,
+            role=self.config.role,
+            region=self.config.region,
+            data_dir=self.config.data_dir,
+            clock=self.clock,
+        )
+        self._http, _ = bound(  # /metrics, and the status page at / (node/status_page.py)
             "metrics_listen",
             self.config.metrics_listen,
-            lambda: start_http_server(int(mport), addr=mhost, registry=self.registry),
+            lambda: serve_http(mhost, int(mport), self.registry, page.html),
         )
+        page.start()
         self.metrics_url = f"http://{mhost}:{self._http.server_address[1]}/metrics"
         await server.start()
         for name in ("", *SERVICES.values()):
@@ -306,6 +317,8 @@ class Node:
             self._relay.unlink(missing_ok=True)
         self.writer.shutdown(wait=True)
         self.reads.shutdown(wait=True)
+        if self.page is not None:
+            self.page.stop()
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
