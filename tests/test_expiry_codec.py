@@ -254,3 +254,26 @@ def test_bad_bytes_in_a_signed_body_are_malformed_not_a_crash() -> None:
         with pytest.raises(MalformedDelta, match="does not decode"):
             accept_signed(data, lambda _: GENESIS_POS, RING)
         assert forged.version == 1
+
+
+def test_the_nodes_lapse_bound_holds_on_every_path_and_names_the_lapse() -> None:
+    """The node's max_lapse reaches the end-time rule through accept_signed, accept_delta
+    and accept_snapshot alike (never the default), and the refusal names the item, the card
+    and the lapse; 1 s is the smallest bound a node may set."""
+    policy = AcceptPolicy(max_lapse=DAY)
+    assert AcceptPolicy(max_lapse=1).max_lapse == 1
+    e = entries([1], [T], [T + DAY + 1])
+    card_id = e.cards.card_id(0)
+    d = sign_delta(KEY, GENESIS, e, CardColumns.empty(), T)
+    s = sign_snapshot(KEY, FeedHead("440100", 3, bytes(32)), e, np.ones(1, np.uint64), T)
+    tail = f"{card_id} lapses {DAY + 1} s after its effective time, more than this node's {DAY}"
+    for call, label in (
+        (lambda: accept_signed(d.to_bytes(), lambda _: GENESIS_POS, RING, policy), "delta"),
+        (lambda: accept_delta(GENESIS, d, RING, policy), "delta"),
+        (lambda: accept_signed(s.to_bytes(), lambda _: GENESIS_POS, RING, policy), "snapshot"),
+        (lambda: accept_snapshot(GENESIS, s, RING, policy), "snapshot"),
+    ):
+        with pytest.raises(BadEndTime) as info:
+            call()
+        version = 1 if label == "delta" else 3
+        assert str(info.value) == f"{label} 440100 v{version}: {tail}"

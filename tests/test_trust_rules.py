@@ -25,10 +25,16 @@ from blacklist.clock import ManualClock
 from blacklist.delta import FeedHead, sign_snapshot
 from blacklist.entryblock import EntryColumns
 from blacklist.publishers import PublisherDirectory
-from blacklist.rejections import ALL_CAUSES, BadTrustRecord
+from blacklist.rejections import ALL_CAUSES, BadTrustRecord, ReplayedDelta, UnknownKey
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
-from blacklist.sync.accept import FeedPosition, accept_delta, accept_signed, accept_snapshot
+from blacklist.sync.accept import (
+    AcceptPolicy,
+    FeedPosition,
+    accept_delta,
+    accept_signed,
+    accept_snapshot,
+)
 from blacklist.sync.trust_rules import check_trust_records
 from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
@@ -673,3 +679,29 @@ def test_a_certifiers_revocation_is_found_past_another_keys(t: Tree) -> None:
     with pytest.raises(KeyRevoked) as info:
         verify_chain([t.gd_cert, t.gz_cert], t.anchor, [by_root, by_gd], NOW)
     assert f"(compromised, revocation #{by_gd.serial})" in str(info.value)
+
+
+def test_a_plain_keyring_key_is_not_certified_for_a_second_publisher(t: Tree) -> None:
+    """Rule 7 with a plain keyring too: the province certifying Guangzhou's key for another
+    publisher is refused, naming the publisher the key already signs for."""
+    ring = Keyring([t.gd.trusted(), t.gz.trusted()])
+    twin = dataclasses.replace(t.gz, publisher="440105")
+    cert = issue_certificate(t.gd, twin, ["440105"], START, END, serial=49)
+    with pytest.raises(BadTrustRecord) as info:
+        check_trust_records(t.gd.trusted(), "delta 440000 v1", [cert.to_bytes()], ring)
+    assert "but it is already certified for 440100 (one key publishes one feed)" in str(info.value)
+
+
+def test_an_old_copy_signed_before_its_key_expired_is_only_an_older_copy(t: Tree) -> None:
+    """Only an item that moves a feed forward is held to the node's clock: a copy older
+    than the head, signed while Guangzhou's certificate was valid, is ReplayedDelta (not
+    counted as tampering) after the certificate expired, and the position is unchanged."""
+    v1 = build_delta(t.gz, FeedHead.genesis("440100"), issued_at=NOW)
+    v2 = build_delta(t.gz, FeedHead("440100", 1, v1.digest), issued_at=NOW)
+    position = FeedPosition(FeedHead("440100", 3, bytes(32)), NOW)
+    late = AcceptPolicy(now=END + DAY)
+    with pytest.raises(ReplayedDelta):
+        accept_delta(position, v2, t.keys(), late)
+    assert position == FeedPosition(FeedHead("440100", 3, bytes(32)), NOW)
+    with pytest.raises(UnknownKey, match="expired"):  # moving the feed forward: refused
+        accept_delta(position, build_delta(t.gz, position.head, issued_at=NOW), t.keys(), late)
