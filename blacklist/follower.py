@@ -350,7 +350,7 @@ class StoreFollower(RevocationStore):
         raise ReadOnlyStore(f"{self.path}: this process follows the store; it does not write")
 
     apply = apply_delta = apply_snapshot = _refuse
-    accept_statements = keep_snapshot = save_index = _refuse
+    accept_statements = keep_snapshot = save_index = sweep = _refuse
 
     def rebuild_index(self, width: int | None = None) -> FingerprintIndex:
         with self.env.begin() as txn:

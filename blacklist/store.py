@@ -55,7 +55,7 @@ from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import StoreError
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, width_for
 from blacklist.headstatements import HeadStatements, StatementResult
-from blacklist.lapses import Lapses, lapse_key
+from blacklist.lapses import Lapses
 from blacklist.probe import key_fingerprints
 from blacklist.psamlist import PsamList
 from blacklist.reasoncounts import BUILT, ReasonCounts, tally
@@ -69,10 +69,10 @@ from blacklist.records import (
     lapsed_value,
     pack_values,
     unpack_values,
-    value_end,
 )
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
+from blacklist.sweep import Sweeping
 from blacklist.sync.accept import (
     AcceptPolicy,
     FeedPosition,
@@ -96,7 +96,6 @@ from blacklist.trustrecords import TrustRecords
 # (lapses.py). Schema 2 and 3 stores are migrated at open; older ones are refused.
 SCHEMA_VERSION = 4
 MIGRATES_FROM = (2, 3)
-SWEEP_BATCH = 10_000  # lapsed entries removed per write transaction
 DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 DEFAULT_RETAIN_DELTAS = 1000
 INDEX_FILE = "index.fpx"
@@ -107,7 +106,7 @@ _REBUILD_CHUNK = 1 << 20
 Progress = Callable[[int, int], None]  # (done, total) while rebuilding the index
 
 
-class RevocationStore:
+class RevocationStore(Sweeping):
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -707,64 +706,6 @@ class RevocationStore:
         self.index.remove_many(gone_fps.tolist())
         self.feeds[feed.publisher] = feed
         self._feed_regions.setdefault(feed.publisher, set()).update(new_regions)
-
-    # ------------------------------------------------------------------ sweeping
-    def sweep(self, now: int | None = None, limit: int = SWEEP_BATCH) -> int:
-        """Remove up to ``limit`` entries over by ``now`` (this store's clock), in one write
-        transaction; returns how many. By the clock alone (no feed version, no network), so
-        every node removes the same entries; invisible to checks, which already answer a
-        lapsed entry as absent, and its fingerprints leave the index only after the commit
-        (no false negative, DESIGN §4)."""
-        at = int(self._clock()) if now is None else now
-        with self.env.begin() as peek:
-            if not self.lapses.due(peek, at, 1):
-                return 0
-        txn = self.env.begin(write=True)
-        with _abort_on_error(txn):
-            due = self.lapses.due(txn, at, limit)
-            per_feed: dict[str, int] = {}
-            counted: Counter[tuple[bytes, int]] = Counter()
-            gone_keys: list[bytes] = []
-            for end, key in due:
-                txn.delete(lapse_key(end, key), db=self.lapses.db)
-                value = txn.get(key, db=self._entries)
-                if value is None or value_end(value) != end:
-                    continue  # a row the index should not have held: never a live entry
-                txn.delete(key, db=self._entries)
-                gone_keys.append(key)
-                counted[(key[KEY_LENGTH:], value[0])] -= 1
-                pub = f"{int.from_bytes(key[KEY_LENGTH:], 'big'):06d}"
-                per_feed[pub] = per_feed.get(pub, 0) + 1
-            feeds = []
-            for pub, n in per_feed.items():
-                feed = self.feeds[pub]
-                feeds.append(dataclasses.replace(feed, entries=max(0, feed.entries - n)))
-                self._write_feed(txn, feeds[-1], set())
-            counts_done = self.reason_counts.stage(txn, counted)
-            self._bump_generation(txn)
-            txn.commit()
-        counts_done()
-        rows = np.frombuffer(b"".join(k[:KEY_LENGTH] for k in gone_keys), np.uint8)
-        gone = key_fingerprints(rows.reshape(-1, KEY_LENGTH), self.index.width)
-        self.generation += 1
-        self.epoch += 1
-        self.index.remove_many(gone.tolist())
-        for feed in feeds:
-            self.feeds[feed.publisher] = feed
-        return len(due)  # rows handled (a stale one too), so sweep_all moves on
-
-    def sweep_all(self, now: int | None = None) -> int:
-        """Sweep in batches until nothing is over by ``now``; returns how many went."""
-        at = int(self._clock()) if now is None else now
-        total = 0
-        while done := self.sweep(at):
-            total += done
-        return total
-
-    def lapsing_between(self, start: int, end: int) -> int:
-        """Entries whose end time is in [start, end) (the metrics' next-24-hours gauge)."""
-        with self.env.begin() as txn:
-            return self.lapses.count_between(txn, start, end)
 
     def _plan_width(self, entries: int) -> None:
         """Before a write that brings the store to about ``entries``: rebuild at a wider

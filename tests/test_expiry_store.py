@@ -18,7 +18,7 @@ from blacklist.clock import ManualClock
 from blacklist.delta import sign_snapshot
 from blacklist.entry import Reason
 from blacklist.errors import StoreError
-from blacklist.follower import FollowingChecker, StoreFollower
+from blacklist.follower import FollowingChecker, ReadOnlyStore, StoreFollower
 from blacklist.probe import HAVE_SPEEDUPS, python_probe, python_scan
 from blacklist.reasoncounts import BUILT
 from blacklist.store import SCHEMA_VERSION, RevocationStore
@@ -190,6 +190,8 @@ def test_a_follower_answers_by_its_clock_and_follows_the_sweep(
     assert store.sweep() == 1
     assert checker.check(lost).status is CheckStatus.NOT_REVOKED
     assert follower.feeds["440100"].entries == 0
+    with pytest.raises(ReadOnlyStore):
+        follower.sweep()  # only the writer sweeps
     follower.close()
     store.close()
 
