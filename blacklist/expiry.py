@@ -12,19 +12,23 @@ Layout, for the body's main entry block of n entries (delta adds, snapshot entri
     positions    Elias–Fano      only when k < n: their row indices in the block, strictly
                                  ascending (eliasfano.py, one run); when k = n, every row
     min lapse    uvarint         the smallest end time - effective time, at least 1
-    lapse width  u8              lw = bit_length(max lapse - min lapse), 0..64
-    lapses       ceil(k*lw/8) B  lapse - min lapse of each, in row order (bitpack.py)
+    lapse unit   uvarint         u, the greatest common divisor of (lapse - min lapse) over
+                                 the rows; 1 when every lapse is the same
+    lapse width  u8              lw = bit_length((max lapse - min lapse) / u), 0..64
+    lapses       ceil(k*lw/8) B  (lapse - min lapse) / u of each, in row order (bitpack.py)
 
 Why lapses and not end times: an office gives every temporary loss the same period, so a
 delta of 100,000 of them, whatever their effective times, has one lapse and lw = 0 — the
-whole section costs a few bytes (bench/test_core.py, ``test_expiry_delta_bytes``).
+whole section costs a few bytes (bench/test_core.py, ``test_delta_size_expiry``). Why the
+unit: periods are whole days (7–15 by city), so a delta mixing cities' periods stores each
+as a few bits of days, not 20 bits of seconds.
 
 An end time is after its effective time (a lapse of at least 1 s): an entry that is over
 before it begins has no meaning, and the unsigned lapse keeps one encoding per set of
 end times. The writer refuses anything else (ValueError) and the reader refuses what the
 writer would not produce (CodecError): k = 0, positions not strictly ascending or not
-below n, a non-minimal width, a min lapse that is not the minimum, padded varints, an end
-time past int64. Every count is checked against the bytes left before it sizes anything.
+below n, a non-minimal width, a min lapse that is not the minimum, a unit that is not the
+greatest common divisor, padded varints, an end time past int64. Every count is checked against the bytes left before it sizes anything.
 """
 
 from __future__ import annotations
@@ -73,10 +77,14 @@ def write_expiry(w: Writer, entries: EntryColumns) -> None:
     if k < len(entries):
         write_sequence(w, rows.astype(np.uint64))
     low = int(spans.min())
-    width = int(spans.max() - np.uint64(low)).bit_length()
+    offsets = spans - np.uint64(low)
+    unit = int(np.gcd.reduce(offsets)) or 1
+    scaled = offsets // np.uint64(unit)
+    width = int(scaled.max()).bit_length()
     w.uvarint(low)
+    w.uvarint(unit)
     w.u8(width)
-    w.raw(pack_uints(spans - np.uint64(low), width))
+    w.raw(pack_uints(scaled, width))
 
 
 def read_expiry(r: Reader, entries: EntryColumns) -> EntryColumns:
@@ -97,6 +105,9 @@ def read_expiry(r: Reader, entries: EntryColumns) -> EntryColumns:
     low = _uvarint(r, "min lapse", 2**64 - 1)
     if low == 0:
         raise CodecError("min lapse 0: an end time must be after its effective time")
+    unit = _uvarint(r, "lapse unit", 2**64 - 1)
+    if unit == 0:
+        raise CodecError("lapse unit 0")
     width = r.u8("lapse width")
     if width > _MAX_WIDTH:
         raise CodecError(f"lapse width {width} exceeds {_MAX_WIDTH}")
@@ -106,9 +117,12 @@ def read_expiry(r: Reader, entries: EntryColumns) -> EntryColumns:
     top = int(offsets.max())
     if width != top.bit_length():
         raise CodecError(f"lapse width {width} is not the minimal {top.bit_length()}")
-    if low + top > 2**64 - 1:
-        raise CodecError(f"lapse {low} + {top} overflows 64 bits")
-    spans = offsets + np.uint64(low)
+    divisor = int(np.gcd.reduce(offsets))
+    if divisor != (1 if top else 0) or (not top and unit != 1):
+        raise CodecError(f"lapse unit {unit} is not the greatest common divisor of the lapses")
+    if low + unit * top > 2**64 - 1:
+        raise CodecError(f"lapse {low} + {unit} * {top} overflows 64 bits")
+    spans = offsets * np.uint64(unit) + np.uint64(low)
     times = entries.time[rows]
     # The end time must fit int64: lapse <= INT64_MAX - time (exact in uint64).
     room = np.uint64(_INT64_MAX) - times.view(np.uint64)

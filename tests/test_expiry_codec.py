@@ -113,7 +113,17 @@ def test_writer_refuses_an_end_not_after_the_effective_time() -> None:
     for end in (T, T - 1):
         with pytest.raises(ValueError, match="not after its effective time"):
             section(entries([1], [T], [end]))
-    assert section(entries([1], [T], [T + 1])) == bytes([1, 1, 0])  # k=1, min lapse 1, lw 0
+    # k=1, min lapse 1, unit 1, lw 0
+    assert section(entries([1], [T], [T + 1])) == bytes([1, 1, 1, 0])
+    # Whole-day periods of 7..15 days: unit one day, offsets of a few bits.
+    days = entries([1, 1, 1], [T, T + 5, T + 9], [T + 7 * DAY, T + 5 + 15 * DAY, T + 9 + 8 * DAY])
+    data = section(days)
+    head = Writer()
+    for value in (3, 7 * DAY, DAY):  # k, min lapse, unit
+        head.uvarint(value)
+    head.u8(4)  # width: 8 days above the minimum
+    assert data == head.getvalue() + bytes([0b0000_1000, 0b0001_0000])  # 0, 8, 1 days
+    assert read_expiry(Reader(data), days.with_expires(np.zeros(3))) == days
 
 
 def test_reader_refuses_what_the_writer_would_not_write() -> None:
@@ -123,11 +133,17 @@ def test_reader_refuses_what_the_writer_would_not_write() -> None:
         "expiry count": bytes([4, 1, 0]),  # k > n
         "min lapse 0": bytes([3, 0, 0]),
         "padded": bytes([3, 0x81, 0x00, 0]),
-        "not the minimal": bytes([3, 1, 2, 0]),  # width 2 for all-zero offsets
-        "not the smallest": bytes([3, 1, 1, 0b11100000]),  # every offset 1
-        "exceeds 64": bytes([3, 1, 65]),
-        "overflows int64": bytes([3, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, 0]),
+        "not the minimal": bytes([3, 1, 1, 2, 0]),  # width 2 for all-zero offsets
+        "not the smallest": bytes([3, 1, 1, 1, 0b11100000]),  # every offset 1
+        "exceeds 64": bytes([3, 1, 1, 65]),
+        "overflows int64": bytes([3, *[0xFF] * 8, 0x7F, 1, 0]),
+        "lapse unit 0": bytes([3, 1, 0, 0]),
+        # Offsets 0, 2, 2 with unit 1: the unit should have been 2.
+        "not the greatest common divisor": bytes([3, 1, 1, 2, 0b00101000]),
+        "overflows 64 bits": bytes([3, 1, *[0x80] * 9, 0x01, 2, 0b00101100]),
     }
+    with pytest.raises(CodecError, match="not the greatest common divisor"):
+        read_expiry(Reader(bytes([3, 1, 2, 0])), plain)  # equal lapses: the unit is 1
     for message, data in bad.items():
         with pytest.raises(CodecError, match=message):
             read_expiry(Reader(data), plain)
