@@ -46,6 +46,7 @@ ALERTS = {
     "BlacklistFeedBehind",
     "BlacklistDeniedCallsSpike",
     "BlacklistDeniedPsamInUse",
+    "BlacklistSweepStalled",
 }
 # Series that Prometheus itself makes for every target; no node exposes them.
 PROMETHEUS_SERIES = {"up"}
@@ -60,6 +61,8 @@ DASHBOARD_NEEDS = {
     "blacklist_deltas_rejected_total",  # rejected deltas by cause
     "blacklist_snapshot_transfers_total",  # snapshot transfers
     "blacklist_denied_calls_total",  # denied callers
+    "blacklist_entries",  # entries by reason (issue #17)
+    "blacklist_entries_lapsing_next_24h",  # temporary losses that lapse within a day
 }
 # Grafana's variables, as a real query would see them (every job, node and publisher).
 DASHBOARD_VARIABLES = {
