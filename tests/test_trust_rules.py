@@ -50,6 +50,7 @@ from blacklist.trust import (
     check_delegation,
     check_scope,
     effective_revocation,
+    keyring_from_chains,
     verify_chain,
 )
 from node.metrics import NodeMetrics
@@ -705,3 +706,66 @@ def test_an_old_copy_signed_before_its_key_expired_is_only_an_older_copy(t: Tree
     assert position == FeedPosition(FeedHead("440100", 3, bytes(32)), NOW)
     with pytest.raises(UnknownKey, match="expired"):  # moving the feed forward: refused
         accept_delta(position, build_delta(t.gz, position.head, issued_at=NOW), t.keys(), late)
+
+
+def test_keyring_from_chains_leaves_out_a_key_certified_for_two_publishers(t: Tree) -> None:
+    """Each of the key's chains gets a ConflictingCertificates naming its leaf certificate
+    (the last of the chain, however long) and both publishers; the key is in neither
+    publisher's keyring."""
+    sub_key, sub = t.cert(t.gz, "440105", ["440105"], 53)
+    twin = dataclasses.replace(sub_key, publisher="440106")
+    other = issue_certificate(t.gd, twin, ["440106"], START, END, serial=50)
+    chains = [[t.gd_cert], [t.gd_cert, t.gz_cert], [t.gd_cert, t.gz_cert, sub], [t.gd_cert, other]]
+    ring, errors = keyring_from_chains(chains, t.anchor, [], NOW)
+    assert sub_key.key_id not in ring and t.gz.key_id in ring
+    assert [str(e) for e in errors] == [
+        f"{leaf.label}: key {sub_key.key_id.hex()} is certified for publishers ['440105', '440106']"
+        for leaf in (sub, other)
+    ]
+    assert [e.certificate for e in errors] == [sub, other]
+
+
+def test_the_root_signs_only_when_its_empty_chain_is_configured(t: Tree) -> None:
+    """The empty chain names the anchor itself: configured, the root key is a signing key of
+    publisher 000000 (claimed, certified for it); not configured, it is not."""
+    root_id = t.anchor.key_id
+    keys = certified_keys_from_records(t.anchor, [[], [t.gd_cert]], [], [], NOW)
+    assert keys.key_at(root_id, NOW) is not None
+    assert keys.certified_publishers(root_id) == {"000000"}
+    claimed = keys.claimed(root_id)
+    assert claimed is not None and claimed.publisher == "000000"
+    assert t.keys().key_at(root_id, NOW) is None
+
+
+def test_a_claim_carries_its_chain_depth_certifier_and_certificate(t: Tree) -> None:
+    """What the publisher directory ranks by (publishers.py): the chain's length, the leaf
+    certificate's certifier, not_before and serial."""
+    claims = {(c.publisher, c.prefix): c for c in t.keys().claims()}
+    gz, gd = claims["440100", "4401"], claims["440000", "44"]
+    assert (gz.depth, gz.issuer_publisher, gz.issuer_key_id) == (2, "440000", t.gd.key_id)
+    assert (gz.not_before, gz.serial, gd.depth, gd.serial) == (START, 10, 1, 1)
+    assert gd.issuer_publisher == "000000"
+
+
+def test_a_key_no_chain_names_has_no_version_limit(t: Tree) -> None:
+    assert t.keys().version_limit(SigningKey.generate("440100", ["4401"]).key_id, NOW) is None
+
+
+@pytest.mark.parametrize("order", ["expired_first", "revoked_first"])
+def test_a_revocation_is_the_reason_given_when_any_chain_is_revoked(t: Tree, order: str) -> None:
+    """Of several chains that all fail (one not valid yet, one revoked), the certifier's
+    revocation is the reason reported (its explicit word), whatever the order."""
+    # The province's rotated key certifies Guangzhou from tomorrow (newest: its chain is
+    # tried first); its current key revoked Guangzhou's key yesterday (two chains of one
+    # depth, two certifiers).
+    gd2 = SigningKey.generate("440000", ["44"])
+    gd2_cert = issue_certificate(t.root, gd2, ["44"], START, END + 2 * DAY, serial=54)
+    stale = issue_certificate(gd2, t.gz, ["4401"], NOW + DAY, END + DAY, serial=51)
+    revoked = issue_revocation(t.gd, t.gz.key_id, NOW - DAY, RevocationReason.COMPROMISED, 52)
+    chains = [[gd2_cert, stale], [t.gd_cert, t.gz_cert]]
+    if order == "revoked_first":
+        chains.reverse()
+    keys = certified_keys_from_records(t.anchor, [[t.gd_cert], *chains], [], [revoked], NOW)
+    assert sum(1 for c in keys.chains if c and c[-1].key_id == t.gz.key_id) == 2
+    with pytest.raises(KeyRevoked):
+        keys.key_at(t.gz.key_id, NOW)
