@@ -371,6 +371,32 @@ def test_a_batch_that_never_sees_a_still_store_fails_closed(
         checker.check_many([REVOKED])
 
 
+def test_a_single_check_that_never_sees_a_still_store_fails_closed(
+    writer: tuple[RevocationStore, Authority], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A miss is asked again while the index moves, exactly MAX_TRIES times in all, then
+    CheckUnavailable naming them: never an answer from an index that moved, never forever."""
+    store, gz = writer
+    gz.publish([Revocation(REVOKED, Reason.LOSS, T)])
+    checker = Checker(store, KEYS)
+    real_probe = checker_module.probe
+    calls = []
+
+    def probe_while_writing(*args: Any) -> Any:
+        calls.append(1)
+        store.epoch += 1  # as every commit's in-memory update does
+        return real_probe(*args)
+
+    monkeypatch.setattr(checker_module, "probe", probe_while_writing)
+    with pytest.raises(CheckUnavailable) as info:
+        checker.check(card("440100"))
+    assert len(calls) == checker_module.MAX_TRIES
+    assert (
+        str(info.value)
+        == f"the store changed under {checker_module.MAX_TRIES} tries to check a card"
+    )
+
+
 def test_the_node_reports_the_snapshot_version_in_batch_check(
     writer: tuple[RevocationStore, Authority],
 ) -> None:
