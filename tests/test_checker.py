@@ -96,6 +96,24 @@ def test_check_many_matches_check(store: RevocationStore, keys: Keys, gz: Author
     }
 
 
+def test_answers_without_a_feed_name_version_zero_in_single_and_batch(
+    store: RevocationStore, keys: Keys, gz: Authority
+) -> None:
+    """UNKNOWN_ISSUER (no publisher) and NO_DATA (a publisher, no feed yet) carry feed
+    version 0 and no signed time, whether asked alone, in a batch, or again from the cache."""
+    gz.publish([Revocation(card(), Reason.LOSS, T)])
+    checker = Checker(store, keys.ring)
+    expected = {
+        card("120100"): (CheckStatus.UNKNOWN_ISSUER, None, 0, None),
+        card("110100"): (CheckStatus.NO_DATA, "110100", 0, None),
+    }
+    for _ in range(2):  # the second time from the cached answers
+        batch = checker.check_many(list(expected))
+        for i, (c, want) in enumerate(expected.items()):
+            for r in (checker.check(c), batch[i]):
+                assert (r.status, r.publisher, r.feed_version, r.feed_checked_at) == want
+
+
 @pytest.mark.parametrize("bad", ["", "440100", card() + "0", card()[:-1] + "G", card("990100")])
 def test_malformed_ids_are_refused(store: RevocationStore, keys: Keys, bad: str) -> None:
     checker = Checker(store, keys.ring)
