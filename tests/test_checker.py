@@ -165,3 +165,22 @@ def test_index_widens_as_entries_grow(tmp_path: Path, keys: Keys) -> None:
     checker = Checker(store, keys.ring)
     assert checker.check_many(cards).counts() == {CheckStatus.REVOKED: 1000}
     store.close()
+
+
+def test_new_keys_take_effect_at_the_next_check_whatever_the_store_epoch(
+    store: RevocationStore, keys: Keys, gz: Authority
+) -> None:
+    """set_keys forgets every cached answer: a region whose publisher is no longer trusted
+    answers UNKNOWN_ISSUER at once, at every store epoch (its sentinel matches none)."""
+    from blacklist.signing import Keyring
+
+    without_bj = Keyring(k.trusted() for k in (keys.gz, keys.sz, keys.gd))
+    seen = set()
+    for _ in range(4):
+        checker = Checker(store, keys.ring)
+        assert checker.check(card("110100")).status is CheckStatus.NO_DATA  # cached
+        checker.set_keys(without_bj)
+        assert checker.check(card("110100")).status is CheckStatus.UNKNOWN_ISSUER
+        seen.add(store.epoch)
+        gz.publish([Revocation(card(), Reason.LOSS, T)])
+    assert 1 in seen  # where a sentinel of +1 would have matched
