@@ -526,3 +526,25 @@ def test_a_revocation_naming_the_last_digest_refuses_another_history_at_that_ver
     clock.now = NOW + 200
     assert "with digest" in refused(store, keys, thief_v2.to_bytes(), KeyRevokedRejection)
     assert store.apply(real_v2.to_bytes(), keys).version == 2
+
+
+def test_a_snapshot_at_the_last_version_must_reproduce_the_named_head(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The last-digest rule for snapshots: at version N only a snapshot of the head the
+    revocation names (its link = the digest of delta N) stands, on a fresh node too."""
+    c = Certified()
+    real = hashlib.sha256(b"the real v2").digest()
+    revoked = issue_revocation(
+        c.gd, c.gz.key_id, NOW - 50, RevocationReason.COMPROMISED, 7,
+        last_version=2, last_digest=real,
+    )  # fmt: skip
+    keys = c.keys(revoked)
+    genesis = FeedPosition(FeedHead.genesis("440100"))
+    policy = AcceptPolicy(now=NOW)
+    empty, none = EntryColumns.empty(), np.zeros(0, np.uint64)
+    other = sign_snapshot(c.gz, FeedHead("440100", 2, bytes(32)), empty, none, NOW - 60)
+    with pytest.raises(KeyRevokedRejection, match="with digest"):
+        accept_snapshot(genesis, other, keys, policy)
+    honest = sign_snapshot(c.gz, FeedHead("440100", 2, real), empty, none, NOW - 60)
+    assert accept_snapshot(genesis, honest, keys, policy) == FeedHead("440100", 2, real)
