@@ -171,7 +171,6 @@ class Checker:
         self._clock = clock
         self._directory = PublisherDirectory.from_keys(keys)
         self._clear_region_slots()
-        self._epoch = -1
         self._reset()
 
     def set_keys(self, keys: Mapping[bytes, TrustedKey]) -> None:

@@ -184,3 +184,55 @@ def test_new_keys_take_effect_at_the_next_check_whatever_the_store_epoch(
         seen.add(store.epoch)
         gz.publish([Revocation(card(), Reason.LOSS, T)])
     assert 1 in seen  # where a sentinel of +1 would have matched
+
+
+def test_a_region_first_seen_in_a_later_batch_of_the_same_snapshot_gets_its_own_answer(
+    store: RevocationStore, keys: Keys, gz: Authority
+) -> None:
+    """Per-snapshot answers are cached per publisher slot; a batch that brings a new region
+    (a new slot) while the snapshot is unchanged answers it from its own feed, not from the
+    slots the earlier batch knew."""
+    gz.publish([Revocation(card(), Reason.LOSS, T)])
+    checker = Checker(store, keys.ring)
+    first = checker.check_many([card("440100")])
+    assert [first[0].status, first[0].publisher] == [CheckStatus.NOT_REVOKED, "440100"]
+    later = checker.check_many([card("110100"), card("440100"), card("120100")])
+    assert [(r.status, r.publisher, r.feed_version) for r in (later[i] for i in range(3))] == [
+        (CheckStatus.NO_DATA, "110100", 0),
+        (CheckStatus.NOT_REVOKED, "440100", 1),
+        (CheckStatus.UNKNOWN_ISSUER, None, 0),
+    ]
+
+
+def test_a_stored_entry_answers_revoked_with_its_feed_even_when_its_region_is_untrusted(
+    store: RevocationStore, keys: Keys, gz: Authority
+) -> None:
+    """No false negative: a card whose region no trusted key claims any more (keys changed,
+    the entries stay) is still REVOKED, singly and in a batch, with the version of the feed
+    that holds the entry, read from the batch's own snapshot."""
+    from blacklist.signing import Keyring
+
+    revoked, fine = card(), card()
+    gz.publish([Revocation(revoked, Reason.DAMAGED, T)])
+    without_gz = Keyring(k.trusted() for k in (keys.sz, keys.gd, keys.bj))
+    batch = Checker(store, without_gz).check_many([fine, revoked])
+    single = Checker(store, without_gz).check(revoked)
+    for r in (batch[1], single):
+        assert (r.status, r.publisher, r.feed_version) == (CheckStatus.REVOKED, "440100", 1)
+        assert r.entry is not None and r.entry.card_id == revoked
+    assert (batch[0].status, batch[0].publisher) == (CheckStatus.UNKNOWN_ISSUER, None)
+
+
+def test_new_keys_change_a_batchs_answers_within_one_snapshot(
+    store: RevocationStore, keys: Keys, gz: Authority
+) -> None:
+    """The per-snapshot slot answers belong to the old keys' slots: after set_keys, with no
+    write in between, a batch answers with the new keys (UNKNOWN_ISSUER), not a stale slot."""
+    from blacklist.signing import Keyring
+
+    gz.publish([Revocation(card(), Reason.LOSS, T)])
+    checker = Checker(store, keys.ring)
+    assert checker.check_many([card("440100")])[0].status is CheckStatus.NOT_REVOKED
+    checker.set_keys(Keyring(k.trusted() for k in (keys.sz, keys.gd, keys.bj)))
+    after = checker.check_many([card("110100"), card("440100")])
+    assert [after[0].status, after[1].status] == [CheckStatus.NO_DATA, CheckStatus.UNKNOWN_ISSUER]
