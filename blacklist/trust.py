@@ -350,15 +350,10 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
             for prefix in (leaf.prefixes if leaf is not None else key.prefixes)
         ]
 
-    def version_bound(self, key_id: bytes, by: int) -> int | None:
-        """The last feed version ``key_id`` may stand behind: the smallest ``last_version``
-        of the revocations of it, signed by any key that certified it, in effect by ``by``;
-        None if none names one."""
-        limit = self.version_limit(key_id, by)
-        return None if limit is None else limit[0]
-
     def version_limit(self, key_id: bytes, by: int) -> tuple[int, bytes | None] | None:
-        """:meth:`version_bound` with the head digest its revocations name for that version
+        """The last feed version ``key_id`` may stand behind: the smallest ``last_version``
+        of the revocations of it, signed by any key that certified it, in effect by ``by``
+        (None if none names one), with the head digest its revocations name for that version
         (None if none does). Revocations that name two different digests for it contradict
         each other about the last honest version, so the key then stands behind one version
         less (with no digest)."""
