@@ -548,3 +548,69 @@ def test_a_snapshot_at_the_last_version_must_reproduce_the_named_head(
         accept_snapshot(genesis, other, keys, policy)
     honest = sign_snapshot(c.gz, FeedHead("440100", 2, real), empty, none, NOW - 60)
     assert accept_snapshot(genesis, honest, keys, policy) == FeedHead("440100", 2, real)
+
+
+def test_revocations_naming_two_digests_for_version_one_leave_the_key_no_version(
+    clock: ManualClock,
+) -> None:
+    """Two revocations that name different heads for the key's last version 1 contradict each
+    other about it: the key then stands behind one version less (0), so no snapshot at
+    version 1 signed by it stands, whichever head it names."""
+    c = Certified()
+    heads = [hashlib.sha256(b"one v1").digest(), hashlib.sha256(b"another v1").digest()]
+    revocations = [
+        issue_revocation(
+            c.gd,
+            c.gz.key_id,
+            NOW - 50,
+            RevocationReason.COMPROMISED,
+            7 + n,
+            last_version=1,
+            last_digest=digest,
+        )
+        for n, digest in enumerate(heads)
+    ]
+    keys = c.keys(*revocations)
+    genesis = FeedPosition(FeedHead.genesis("440100"))
+    empty, none = EntryColumns.empty(), np.zeros(0, np.uint64)
+    for digest in heads:
+        snap = sign_snapshot(c.gz, FeedHead("440100", 1, digest), empty, none, NOW - 60)
+        with pytest.raises(KeyRevokedRejection):
+            accept_snapshot(genesis, snap, keys, AcceptPolicy(now=NOW))
+
+
+def test_a_certificate_not_valid_yet_is_a_pending_claim_even_after_a_valid_chain() -> None:
+    """claims(pending=True) weighs every chain that becomes valid later, wherever it stands
+    among the chains, so that a claim cannot slip in beside one that is not valid *yet*."""
+    c = Certified()
+    later = SigningKey.generate("440100", ["4401"])
+    pending = issue_certificate(c.gd, later, ["4401"], NOW + DAY, NOW + 365 * DAY, serial=12)
+    keys = CertifiedKeys(c.anchor, [(c.gd_cert, c.gz_cert), (c.gd_cert, pending)], (), at=NOW)
+    assert later.key_id not in {claim.key_id for claim in keys.claims()}
+    claims = [claim for claim in keys.claims(pending=True) if claim.key_id == later.key_id]
+    assert [(claim.prefix, claim.serial, claim.not_before) for claim in claims] == [
+        ("4401", 12, NOW + DAY)
+    ]
+
+
+def test_each_chain_of_a_key_claims_only_the_prefixes_its_own_certificate_grants() -> None:
+    """A key certified twice for different prefixes makes one claim per prefix, each with the
+    certificate (serial, not_before) that grants it: what the directory weighs."""
+    c = Certified()
+    narrow = issue_certificate(c.gd, c.gz, ["440105"], NOW - DAY, NOW + DAY, serial=12)
+    keys = CertifiedKeys(c.anchor, [(c.gd_cert, c.gz_cert), (c.gd_cert, narrow)], (), at=NOW)
+    claims = sorted(
+        (claim.prefix, claim.serial) for claim in keys.claims() if claim.key_id == c.gz.key_id
+    )
+    assert claims == [("4401", 10), ("440105", 12)]
+
+
+def test_a_trust_record_that_does_not_decode_does_not_hide_the_records_after_it() -> None:
+    """Stored records that no longer decode are skipped one by one; the certificates after
+    one still certify their keys."""
+    from blacklist.trust import certified_keys_from_records
+
+    c = Certified()
+    records = [b"\x00not a record", c.gd_cert.to_bytes(), c.gz_cert.to_bytes()]
+    keys = certified_keys_from_records(c.anchor, [], records, [], NOW)
+    assert keys[c.gz.key_id].prefixes == ("4401",)
