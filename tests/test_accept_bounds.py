@@ -614,3 +614,22 @@ def test_a_trust_record_that_does_not_decode_does_not_hide_the_records_after_it(
     records = [b"\x00not a record", c.gd_cert.to_bytes(), c.gz_cert.to_bytes()]
     keys = certified_keys_from_records(c.anchor, [], records, [], NOW)
     assert keys[c.gz.key_id].prefixes == ("4401",)
+
+
+def test_the_root_key_certified_for_a_second_publisher_is_refused_naming_the_root() -> None:
+    """A certificate that puts the pinned root key under another publisher conflicts with the
+    root's own (empty) chain: the key is dropped, and the error names the root key for the
+    anchor's side (it has no certificate label) and the certificate for the other."""
+    from blacklist.trust import ConflictingCertificates, keyring_from_chains
+
+    c = Certified()
+    root_as_sz = dataclasses.replace(c.root, publisher="440300", prefixes=("4403",))
+    cert = issue_certificate(c.gd, root_as_sz, ["4403"], NOW - DAY, NOW + DAY, serial=20)
+    ring, errors = keyring_from_chains([(), (c.gd_cert, cert)], c.anchor, [], NOW)
+    assert c.root.key_id not in ring
+    assert all(isinstance(e, ConflictingCertificates) for e in errors)
+    assert [str(e).split(":")[0] for e in errors] == [
+        "the pinned root key",
+        "certificate 440300#20",
+    ]
+    assert all("['000000', '440300']" in str(e) for e in errors)
