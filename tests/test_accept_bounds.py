@@ -633,3 +633,24 @@ def test_the_root_key_certified_for_a_second_publisher_is_refused_naming_the_roo
         "certificate 440300#20",
     ]
     assert all("['000000', '440300']" in str(e) for e in errors)
+
+
+def test_a_refusal_at_the_last_version_names_both_digests_by_their_first_16_hex_digits() -> None:
+    """The operator compares the two histories from the message: the digest the revocation
+    names and the one offered, each clipped to 16 hex digits (64 bits), nothing else."""
+    c = Certified()
+    real = hashlib.sha256(b"the real v2").digest()
+    revoked = issue_revocation(
+        c.gd, c.gz.key_id, NOW - 50, RevocationReason.COMPROMISED, 7,
+        last_version=2, last_digest=real,
+    )  # fmt: skip
+    offered = hashlib.sha256(b"the thief's v2").digest()
+    empty, none = EntryColumns.empty(), np.zeros(0, np.uint64)
+    snap = sign_snapshot(c.gz, FeedHead("440100", 2, offered), empty, none, NOW - 60)
+    with pytest.raises(KeyRevokedRejection) as refused_at:
+        accept_snapshot(
+            FeedPosition(FeedHead.genesis("440100")), snap, c.keys(revoked), AcceptPolicy(now=NOW)
+        )
+    assert str(refused_at.value).endswith(
+        f"stands behind version 2 only with digest {real.hex()[:16]}, not {offered.hex()[:16]}"
+    )
