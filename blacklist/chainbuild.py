@@ -8,21 +8,19 @@ certificates of one key that was ~N⁴ (54 s at 60 certificates, on the writer t
 
 * certificates are indexed by issuer key id, and chains grow breadth-first from the anchor,
   one level per step, at most :data:`MAX_CHAIN_DEPTH` levels;
-* a key's chains are found shortest first: those at the first level that reaches it, then,
-  while it has room, deeper ones (so that a failing shallow certificate, an expired direct
-  certificate from the root say, does not hide a valid chain through the province); a chain
-  never holds one key twice, so a cycle ends where it starts; only chains new at one level
-  grow at the next, so no chain is built twice;
+* a key is placed once, at the first level that reaches it (its distance from the root):
+  a certificate of an already placed key by a key at the same or a deeper level adds
+  nothing, so a sibling or a descendant cannot re-parent a key nearer the root, and a cycle
+  ends where it starts;
 * a self-issued certificate (issuer key = subject key) certifies nothing and is dropped;
 * one key gets at most :data:`MAX_CHAINS_PER_KEY` chains: its newest certificates first
   (latest ``not_after``), each over its issuer's chains in order. A renewal or a rotated
   certifier gives a key a second chain; a flood of certificates of one key gives it no more
   than the bound.
 
-Each key gets at most :data:`MAX_CHAINS_PER_KEY` chains of at most :data:`MAX_CHAIN_DEPTH`
-certificates, and each certificate is looked at once per new chain of its issuer (at most
-:data:`MAX_CHAINS_PER_KEY` over all levels), so the work and the number of chains are at most
-linear in the certificates.
+Each certificate is looked at once and each key gets at most :data:`MAX_CHAINS_PER_KEY`
+chains of at most :data:`MAX_CHAIN_DEPTH` certificates, so the work and the number of chains
+are at most linear in the certificates.
 """
 
 from __future__ import annotations
@@ -55,33 +53,25 @@ def chains_from_records(
     for cert in {c.digest: c for c in certificates}.values():
         if cert.issuer_key_id != cert.key_id:  # self-issued: certifies nothing
             by_issuer.setdefault(cert.issuer_key_id, []).append(cert)
-    Chain = tuple[Certificate, ...]
-    placed: dict[bytes, list[Chain]] = {anchor.key_id: [()]}
-    fresh: dict[bytes, list[Chain]] = {anchor.key_id: [()]}  # chains new at the last level
-    out: list[Chain] = []
+    placed: dict[bytes, list[tuple[Certificate, ...]]] = {anchor.key_id: [()]}
+    frontier = [anchor.key_id]
+    out: list[tuple[Certificate, ...]] = []
     for _ in range(MAX_CHAIN_DEPTH):
-        options: dict[bytes, list[tuple[Certificate, Chain]]] = {}
-        for issuer, parents in fresh.items():
+        level: dict[bytes, list[Certificate]] = {}
+        for issuer in frontier:
             for cert in by_issuer.get(issuer, ()):
-                if cert.key_id == anchor.key_id or len(placed.get(cert.key_id, ())) >= (
-                    MAX_CHAINS_PER_KEY
-                ):
-                    continue
-                for parent in parents:
-                    if all(c.key_id != cert.key_id for c in parent):  # no key twice: no loop
-                        options.setdefault(cert.key_id, []).append((cert, parent))
-        fresh = {}
-        for key_id, found in options.items():
-            chains = placed.setdefault(key_id, [])
-            room = MAX_CHAINS_PER_KEY - len(chains)
-            picked = [(*parent, cert) for cert, parent in sorted(found, key=_by_cert)][:room]
-            chains.extend(picked)
-            out.extend(picked)
-            fresh[key_id] = picked
-        if not fresh:
+                if cert.key_id not in placed:
+                    level.setdefault(cert.key_id, []).append(cert)
+        for key_id, certs in level.items():
+            chains: list[tuple[Certificate, ...]] = []
+            for cert in sorted(certs, key=_newest_first):
+                for parent in placed[cert.issuer_key_id]:
+                    if len(chains) == MAX_CHAINS_PER_KEY:
+                        break
+                    chains.append((*parent, cert))
+            placed[key_id] = chains
+            out.extend(chains)
+        if not level:
             break
+        frontier = list(level)
     return out
-
-
-def _by_cert(option: tuple[Certificate, tuple[Certificate, ...]]) -> tuple[int, int, int, bytes]:
-    return _newest_first(option[0])
