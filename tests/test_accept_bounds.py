@@ -581,11 +581,16 @@ def test_revocations_naming_two_digests_for_version_one_leave_the_key_no_version
 
 def test_a_certificate_not_valid_yet_is_a_pending_claim_even_after_a_valid_chain() -> None:
     """claims(pending=True) weighs every chain that becomes valid later, wherever it stands
-    among the chains, so that a claim cannot slip in beside one that is not valid *yet*."""
+    among the chains (after a valid one, after one that fails), so that a claim cannot slip in beside one that is not valid *yet*."""
     c = Certified()
     later = SigningKey.generate("440100", ["4401"])
     pending = issue_certificate(c.gd, later, ["4401"], NOW + DAY, NOW + 365 * DAY, serial=12)
-    keys = CertifiedKeys(c.anchor, [(c.gd_cert, c.gz_cert), (c.gd_cert, pending)], (), at=NOW)
+    # A pending chain that will never verify (outside Guangdong's scope) stands before it.
+    stray = SigningKey.generate("110100", ["1101"])
+    broken = issue_certificate(c.gd, stray, ["1101"], NOW + DAY, NOW + 365 * DAY, serial=13)
+    chains = [(c.gd_cert, c.gz_cert), (c.gd_cert, broken), (c.gd_cert, pending)]
+    keys = CertifiedKeys(c.anchor, chains, (), at=NOW)
+    assert stray.key_id not in {claim.key_id for claim in keys.claims(pending=True)}
     assert later.key_id not in {claim.key_id for claim in keys.claims()}
     claims = [claim for claim in keys.claims(pending=True) if claim.key_id == later.key_id]
     assert [(claim.prefix, claim.serial, claim.not_before) for claim in claims] == [
