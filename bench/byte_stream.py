@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+
+from bench.empty_server import serve_until_signalled
 
 METHOD = "/bench.ByteStream/Read"
 MAX_MESSAGE = 16 << 20  # node/config.py DEFAULT_MAX_MESSAGE_BYTES (bench/test_catch_up.py checks)
@@ -42,18 +42,7 @@ async def serve(path: Path, listen: str, chunk: int) -> None:
     server.add_generic_rpc_handlers(
         [grpc.method_handlers_generic_handler("bench.ByteStream", {"Read": handler})]
     )
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    await server.start()
-    host = listen.rpartition(":")[0]
-    print("READY " + json.dumps({"grpc": f"{host}:{port}"}), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
+    await serve_until_signalled(server, listen)
 
 
 def main(argv: list[str] | None = None) -> int:

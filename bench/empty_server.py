@@ -60,6 +60,12 @@ async def serve(listen: str) -> None:
         ]
     )
     card_status_pb2_grpc.add_CardStatusServicer_to_server(EmptyCardStatus(), server)  # type: ignore[no-untyped-call]
+    await serve_until_signalled(server, listen)
+
+
+async def serve_until_signalled(server: Any, listen: str) -> None:
+    """Bind ``listen``, start, print the READY line the benchmarks wait for (with the port
+    chosen when it was 0), and serve until SIGTERM or SIGINT."""
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")

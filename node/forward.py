@@ -176,7 +176,7 @@ def relay_handlers(channel: grpc.aio.Channel, relayed: Counter) -> Sequence[Any]
             path = f"/{service}/{method}"
             if client_streaming and not server_streaming:
                 handlers[method] = grpc.stream_unary_rpc_method_handler(
-                    _relay_push(channel.stream_unary(path), relayed.labels(method))
+                    _relay_once(channel.stream_unary(path), relayed.labels(method))
                 )
             elif server_streaming and not client_streaming:
                 handlers[method] = grpc.unary_stream_rpc_method_handler(
@@ -184,35 +184,21 @@ def relay_handlers(channel: grpc.aio.Channel, relayed: Counter) -> Sequence[Any]
                 )
             elif not client_streaming:
                 handlers[method] = grpc.unary_unary_rpc_method_handler(
-                    _relay_unary(channel.unary_unary(path), relayed.labels(method))
+                    _relay_once(channel.unary_unary(path), relayed.labels(method))
                 )
         out.append(grpc.method_handlers_generic_handler(service, handlers))
     return out
 
 
-def _relay_unary(call: Any, counted: Any) -> Callable[[bytes, Any], Awaitable[bytes]]:
-    async def relay(request: bytes, context: Any) -> bytes:
+def _relay_once(call: Any, counted: Any) -> Callable[[Any, Any], Awaitable[bytes]]:
+    """A call with one answer: unary, or client-streaming (PushSnapshot), whose request
+    iterator is relayed part by part as it arrives."""
+
+    async def relay(request: Any, context: Any) -> bytes:
         counted.inc()
         try:
             response: bytes = await call(
                 request, metadata=_metadata(context), timeout=context.time_remaining()
-            )
-        except grpc.aio.AioRpcError as error:
-            await _abort_as(context, error)
-            raise  # not reached: abort raises
-        return response
-
-    return relay
-
-
-def _relay_push(call: Any, counted: Any) -> Callable[[AsyncIterator[bytes], Any], Awaitable[bytes]]:
-    """A client-streaming call (PushSnapshot), relayed part by part as it arrives."""
-
-    async def relay(requests: AsyncIterator[bytes], context: Any) -> bytes:
-        counted.inc()
-        try:
-            response: bytes = await call(
-                requests, metadata=_metadata(context), timeout=context.time_remaining()
             )
         except grpc.aio.AioRpcError as error:
             await _abort_as(context, error)

@@ -334,15 +334,13 @@ def _check_ceiling(label: str, item: Signed, key: TrustedKey, policy: AcceptPoli
 
 
 def _check_old_delta(label: str, delta: Signed, position: FeedPosition) -> None:
-    """A delta at or below the head: a copy of what is held (normal), an older one this
-    node no longer holds (normal), or a second history for a held version (tampering)."""
+    """A delta at or below the head that is not a held copy (:func:`_check_envelope` found
+    those first): an older one this node no longer holds (normal), or a second history for a
+    held version (tampering)."""
     v = delta.header.version
-    held = position.held_digest(v)
-    if held is None:
+    if position.held_digest(v) is None:
         raise ReplayedDelta(f"{label}: at or below the head version {position.head.version}")
-    if held != delta.digest:
-        raise ForkedFeed(f"{label}: a different delta is held for version {v}")
-    raise DuplicateDelta(f"{label}: already held")
+    raise ForkedFeed(f"{label}: a different delta is held for version {v}")
 
 
 def _check_old_snapshot(label: str, snapshot: Signed, position: FeedPosition) -> None:
