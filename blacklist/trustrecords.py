@@ -9,7 +9,7 @@ snapshot that carried them)::
 
 Records are only ever added: a certificate stays useful to verify what its key signed
 while it was valid, and a revocation must outlive everything. Acceptance
-(:func:`blacklist.sync.accept._check_trust`) has already checked that each was issued and signed
+(:func:`blacklist.sync.trust_rules.check_trust_records`) has already checked that each was issued and signed
 by a key of its feed's publisher (or is that publisher's own certificate); whether chains
 of them are valid *now* is for :class:`blacklist.trust.CertifiedKeys`, rebuilt by the node
 when :attr:`changes` moves.

@@ -18,7 +18,8 @@ first failure wins and names its cause; nothing is applied on any failure:
    count bounded by :class:`~blacklist.delta.DecodeLimits`; then every region within the
    key's scope, reasons known, no card twice, PSAMs and trust records by the same rules,
    end times only on reasons that may lapse and within the node's longest lapse period
-   (the codec already holds every end time after its effective time);
+   (the codec already holds every end time after its effective time):
+   :mod:`blacklist.sync.content`;
 7. a delta is exactly head + 1 and names the head's digest (DESIGN §5's order: a signed
    out-of-scope delta is counted as out of scope even when it would also leave a gap).
 
@@ -37,8 +38,6 @@ import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from blacklist.delta import (
     DEFAULT_LIMITS,
     DecodeLimits,
@@ -51,14 +50,10 @@ from blacklist.delta import (
     decode_body,
     open_envelope,
 )
-from blacklist.entry import MAY_LAPSE, Reason
-from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import CodecError
 from blacklist.rejections import (
     Backdated,
-    BadEndTime,
     BadSignature,
-    DuplicateCard,
     DuplicateDelta,
     ForkedFeed,
     FromTheFuture,
@@ -71,10 +66,9 @@ from blacklist.rejections import (
     VersionGap,
 )
 from blacklist.signing import TrustedKey
-from blacklist.sync.trust_rules import check_trust_records
+from blacklist.sync.content import check_delta_content, check_snapshot_content
 from blacklist.trust import KeyRevoked, KeysAtTime, TrustError
 
-_MAX_REASON = max(Reason)
 # Versions stay far below 2**64 so that a feed can always be continued (a forged version
 # near the top once left the real authority unable to publish: issue #11).
 MAX_FEED_VERSION = 2**48
@@ -82,7 +76,6 @@ DEFAULT_MAX_SKEW = 300  # seconds a signer's clock may run ahead of this node's
 # The longest a lapsing entry may last (issue #17: offices use 7–15 days; a year leaves
 # room for any city's rule and refuses an "end time" that is really no end).
 DEFAULT_MAX_LAPSE = 366 * 86_400
-_LAPSING = np.array(sorted(MAY_LAPSE), dtype=np.uint8)
 
 Signed = Delta | Snapshot | Envelope
 
@@ -207,94 +200,6 @@ def _verify_origin(
             f"key {h.key_id.hex()} signs for publisher {key.publisher}, not for {h.publisher}"
         )
     return key
-
-
-def _distinct_regions(cards: CardColumns) -> set[int]:
-    """Blocks are sorted by region, so the distinct regions are where the column changes
-    (O(n), no sort)."""
-    r = cards.region
-    if len(r) == 0:
-        return set()
-    return set(r[np.flatnonzero(np.r_[True, r[1:] != r[:-1]])].tolist())
-
-
-def _check_regions(key: TrustedKey, label: str, *card_sets: CardColumns) -> None:
-    regions = set().union(*(_distinct_regions(c) for c in card_sets))
-    for region in sorted(regions):
-        code = f"{region:06d}"
-        if not key.allows_region(code):
-            raise KeyNotAllowed(
-                f"{label}: region {code} is outside the key's prefixes {list(key.prefixes)}"
-            )
-
-
-def _check_entries(label: str, entries: EntryColumns) -> None:
-    reasons = entries.reason
-    if len(reasons) and (int(reasons.min()) < 1 or int(reasons.max()) > _MAX_REASON):
-        bad = int(reasons[(reasons < 1) | (reasons > _MAX_REASON)][0])
-        raise MalformedDelta(f"{label}: unknown reason code {bad}")
-
-
-def _check_ends(
-    label: str, entries: EntryColumns, policy: AcceptPolicy, issued_at: int | None
-) -> None:
-    """End times (issue #17) only on a reason that may lapse (entry.MAY_LAPSE), at most
-    ``policy.max_lapse`` after the effective time, and, in a delta, after its
-    ``issued_at``: an entry added already over is an authority's mistake, not a change.
-    (After the effective time is the codec's rule: expiry.py.)"""
-    rows = np.flatnonzero(entries.ends)
-    if not rows.size:
-        return
-    reasons = entries.reason[rows]
-    wrong = np.flatnonzero(~np.isin(reasons, _LAPSING))
-    if wrong.size:
-        i = int(rows[wrong[0]])
-        raise BadEndTime(
-            f"{label}: {entries.cards.card_id(i)} has an end time, but reason "
-            f"{Reason(int(entries.reason[i])).name} does not lapse"
-        )
-    ends, times = entries.ends[rows], entries.time[rows]
-    # ends > times (codec), so the uint64 difference is exact.
-    long = np.flatnonzero(ends.view(np.uint64) - times.view(np.uint64) > policy.max_lapse)
-    if long.size:
-        i = int(rows[long[0]])
-        raise BadEndTime(
-            f"{label}: {entries.cards.card_id(i)} lapses {int(entries.ends[i]) - int(entries.time[i])}"
-            f" s after its effective time, more than this node's {policy.max_lapse}"
-        )
-    if issued_at is not None:
-        over = np.flatnonzero(ends <= issued_at)
-        if over.size:
-            i = int(rows[over[0]])
-            raise BadEndTime(
-                f"{label}: {entries.cards.card_id(i)} ends at {int(entries.ends[i])}, "
-                f"not after the delta's issued_at {issued_at}"
-            )
-
-
-def _check_unique(label: str, *card_sets: CardColumns) -> None:
-    """Blocks are sorted, so a duplicate within one block is two equal neighbours; across
-    blocks, the sorted union shows it the same way."""
-    cards = CardColumns.concatenate(card_sets).sorted() if len(card_sets) > 1 else card_sets[0]
-    dup = cards.first_duplicate()
-    if dup is not None:
-        raise DuplicateCard(f"{label}: card {dup} appears more than once")
-
-
-def _check_trust(
-    key: TrustedKey, label: str, records: tuple[bytes, ...], keys: Mapping[bytes, TrustedKey]
-) -> None:
-    """Every record in the trust section belongs in this publisher's feed, within the
-    bounds, and makes no two publishers claim one prefix: :mod:`blacklist.sync.trust_rules`."""
-    check_trust_records(key, label, records, keys)
-
-
-def _check_psams(key: TrustedKey, label: str, adds: EntryColumns, removes: CardColumns) -> None:
-    if not len(adds) and not len(removes):
-        return
-    _check_regions(key, f"{label} PSAMs", adds.cards, removes)
-    _check_entries(f"{label} PSAMs", adds)
-    _check_unique(f"{label} PSAMs", adds.cards, removes)
 
 
 def _check_time(label: str, item: Signed, position: FeedPosition, policy: AcceptPolicy) -> None:
@@ -423,23 +328,11 @@ def accept_signed(
     key = _check_envelope(position, envelope, keys, policy)
     item = _decode(envelope, policy.limits)
     if isinstance(item, Delta):
-        _check_delta_content(key, item, keys, policy)
+        check_delta_content(key, item, keys, policy.max_lapse)
         _check_link(position, item)
         return Accepted(item, FeedHead(item.publisher, item.version, item.digest))
-    _check_snapshot_content(key, item, keys, policy)
+    check_snapshot_content(key, item, keys, policy.max_lapse)
     return Accepted(item, FeedHead(item.publisher, item.version, item.head_digest))
-
-
-def _check_delta_content(
-    key: TrustedKey, delta: Delta, keys: Mapping[bytes, TrustedKey], policy: AcceptPolicy
-) -> None:
-    label = _label(delta)
-    _check_regions(key, label, delta.adds.cards, delta.removes)
-    _check_entries(label, delta.adds)
-    _check_ends(label, delta.adds, policy, delta.header.issued_at)
-    _check_unique(label, delta.adds.cards, delta.removes)
-    _check_psams(key, label, delta.psam_adds, delta.psam_removes)
-    _check_trust(key, label, delta.trust, keys)
 
 
 def accept_delta(
@@ -457,7 +350,7 @@ def accept_delta(
     """
     position = FeedPosition.of(head)
     key = _check_envelope(position, delta, keys, policy)
-    _check_delta_content(key, delta, keys, policy)
+    check_delta_content(key, delta, keys, policy.max_lapse)
     _check_link(position, delta)
     return FeedHead(delta.publisher, delta.version, delta.digest)
 
@@ -475,27 +368,8 @@ def accept_snapshot(
     feed past the version its key may stand behind, nor past the ceiling.
     """
     key = _check_envelope(FeedPosition.of(head), snapshot, keys, policy)
-    _check_snapshot_content(key, snapshot, keys, policy)
+    check_snapshot_content(key, snapshot, keys, policy.max_lapse)
     return FeedHead(snapshot.publisher, snapshot.version, snapshot.head_digest)
-
-
-def _check_snapshot_content(
-    key: TrustedKey,
-    snapshot: Snapshot,
-    keys: Mapping[bytes, TrustedKey],
-    policy: AcceptPolicy = NO_CLOCK,
-) -> None:
-    label = _label(snapshot)
-    _check_regions(key, label, snapshot.entries.cards)
-    if len(snapshot.versions) and int(snapshot.versions.max()) > snapshot.version:
-        raise MalformedDelta(f"{label}: an entry claims a version after the snapshot's")
-    _check_entries(label, snapshot.entries)
-    _check_ends(label, snapshot.entries, policy, None)
-    _check_unique(label, snapshot.entries.cards)
-    if len(snapshot.psam_versions) and int(snapshot.psam_versions.max()) > snapshot.version:
-        raise MalformedDelta(f"{label}: a PSAM entry claims a version after the snapshot's")
-    _check_psams(key, label, snapshot.psams, CardColumns.empty())
-    _check_trust(key, label, snapshot.trust, keys)
 
 
 def accept_current_snapshot(
@@ -511,4 +385,4 @@ def accept_current_snapshot(
         raise VersionGap(f"{label}: newer than the head version {head.version}; apply it")
     if snapshot.head_digest != head.digest:
         raise ForkedFeed(f"{label}: same version as the head, different digest")
-    _check_snapshot_content(key, snapshot, keys)
+    check_snapshot_content(key, snapshot, keys, NO_CLOCK.max_lapse)
