@@ -54,8 +54,15 @@ def test_city_fails_over_to_its_second_upstream(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert answer is not None and answer.status == 2, f"no failover: {answer}"
-        metrics = urllib.request.urlopen(standby.metrics_url).read().decode()
-        assert f'blacklist_upstream_connected{{upstream="{fed.address("440000")}"}} 1.0' in metrics
+        # The card can arrive in the session's first pull, before the session marks its
+        # upstream connected (that follows the pull): wait for the gauge, do not race it.
+        connected = f'blacklist_upstream_connected{{upstream="{fed.address("440000")}"}} 1.0'
+        while True:
+            metrics = urllib.request.urlopen(standby.metrics_url).read().decode()
+            if connected in metrics or time.monotonic() > deadline + 10:
+                break
+            time.sleep(0.05)
+        assert connected in metrics
         assert f'blacklist_upstream_connected{{upstream="{dead}"}} 0.0' in metrics
         assert standby.stop() == 0
     finally:
