@@ -148,7 +148,7 @@ def h2load_side(
         cpu = tree_cpu_seconds(server.proc.pid) - cpu0
         assert result.failed == result.errored == result.timeout == 0, result
         assert result.status_2xx >= result.succeeded > 0, result
-        if metrics:  # the server really answered them, all OK (node/rpc.py's Meter)
+        if metrics:  # the server really answered them, all OK (node/grpc/calls.py's Meter)
             time.sleep(0.2)
             labels = {"grpc_service": SERVICE, "grpc_method": method, "grpc_code": "OK"}
             after = scrape(metrics)

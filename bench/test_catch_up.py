@@ -6,7 +6,7 @@ each (one Admin.Revoke's worth, per-second times within an hour, bench/data.py),
 cities, until they add up to ``CATCH_UP_BYTES``. A fresh city with an empty data directory
 is spawned with that upstream; ``seconds`` runs from the spawn until its heads (version and
 digest of every feed) equal the upstream's. Every answer it receives fits the 16 MiB it
-states (node/sync_service.py, blacklist/sync/budget.py), so it takes several GetUpdates
+states (node/grpc/sync.py, blacklist/sync/budget.py), so it takes several GetUpdates
 rounds (``get_updates_rounds``). ``received_bytes_per_entry`` is
 ``blacklist_sync_received_bytes_total`` at the child per entry; ``apply_seconds`` the
 child's verify + commit time in all (``blacklist_delta_apply_seconds_sum``).
@@ -41,7 +41,7 @@ from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
 from node.config import DEFAULT_MAX_MESSAGE_BYTES
 from node.keyfiles import write_key_pair
-from node.localnode import LocalNode, NodeSpec, start_node, write_config
+from node.local.process import LocalNode, NodeSpec, start_node, write_config
 
 CATCH_UP_BYTES = 50 << 20
 PER_DELTA = 100_000

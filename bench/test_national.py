@@ -60,7 +60,7 @@ from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 from node.keyfiles import write_key_pair
-from node.localnode import LocalNode, NodeSpec, start_node, write_config
+from node.local.process import LocalNode, NodeSpec, start_node, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM, CITY = "440000", "110100"

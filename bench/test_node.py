@@ -285,7 +285,7 @@ def _load(
         # Every call h2load saw complete was handled OK, with each of its cards checked. A
         # timed run stops with up to clients x streams calls in flight, which the server
         # finishes or sees cancelled (a stream cancelled part-way still counts as OK in
-        # node/rpc.py, hence no upper bound on OK but the calls started).
+        # node/grpc/calls.py, hence no upper bound on OK but the calls started).
         assert run.succeeded <= ok <= started <= run.started, (ok, started, run)
         assert grew("grpc_server_handled_total", **labels) == started
         assert run.succeeded * cards_per_call <= checks <= started * cards_per_call, (

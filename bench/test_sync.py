@@ -1,6 +1,6 @@
 """Issue #4 figures: how fast and how compactly signed deltas travel between nodes.
 
-Every node is a separate ``python -m node run`` process on loopback (node/federation.py)::
+Every node is a separate ``python -m node run`` process on loopback (node/local/federation.py)::
 
     440100 ─push─▶ 440000 ─push─▶ 000000 ─subscribe/pull─▶ 110000 ─subscribe/pull─▶ 110100
 
@@ -49,7 +49,6 @@ from bench.figures import record as record_figures
 from bench.figures import timed
 from bench.grpc_load import sample, scrape
 from bench.snapshot_upstream import MAP_SIZE_GIB, build_snapshot_upstream
-from node.federation import Federation
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -59,7 +58,8 @@ from node.gen.blacklist.v1 import (
     sync_pb2_grpc,
     types_pb2,
 )
-from node.localnode import LocalNode, NodeSpec, start_node, write_config
+from node.local.federation import Federation
+from node.local.process import LocalNode, NodeSpec, start_node, write_config
 
 SOURCE, TARGET = "440100", "110100"
 HOPS = 4  # 440100 → 440000 → 000000 → 110000 → 110100

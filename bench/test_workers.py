@@ -2,7 +2,7 @@
 
 Two nodes over copies of one store of BENCH_SCALE entries, started side by side, one with
 ``workers = 1`` and one with ``workers = 2`` (the writer and one worker on one port, with
-SO_REUSEPORT; node/workers.py). h2load (nghttp2-client, one thread) drives each in turn,
+SO_REUSEPORT; node/workers/pool.py). h2load (nghttp2-client, one thread) drives each in turn,
 alternated over the rounds so that drift in this shared machine's speed falls on both; the
 idle node uses no CPU meanwhile. h2load shares the machine's 2 cores with the servers, as
 the issue says.

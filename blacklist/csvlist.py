@@ -1,6 +1,6 @@
 """Legacy invalidity lists (失效名单) as CSV: each row becomes a revocation or a rejection that
 names its line and its cause. Pure: it reads an iterable of text lines and nothing else, so a
-list of any size streams through in bounded memory (node/bulk.py feeds it a file).
+list of any size streams through in bounded memory (node/cli/bulk.py feeds it a file).
 
 Format, one card per row::
 

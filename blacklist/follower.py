@@ -1,5 +1,5 @@
 """A read-only view of a store that another process writes: the serving side of
-``workers = N`` (node/workers.py).
+``workers = N`` (node/workers/pool.py).
 
 One process (the writer) applies deltas to the LMDB environment with a
 :class:`~blacklist.store.RevocationStore`; worker processes open the same environment

@@ -14,7 +14,7 @@
     key_revocations = ["revs/440100-1.rev"]
     trust_refresh_interval = 60.0       # seconds between re-checks of certificate validity
     max_trust_records = 1000            # certificates + key revocations one feed may carry
-    workers = 1                         # serving processes on the one port (node/workers.py)
+    workers = 1                         # serving processes on the one port (node/workers/pool.py)
     max_delta_entries = 5000000         # cards + PSAMs one delta may declare (decode bound)
     max_snapshot_entries = 50000000     # entries one publisher's snapshot may declare
     upstreams = ["127.0.0.1:50041"]     # where to sync from, in failover order (none: a root)

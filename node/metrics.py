@@ -149,7 +149,7 @@ class NodeMetrics:
         )
         self.denied = Counter(
             "blacklist_denied_calls",
-            "Calls refused by the role check (node/rpc.py), by reason",
+            "Calls refused by the role check (node/grpc/calls.py), by reason",
             ["reason", "grpc_method"],
             registry=registry,
         )

@@ -5,7 +5,7 @@ binds anything, with exit code 2 and ``listen = "127.0.0.1:50051": cannot listen
 (issue #13), not gRPC's "Failed to bind" traceback or wsgiref's ``Errno 98``.
 
 The check is a plain bind of each address (port 0 needs none): SO_REUSEPORT, which the node
-sets when it has worker processes (node/workers.py), would otherwise let any process of the
+sets when it has worker processes (node/workers/pool.py), would otherwise let any process of the
 same user share a port another node holds, silently splitting its connections. SO_REUSEADDR
 is set as gRPC sets it, so connections in TIME_WAIT do not count. A bind that still fails
 afterwards (a race) is reported the same way by :func:`bound`.

@@ -26,9 +26,7 @@ from blacklist.authority import Authority
 from blacklist.checker import Checker
 from blacklist.clock import Clock, system_clock
 from blacklist.store import RevocationStore
-from node.admin_trust import TrustAdmin
 from node.config import NodeConfig, message_options
-from node.forward import ForwardedCallers, restrict, socket_path
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -37,20 +35,22 @@ from node.gen.blacklist.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from node.grpc.admin_trust import TrustAdmin
+from node.grpc.calls import Meter
+from node.grpc.servicers import AdminServicer, CardStatusServicer
+from node.grpc.sync import SyncServicer, TransferLimits
 from node.head_signer import HeadSigner
 from node.hub import FeedHub
 from node.metrics import VERSION, NodeMetrics
 from node.ports import PortInUse, bound, refuse_a_taken_port
-from node.rpc import Meter
-from node.servicers import AdminServicer, CardStatusServicer
 from node.status_page import StatusPage, serve_http
 from node.store_lock import WriterLock
 from node.sweeper import Sweeper
 from node.sync_client import SyncClient
-from node.sync_service import SyncServicer, TransferLimits
 from node.tls import channel_credentials, server_credentials
 from node.trust_keeper import TrustKeeper
-from node.workers import WorkerPool, pool_metrics
+from node.workers.pool import WorkerPool, pool_metrics
+from node.workers.relay import ForwardedCallers, restrict, socket_path
 
 log = logging.getLogger("node")
 SERVICES = {
@@ -200,7 +200,9 @@ class Node:
         self._trust_task = asyncio.create_task(self.trust.run(self._stopping))
         sweeper = Sweeper(self.store, self.writer, self.metrics, self.config.sweep_interval)
         self._sweep_task = asyncio.create_task(sweeper.run(self._stopping))
-        shared = self.config.workers > 1  # worker processes bind the same port (node/workers.py)
+        shared = (
+            self.config.workers > 1
+        )  # worker processes bind the same port (node/workers/pool.py)
         server = grpc.aio.server(
             interceptors=[ForwardedCallers()] if shared else None,
             options=[

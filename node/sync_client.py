@@ -44,9 +44,7 @@ from blacklist.sync.freshness import (
 from blacklist.sync.plan import SendSnapshot, plan_push
 from node.config import message_options
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
-from node.hub import FeedHub, Source
-from node.metrics import NodeMetrics
-from node.sync_service import (
+from node.grpc.sync import (
     MAX_PUSH_STATEMENTS,
     TransferLimits,
     head_messages,
@@ -54,6 +52,8 @@ from node.sync_service import (
     manifest_message,
     receive_snapshot,
 )
+from node.hub import FeedHub, Source
+from node.metrics import NodeMetrics
 
 log = logging.getLogger("node.sync")
 BACKOFF_START = 0.2

@@ -14,7 +14,7 @@ import lmdb
 
 from blacklist.cardid import text_to_key
 from blacklist.store import RevocationStore
-from node.cli import main
+from node.cli.main import main
 
 FAULTY = text_to_key(os.environ["BLACKLIST_FAULT_CARD"])
 _find = RevocationStore.find

@@ -37,7 +37,7 @@ from node.gen.blacklist.v1 import (
     types_pb2,
 )
 from node.keyfiles import load_certificate, load_signing_key
-from node.localnode import LocalNode, NodeSpec, generate_keys, start_node
+from node.local.process import LocalNode, NodeSpec, generate_keys, start_node
 from node.tls import CertFiles, init_ca, issue
 from tests.node_harness import Metrics, card_id
 

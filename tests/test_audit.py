@@ -18,9 +18,9 @@ from blacklist.clock import ManualClock
 from blacklist.entry import Reason
 from blacklist.store import RevocationStore
 from node.gen.blacklist.v1 import admin_pb2
+from node.grpc.calls import Meter, caller_of
+from node.grpc.servicers import AdminServicer
 from node.metrics import NodeMetrics
-from node.rpc import Meter, caller_of
-from node.servicers import AdminServicer
 from node.tls import init_ca, issue
 from tests.conftest import Keys, card
 

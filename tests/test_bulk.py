@@ -1,4 +1,4 @@
-"""Bulk import and export (node/bulk.py) against a real authority node, through the command
+"""Bulk import and export (node/cli/bulk.py) against a real authority node, through the command
 line as an operator runs it; and the importer's batching against a fake Admin stub."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 
 from blacklist.csvlist import REASON_NAMES_ZH, Cause, format_time, parse_date
 from blacklist.entry import Reason
-from node.bulk import CountedLines, Importer, Progress
-from node.client import UsageError
+from node.cli.bulk import CountedLines, Importer, Progress
+from node.cli.client import UsageError
 from node.gen.blacklist.v1 import admin_pb2, types_pb2
 from tests.node_harness import ROOT, NodeProcess, card_id, write_node
 

@@ -24,7 +24,7 @@ import pytest
 
 from blacklist.isotime import iso8601
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
-from node.localnode import LocalNode, NodeSpec, generate_keys, start_node
+from node.local.process import LocalNode, NodeSpec, generate_keys, start_node
 from node.tls import CertFiles, channel_credentials, init_ca, issue
 from tests.node_harness import ROOT, NodeProcess, card_id, write_node
 

@@ -20,7 +20,7 @@ from node.gen.blacklist.v1 import (
     card_status_pb2_grpc,
     types_pb2,
 )
-from node.localnode import LocalNode, generate_keys
+from node.local.process import LocalNode, generate_keys
 
 CARD = "440100D156000005ABCDEF0123456789"
 REVOKED = 2  # card_status_pb2 CheckCardResponse status

@@ -1,4 +1,4 @@
-"""What a failed call means (node/diagnose.py), as a pure function of the status, its
+"""What a failed call means (node/cli/diagnose.py), as a pure function of the status, its
 details and what the probe found; the probe itself against a port nothing listens on.
 tests/test_card_cli.py runs the same through real TLS and plain-text nodes."""
 
@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from node.diagnose import Listener, explain, probe
+from node.cli.diagnose import Listener, explain, probe
 
 ADDR = "127.0.0.1:50051"
 FAILED = "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:50051: "
@@ -56,7 +56,7 @@ def test_unreachable_keeps_grpcs_text() -> None:
 
 
 def test_an_unavailable_the_node_sent_is_its_own_answer() -> None:
-    """Fail closed (node/rpc.py): the node was reached and said it cannot confirm a check."""
+    """Fail closed (node/grpc/calls.py): the node was reached and said it cannot confirm a check."""
     said = explain(
         ADDR, "UNAVAILABLE", "check could not be confirmed", tls_given=False, listener=None
     )

@@ -21,12 +21,12 @@ from blacklist.clock import ManualClock
 from blacklist.errors import SHOWN_CHARS, CardIdError, clipped, shown
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
-from node.admin_trust import TrustAdmin
 from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, sync_pb2, sync_pb2_grpc, types_pb2
+from node.grpc.admin_trust import TrustAdmin
+from node.grpc.calls import MAX_DETAIL, Meter, detail_of
+from node.grpc.servicers import AdminServicer
 from node.keyfiles import KeyFileError, load_signing_key
 from node.metrics import NodeMetrics
-from node.rpc import MAX_DETAIL, Meter, detail_of
-from node.servicers import AdminServicer
 from node.tls import init_ca, issue
 from tests.node_harness import NodeProcess, card_id, run_node_expecting_exit, write_node
 from tests.test_audit import Aborted, TlsContext

@@ -35,9 +35,9 @@ from blacklist.probe import HAVE_SPEEDUPS, python_probe, python_scan
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
 from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, types_pb2
+from node.grpc.calls import Meter
+from node.grpc.servicers import REFUSAL_HEADER, CardStatusServicer
 from node.metrics import NodeMetrics
-from node.rpc import Meter
-from node.servicers import REFUSAL_HEADER, CardStatusServicer
 from tests import node_harness
 from tests.conftest import card
 

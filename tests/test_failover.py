@@ -9,7 +9,6 @@ from typing import Any
 
 import grpc
 
-from node.federation import Federation, free_port
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -17,7 +16,8 @@ from node.gen.blacklist.v1 import (
     card_status_pb2_grpc,
     types_pb2,
 )
-from node.localnode import NodeSpec, start_node
+from node.local.federation import Federation, free_port
+from node.local.process import NodeSpec, start_node
 
 TOPOLOGY = (("000000", "ministry", None, None), ("440000", "province", "000000", "4499"),
             ("440100", "city", "440000", "4401"))  # fmt: skip

@@ -31,8 +31,8 @@ from node.gen.blacklist.v1 import (
     sync_pb2_grpc,
     types_pb2,
 )
-from node.localnode import LocalNode, NodeSpec, start_node
-from node.sync_service import MAX_PUSH_STATEMENTS
+from node.grpc.sync import MAX_PUSH_STATEMENTS
+from node.local.process import LocalNode, NodeSpec, start_node
 from tests.node_harness import KeyFiles, Metrics, card_id, write_keys
 from tests.withholding_relay import WithholdingRelay
 

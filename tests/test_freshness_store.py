@@ -160,9 +160,9 @@ def test_getupdates_carries_statements_within_half_its_limit_in_turns(
     from blacklist.signing import Keyring, SigningKey
     from blacklist.sync.budget import MIN_MESSAGE_BYTES
     from node.gen.blacklist.v1 import sync_pb2
+    from node.grpc.sync import SyncServicer, TransferLimits
     from node.hub import FeedHub
     from node.metrics import NodeMetrics
-    from node.sync_service import SyncServicer, TransferLimits
 
     signers = [SigningKey.generate(f"{110000 + i:06d}", ["11"]) for i in range(1, 501)]
     ring = Keyring(k.trusted() for k in signers)

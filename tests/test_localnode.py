@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 
 from node.config import parse_config
-from node.localnode import NodeSpec, config_text
+from node.local.process import NodeSpec, config_text
 
 
 def test_workers_reach_the_node_config(tmp_path: Path) -> None:

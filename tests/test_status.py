@@ -1,11 +1,10 @@
-"""node/status.py's pure part: the table and the verdict from nodes' Status answers."""
+"""node/cli/status.py's pure part: the table and the verdict from nodes' Status answers."""
 
 from __future__ import annotations
 
 import pytest
 
-from node.gen.blacklist.v1 import admin_pb2, types_pb2
-from node.status import (
+from node.cli.status import (
     EXIT_OK,
     EXIT_PROBLEM,
     EXIT_UNREACHABLE,
@@ -18,6 +17,7 @@ from node.status import (
     render,
     view_of,
 )
+from node.gen.blacklist.v1 import admin_pb2, types_pb2
 
 D1, D2, D3 = b"\x11" * 32, b"\x22" * 32, b"\x33" * 32
 CITY, PROVINCE, MINISTRY = "10.0.0.3:50051", "10.0.0.2:50051", "10.0.0.1:50051"

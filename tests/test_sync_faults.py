@@ -1,4 +1,4 @@
-"""Sync under faults (issue #4): the six-node federation of node/federation.py as real
+"""Sync under faults (issue #4): the six-node federation of node/local/federation.py as real
 processes, with kill -9, stopped upstreams, a partition, hostile deltas, damaged snapshot
 transfers and a node that starts from nothing.
 
@@ -39,7 +39,6 @@ from blacklist.entry import Reason
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.signing import SigningKey
 from blacklist.store import RevocationStore
-from node.federation import TOPOLOGY, Federation
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -50,7 +49,8 @@ from node.gen.blacklist.v1 import (
     types_pb2,
 )
 from node.keyfiles import load_signing_key
-from node.localnode import LocalNode, NodeSpec, start_node
+from node.local.federation import TOPOLOGY, Federation
+from node.local.process import LocalNode, NodeSpec, start_node
 from tests.fake_upstream import Damage, FakeUpstream, flip_bit
 from tests.node_harness import Metrics
 

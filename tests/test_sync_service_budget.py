@@ -17,9 +17,9 @@ from blacklist.entry import Reason
 from blacklist.store import RevocationStore
 from blacklist.sync.budget import MIN_MESSAGE_BYTES
 from node.gen.blacklist.v1 import sync_pb2
+from node.grpc.sync import SyncServicer, TransferLimits, head_messages
 from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
-from node.sync_service import SyncServicer, TransferLimits, head_messages
 from tests.conftest import Keys, card
 
 GZ = "440100"

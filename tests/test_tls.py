@@ -1,10 +1,10 @@
 """Mutual TLS and caller roles, end to end: real certificates (made here, the CA and the node
-certificates through ``python -m node tls``), real node processes (node/localnode.py) and
+certificates through ``python -m node tls``), real node processes (node/local/process.py) and
 real TLS channels.
 
 A province node (440000) and a city node (440100, its child, an authority for 4401) both
 serve TLS and sync with each other over mTLS. Clients hold terminal, operator or node
-certificates; the role in the certificate decides what they may call (node/rpc.py).
+certificates; the role in the certificate decides what they may call (node/grpc/calls.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from node.gen.blacklist.v1 import (
     sync_pb2_grpc,
     types_pb2,
 )
-from node.localnode import LocalNode, NodeSpec, generate_keys, start_node
-from node.rpc import ALLOWED_ROLES
+from node.grpc.calls import ALLOWED_ROLES
+from node.local.process import LocalNode, NodeSpec, generate_keys, start_node
 from node.tls import CertFiles, identity_from_pem, init_ca, issue
 from tests.node_harness import (
     Metrics,
@@ -283,7 +283,7 @@ def test_a_node_certificate_may_sync_but_not_administer(cluster: Cluster) -> Non
 
 
 # ---------------------------------------------------------------------------- the matrix
-# Who may call what, written out by hand (issue #13's decision, node/rpc.py ALLOWED_ROLES):
+# Who may call what, written out by hand (issue #13's decision, node/grpc/calls.py ALLOWED_ROLES):
 # any authenticated caller may check a card (operators and nodes see no more through
 # CardStatus than Admin.GetEntry or Sync already show them); Admin is for operators (writes
 # only within their region); Sync for nodes; health and reflection answer every certificate
@@ -351,7 +351,7 @@ def test_the_role_matrix(cluster: Cluster, method: str) -> None:
 
 def test_the_matrix_is_the_nodes_role_table() -> None:
     """Every metered method above is in ALLOWED_ROLES with exactly the roles the matrix lets
-    through (so the table in node/rpc.py and this one cannot drift apart)."""
+    through (so the table in node/grpc/calls.py and this one cannot drift apart)."""
     roles = {"terminal": "terminal", "operator-gz": "operator", "sync-peer": "node"}
     for method, codes in MATRIX.items():
         service, name = method.split("/")

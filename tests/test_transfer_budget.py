@@ -74,7 +74,7 @@ def test_effective_limit_is_the_smaller_and_unstated_means_grpc_default() -> Non
 def _answer(
     sizes: dict[str, list[int]], counts: list[int] | None = None
 ) -> sync_pb2.GetUpdatesResponse:
-    """A GetUpdates answer as node/sync_service.py builds one: every head, one update per
+    """A GetUpdates answer as node/grpc/sync.py builds one: every head, one update per
     feed, the first ``counts[i]`` deltas of feed i (random bytes of the given sizes)."""
     rng = random.Random(1)
     response = sync_pb2.GetUpdatesResponse(

@@ -36,7 +36,6 @@ from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
 from blacklist.sync.budget import GRPC_DEFAULT_LIMIT
 from blacklist.sync.chunks import split_snapshot
-from node.federation import free_port
 from node.gen.blacklist.v1 import (
     admin_pb2,
     card_status_pb2,
@@ -44,8 +43,9 @@ from node.gen.blacklist.v1 import (
     sync_pb2_grpc,
     types_pb2,
 )
+from node.grpc.sync import manifest_message
 from node.keyfiles import load_signing_key
-from node.sync_service import manifest_message
+from node.local.federation import free_port
 from tests.node_harness import (
     Metrics,
     NodeFiles,

@@ -20,7 +20,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.forward import encode_auth
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -31,6 +30,7 @@ from node.gen.blacklist.v1 import (
 )
 from node.gen.blacklist.v1.card_status_pb2 import CheckCardRequest
 from node.tls import CertFiles, init_ca, issue
+from node.workers.relay import encode_auth
 from tests.node_harness import (
     CHANNEL_OPTIONS,
     Metrics,

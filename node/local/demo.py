@@ -6,13 +6,13 @@ loopback with certified keys and mutual TLS.
       └── province 110000 (Beijing)   ── city 110100 (Beijing)
 
 As operators and terminals would: make the root key, every publisher's key, its
-certificate and every TLS certificate with the CLI (node/federation_trust.py), write the
-configs, start the six ``python -m node run`` processes (node/federation.py) and wait until
+certificate and every TLS certificate with the CLI (node/local/trust.py), write the
+configs, start the six ``python -m node run`` processes (node/local/federation.py) and wait until
 every child holds its upstream's push stream. Then revoke cards at Guangzhou through
 Admin.Revoke and watch a Beijing terminal refuse them (CheckCard on 110100), timing how long
 each revocation takes to cross the country (city → province → ministry → province → city);
 check Shenzhen sees them too; reinstate one and watch Beijing accept it again; show callers
-refused for their role or region (node/demo_trust.py); revoke a card at Beijing and watch
+refused for their role or region (node/local/demo_trust.py); revoke a card at Beijing and watch
 Guangzhou refuse it; measure check latency at Beijing; rotate Shenzhen's key and watch a
 delta signed with the revoked key refused; print every node's feed heads side by side; stop
 all six with SIGTERM.
@@ -38,10 +38,6 @@ from typing import Any, TextIO
 
 import grpc
 
-from node import demo_trust
-from node.demo_trust import TrustStepFailed
-from node.federation import Federation
-from node.federation_trust import TrustSetupError
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -49,8 +45,12 @@ from node.gen.blacklist.v1 import (
     card_status_pb2_grpc,
     types_pb2,
 )
-from node.localnode import LocalNodeError
-from node.up import NAMES, FederationError, scrape, wait_linked
+from node.local import demo_trust
+from node.local.demo_trust import TrustStepFailed
+from node.local.federation import Federation
+from node.local.process import LocalNodeError
+from node.local.trust import TrustSetupError
+from node.local.up import NAMES, FederationError, scrape, wait_linked
 
 GUANGZHOU, SHENZHEN, BEIJING = "440100", "440300", "110100"
 BATCH = 1000  # cards in the one large Revoke

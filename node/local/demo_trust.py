@@ -1,4 +1,4 @@
-"""The trust steps of `make demo` (issue #5, DESIGN.md §6): what node/federation_trust.py set
+"""The trust steps of `make demo` (issue #5, DESIGN.md §6): what node/local/trust.py set
 up, callers refused for their role or region, and a key rotation whose revocation and new
 certificate travel in the certifier's feed (``keys publish``): no node but the rotated
 city restarts, and that one only to sign with its new key.
@@ -18,7 +18,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from blacklist.authority import Revocation, build_delta
 from blacklist.delta import FeedHead
 from blacklist.entry import Reason
-from node.federation_trust import MINISTRY, Command, FederationTrust
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -29,10 +28,11 @@ from node.gen.blacklist.v1 import (
     types_pb2,
 )
 from node.keyfiles import load_certificate, load_signing_key, load_trusted_key
-from node.up import NAMES, wait_linked
+from node.local.trust import MINISTRY, Command, FederationTrust
+from node.local.up import NAMES, wait_linked
 
 if TYPE_CHECKING:
-    from node.demo import Demo
+    from node.local.demo import Demo
 
 RPC_TIMEOUT = 10.0
 # Children that start before their upstream back off (node/sync_client.py, up to 10 s per

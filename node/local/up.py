@@ -1,7 +1,7 @@
-"""`make up` / `make down`: the six-node federation of node/federation.py, left running in
+"""`make up` / `make down`: the six-node federation of node/local/federation.py, left running in
 the background for a person (or a test) to use, and stopped again cleanly.
 
-``up`` writes keys, certificates, TLS files (node/federation_trust.py: certified keys under
+``up`` writes keys, certificates, TLS files (node/local/trust.py: certified keys under
 the ministry root, mutual TLS on every link) and configs under DIR (default
 ``./.federation``, the project root when make runs it), starts every node in its own session so it outlives the command, waits until
 every node serves and every child holds its upstream's push stream, records the processes in
@@ -33,9 +33,9 @@ from typing import Any, TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.federation import Federation
-from node.federation_trust import TRUST_DIRS, TrustSetupError
-from node.localnode import READY_PREFIX, LocalNodeError, Ready
+from node.local.federation import Federation
+from node.local.process import READY_PREFIX, LocalNodeError, Ready
+from node.local.trust import TRUST_DIRS, TrustSetupError
 
 DEFAULT_DIR = Path(".federation")
 STATE_FILE = "federation.json"
@@ -301,7 +301,7 @@ def read_state(directory: Path) -> list[NodeRecord]:
 
 
 def _children_first(records: list[NodeRecord]) -> Iterator[NodeRecord]:
-    # Topology order is parents before children (node/federation.py); stop in reverse, so
+    # Topology order is parents before children (node/local/federation.py); stop in reverse, so
     # that no upstream waits out its grace period for a child's open stream.
     return reversed(records)
 

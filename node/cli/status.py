@@ -11,7 +11,7 @@ a head statement or the head delta, blacklist/sync/freshness.py). Then it judges
   own feed (its authority is the source). The ministry is judged like every node: head
   statements come up to it from the provinces and cities;
 * **unreachable**: a node could not be reached (nothing listening, mutual TLS required and
-  not offered, ...: node/diagnose.py says which, and what to pass);
+  not offered, ...: node/cli/diagnose.py says which, and what to pass);
 * **refused**: a node answered and refused the call (``PERMISSION_DENIED``: ``Admin.Status``
   takes an operator certificate).
 
@@ -33,7 +33,7 @@ from typing import Any
 
 import grpc
 
-from node.client import (
+from node.cli.client import (
     ClientTls,
     UsageError,
     add_connection_options,
@@ -41,7 +41,7 @@ from node.client import (
     resolve_node,
     tls_from_args,
 )
-from node.diagnose import explain_error
+from node.cli.diagnose import explain_error
 from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc
 from node.tls import TlsError
 

@@ -32,16 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.localnode import KeyPair
+from node.local.process import KeyPair
 from node.tls import CertFiles
 
-# Directories of the trust files, under the federation's root (node/up.py clears them).
+# Directories of the trust files, under the federation's root (node/local/up.py clears them).
 TRUST_DIRS = ("keys", "certs", "revs", "tls")
 MINISTRY = "000000"
 CERT_DAYS = {"province": 730, "city": 365}
 HOSTS = ("127.0.0.1", "localhost")
 
-# region, role, parent, signing prefix (None: publishes nothing); as node/federation.py
+# region, role, parent, signing prefix (None: publishes nothing); as node/local/federation.py
 Topology = Sequence[tuple[str, str, str | None, str | None]]
 
 
@@ -74,7 +74,9 @@ class Command:
 
 def run_cli(args: Sequence[str | Path]) -> Command:
     """Run ``python -m node ARGS`` in this process; :class:`TrustSetupError` unless it exits 0."""
-    from node import cli  # the command line imports this module's users, not the reverse
+    from node.cli import (
+        main as cli,  # the command line imports this module's users, not the reverse
+    )
 
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()

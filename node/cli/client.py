@@ -83,7 +83,7 @@ def resolve_node(text: str, federation: Path) -> str:
     `make up` picks free ports, so a walk-through can name nodes by region instead."""
     if ":" in text or not (len(text) == 6 and text.isascii() and text.isdigit()):
         return text
-    from node.up import STATE_FILE, read_state  # only for this convenience
+    from node.local.up import STATE_FILE, read_state  # only for this convenience
 
     try:
         records = read_state(federation)

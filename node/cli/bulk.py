@@ -14,7 +14,7 @@ While one batch is at the node the next is parsed. Progress goes to stderr, the 
 stdout. Exit code: 0 every row imported or already there; 1 some rows rejected; 2 bad usage
 (no such file, a node that publishes nothing, a node that refused the first call); 3 the
 node could not be reached (at the first call: one line saying why and what to pass, e.g. the
-TLS options a node that requires mutual TLS needs, node/diagnose.py, and no summary; later:
+TLS options a node that requires mutual TLS needs, node/cli/diagnose.py, and no summary; later:
 the import stopped, what was sent before stays); 130 interrupted (Ctrl-C; likewise). Export
 asks for its first page before it writes anything, so a failed export leaves stdout empty.
 """
@@ -46,7 +46,7 @@ from blacklist.csvlist import (
     read_rows,
 )
 from blacklist.entry import Reason
-from node.client import (
+from node.cli.client import (
     ClientTls,
     UsageError,
     add_connection_options,
@@ -55,12 +55,12 @@ from node.client import (
     tls_from_args,
     unreachable,
 )
-from node.diagnose import explain_error
+from node.cli.diagnose import explain_error
 from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc
 from node.tls import TlsError
 
 DEFAULT_BATCH = 10_000
-MAX_BATCH = 100_000  # Admin.Revoke's own limit per call (node/servicers.py MAX_WRITE)
+MAX_BATCH = 100_000  # Admin.Revoke's own limit per call (node/grpc/servicers.py MAX_WRITE)
 EXPORT_PAGE = 10_000  # ListEntries' largest page
 SHOWN_REJECTS = 20
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -438,7 +438,7 @@ def export_rows(
 def _not_connected(
     address: str, error: grpc.RpcError, tls: ClientTls | None, timeout: float
 ) -> int:
-    """One line saying why the first call failed and what to do (node/diagnose.py)."""
+    """One line saying why the first call failed and what to do (node/cli/diagnose.py)."""
     said = explain_error(address, error, tls_given=tls is not None, timeout=timeout)
     print(f"error: {said.text}", file=sys.stderr)
     return EXIT_USAGE if said.reached else EXIT_UNREACHABLE

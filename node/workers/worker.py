@@ -1,6 +1,6 @@
-"""One serving process of a node with ``workers = N``: ``python -m node.worker``.
+"""One serving process of a node with ``workers = N``: ``python -m node.workers.worker``.
 
-Started by the writer process (node/workers.py), never by hand: the spec (the node's
+Started by the writer process (node/workers/pool.py), never by hand: the spec (the node's
 config, which worker this is, the address the writer bound, the writer's relay socket)
 arrives pickled on stdin from that parent. The worker
 
@@ -8,7 +8,7 @@ arrives pickled on stdin from that parent. The worker
   environment across fork), through a :class:`~blacklist.follower.StoreFollower`;
 * answers CardStatus from it, catching the index up before each answer, on the node's
   address with SO_REUSEPORT (the kernel spreads connections over the processes);
-* relays Admin and Sync calls to the writer (node/forward.py), counted in
+* relays Admin and Sync calls to the writer (node/workers/relay.py), counted in
   ``blacklist_relayed_calls_total``;
 * serves its own /metrics on the metrics port + its number (any free port when the node's
   metrics port is 0), and prints ``READY {"pid": ..., "metrics": ...}``;
@@ -38,9 +38,9 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from blacklist.clock import Clock, system_clock
 from blacklist.follower import FollowingChecker, StoreFollower
 from node.config import NodeConfig
-from node.forward import relay_handlers
 from node.metrics import NodeMetrics
 from node.tls import server_credentials
+from node.workers.relay import relay_handlers
 
 log = logging.getLogger("node.worker")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -186,7 +186,7 @@ async def serve(spec: WorkerSpec) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m node.worker")
+    parser = argparse.ArgumentParser(prog="python -m node.workers.worker")
     parser.add_argument("--index", type=int, required=True, help="for ps; the spec has it too")
     parser.parse_args(argv)
     spec: WorkerSpec = pickle.loads(sys.stdin.buffer.read())  # from the parent only

@@ -13,7 +13,7 @@ code of a node that ``make up`` started. Times print as ISO 8601 in UTC
 (blacklist/isotime.py); ``--effective`` takes ISO 8601 with an offset, a date or unix
 seconds (default: now, set by the node).
 
-One line per card on stdout; errors on stderr say what to do (node/diagnose.py). Exit code:
+One line per card on stdout; errors on stderr say what to do (node/cli/diagnose.py). Exit code:
 0 answered; 1 the node refused (a bad card id, a role or region it does not allow); 2 bad
 usage (options, unreadable TLS files); 3 the node was not reached (nothing listening, TLS
 required or not offered, no answer in time).
@@ -30,7 +30,7 @@ import grpc
 
 from blacklist.entry import Reason
 from blacklist.isotime import TimeTextError, iso8601, parse_time
-from node.client import (
+from node.cli.client import (
     UsageError,
     add_connection_options,
     add_node_option,
@@ -38,7 +38,7 @@ from node.client import (
     resolve_node,
     tls_from_args,
 )
-from node.diagnose import explain_error
+from node.cli.diagnose import explain_error
 from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc, card_status_pb2, card_status_pb2_grpc
 from node.gen.blacklist.v1 import types_pb2 as types
 from node.tls import TlsError

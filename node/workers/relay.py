@@ -8,7 +8,7 @@ writer listens on and only this node's user can connect to (mode 0600, in the da
 directory).
 
 Who called matters after the relay: the writer's Meter checks the caller's role
-(node/rpc.py) and the audit log names the caller. The worker sends the caller's TLS auth
+(node/grpc/calls.py) and the audit log names the caller. The worker sends the caller's TLS auth
 context and peer address in metadata; the writer substitutes them for its own view of the
 call, but only for calls that arrived on the Unix socket (a TCP client sending the same
 metadata gets nothing from it). The writer then checks roles exactly as for a direct call.

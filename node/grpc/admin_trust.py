@@ -18,9 +18,9 @@ from blacklist.errors import CodecError
 from blacklist.psam import canonical_psam, column_text, psam_key
 from blacklist.store import ApplyResult, RevocationStore
 from node.gen.blacklist.v1 import admin_pb2
+from node.grpc.calls import InvalidRequest, caller_of
+from node.grpc.servicers import AdminServicer, Context, entry_message, unique_ids
 from node.metrics import NodeMetrics
-from node.rpc import InvalidRequest, caller_of
-from node.servicers import AdminServicer, Context, entry_message, unique_ids
 
 MAX_TRUST_RECORDS = 1_000
 
@@ -49,7 +49,7 @@ class TrustAdmin:
 
     def record_regions(self, request: admin_pb2.PublishTrustRequest) -> Iterator[str]:
         """What each record of a PublishTrust request is about, for the operator's region
-        check (node/rpc.py, the rule Revoke's cards follow): a certificate's publisher and
+        check (node/grpc/calls.py, the rule Revoke's cards follow): a certificate's publisher and
         every prefix it certifies; for a key revocation, the revoked key's publisher and
         prefixes as this node knows them, or this authority's own code when the key is
         unknown here (so only an operator of the whole authority may revoke it). A record

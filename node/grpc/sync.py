@@ -33,9 +33,9 @@ from blacklist.sync.freshness import HeadStatement, statements_within
 from blacklist.sync.ingest import Outcome
 from blacklist.sync.plan import SendDeltas, SendSnapshot, plan_updates
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
+from node.grpc.calls import InvalidRequest, NotFound
 from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
-from node.rpc import InvalidRequest, NotFound
 
 log = logging.getLogger("node.sync")
 

@@ -25,7 +25,7 @@ from blacklist.certs import decode_trust_record
 from blacklist.entry import Reason
 from blacklist.errors import CodecError
 from blacklist.isotime import TimeTextError, iso8601, parse_time
-from node.client import ClientTls, open_channel
+from node.cli.client import ClientTls, open_channel
 from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc
 from node.tls import TlsError
 

@@ -93,7 +93,7 @@ class NodeSpec:
     trust_anchor: Path | None = None
     certificate_chains: tuple[tuple[Path, ...], ...] = ()
     key_revocations: tuple[Path, ...] = ()
-    workers: int = 1  # serving processes on the one port (node/workers.py)
+    workers: int = 1  # serving processes on the one port (node/workers/pool.py)
 
 
 @dataclass(frozen=True)

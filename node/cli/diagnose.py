@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-# Where `make up` leaves the client certificates (node/federation_trust.py, node/up.py).
+# Where `make up` leaves the client certificates (node/local/trust.py, node/local/up.py).
 UP_TLS = (
     "`make up` wrote them to .federation/tls/: --ca .federation/tls/ca/ca.crt and "
     "--cert/--key .federation/tls/{role}-<region>.crt/.key"
@@ -52,7 +52,7 @@ class Explained:
 
 def _transport(code: str, details: str) -> bool:
     """A failure to connect (gRPC's own text), not an UNAVAILABLE the node itself sent
-    (a check it could not confirm fails closed with UNAVAILABLE, node/rpc.py)."""
+    (a check it could not confirm fails closed with UNAVAILABLE, node/grpc/calls.py)."""
     return code == "UNAVAILABLE" and (
         "failed to connect to all addresses" in details
         or "Socket closed" in details

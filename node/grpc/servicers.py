@@ -41,13 +41,13 @@ from node.gen.blacklist.v1 import (
     card_status_pb2_grpc,
     types_pb2,
 )
-from node.hub import FeedHub, Source
-from node.metrics import NodeMetrics
-from node.rpc import (
+from node.grpc.calls import (
     InvalidRequest,
     NotAnAuthority,
     caller_of,
 )
+from node.hub import FeedHub, Source
+from node.metrics import NodeMetrics
 
 MAX_WRITE = 100_000
 MAX_PAGE = 10_000

@@ -163,7 +163,7 @@ class Meter:
         self._m = metrics
         self._enforce = enforce
         # SCOPED_CARDS, plus scopes only the node can name (PublishTrust: whose key a key
-        # revocation names is known from the node's trust state, node/admin_trust.py).
+        # revocation names is known from the node's trust state, node/grpc/admin_trust.py).
         self._scoped = {**SCOPED_CARDS, **(scoped or {})}
 
     def _authorize(self, service: str, method: str, request: Any, context: Any) -> None:

@@ -1,9 +1,9 @@
 """Serving across cores: the writer process supervises ``workers - 1`` worker processes.
 
 The writer (node/server.py) binds the node's port with SO_REUSEPORT and serves everything;
-each worker (node/worker.py) binds the same port and serves CardStatus from a read-only
+each worker (node/workers/worker.py) binds the same port and serves CardStatus from a read-only
 follower of the same LMDB environment, relaying Admin and Sync to the writer
-(node/forward.py). The kernel spreads incoming connections over all of them.
+(node/workers/relay.py). The kernel spreads incoming connections over all of them.
 
 This module starts the workers, waits until each printed READY, restarts one that dies
 (backoff 0.1 s doubling to 5 s, back to 0.1 s after a worker ran 10 s), and stops them
@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from node.config import NodeConfig
-from node.worker import WorkerSpec
+from node.workers.worker import WorkerSpec
 
 log = logging.getLogger("node.workers")
 READY_TIMEOUT = 60.0  # a cold interpreter imports numpy and grpc, and may rebuild an index
@@ -156,7 +156,7 @@ class WorkerPool:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "node.worker",
+            "node.workers.worker",
             "--index",
             str(slot.index),
             stdin=asyncio.subprocess.PIPE,

@@ -1,7 +1,7 @@
 """Command line: ``python -m node run --config FILE`` (also the ``blacklist-node`` script),
 ``keys generate``, ``tls init-ca`` / ``tls issue`` (mutual TLS, node/tls.py), ``demo`` (the national scenario), and ``up`` / ``down`` (a six-node
-federation left running in the background); for operators ``status`` (node/status.py) and
-``import-csv`` / ``export-csv`` (node/bulk.py)."""
+federation left running in the background); for operators ``status`` (node/cli/status.py) and
+``import-csv`` / ``export-csv`` (node/cli/bulk.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ import sys
 from pathlib import Path
 
 from blacklist.signing import SigningKey
-from node import bulk, card_cli, keys_cli, trust_cli
-from node import status as status_cli
+from node.cli import bulk
+from node.cli import card as card_cli
+from node.cli import keys as keys_cli
+from node.cli import status as status_cli
+from node.cli import trust as trust_cli
 from node.config import ConfigError, load_config
 from node.keyfiles import write_key_pair
 from node.tls import add_commands as add_tls_commands
@@ -49,13 +52,13 @@ def _keys_generate(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from node.up import up
+    from node.local.up import up
 
     return up(args.dir)
 
 
 def _down(args: argparse.Namespace) -> int:
-    from node.up import down
+    from node.local.up import down
 
     return down(args.dir)
 
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     trust_cli.register_publish(keys_sub)  # keys publish: certificates/revocations into a feed
     add_tls_commands(sub)
     demo = sub.add_parser("demo", help="the national scenario: six nodes syncing, then stopped")
-    demo.set_defaults(fn=lambda a: __import__("node.demo", fromlist=["main"]).main())
+    demo.set_defaults(fn=lambda a: __import__("node.local.demo", fromlist=["main"]).main())
     state = "keys, configs, data, logs and federation.json (default: ./.federation)"
     up = sub.add_parser("up", help="start the six-node federation in the background")
     up.add_argument("--dir", type=Path, default=Path(".federation"), help=state)
@@ -88,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     down = sub.add_parser("down", help="stop the federation that `up` started")
     down.add_argument("--dir", type=Path, default=Path(".federation"), help=state)
     down.set_defaults(fn=_down)
-    status_cli.add_command(sub)  # status ADDR...: feed heads side by side (node/status.py)
-    bulk.add_commands(sub)  # import-csv, export-csv (node/bulk.py)
-    trust_cli.register_psam(sub)  # psam revoke|reinstate|show (node/trust_cli.py)
-    card_cli.add_command(sub)  # card check|revoke|reinstate|entry (node/card_cli.py)
+    status_cli.add_command(sub)  # status ADDR...: feed heads side by side (node/cli/status.py)
+    bulk.add_commands(sub)  # import-csv, export-csv (node/cli/bulk.py)
+    trust_cli.register_psam(sub)  # psam revoke|reinstate|show (node/cli/trust.py)
+    card_cli.add_command(sub)  # card check|revoke|reinstate|entry (node/cli/card.py)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 
