@@ -7,6 +7,8 @@
  * pure-Python fallback with identical results (tests/test_probe.py compares them).
  *
  * probe(card_id, views, provinces) -> (views.get(canon[:6]), canon, xxh64(canon))
+ * scan_packed(...): a packed BatchCheck (blacklist/packed.py) parsed, hashed and probed in
+ * one pass, with no Python object per id.
  *
  * Card id layout (blacklist/cardid.py): 32 ASCII characters
  *     0-5    region: 6 digits, the first two a province-level code (provinces[p] != 0)
@@ -511,7 +513,360 @@ key_fingerprints(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* --- A CRoaring bitmap probed in place ------------------------------------------------
+ *
+ * pyroaring's BitMap.raw_pointer is the address of its roaring_bitmap_t, documented for
+ * FFI use. A packed batch probes it here without a Python int per fingerprint. The
+ * layouts below are CRoaring's (roaring_types.h: roaring_array_t is public; containers/
+ * *.h: the container structs, unchanged since CRoaring 0.2). blacklist/packed.py checks
+ * them at import against pyroaring's own `in` on bitmaps holding every container kind,
+ * and uses the generic __contains__ path if they ever disagree. The caller holds the GIL
+ * throughout, so no writer thread mutates the bitmap while it is read. */
+
+typedef struct {
+    int32_t size;
+    int32_t allocation_size;
+    void **containers;
+    uint16_t *keys;
+    uint8_t *typecodes;
+    uint8_t flags;
+} croaring_array;
+
+typedef struct {
+    int32_t cardinality;
+    uint64_t *words;
+} croaring_bitset;
+
+typedef struct {
+    int32_t cardinality;
+    int32_t capacity;
+    uint16_t *array;
+} croaring_sorted;
+
+typedef struct {
+    uint16_t value;
+    uint16_t length;
+} croaring_rle16;
+
+typedef struct {
+    int32_t n_runs;
+    int32_t capacity;
+    croaring_rle16 *runs;
+} croaring_runs;
+
+typedef struct {
+    void *container;
+    uint8_t typecode;
+} croaring_shared;
+
+#define CROARING_BITSET 1
+#define CROARING_ARRAY 2
+#define CROARING_RUN 3
+#define CROARING_SHARED 4
+
+/* 1 if `value` is in the bitmap, 0 if not, -1 for a container kind this code does not
+ * know (the caller then falls back to the generic path). */
+static int
+croaring_contains(const croaring_array *ra, uint32_t value)
+{
+    uint16_t high = (uint16_t)(value >> 16), low = (uint16_t)(value & 0xFFFF);
+    int32_t lo = 0, hi = ra->size - 1;
+    while (lo <= hi) {
+        int32_t mid = (lo + hi) >> 1;
+        uint16_t key = ra->keys[mid];
+        if (key < high) {
+            lo = mid + 1;
+        } else if (key > high) {
+            hi = mid - 1;
+        } else {
+            const void *c = ra->containers[mid];
+            uint8_t type = ra->typecodes[mid];
+            if (type == CROARING_SHARED) {
+                type = ((const croaring_shared *)c)->typecode;
+                c = ((const croaring_shared *)c)->container;
+            }
+            if (type == CROARING_BITSET) {
+                return (int)((((const croaring_bitset *)c)->words[low >> 6] >> (low & 63)) & 1);
+            }
+            if (type == CROARING_ARRAY) {
+                const croaring_sorted *a = (const croaring_sorted *)c;
+                int32_t l = 0, h = a->cardinality - 1;
+                while (l <= h) {
+                    int32_t m = (l + h) >> 1;
+                    uint16_t v = a->array[m];
+                    if (v < low) {
+                        l = m + 1;
+                    } else if (v > low) {
+                        h = m - 1;
+                    } else {
+                        return 1;
+                    }
+                }
+                return 0;
+            }
+            if (type == CROARING_RUN) {
+                /* The last run starting at or before `low`, then whether it reaches it. */
+                const croaring_runs *r = (const croaring_runs *)c;
+                int32_t l = 0, h = r->n_runs - 1, found = -1;
+                while (l <= h) {
+                    int32_t m = (l + h) >> 1;
+                    if (r->runs[m].value <= low) {
+                        found = m;
+                        l = m + 1;
+                    } else {
+                        h = m - 1;
+                    }
+                }
+                return found >= 0 &&
+                       (uint32_t)(low - r->runs[found].value) <= r->runs[found].length;
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The roaring_bitmap_t behind a pyroaring BitMap, or NULL with an exception set. */
+static const croaring_array *
+croaring_of(PyObject *bitmap)
+{
+    PyObject *address = PyObject_GetAttrString(bitmap, "raw_pointer");
+    if (address == NULL) {
+        return NULL;
+    }
+    void *p = PyLong_AsVoidPtr(address);
+    Py_DECREF(address);
+    if (p == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "raw_pointer is NULL");
+        }
+        return NULL;
+    }
+    return (const croaring_array *)p;
+}
+
+static PyObject *
+unknown_container(void)
+{
+    PyErr_SetString(PyExc_TypeError, "unknown CRoaring container type: use the generic path");
+    return NULL;
+}
+
+PyDoc_STRVAR(roaring_members_doc,
+"roaring_members(bitmap, fingerprints, /) -> list[int]\n"
+"\n"
+"Indices i with fingerprints[i] in bitmap (a pyroaring BitMap, read in place through\n"
+"raw_pointer; fingerprints: a contiguous uint32 buffer). TypeError if the bitmap holds a\n"
+"container kind this code does not know.");
+
+static PyObject *
+roaring_members(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "roaring_members() takes exactly 2 arguments");
+        return NULL;
+    }
+    const croaring_array *ra = croaring_of(args[0]);
+    if (ra == NULL) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_C_CONTIGUOUS) < 0) {
+        return NULL;
+    }
+    if (view.len % 4 != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_TypeError, "fingerprints must be a contiguous uint32 buffer");
+        return NULL;
+    }
+    const uint32_t *values = (const uint32_t *)view.buf;
+    Py_ssize_t n = view.len / 4;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int found = croaring_contains(ra, values[i]);
+        if (found < 0) {
+            unknown_container();
+            goto fail;
+        }
+        if (found) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            if (index == NULL || PyList_Append(out, index) < 0) {
+                Py_XDECREF(index);
+                goto fail;
+            }
+            Py_DECREF(index);
+        }
+    }
+    PyBuffer_Release(&view);
+    return out;
+fail:
+    PyBuffer_Release(&view);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* Validate and canonicalise one 32-byte row of a packed batch into `out`: 0 if valid,
+ * -1 if not (the same rules as canonicalise() above, on bytes instead of a str). */
+static int
+canonicalise_row(const unsigned char *s, const unsigned char *provinces, unsigned char *out)
+{
+    unsigned int bad = 0;
+    int i;
+    for (i = 0; i < REGION_LENGTH; i++) {
+        bad |= ~char_class[s[i]] & C_DIGIT;
+    }
+    for (; i < 16; i++) {
+        bad |= ~char_class[s[i]] & C_ALNUM;
+    }
+    for (; i < CARD_ID_LENGTH; i++) {
+        bad |= ~char_class[s[i]] & C_HEX;
+    }
+    if (bad || !provinces[(s[0] - '0') * 10 + (s[1] - '0')]) {
+        return -1;
+    }
+    for (i = 0; i < CARD_ID_LENGTH; i++) {
+        unsigned char c = s[i];
+        out[i] = (c >= 'a') ? (unsigned char)(c - ('a' - 'A')) : c;
+    }
+    return 0;
+}
+
+static int
+append_index(PyObject *list, Py_ssize_t i)
+{
+    PyObject *index = PyLong_FromSsize_t(i);
+    if (index == NULL) {
+        return -1;
+    }
+    int rc = PyList_Append(list, index);
+    Py_DECREF(index);
+    return rc;
+}
+
+PyDoc_STRVAR(scan_packed_doc,
+"scan_packed(packed, provinces, shift, bitmap, in_place, /) -> (canon, regions, hits, bad)\n"
+"\n"
+"A packed batch (n ids of 32 ASCII bytes back to back; len(packed) a multiple of 32) in\n"
+"one pass, with no Python object per id. The v valid ids, in order, are the first v * 32\n"
+"bytes of canon (canonical text) and the first v native uint32 of regions (region codes);\n"
+"hits are the valid rows whose fingerprint XXH64(row) >> shift is in bitmap; bad the\n"
+"request indices of malformed ids. in_place: probe the pyroaring BitMap through its\n"
+"raw_pointer (else through __contains__, one Python int per probe).");
+
+static PyObject *
+scan_packed(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "scan_packed() takes exactly 5 arguments (%zd given)",
+                     nargs);
+        return NULL;
+    }
+    PyObject *provinces = args[1];
+    if (!PyBytes_Check(provinces) || PyBytes_GET_SIZE(provinces) != PROVINCE_TABLE_LENGTH) {
+        PyErr_SetString(PyExc_TypeError, "provinces must be a bytes table of length 100");
+        return NULL;
+    }
+    long shift = PyLong_AsLong(args[2]);
+    if (shift == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (shift < 32 || shift > 63) {
+        PyErr_SetString(PyExc_ValueError, "shift must be within 32..63");
+        return NULL;
+    }
+    PyObject *container = args[3];
+    int in_place = PyObject_IsTrue(args[4]);
+    if (in_place < 0) {
+        return NULL;
+    }
+    const croaring_array *ra = NULL;
+    if (in_place && (ra = croaring_of(container)) == NULL) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_C_CONTIGUOUS) < 0) {
+        return NULL;
+    }
+    if (view.len % CARD_ID_LENGTH != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "packed ids must be a multiple of 32 bytes");
+        return NULL;
+    }
+    Py_ssize_t n = view.len / CARD_ID_LENGTH;
+    const unsigned char *in = (const unsigned char *)view.buf;
+    const unsigned char *table = (const unsigned char *)PyBytes_AS_STRING(provinces);
+    PyObject *canon = PyBytes_FromStringAndSize(NULL, n * CARD_ID_LENGTH);
+    PyObject *regions = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(uint32_t));
+    PyObject *hits = PyList_New(0);
+    PyObject *bad = PyList_New(0);
+    if (canon == NULL || regions == NULL || hits == NULL || bad == NULL) {
+        goto fail;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(canon);
+    uint32_t *codes = (uint32_t *)PyBytes_AS_STRING(regions);
+    Py_ssize_t j = 0; /* valid rows so far: the valid ids are written back to back */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char *row = out + j * CARD_ID_LENGTH;
+        if (canonicalise_row(in + i * CARD_ID_LENGTH, table, row) < 0) {
+            if (append_index(bad, i) < 0) {
+                goto fail;
+            }
+            continue;
+        }
+        uint32_t code = 0;
+        for (int k = 0; k < REGION_LENGTH; k++) {
+            code = code * 10 + (uint32_t)(row[k] - '0');
+        }
+        codes[j] = code;
+        uint64_t fp = xxh64_32(row) >> shift;
+        int found;
+        if (ra != NULL) {
+            found = croaring_contains(ra, (uint32_t)fp);
+            if (found < 0) {
+                unknown_container();
+                goto fail;
+            }
+        } else {
+            PyObject *value = PyLong_FromUnsignedLongLong(fp);
+            if (value == NULL) {
+                goto fail;
+            }
+            found = PySequence_Contains(container, value);
+            Py_DECREF(value);
+            if (found < 0) {
+                goto fail;
+            }
+        }
+        if (found && append_index(hits, j) < 0) {
+            goto fail;
+        }
+        j++;
+    }
+    /* The rows past j (as many as there were bad ids) are unused: the caller reads the
+     * first n - len(bad) rows and region codes only. */
+    memset(out + j * CARD_ID_LENGTH, 0, (size_t)((n - j) * CARD_ID_LENGTH));
+    memset(codes + j, 0, (size_t)(n - j) * sizeof(uint32_t));
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(NNNN)", canon, regions, hits, bad);
+fail:
+    PyBuffer_Release(&view);
+    Py_XDECREF(canon);
+    Py_XDECREF(regions);
+    Py_XDECREF(hits);
+    Py_XDECREF(bad);
+    return NULL;
+}
+
 static PyMethodDef speedups_methods[] = {
+    {"scan_packed", (PyCFunction)(void (*)(void))scan_packed, METH_FASTCALL, scan_packed_doc},
+    {"roaring_members", (PyCFunction)(void (*)(void))roaring_members, METH_FASTCALL,
+     roaring_members_doc},
     {"key_fingerprints", (PyCFunction)(void (*)(void))key_fingerprints, METH_FASTCALL,
      key_fingerprints_doc},
     {"card_key", (PyCFunction)card_key, METH_O, card_key_doc},

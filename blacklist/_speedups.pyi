@@ -27,3 +27,11 @@ def card_key(canon: bytes, /) -> bytes:
 
 def key_fingerprints(keys: Any, shift: int, /) -> bytes:
     """Native uint32 fingerprints of n concatenated 18-byte keys."""
+
+def roaring_members(bitmap: object, fingerprints: Any, /) -> list[int]:
+    """Indices i with fingerprints[i] in a pyroaring BitMap, read in place (raw_pointer)."""
+
+def scan_packed(
+    packed: bytes, provinces: bytes, shift: int, bitmap: object, in_place: bool, /
+) -> tuple[bytes, bytes, list[int], list[int]]:
+    """A packed batch in one pass: (canon of the valid rows, their regions, hits, bad)."""

@@ -33,7 +33,7 @@ Two rules hold by construction (issue #11 items 9 and 10):
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ from blacklist.cardbatch import keys_from_matrix
 from blacklist.clock import Clock, system_clock
 from blacklist.entry import Entry, Reason
 from blacklist.errors import CheckUnavailable
+from blacklist.packed import PackedResult, PackedScan, explain_row, scan_packed
 from blacklist.probe import card_key, probe, scan
 from blacklist.psam import canonical_psam, psam_key
 from blacklist.publishers import PublisherDirectory
@@ -157,6 +158,10 @@ class BatchResult:
         """One answer per feed that answered some id of this batch (for its freshness)."""
         used = np.flatnonzero(np.bincount(self.feed_of, minlength=len(self.feeds))).tolist()
         return [self.feeds[i] for i in used]
+
+
+# (width, bitmap) -> (canonical matrix, region codes, fingerprint hits): a batch's front half
+Scanner = Callable[[int, Any], tuple[NDArray[np.uint8], NDArray[np.uint32], list[int]]]
 
 
 class Checker:
@@ -317,6 +322,25 @@ class Checker:
         """Statuses of many cards at once: parsing and hashing are vectorised over the batch,
         and only bitmap hits cost per-card work. Raises CardIdError naming the first bad id,
         CheckUnavailable when the batch cannot be confirmed."""
+        return self._batch(lambda width, bitmap: scan(card_ids, width, bitmap))
+
+    def check_packed(self, packed: bytes) -> PackedResult:
+        """Statuses of a packed batch (``len(packed)`` a multiple of 32; blacklist/packed.py):
+        parsed, hashed and probed in one C pass. A malformed id does not fail the batch: it
+        is reported with its cause, and the others are answered. Raises CheckUnavailable
+        when the batch cannot be confirmed."""
+        scans: list[PackedScan] = []
+
+        def scanner(width: int, bitmap: Any) -> tuple[Any, Any, list[int]]:
+            scans.append(found := scan_packed(packed, width, bitmap))
+            return found.matrix, found.regions, found.hits
+
+        batch = self._batch(scanner)
+        found = scans[-1]
+        malformed = {i: explain_row(packed[32 * i : 32 * i + 32], i) for i in found.bad}
+        return PackedResult(batch, found.positions(), malformed)
+
+    def _batch(self, scanner: Scanner) -> BatchResult:
         for _ in range(MAX_TRIES):
             try:
                 with self._store.read_txn() as txn:
@@ -324,7 +348,7 @@ class Checker:
                     if self._epoch != self._store.epoch:
                         self._reset()
                     epoch = self._epoch
-                    result = self._check_many_in(txn, card_ids)
+                    result = self._check_many_in(txn, scanner)
             except lmdb.Error as exc:
                 raise CheckUnavailable(
                     f"reading a batch's entries from LMDB failed: {exc}"
@@ -333,9 +357,9 @@ class Checker:
                 return result
         raise CheckUnavailable(f"the store changed under {MAX_TRIES} tries to check a batch")
 
-    def _check_many_in(self, txn: Any, card_ids: Sequence[str]) -> BatchResult:
+    def _check_many_in(self, txn: Any, scanner: Scanner) -> BatchResult:
         self._in_txn(txn)
-        matrix, regions, hits = scan(card_ids, self._width, self._bitmap)
+        matrix, regions, hits = scanner(self._width, self._bitmap)
         feed_of = self._slots(regions)
         feeds, slot_status = self._slot_answers_in(txn)
         statuses = slot_status[feed_of]

@@ -21,16 +21,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from blacklist.audit import KEY_SIZE, AuditAction, AuditChange
 from blacklist.authority import Authority, Revocation
 from blacklist.cardid import CardId, text_to_key
-from blacklist.checker import Checker, CheckResult, CheckStatus
+from blacklist.checker import BatchResult, Checker, CheckResult, CheckStatus
 from blacklist.clock import Clock
 from blacklist.delta import Delta
 from blacklist.entry import Entry, Reason
 from blacklist.errors import shown
 from blacklist.lapse import LapseError, LapsePolicy
+from blacklist.packed import PackedBatchError, packed_count
 from blacklist.psam import PSAM_ID_LENGTH, PsamDenied, canonical_psam
 from blacklist.rejections import DeltaRejected
 from blacklist.store import ApplyResult, FeedState, RevocationStore
@@ -54,6 +56,7 @@ MAX_PAGE = 10_000
 AUDIT_PAUSE_EVERY = 64  # audit records a reader thread handles between giving up the GIL
 DEFAULT_PAGE = 100
 _STATUS = {s: types_pb2.CardStatusCode.Value(s.name) for s in CheckStatus}
+_INVALID = types_pb2.CardStatusCode.Value("INVALID_CARD_ID")  # packed batches only
 Context = Any  # grpc.aio.ServicerContext (grpc ships no type stubs)
 REFUSAL_HEADER = "blacklist-refusal"  # trailing metadata naming why a check was refused
 
@@ -179,17 +182,52 @@ class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
         self, request: card_status_pb2.BatchCheckRequest, context: Context
     ) -> card_status_pb2.BatchCheckResponse:
         self._admit(request.psam_id, "BatchCheck", context)
+        packed = request.packed_ids
         ids = request.card_ids
+        if packed:
+            if ids:
+                raise InvalidRequest("send card_ids or packed_ids, not both")
+            try:
+                count = packed_count(packed, self._max_batch)
+            except PackedBatchError as exc:
+                raise InvalidRequest(str(exc)) from None
+            found = self._checker.check_packed(packed)
+            response = card_status_pb2.BatchCheckResponse(count=count)
+            self._batch_answer(found.batch, found.index_of, response)
+            if found.malformed:  # answered in index order, as every other card
+                cards = [
+                    *response.cards,
+                    *(
+                        card_status_pb2.BatchCard(index=i, status=_INVALID, error=e.problem)
+                        for i, e in found.malformed.items()
+                    ),
+                ]
+                del response.cards[:]
+                response.cards.extend(sorted(cards, key=lambda c: c.index))
+            return response
         if not ids:
             raise InvalidRequest("empty batch: send at least one card id")
         if len(ids) > self._max_batch:
             raise InvalidRequest(
                 f"batch of {len(ids)} card ids exceeds the limit of {self._max_batch} per call"
             )
-        result = self._checker.check_many(ids)
         response = card_status_pb2.BatchCheckResponse(count=len(ids))
-        for i in np.flatnonzero(result.statuses != CheckStatus.NOT_REVOKED).tolist():
-            answer = result[i]
+        self._batch_answer(self._checker.check_many(ids), None, response)
+        return response
+
+    def _batch_answer(
+        self,
+        result: BatchResult,
+        index_of: Callable[[NDArray[np.intp]], NDArray[np.intp]] | None,
+        response: card_status_pb2.BatchCheckResponse,
+    ) -> None:
+        """Fill ``response`` with every answer of ``result`` that is not NOT_REVOKED (row
+        ``r`` is request index ``index_of(r)``) and the freshness of the feeds that
+        answered, and count the checks."""
+        rows = np.flatnonzero(result.statuses != CheckStatus.NOT_REVOKED)
+        indices = (index_of(rows) if index_of is not None else rows).tolist()
+        for row, i in zip(rows.tolist(), indices, strict=True):
+            answer = result[row]
             card = response.cards.add(index=i, status=_STATUS[answer.status])
             card.publisher = answer.publisher or ""
             if answer.entry is not None:
@@ -207,7 +245,6 @@ class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
                 )
         for status, n in result.counts().items():
             self._counted[status].inc(n)
-        return response
 
     async def CheckStream(
         self, request_iterator: AsyncIterator[card_status_pb2.CheckCardRequest], context: Context
