@@ -12,7 +12,7 @@ GEN := node/gen
 PROTOS := $(wildcard proto/blacklist/v1/*.proto)
 PROTO_STAMP := $(GEN)/.stamp
 
-.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean mutate
+.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean mutate scale-up scale-down balancer-tools
 
 $(STAMP): pyproject.toml blacklist/_speedups.c
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required and none was found on PATH" >&2; exit 1; }
@@ -49,7 +49,7 @@ typecheck: install
 # promtool and prometheus (Debian's prometheus package): tests/test_prometheus.py runs the
 # alert rules' unit tests and a real Prometheus against a federation, and fails without them.
 # chromium (Debian's): tests/test_status_page.py loads the node's status page in a real browser.
-tools: compare-tools
+tools: compare-tools balancer-tools
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
@@ -100,6 +100,21 @@ demo: install
 # until `make down`.
 up: install
 	$(BIN)/python -m node up
+
+# Read replicas behind HAProxy (issue #18, node/local/scale.py, deploy/haproxy.cfg.in): an upstream
+# city node, SCALE_REPLICAS replicas following it and HAProxy in front, left running (state,
+# logs and data in .scale/) until `make scale-down`.
+SCALE_REPLICAS ?= 2
+scale-up: install balancer-tools
+	$(BIN)/python -m node scale-up --replicas $(SCALE_REPLICAS)
+
+scale-down:
+	@test -x $(BIN)/python || { echo "no $(VENV): nothing was started by make scale-up"; exit 0; }
+	$(BIN)/python -m node scale-down
+
+# haproxy (Debian's): the balancer of `make scale-up` and tests/test_balancer.py.
+balancer-tools:
+	command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy)
 
 down:
 	@test -x $(BIN)/python || { echo "no $(VENV): nothing was started by make up"; exit 0; }

@@ -27,6 +27,11 @@
     max_lapse_days = 366                # the longest end time this node accepts in a feed
     sweep_interval = 60.0               # seconds between sweeps of lapsed entries
     subscribe = true                    # hold the upstream's push stream (false: pull only)
+    ready_max_lag = 10                  # a replica (upstreams, no signing_key) is NOT_SERVING
+    ready_max_age = 0.0                 #   while a feed is more versions than this behind its
+                                        #   signed head, or (if > 0) proven current longer ago
+                                        #   (seconds); and until its first sync round
+                                        #   (blacklist/sync/readiness.py)
     max_batch = 10000                   # BatchCheck ids per call
     map_size_gib = 64                   # LMDB address space
     max_message_bytes = 16777216        # the one gRPC message limit: this node's server and
@@ -77,6 +82,7 @@ from blacklist.sync.budget import (
     max_chunks,
 )
 from blacklist.sync.freshness import DEFAULT_INTERVAL
+from blacklist.sync.readiness import MAX_AGE_LIMIT, MAX_LAG_LIMIT, ReadinessLimits
 from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
     CertificateExpired,
@@ -108,7 +114,7 @@ KNOWN_FIELDS = {
     "key_revocations", "trust_refresh_interval", "workers", "max_trust_records",
     "max_message_bytes", "snapshot_chunk_bytes", "max_snapshot_bytes", "head_statement_interval",
     "max_clock_skew", "lapse_days", "max_lapse_days", "sweep_interval",
-    "max_delta_entries", "max_snapshot_entries",
+    "max_delta_entries", "max_snapshot_entries", "ready_max_lag", "ready_max_age",
 }  # fmt: skip
 
 
@@ -185,6 +191,8 @@ class NodeConfig:
     lapse_periods: Mapping[Reason, int] = field(default_factory=dict)
     max_lapse: int = DEFAULT_MAX_LAPSE
     sweep_interval: float = 60.0
+    # Issue #18: when a replica tells its balancer it is caught up.
+    readiness: ReadinessLimits = field(default_factory=ReadinessLimits)
     source: Path | None = field(default=None, compare=False)
 
     def lapse_policy(self) -> LapsePolicy:
@@ -376,6 +384,10 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         ),
         max_snapshot_entries=_int(
             data, "max_snapshot_entries", DEFAULT_LIMITS.max_snapshot_entries, 1, MAX_ENTRIES
+        ),
+        readiness=ReadinessLimits(
+            max_lag=_int(data, "ready_max_lag", 10, 0, MAX_LAG_LIMIT),
+            max_age=_seconds(data, "ready_max_age", 0.0, 0.0, MAX_AGE_LIMIT),
         ),
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.

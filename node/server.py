@@ -43,6 +43,7 @@ from node.head_signer import HeadSigner
 from node.hub import FeedHub
 from node.metrics import VERSION, NodeMetrics
 from node.ports import PortInUse, bound, refuse_a_taken_port
+from node.readiness import ReadinessReporter
 from node.status_page import StatusPage, serve_http
 from node.store_lock import WriterLock
 from node.sweeper import Sweeper
@@ -129,6 +130,9 @@ class Node:
         self.metrics_url = ""
         self._http: Any = None
         self.page: StatusPage | None = None
+        # A replica (upstreams, no signing key) serves only once caught up (issue #18).
+        self.readiness: ReadinessReporter | None = None
+        self._ready_task: asyncio.Task[None] | None = None
         self.workers: WorkerPool | None = None
         self._relay: Path | None = None
 
@@ -247,16 +251,31 @@ class Node:
             data_dir=self.config.data_dir,
             clock=self.clock,
         )
-        self._http, _ = bound(  # /metrics, and the status page at / (node/status_page.py)
+        if self.config.upstreams and self.authority is None:
+            self.readiness = ReadinessReporter(
+                self.store,
+                self.config.readiness,
+                lambda: self.sync is not None and self.sync.caught_up,
+                self.clock,
+                self.registry,
+                self.config.data_dir,
+            )
+        ready = self.readiness.http if self.readiness is not None else None
+        self._http, _ = bound(  # /metrics, /ready, the status page at / (node/status_page.py)
             "metrics_listen",
             self.config.metrics_listen,
-            lambda: serve_http(mhost, int(mport), self.registry, page.html),
+            lambda: serve_http(mhost, int(mport), self.registry, page.html, ready),
         )
         page.start()
         self.metrics_url = f"http://{mhost}:{self._http.server_address[1]}/metrics"
         await server.start()
-        for name in ("", *SERVICES.values()):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.readiness is not None:
+            self._ready_task = asyncio.create_task(
+                self.readiness.run(self._health, SERVICES.values(), self._stopping)
+            )
+        else:
+            for name in ("", *SERVICES.values()):
+                await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.server = server
         if shared:
             self.workers = WorkerPool(
@@ -304,6 +323,8 @@ class Node:
             await self._signer_task
         if self._sweep_task is not None:
             await self._sweep_task
+        if self._ready_task is not None:
+            await self._ready_task
         if self.sync is not None and self._sync_task is not None:
             await self.sync.stop()
             await asyncio.wait_for(self._sync_task, timeout=grace)

@@ -340,13 +340,26 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def serve_http(
-    host: str, port: int, registry: CollectorRegistry, page: Callable[[], str]
+    host: str,
+    port: int,
+    registry: CollectorRegistry,
+    page: Callable[[], str],
+    ready: Callable[[], tuple[bool, str]] | None = None,
 ) -> tuple[Any, threading.Thread]:
-    """``/`` the status page, everything else prometheus_client's exposition (``/metrics``),
-    on one port, in daemon threads (as prometheus_client's ``start_http_server``)."""
+    """``/`` the status page, ``/ready`` a replica's readiness (200 or 503 with the reason:
+    node/readiness.py; 200 on a node that never gates), everything else prometheus_client's
+    exposition (``/metrics``), on one port, in daemon threads (as ``start_http_server``)."""
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/ready":
+            serving, reason = ready() if ready is not None else (True, "not a gated replica")
+            text = f"{'SERVING' if serving else 'NOT_SERVING'} {reason}\n".encode()
+            start_response(
+                "200 OK" if serving else "503 Service Unavailable",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(text)))],
+            )
+            return [text]
         if environ.get("PATH_INFO", "/") in ("/", "/index.html"):
             body = page().encode("utf-8")
             start_response(

@@ -99,6 +99,9 @@ class SyncClient:
         # same delta a second time (the whole delta again on the wire).
         self._applying_pushed = asyncio.Lock()
         self.connected_to: str | None = None
+        # Set once a pull round ends with no feed behind its upstream: the replica has
+        # bootstrapped (blacklist/sync/readiness.py), and stays so; lag is judged afterwards.
+        self.caught_up = False
         for up in upstreams:
             metrics.upstream_up.labels(up).set(0)
 
@@ -201,6 +204,8 @@ class SyncClient:
             await self._statements_from(stub, response.head_statements)
             self._metrics.sync_last_success.set(self._clock())
             await self._push(stub, upstream_heads)
+            if not behind:
+                self.caught_up = True
             if not behind or self._store.heads() == before:
                 return
 

@@ -19,6 +19,7 @@ from node.cli import status as status_cli
 from node.cli import trust as trust_cli
 from node.config import ConfigError, load_config
 from node.keyfiles import write_key_pair
+from node.local import scale
 from node.tls import add_commands as add_tls_commands
 
 
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     bulk.add_commands(sub)  # import-csv, export-csv (node/cli/bulk.py)
     trust_cli.register_psam(sub)  # psam revoke|reinstate|show (node/cli/trust.py)
     card_cli.add_command(sub)  # card check|revoke|reinstate|entry (node/cli/card.py)
+    scale.add_commands(sub)  # scale-up, scale-down: replicas behind HAProxy (node/local/scale.py)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

@@ -39,6 +39,7 @@ from blacklist.clock import Clock, system_clock
 from blacklist.follower import FollowingChecker, StoreFollower
 from node.config import NodeConfig
 from node.metrics import NodeMetrics
+from node.readiness import read_readiness, readiness_file, set_health
 from node.tls import server_credentials
 from node.workers.relay import relay_handlers
 
@@ -138,8 +139,10 @@ class Worker:
         self._http, _ = start_http_server(int(mport), addr=mhost, registry=self.registry)
         self.metrics_url = f"http://{mhost}:{self._http.server_address[1]}/metrics"
         await server.start()
-        for name in ("", *SERVICES.values()):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._services = tuple(SERVICES.values())
+        self._ready_file = readiness_file(config.data_dir)
+        self._ready = read_readiness(self._ready_file)
+        await set_health(health_servicer, SERVICES.values(), self._ready)
         self._health = health_servicer
         self.server = server
 
@@ -155,10 +158,19 @@ class Worker:
                 if os.getppid() != self.spec.parent:
                     log.warning("worker %d: the node process is gone; stopping", self.spec.index)
                     return
+                await self._follow_readiness()
                 waited += PARENT_POLL_SECONDS
                 if waited >= interval:
                     waited = 0.0
                     self.checker.set_keys(self._keys(self.follower.trust.records()))
+
+    async def _follow_readiness(self) -> None:
+        """Answer health as the writer judged it (node/readiness.py): a balancer asking any
+        process on the shared port hears the same."""
+        now = read_readiness(self._ready_file)
+        if now.serving != self._ready.serving:
+            await set_health(self._health, self._services, now)
+        self._ready = now
 
     async def stop(self, grace: float = 5.0) -> None:
         if self.server is not None:
