@@ -28,16 +28,13 @@ from blacklist.clock import Clock, system_clock
 from blacklist.store import RevocationStore
 from node.config import NodeConfig, message_options
 from node.gen.blacklist.v1 import (
-    admin_pb2,
     admin_pb2_grpc,
-    card_status_pb2,
-    card_status_pb2_grpc,
-    sync_pb2,
     sync_pb2_grpc,
 )
 from node.grpc.admin_trust import TrustAdmin
 from node.grpc.calls import Meter
-from node.grpc.servicers import AdminServicer, CardStatusServicer
+from node.grpc.servicers import AdminServicer
+from node.grpc.services import SERVICES, add_card_status
 from node.grpc.sync import SyncServicer, TransferLimits
 from node.head_signer import HeadSigner
 from node.hub import FeedHub
@@ -54,25 +51,6 @@ from node.workers.pool import WorkerPool, pool_metrics
 from node.workers.relay import ForwardedCallers, restrict, socket_path
 
 log = logging.getLogger("node")
-SERVICES = {
-    "CardStatus": card_status_pb2.DESCRIPTOR.services_by_name["CardStatus"].full_name,
-    "Admin": admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
-    "Sync": sync_pb2.DESCRIPTOR.services_by_name["Sync"].full_name,
-}
-
-
-def add_card_status(
-    server: grpc.aio.Server, checker: Checker, metrics: NodeMetrics, config: NodeConfig
-) -> None:
-    """CardStatus, metered (and role-checked with TLS): in the writer and in each worker."""
-    meter = Meter(metrics, enforce=config.tls)
-    status = CardStatusServicer(checker, metrics, config.max_batch)
-    for name in ("CheckCard", "BatchCheck"):
-        setattr(status, name, meter.unary(SERVICES["CardStatus"], name, getattr(status, name)))
-    status.CheckStream = meter.bidi(  # type: ignore[method-assign,assignment]
-        SERVICES["CardStatus"], "CheckStream", status.CheckStream
-    )
-    card_status_pb2_grpc.add_CardStatusServicer_to_server(status, server)  # type: ignore[no-untyped-call]
 
 
 def _log_migration(done: int, total: int) -> None:

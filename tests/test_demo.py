@@ -18,7 +18,8 @@ import grpc
 import pytest
 
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
-from node.local.up import STATE_FILE, pid_alive, still_runs
+from node.local.state import STATE_FILE
+from node.local.up import pid_alive, still_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_TIMEOUT = 120.0

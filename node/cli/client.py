@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from node.config import DEFAULT_MAX_MESSAGE_BYTES, message_options
+from node.local.state import STATE_FILE, read_state
 from node.tls import channel_credentials
 
 # The nodes' default message limit (node/config.py max_message_bytes), both ways: a
@@ -83,8 +84,6 @@ def resolve_node(text: str, federation: Path) -> str:
     `make up` picks free ports, so a walk-through can name nodes by region instead."""
     if ":" in text or not (len(text) == 6 and text.isascii() and text.isdigit()):
         return text
-    from node.local.up import STATE_FILE, read_state  # only for this convenience
-
     try:
         records = read_state(federation)
     except FileNotFoundError:

@@ -24,7 +24,6 @@ node running (try/finally, SIGTERM to the demo itself included).
 
 from __future__ import annotations
 
-import random
 import signal
 import sys
 import tempfile
@@ -34,21 +33,29 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
 import grpc
 
 from node.gen.blacklist.v1 import (
     admin_pb2,
-    admin_pb2_grpc,
     card_status_pb2,
-    card_status_pb2_grpc,
     types_pb2,
 )
 from node.local import demo_trust
 from node.local.demo_trust import TrustStepFailed
 from node.local.federation import Federation
 from node.local.process import LocalNodeError
+from node.local.session import (
+    POLL_INTERVAL,
+    PROPAGATION_TIMEOUT,
+    RPC_TIMEOUT,
+    DemoFailed,
+    Session,
+    random_card,
+    reason_name,
+    status_name,
+)
 from node.local.trust import TrustSetupError
 from node.local.up import NAMES, FederationError, scrape, wait_linked
 
@@ -57,40 +64,11 @@ BATCH = 1000  # cards in the one large Revoke
 SINGLES = 9  # single-card Revokes, each timed to Beijing
 LATENCY_CALLS, WARM_UP = 1000, 200
 SYNC_INTERVAL = 2.0  # the pull fallback; changes travel on the push streams
-PROPAGATION_TIMEOUT = 10.0
-POLL_INTERVAL = 0.002
-RPC_TIMEOUT = 10.0
 CHINA = timezone(timedelta(hours=8), "CST")
-# Roughly how reasons mix on a city's list: mostly lost and replaced cards.
-REASON_WEIGHTS = {
-    types_pb2.TEMPORARY_LOSS: 30,
-    types_pb2.LOSS: 25,
-    types_pb2.REPLACED: 15,
-    types_pb2.DAMAGED: 10,
-    types_pb2.EXPIRED: 10,
-    types_pb2.CANCELLED: 8,
-    types_pb2.OTHER: 2,
-}
-
-
-class DemoFailed(RuntimeError):
-    """A node answered something other than what the demo did (or did not answer in time)."""
 
 
 class Interrupted(BaseException):
     """SIGTERM to the demo itself: unwind through every ``finally``, so no node is left."""
-
-
-def _card(region: str, rng: random.Random) -> str:
-    return f"{region}D156000005{rng.getrandbits(64):016X}"
-
-
-def _status(code: int) -> str:
-    return str(types_pb2.CardStatusCode.Name(code))
-
-
-def _reason(code: int) -> str:
-    return str(types_pb2.Reason.Name(code)) if code else "-"
 
 
 def _when(unix: int) -> str:
@@ -123,28 +101,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.0f} ms"
 
 
-class Demo:
-    def __init__(self, out: TextIO, seed: int = 2026) -> None:
-        self.out = out
-        self.rng = random.Random(seed)
-        self.started = time.perf_counter()
-        self.revoked: dict[str, tuple[int, int]] = {}  # card -> (reason, effective_time)
-        self.fed: Federation | None = None
-        self.channels: list[grpc.Channel] = []
-        self.status: dict[str, Any] = {}  # region -> CardStatus stub (a terminal there)
-        self.admin: dict[str, Any] = {}  # region -> Admin stub (an operator there)
-
-    def say(self, text: str) -> None:
-        print(f"[{time.perf_counter() - self.started:5.2f}s] {text}", file=self.out, flush=True)
-
-    def show(self, text: str) -> None:
-        print(f"         {text}", file=self.out, flush=True)
-
-    @property
-    def federation(self) -> Federation:
-        assert self.fed is not None
-        return self.fed
-
+class Demo(Session):
     # -- setting up, as operators would -----------------------------------------------------
 
     def start(self, root: Path) -> None:
@@ -171,120 +128,13 @@ class Demo:
             f"({_ms(time.perf_counter() - t0)}; pull fallback every {SYNC_INTERVAL:g} s)"
         )
 
-    def connect(self) -> None:
-        """Channels as the people at each node would hold them: an operator of the node's
-        region (Admin) and, at a city, a terminal there (CardStatus; elsewhere the operator
-        checks cards)."""
-        fed = self.federation
-        for region, role, *_ in fed.topology:
-            operator = fed.channel(region, f"operator-{region}")
-            terminal = fed.channel(region, f"terminal-{region}") if role == "city" else operator
-            for channel in {operator, terminal}:
-                self.channels.append(channel)
-                grpc.channel_ready_future(channel).result(timeout=RPC_TIMEOUT)
-            self.status[region] = card_status_pb2_grpc.CardStatusStub(terminal)  # type: ignore[no-untyped-call]
-            self.admin[region] = admin_pb2_grpc.AdminStub(operator)  # type: ignore[no-untyped-call]
-
-    def close_channels(self) -> None:
-        for channel in self.channels:
-            channel.close()
-        self.channels.clear()
-
-    def close(self) -> None:
-        self.close_channels()
-        if self.fed is not None:
-            self.fed.close()  # kills whatever is still running (an error path)
-
-    # -- the terminal's side ----------------------------------------------------------------
-
-    def check(self, region: str, card: str) -> Any:
-        return self.status[region].CheckCard(
-            card_status_pb2.CheckCardRequest(card_id=card, terminal_id=f"{region}-POS-0001"),
-            timeout=RPC_TIMEOUT,
-        )
-
-    def expect(self, region: str, card: str, expected: int) -> Any:
-        answer = self.check(region, card)
-        self._verify(region, card, answer, expected)
-        return answer
-
-    def _verify(self, region: str, card: str, answer: Any, expected: int) -> None:
-        if answer.status != expected:
-            raise DemoFailed(
-                f"CheckCard {card} at {region}: {_status(answer.status)}, "
-                f"expected {_status(expected)}"
-            )
-        if expected == types_pb2.REVOKED:
-            reason, effective = self.revoked[card]
-            if (answer.reason, answer.effective_time) != (reason, effective):
-                raise DemoFailed(
-                    f"CheckCard {card} at {region}: {_reason(answer.reason)} at "
-                    f"{answer.effective_time}, but it was revoked as {_reason(reason)} at "
-                    f"{effective}"
-                )
-
-    def wait_for(self, region: str, card: str, expected: int, since: float) -> float:
-        """Poll CheckCard at ``region`` until it answers ``expected``; seconds from ``since``."""
-        request = card_status_pb2.CheckCardRequest(card_id=card, terminal_id=f"{region}-POS-0001")
-        check = self.status[region].CheckCard
-        while True:
-            answer = check(request, timeout=RPC_TIMEOUT)
-            took = time.perf_counter() - since
-            if answer.status == expected:
-                self._verify(region, card, answer, expected)
-                return took
-            if took > PROPAGATION_TIMEOUT:
-                raise DemoFailed(
-                    f"propagation not seen: {region} ({NAMES[region]}) still answers "
-                    f"{_status(answer.status)} for {card} {PROPAGATION_TIMEOUT:g} s later, "
-                    f"expected {_status(expected)} (its feed {answer.publisher or '-'} is at "
-                    f"v{answer.feed_version})"
-                )
-            time.sleep(POLL_INTERVAL)
-
-    def batch_expect(self, region: str, revoked: list[str], clean: list[str]) -> Any:
-        ids = revoked + clean
-        self.rng.shuffle(ids)
-        answer = self.status[region].BatchCheck(
-            card_status_pb2.BatchCheckRequest(card_ids=ids, terminal_id=f"{region}-GATEWAY"),
-            timeout=RPC_TIMEOUT,
-        )
-        flagged = {ids[c.index]: c for c in answer.cards}
-        if answer.count != len(ids) or set(flagged) != set(revoked):
-            raise DemoFailed(
-                f"BatchCheck at {region}: {len(flagged)} of {answer.count} flagged, expected "
-                f"exactly the {len(revoked)} revoked cards of {len(ids)}"
-            )
-        for card, c in flagged.items():
-            if (c.status, c.reason, c.effective_time) != (types_pb2.REVOKED, *self.revoked[card]):
-                raise DemoFailed(f"BatchCheck at {region}: {card} answered {c}")
-        return answer
-
-    # -- the operator's side ----------------------------------------------------------------
-
-    def revocation(self, region: str, now: int) -> admin_pb2.Revocation:
-        card = _card(region, self.rng)
-        reason = self.rng.choices(list(REASON_WEIGHTS), list(REASON_WEIGHTS.values()))[0]
-        effective = now - self.rng.randrange(90 * 86400)  # reported over the last 90 days
-        return admin_pb2.Revocation(card_id=card, reason=reason, effective_time=effective)
-
-    def revoke(self, region: str, revocations: list[admin_pb2.Revocation]) -> Any:
-        answer = self.admin[region].Revoke(
-            admin_pb2.RevokeRequest(revocations=revocations), timeout=RPC_TIMEOUT
-        )
-        if answer.added != len(revocations):
-            raise DemoFailed(f"Revoke at {region} added {answer.added} of {len(revocations)}")
-        for r in revocations:
-            self.revoked[r.card_id] = (r.reason, r.effective_time)
-        return answer
-
     # -- the scenario -----------------------------------------------------------------------
 
     def before(self) -> None:
-        card = _card(GUANGZHOU, self.rng)
+        card = random_card(GUANGZHOU, self.rng)
         answer = self.expect(BEIJING, card, types_pb2.NO_DATA)
         self.say(
-            f"before: {BEIJING} answers {_status(answer.status)} for Guangzhou card {card} "
+            f"before: {BEIJING} answers {status_name(answer.status)} for Guangzhou card {card} "
             f"(feed {answer.publisher} has not published yet)"
         )
 
@@ -295,7 +145,7 @@ class Demo:
         answer = self.revoke(GUANGZHOU, batch)
         returned = time.perf_counter()
         took = self.wait_for(BEIJING, batch[-1].card_id, types_pb2.REVOKED, returned)
-        mix = Counter(_reason(r.reason) for r in batch)
+        mix = Counter(reason_name(r.reason) for r in batch)
         self.say(
             f"Admin.Revoke at {GUANGZHOU}: {BATCH:,} cards in one call → feed {GUANGZHOU} "
             f"v{answer.version} ({_ms(returned - t0)}); REVOKED at {BEIJING} (Beijing) "
@@ -304,7 +154,7 @@ class Demo:
         )
         self.show("reasons: " + ", ".join(f"{name} {n}" for name, n in mix.most_common()))
         cards = [r.card_id for r in batch]
-        self.batch_expect(BEIJING, cards, [_card(GUANGZHOU, self.rng) for _ in range(BATCH)])
+        self.batch_expect(BEIJING, cards, [random_card(GUANGZHOU, self.rng) for _ in range(BATCH)])
         self.say(
             f"BatchCheck at {BEIJING} of those {BATCH:,} + {BATCH:,} never-revoked Guangzhou "
             f"ids: exactly the {BATCH:,} flagged REVOKED, each with the reason and time "
@@ -358,7 +208,7 @@ class Demo:
         for card, (reason, _) in self.revoked.items():
             by_reason.setdefault(reason, card)
         samples = [by_reason[r] for r in sorted(by_reason)][:5]
-        samples.append(_card(GUANGZHOU, self.rng))
+        samples.append(random_card(GUANGZHOU, self.rng))
         t0 = time.perf_counter()
         for card in samples:  # Shenzhen is two hops from Guangzhou: poll, do not assume
             expected = types_pb2.REVOKED if card in self.revoked else types_pb2.NOT_REVOKED
@@ -373,8 +223,8 @@ class Demo:
             bj = self.expect(BEIJING, card, expected)
             sz = self.expect(SHENZHEN, card, expected)
             self.show(
-                f"{card:32}  {_status(bj.status):16} {_status(sz.status):17} "
-                f"{_reason(bj.reason):14} {_when(bj.effective_time):17}  "
+                f"{card:32}  {status_name(bj.status):16} {status_name(sz.status):17} "
+                f"{reason_name(bj.reason):14} {_when(bj.effective_time):17}  "
                 f"{bj.publisher} v{bj.feed_version}"
             )
         revoked = list(self.revoked)
@@ -398,7 +248,7 @@ class Demo:
         took = self.wait_for(BEIJING, card, types_pb2.NOT_REVOKED, returned)
         self.wait_for(SHENZHEN, card, types_pb2.NOT_REVOKED, returned)
         self.say(
-            f"Admin.Reinstate at {GUANGZHOU} of {card} (was {_reason(reason)}) → feed "
+            f"Admin.Reinstate at {GUANGZHOU} of {card} (was {reason_name(reason)}) → feed "
             f"v{answer.version}; accepted again at {BEIJING}: NOT_REVOKED {_ms(took)} after "
             f"the call returned (and at {SHENZHEN})"
         )
@@ -409,7 +259,7 @@ class Demo:
         took = self.wait_for(GUANGZHOU, revocation.card_id, types_pb2.REVOKED, time.perf_counter())
         self.say(
             f"Admin.Revoke at {BEIJING} of Beijing card {revocation.card_id} "
-            f"({_reason(revocation.reason)}) → feed {BEIJING} v{answer.version}; refused at "
+            f"({reason_name(revocation.reason)}) → feed {BEIJING} v{answer.version}; refused at "
             f"{GUANGZHOU} (Guangzhou): REVOKED {_ms(took)} after the call returned"
         )
 
@@ -418,7 +268,7 @@ class Demo:
         cards = [
             self.rng.choice(revoked)
             if self.rng.random() < 0.1
-            else _card(self.rng.choice((GUANGZHOU, BEIJING, SHENZHEN)), self.rng)
+            else random_card(self.rng.choice((GUANGZHOU, BEIJING, SHENZHEN)), self.rng)
             for _ in range(WARM_UP + LATENCY_CALLS)
         ]
         requests = [card_status_pb2.CheckCardRequest(card_id=c) for c in cards]
@@ -488,12 +338,6 @@ class Demo:
             f"all {len(codes)} nodes stopped with SIGTERM, cities first, in {took:.1f} s; "
             f"exit codes: {listed}"
         )
-
-    def dump_logs(self) -> None:
-        if self.fed is None:
-            return
-        for node in self.fed.nodes.values():
-            print(f"--- {node.log} (last lines)\n{node.log_tail(8)}", file=sys.stderr)
 
     def run(self) -> None:
         with tempfile.TemporaryDirectory(prefix="blacklist-demo-") as tmp:

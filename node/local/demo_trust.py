@@ -10,7 +10,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,13 +28,10 @@ from node.gen.blacklist.v1 import (
     types_pb2,
 )
 from node.keyfiles import load_certificate, load_signing_key, load_trusted_key
+from node.local.session import RPC_TIMEOUT, Session
 from node.local.trust import MINISTRY, Command, FederationTrust
 from node.local.up import NAMES, wait_linked
 
-if TYPE_CHECKING:
-    from node.local.demo import Demo
-
-RPC_TIMEOUT = 10.0
 # Children that start before their upstream back off (node/sync_client.py, up to 10 s per
 # try), so on a loaded machine the links of a restarted federation can take a while.
 LINK_TIMEOUT = 40.0
@@ -95,7 +92,7 @@ def _hierarchy(trust: FederationTrust, topology: Any) -> list[str]:
     return lines
 
 
-def show_setup(demo: Demo, seconds: float) -> None:
+def show_setup(demo: Session, seconds: float) -> None:
     fed = demo.federation
     trust = fed.trust
     assert trust is not None
@@ -140,7 +137,7 @@ def _refused(what: str, call: Callable[[], Any], code: grpc.StatusCode) -> str:
     raise TrustStepFailed(f"{what} was accepted; expected {code.name}")
 
 
-def _revoke_as(demo: Demo, region: str, client: str, card_region: str) -> Callable[[], Any]:
+def _revoke_as(demo: Session, region: str, client: str, card_region: str) -> Callable[[], Any]:
     channel = demo.federation.channel(region, client)
     demo.channels.append(channel)
     admin: Any = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
@@ -161,12 +158,12 @@ def _sample(url: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def _denied(demo: Demo, region: str) -> float:
+def _denied(demo: Session, region: str) -> float:
     url = demo.federation.metrics_url(region)
     return _sample(url, DENIED, reason="permission_denied", grpc_method="Revoke")
 
 
-def refusals(demo: Demo, guangzhou: str, beijing: str) -> None:
+def refusals(demo: Session, guangzhou: str, beijing: str) -> None:
     """(a) a terminal calling Revoke, (b) an operator of Guangzhou revoking a Beijing card,
     and the same from Beijing's operator at Guangzhou's node; and a client without a
     certificate, which does not get past the TLS handshake."""
@@ -228,7 +225,7 @@ def refusals(demo: Demo, guangzhou: str, beijing: str) -> None:
 # -- a key rotation -----------------------------------------------------------------------------
 
 
-def _head(demo: Demo, region: str, publisher: str) -> FeedHead:
+def _head(demo: Session, region: str, publisher: str) -> FeedHead:
     status = demo.admin[region].Status(admin_pb2.StatusRequest(), timeout=RPC_TIMEOUT)
     for feed in status.feeds:
         if feed.publisher == publisher:
@@ -236,7 +233,7 @@ def _head(demo: Demo, region: str, publisher: str) -> FeedHead:
     return FeedHead.genesis(publisher)
 
 
-def _wait_head(demo: Demo, region: str, publisher: str, version: int) -> None:
+def _wait_head(demo: Session, region: str, publisher: str, version: int) -> None:
     deadline = time.monotonic() + LINK_TIMEOUT
     while _head(demo, region, publisher).version < version:
         if time.monotonic() > deadline:
@@ -244,7 +241,7 @@ def _wait_head(demo: Demo, region: str, publisher: str, version: int) -> None:
         time.sleep(0.02)
 
 
-def rotate_key(demo: Demo, city: str, watcher: str) -> None:
+def rotate_key(demo: Session, city: str, watcher: str) -> None:
     """(c) ``city`` publishes under its key; its province revokes that key (suspected stolen)
     and certifies a new one, and publishes both in its own feed (``keys publish``); every
     node takes them up without a restart; a delta the thief signs with the old key is refused
@@ -314,7 +311,7 @@ def rotate_key(demo: Demo, city: str, watcher: str) -> None:
     )
 
 
-def _push_forgery(demo: Demo, city: str, old_key: Path, upstream: str) -> None:
+def _push_forgery(demo: Session, city: str, old_key: Path, upstream: str) -> None:
     """What a thief of the old key could do: sign the feed's next delta, dated now, and push
     it to ``upstream`` as if it were the city node (with the city's node certificate: the
     worst case, a stolen node)."""

@@ -17,7 +17,6 @@ has exited by the time a node next writes anything.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -27,18 +26,17 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.local.federation import Federation
 from node.local.process import READY_PREFIX, LocalNodeError, Ready
+from node.local.state import STATE_FILE, NodeRecord, read_state, state_path, write_state
 from node.local.trust import TRUST_DIRS, TrustSetupError
 
 DEFAULT_DIR = Path(".federation")
-STATE_FILE = "federation.json"
 READY_TIMEOUT = 30.0  # six cold interpreters importing numpy, grpc and cryptography at once
 LINK_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0  # the server's grace period is 5 s; LMDB closes after it
@@ -112,21 +110,6 @@ def wait_linked(federation: Federation, timeout: float = LINK_TIMEOUT) -> int:
 
 
 # -- process bookkeeping ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    """One detached node, as written to federation.json."""
-
-    region: str
-    role: str
-    pid: int  # the node (python -m node run)
-    keeper: int  # the sh that waits for it and records its exit code
-    grpc: str
-    metrics: str
-    config: str
-    log: str
-    exit_file: str
 
 
 def pid_alive(pid: int) -> bool:
@@ -271,35 +254,6 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-# -- the state file --------------------------------------------------------------------------
-
-
-def _state_path(directory: Path) -> Path:
-    return directory / STATE_FILE
-
-
-def _write_state(directory: Path, records: list[NodeRecord]) -> None:
-    path = _state_path(directory)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps(
-            {
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "nodes": [asdict(r) for r in records],
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    tmp.replace(path)  # atomic: down never reads half a file
-
-
-def read_state(directory: Path) -> list[NodeRecord]:
-    data: Mapping[str, Any] = json.loads(_state_path(directory).read_text(encoding="utf-8"))
-    return [NodeRecord(**n) for n in data["nodes"]]
-
-
 def _children_first(records: list[NodeRecord]) -> Iterator[NodeRecord]:
     # Topology order is parents before children (node/local/federation.py); stop in reverse, so
     # that no upstream waits out its grace period for a child's open stream.
@@ -312,11 +266,11 @@ def _children_first(records: list[NodeRecord]) -> Iterator[NodeRecord]:
 def up(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
     directory = directory.resolve()
     t0 = time.monotonic()
-    if _state_path(directory).exists():
+    if state_path(directory).exists():
         try:
             running = [r for r in read_state(directory) if still_runs(r.pid, r.config)]
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            print(f"error: unreadable {_state_path(directory)}: {exc}", file=sys.stderr)
+            print(f"error: unreadable {state_path(directory)}: {exc}", file=sys.stderr)
             return 1
         if running:
             print(
@@ -326,8 +280,8 @@ def up(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
                 file=out,
             )
             return 1
-        print(f"{_state_path(directory)} names no running node: a stale state file", file=out)
-        _state_path(directory).unlink()
+        print(f"{state_path(directory)} names no running node: a stale state file", file=out)
+        state_path(directory).unlink()
     federation = Federation(directory)
     previous = [
         *(directory / d for d in TRUST_DIRS),
@@ -362,7 +316,7 @@ def up(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
                     exit_file=str(config.parent / "node.exit"),
                 )
             )
-        _write_state(directory, records)  # from here on, `down` can clean up whatever happens
+        write_state(directory, records)  # from here on, `down` can clean up whatever happens
         for record in records:
             ready = _wait_ready(record, READY_TIMEOUT)
             if ready.grpc != record.grpc:
@@ -375,7 +329,7 @@ def up(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
         if isinstance(exc, failed):
             print(f"error: the federation did not come up: {exc}", file=sys.stderr)
         _abandon(records, keepers)
-        _state_path(directory).unlink(missing_ok=True)
+        state_path(directory).unlink(missing_ok=True)
         if isinstance(exc, failed):
             return 1
         raise
@@ -394,7 +348,7 @@ def up(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
         )
     _print_trust(federation, records, out)
     print(
-        f"state in {_relative(_state_path(directory))}; stop with `make down` "
+        f"state in {_relative(state_path(directory))}; stop with `make down` "
         f"(python -m node down --dir {_relative(directory)})",
         file=out,
     )
@@ -427,7 +381,7 @@ def _print_trust(federation: Federation, records: list[NodeRecord], out: TextIO)
 
 def down(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
     directory = directory.resolve()
-    path = _state_path(directory)
+    path = state_path(directory)
     if not path.exists():
         print(f"no federation is up in {directory} (no {STATE_FILE})", file=out)
         return 0

@@ -37,7 +37,8 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from blacklist.clock import Clock, system_clock
 from blacklist.follower import FollowingChecker, StoreFollower
-from node.config import NodeConfig
+from node.config import NodeConfig, message_options
+from node.grpc.services import SERVICES, add_card_status
 from node.metrics import NodeMetrics
 from node.readiness import read_readiness, readiness_file, set_health
 from node.tls import server_credentials
@@ -101,9 +102,6 @@ class Worker:
         return keys
 
     async def start(self) -> None:
-        from node.config import message_options
-        from node.server import SERVICES, add_card_status
-
         config = self.spec.config
         server = grpc.aio.server(
             options=[*message_options(config.max_message_bytes), ("grpc.so_reuseport", 1)]
