@@ -12,7 +12,7 @@ GEN := node/gen
 PROTOS := $(wildcard proto/blacklist/v1/*.proto)
 PROTO_STAMP := $(GEN)/.stamp
 
-.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean mutate scale-up scale-down balancer-tools
+.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean mutate scale-up scale-down balancer-tools reader
 
 $(STAMP): pyproject.toml blacklist/_speedups.c
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required and none was found on PATH" >&2; exit 1; }
@@ -59,8 +59,15 @@ compare-tools:
 	command -v h2load >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client)
 	command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools)
 
-unit: install tools
+unit: install tools reader
 	$(BIN)/pytest -q tests
+
+# The offline filter's reference reader in C (issue #16): one file, the system compiler, no
+# dependencies; tests/test_offline_filter_c.py runs it beside the Python reader.
+CC ?= cc
+reader: reader/offline_filter
+reader/offline_filter: reader/offline_filter.c
+	$(CC) -std=c99 -O2 -Wall -Wextra -pedantic -o $@ $<
 
 # The benchmark files also run here once, tiny and untimed, so that they cannot rot.
 test: lint typecheck unit

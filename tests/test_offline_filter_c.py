@@ -1,0 +1,164 @@
+"""The C reference reader (reader/offline_filter.c), built here with the system compiler,
+against the Python reader (blacklist/filters/offline.py): the same answer for every id of a
+corpus (revoked, not revoked, false positives, other provinces, malformed, PSAMs, an
+expired filter), and the same refusals of damaged files and of an update not yet applied."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from blacklist.filters import export, offline
+from tests.filter_fixtures import DAY, T, World, card, psam
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "reader" / "offline_filter.c"
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc")
+    assert cc is not None, "the C reader is built with the system compiler `cc`"
+    out = tmp_path_factory.mktemp("reader") / "offline_filter"
+    subprocess.run(
+        [cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror", "-o", out, SOURCE],
+        check=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    w = World(tmp_path_factory.mktemp("store"))
+    w.publish("440100", [card(i) for i in range(3000)], deny=[psam(i) for i in range(20)])
+    w.publish("440100", [card(i, "440103") for i in range(500)], [card(i) for i in range(100)])
+    w.publish("440300", [card(i, "440304") for i in range(700)])
+    w.publish("440000", [card(i, "449900") for i in range(50)], deny=[psam(1, "449900")])
+    w.publish("110100", [card(i, "110101") for i in range(300)])
+    w.state("440100")
+    return w
+
+
+def run_c(reader: Path, data: bytes, tmp: Path, now: int, ids: list[str]) -> list[str]:
+    path = tmp / "f.filter"
+    path.write_bytes(data)
+    out = subprocess.run(
+        [reader, "check", path, str(now)],
+        input="".join(i + "\n" for i in ids).encode("utf-8"),
+        capture_output=True,
+        check=True,
+    )
+    return out.stdout.decode().splitlines()
+
+
+def run_python(f: offline.OfflineFilter, now: int, ids: list[str]) -> list[str]:
+    lines = []
+    for i in ids:
+        a = f.check_psam(i[5:], now) if i.startswith("psam:") else f.check_card(i, now)
+        lines.append(f"{a.verdict.name} {a.publisher or '-'} {a.fresh_at}")
+    return lines
+
+
+def corpus() -> list[str]:
+    rng = random.Random(16)
+    ids = [card(i) for i in range(3000)]  # revoked, and 100 of them reinstated
+    ids += [card(i, "440103") for i in range(500)]
+    ids += [card(i, "440304") for i in range(700)] + [card(i, "449900") for i in range(50)]
+    # Never revoked, under the scope: NOT_REVOKED, or a false positive (both readers alike).
+    ids += [
+        f"4401{rng.randrange(100):02d}D156000005{rng.getrandbits(64):016X}" for _ in range(8000)
+    ]
+    ids += [card(i, "110101") for i in range(50)]  # another province
+    ids += [card(1).lower(), card(2)[:6] + "d156000005" + card(2)[16:].lower()]
+    ids += [
+        "",
+        card(1)[:-1],
+        card(1) + "0",
+        "99" + card(1)[2:],  # no such province
+        card(1)[:20] + "G" + card(1)[21:],  # not hex
+        card(1)[:8] + "-" + card(1)[9:],  # middle not alphanumeric
+        card(1)[:6] + "D15600000é" + card(1)[16:],  # non-ASCII
+        "4401 0D156000005" + card(1)[16:],
+        "44010AD156000005" + card(1)[16:],  # region not digits
+    ]
+    ids += [f"psam:{psam(i)}" for i in range(25)] + [f"psam:{psam(1, '449900')}"]
+    ids += ["psam:", f"psam:{psam(1)}0", f"psam:{psam(1, '110101')}", f"psam:99{psam(1)[2:]}"]
+    ids += [f"psam:{psam(3).lower()}", f"psam:{card(1)}"]
+    return ids
+
+
+@pytest.mark.parametrize("scope", ["44", "4401"])
+def test_c_and_python_agree_on_every_id(
+    reader: Path, world: World, tmp_path: Path, scope: str
+) -> None:
+    signer = "440000" if scope == "44" else "440100"
+    f, _ = world.export(scope, signer)
+    data = f.to_bytes()
+    parsed = offline.parse(data)
+    ids = corpus()
+    for now in (T, T + DAY - 1, T + DAY, T + 2 * DAY):  # the last two: expired
+        c_lines = run_c(reader, data, tmp_path, now, ids)
+        py_lines = run_python(parsed, now, ids)
+        assert len(c_lines) == len(ids)
+        diff = [(i, c, p) for i, c, p in zip(ids, c_lines, py_lines, strict=True) if c != p]
+        assert not diff, diff[:5]
+    verdicts = {line.split()[0] for line in run_python(parsed, T, ids)}
+    assert verdicts == {"NOT_REVOKED", "MAYBE_REVOKED", "OUT_OF_SCOPE", "MALFORMED"}
+    assert {line.split()[0] for line in run_python(parsed, T + DAY, ids)} == {
+        "EXPIRED",
+        "MALFORMED",
+    }
+
+
+def test_c_reader_reports_the_header(reader: Path, world: World, tmp_path: Path) -> None:
+    f, _ = world.export()
+    path = tmp_path / "44.filter"
+    path.write_bytes(f.to_bytes())
+    out = subprocess.run([reader, "info", path], capture_output=True, check=True, text=True)
+    info = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    assert info["scope"] == "44"
+    assert info["expires_at"] == str(T + DAY)
+    assert info["signer"] == "440000"
+    assert info["signed_digest"] == f.digest.hex()
+    assert info["partitions"] == str(len(f.partitions))
+
+
+def _refused(reader: Path, data: bytes, tmp: Path) -> str:
+    path = tmp / "bad.filter"
+    path.write_bytes(data)
+    out = subprocess.run([reader, "check", path, str(T)], input=b"", capture_output=True)
+    assert out.returncode == 2, out
+    return out.stderr.decode()
+
+
+def test_both_readers_refuse_a_damaged_file(reader: Path, world: World, tmp_path: Path) -> None:
+    data = bytearray(world.export()[0].to_bytes())
+    for where in (10, len(data) // 2, len(data) - 40, len(data) - 1):
+        bad = bytearray(data)
+        bad[where] ^= 0x01
+        assert "damaged" in _refused(reader, bytes(bad), tmp_path)
+        with pytest.raises(offline.FilterIntegrityError):
+            offline.parse(bytes(bad))
+    assert "trailer" in _refused(reader, bytes(data[:-1]), tmp_path)
+    assert "trailer" in _refused(reader, b"", tmp_path)
+
+
+def test_c_reader_refuses_an_update_until_it_is_applied(
+    reader: Path, world: World, tmp_path: Path
+) -> None:
+    old, _ = world.export()
+    world.clock.advance(60)
+    world.publish("440300", [card(9000, "440304")])
+    new, built = world.export(previous=offline.parse(old.to_bytes()))
+    assert built.rebuilt == ("440300",)
+    update = export.update_bytes(new, old)
+    assert "update" in _refused(reader, update, tmp_path)
+    applied = offline.parse(update, previous=old)
+    full = applied.to_bytes()
+    assert full == new.to_bytes()
+    lines = run_c(reader, full, tmp_path, T + 60, [card(9000, "440304")])
+    assert lines[0].startswith("MAYBE_REVOKED 440300")
