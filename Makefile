@@ -49,7 +49,9 @@ typecheck: install
 # promtool and prometheus (Debian's prometheus package): tests/test_prometheus.py runs the
 # alert rules' unit tests and a real Prometheus against a federation, and fails without them.
 # chromium (Debian's): tests/test_status_page.py loads the node's status page in a real browser.
+# openssl (Debian's OpenSSL 3): tests/test_sm2_interop.py checks SM2 signatures both ways.
 tools: compare-tools balancer-tools
+	command -v openssl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl)
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 

@@ -29,8 +29,9 @@ Certificate (every integer big-endian)::
     not_before     i64                       unix seconds, inclusive
     not_after      i64                       unix seconds, inclusive (not_before <= not_after)
     issuer_key_id  8 bytes                   key id (signing.key_id_of) of the certifier
-    -- end of body; digest = SHA-256(body) --
-    signature      uvarint length + bytes    the issuer's signature over the 32-byte digest
+    -- end of body --
+    signature      uvarint length + bytes    the issuer's signature over its suite's digest
+                                             of the body (SHA-256 or SM3, signing.py)
 
 Key revocation::
 
@@ -46,8 +47,9 @@ Key revocation::
                                              may stand behind (issue #11)
     has_digest     u8       0 or 1
     last_digest    32 bytes (if has_digest)  that version's head digest
-    -- end of body; digest = SHA-256(body) --
-    signature      uvarint length + bytes    the certifier's signature over the digest
+    -- end of body --
+    signature      uvarint length + bytes    the certifier's signature over its suite's
+                                             digest of the body
 
 Format 1 (no ``last_version``) is still written for a revocation without a version bound,
 so every record already held in stores and configs keeps its bytes, digest and signature;
@@ -56,8 +58,16 @@ past ``last_version`` is accepted, whatever ``issued_at`` it claims (a date is t
 word, a version is the feed's position), see :mod:`blacklist.trust`. A rotation (reason
 SUPERSEDED) is the same record.
 
+Suites (issue #14): what a record is signed over is the digest of its *issuer's* suite
+(an Ed25519 root certifying an SM2 province signs SHA-256 of the body; an SM2 province
+certifying its cities signs SM3), so a hierarchy moves suite by suite through ordinary
+rotations. A record's ``digest`` property, SHA-256 of its body, is only its identity among
+the records a node holds (deduplication, the per-feed count) and never signed. A certificate
+names no SM2 distinguishing id: the subject's is the default (GM/T 0009 §10), and
+:func:`issue_certificate` refuses a key with another.
+
 Domain separation: a province key signs both its feed's deltas and its cities' certificates,
-always over SHA-256 of a body. A delta body starts with its kind byte (1 or 2, see
+always over its suite's digest of a body. A delta body starts with its kind byte (1 or 2, see
 :mod:`blacklist.delta`); these bodies start with the ASCII magic (first byte 0x4B), so a
 signature made for one kind of message can never be presented as one for another.
 
@@ -151,7 +161,7 @@ def canonical_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
 
 class _SignedBody:
     """What certificates and revocations share: a body, and the issuer's signature over
-    SHA-256 of it, sent as the body followed by the length-prefixed signature."""
+    its suite's digest of it, sent as the body followed by the length-prefixed signature."""
 
     signature: bytes
 
@@ -161,7 +171,8 @@ class _SignedBody:
 
     @property
     def digest(self) -> bytes:
-        """What the issuer signs: SHA-256 of the body."""
+        """The record's identity among those a node holds: SHA-256 of the body, whatever
+        the issuer's suite (what the issuer signs is :meth:`SigningKey.sign_body`'s)."""
         return hashlib.sha256(self.body).digest()
 
     def to_bytes(self) -> bytes:
@@ -311,6 +322,12 @@ def issue_certificate(
     Nothing here checks that the scope is the issuer's to give: a verifier does that
     (:func:`blacklist.trust.verify_chain`), because it must not trust the issuer's word.
     """
+    distid = getattr(subject, "distid", None)
+    if distid is not None:
+        raise CertificateFormatError(
+            f"a certificate names no SM2 distinguishing id, so the subject's must be the "
+            f"default, not {distid!r:.40}"
+        )
     unsigned = Certificate(
         serial,
         subject.publisher,
@@ -322,7 +339,7 @@ def issue_certificate(
         issuer.key_id,
         b"",
     )
-    return dataclasses.replace(unsigned, signature=issuer.sign(unsigned.digest))
+    return dataclasses.replace(unsigned, signature=issuer.sign_body(unsigned.body))
 
 
 def issue_revocation(
@@ -347,7 +364,7 @@ def issue_revocation(
         last_version=last_version,
         last_digest=last_digest,
     )
-    return dataclasses.replace(unsigned, signature=issuer.sign(unsigned.digest))
+    return dataclasses.replace(unsigned, signature=issuer.sign_body(unsigned.body))
 
 
 def _start(

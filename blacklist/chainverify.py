@@ -138,18 +138,21 @@ class Certifier(Protocol):
     @property
     def publisher(self) -> str: ...
 
-    def verify(self, message: bytes, signature: bytes) -> bool: ...
+    def verify_body(self, body: bytes, signature: bytes) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
 class TrustAnchor:
-    """The pinned ministry root key: publisher 000000, national scope."""
+    """The pinned ministry root key: publisher 000000, national scope (an SM2 root may name
+    its distinguishing id in root.pub, see :mod:`blacklist.signing`)."""
 
     suite_id: int
     public: bytes
+    distid: bytes | None = None
 
     def __post_init__(self) -> None:
-        suite(self.suite_id)  # KeyFormatError for an unknown suite
+        # KeyFormatError for an unknown suite or an id the suite does not take
+        object.__setattr__(self, "distid", suite(self.suite_id).check_distid(self.distid))
         if not self.public:
             raise ValueError("the trust anchor needs a public key")
 
@@ -158,7 +161,7 @@ class TrustAnchor:
         """The anchor for a root key (its publisher must be the ministry's)."""
         if key.publisher != MINISTRY_CODE:
             raise ValueError(f"a root key publishes for {MINISTRY_CODE}, not {key.publisher}")
-        return cls(key.suite_id, key.public)
+        return cls(key.suite_id, key.public, getattr(key, "distid", None))
 
     @property
     def publisher(self) -> str:
@@ -168,11 +171,13 @@ class TrustAnchor:
     def key_id(self) -> bytes:
         return key_id_of(self.suite_id, self.public)
 
-    def verify(self, message: bytes, signature: bytes) -> bool:
-        return suite(self.suite_id).verify(self.public, message, signature)
+    def verify_body(self, body: bytes, signature: bytes) -> bool:
+        return self.trusted().verify_body(body, signature)
 
     def trusted(self) -> TrustedKey:
-        return TrustedKey(self.suite_id, self.public, MINISTRY_CODE, (NATIONAL_PREFIX,))
+        return TrustedKey(
+            self.suite_id, self.public, MINISTRY_CODE, (NATIONAL_PREFIX,), distid=self.distid
+        )
 
 
 def effective_revocation(
@@ -189,7 +194,7 @@ def effective_revocation(
             continue
         if found is not None and r.effective_at >= found.effective_at:
             continue
-        if certifier.verify(r.digest, r.signature):
+        if certifier.verify_body(r.body, r.signature):
             found = r
     return found
 
@@ -274,8 +279,8 @@ class RevocationIndex:
                 continue
             seen = self._verified.get((r.digest, certifier.key_id))
             if seen is None:
-                seen = self._verified[r.digest, certifier.key_id] = certifier.verify(
-                    r.digest, r.signature
+                seen = self._verified[r.digest, certifier.key_id] = certifier.verify_body(
+                    r.body, r.signature
                 )
             if seen:
                 out.append(r)
@@ -297,7 +302,7 @@ class SignatureCache:
         key = (issuer.key_id, cert.digest, cert.signature)
         seen = self._seen.get(key)
         if seen is None:
-            seen = self._seen[key] = issuer.verify(cert.digest, cert.signature)
+            seen = self._seen[key] = issuer.verify_body(cert.body, cert.signature)
         return seen
 
 

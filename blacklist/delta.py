@@ -4,7 +4,8 @@ Container (what travels between nodes and what the store retains)::
 
     field      encoding                 meaning
     magic      4 bytes  b"CRL1"         format and version of this layout
-    body       uvarint length + bytes   the signed part; digest = SHA-256(body)
+    body       uvarint length + bytes   the signed part; digest = the suite's digest of the
+                                        body (SHA-256 for Ed25519, SM3 for SM2, signing.py)
     signature  uvarint length + bytes   the suite's signature over the 32-byte digest
 
 Body::
@@ -16,7 +17,8 @@ Body::
     link       32 bytes  delta: digest of the previous delta (zeros before version 1);
                          snapshot: digest of the delta at ``version`` (the head it reproduces)
     issued_at  i64       unix seconds when the publisher produced it
-    suite      u8        signing suite id (1 = Ed25519)
+    suite      u8        signing suite id (1 = Ed25519, 2 = SM2/SM3); an unknown one does
+                         not decode
     key_id     8 bytes   which key signed it
     delta:     adds (entry block, see entryblock.py), then removes (card block)
     snapshot:  entries (entry block), then each entry's version: u8 width + packed, in
@@ -36,6 +38,13 @@ Body::
                flagged exactly when one of them has an end time (issue #17). Bodies from
                before end times never set the bit, so they keep their bytes and digests.
 
+A feed has one suite at a time, the one its items' headers name, and every digest of an
+item is in the suite its own header names: a link is the previous delta's digest *in that
+delta's suite*, never recomputed. So a feed whose authority rotates from an Ed25519 key to
+an SM2 key (issue #14) continues across the change: the first SM2 delta's link is the
+SHA-256 digest of the last Ed25519 delta, its own digest is SM3, and old bodies keep their
+bytes, digests and signatures.
+
 Blocks are canonical (sorted, fixed encodings), so one set of changes has exactly one body.
 Decoding checks every length and raises :class:`CodecError`; it never verifies anything —
 that is :mod:`blacklist.sync.accept`'s job.
@@ -44,7 +53,6 @@ that is :mod:`blacklist.sync.accept`'s job.
 from __future__ import annotations
 
 import enum
-import hashlib
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -65,7 +73,7 @@ from blacklist.entryblock import (
 )
 from blacklist.errors import CodecError
 from blacklist.expiry import has_end_times, read_expiry, write_expiry
-from blacklist.signing import KEY_ID_LENGTH, SigningKey
+from blacklist.signing import KEY_ID_LENGTH, SUITES, SigningKey, digest_of
 from blacklist.wire import Reader, Writer
 
 MAGIC = b"CRL1"
@@ -132,7 +140,8 @@ class _Signed:
 
     @cached_property
     def digest(self) -> bytes:
-        return hashlib.sha256(self.body).digest()
+        """The body's digest in the suite its header names (SHA-256 or SM3)."""
+        return digest_of(self.header.suite_id, self.body)
 
     def to_bytes(self) -> bytes:
         return _container(self.body, self.signature)
@@ -197,13 +206,20 @@ def _read_header(r: Reader) -> Header:
     publisher = r.u32("publisher")
     if publisher > 999_999:
         raise CodecError(f"publisher code {publisher} has more than 6 digits")
+    version = r.u64("version")
+    link = r.raw(DIGEST_LENGTH, "link digest")
+    issued_at = r.i64("issued_at")
+    suite_id = r.u8("suite")
+    if suite_id not in SUITES:
+        # Its digest is not even defined: refuse before anything asks for it.
+        raise CodecError(f"unknown signing suite id {suite_id}")
     return Header(
         kind=Kind(kind),
         publisher=f"{publisher:06d}",
-        version=r.u64("version"),
-        link=r.raw(DIGEST_LENGTH, "link digest"),
-        issued_at=r.i64("issued_at"),
-        suite_id=r.u8("suite"),
+        version=version,
+        link=link,
+        issued_at=issued_at,
+        suite_id=suite_id,
         key_id=r.raw(KEY_ID_LENGTH, "key id"),
     )
 
@@ -257,7 +273,7 @@ def sign_delta(
         adds,
         removes,
         body,
-        key.sign(hashlib.sha256(body).digest()),
+        key.sign_body(body),
         psam_adds,
         psam_removes,
         records,
@@ -398,7 +414,7 @@ def sign_snapshot(
         entries,
         versions,
         body,
-        key.sign(hashlib.sha256(body).digest()),
+        key.sign_body(body),
         psams,
         psam_versions,
         records,

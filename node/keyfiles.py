@@ -3,10 +3,16 @@
 Both are small TOML files so an operator can read them::
 
     # 440100.key (mode 0600)                # 440100.pub
-    suite = "ed25519"                        suite = "ed25519"
+    suite = "sm2-sm3"                        suite = "sm2-sm3"
     publisher = "440100"                     publisher = "440100"
     prefixes = ["4401"]                      prefixes = ["4401"]
+    distid = "1234567812345678"              distid = "1234567812345678"
     private = "<base64 raw key>"             public = "<base64 raw key>"
+
+``suite`` names the signing suite (:mod:`blacklist.signing`: ``ed25519`` or ``sm2-sm3``); a
+file naming one this node does not know is refused, naming it. ``distid`` (SM2 only,
+optional) is the key's distinguishing identifier as UTF-8 text, the standard default when
+absent; an Ed25519 file that names one is refused.
 
 The ministry root key pair is ``root.key``/``root.pub`` (publisher 000000, no prefixes: its
 national scope is implied). Certificates (``.crt``) and key revocations (``.rev``) are the raw
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import stat
 import tomllib
@@ -26,7 +33,14 @@ from typing import Any
 
 from blacklist.certs import Certificate, KeyRevocation, decode_certificate, decode_revocation
 from blacklist.errors import CodecError
-from blacklist.signing import SUITES_BY_NAME, SigningKey, TrustedKey, suite
+from blacklist.signing import (
+    SUITES_BY_NAME,
+    KeyFormatError,
+    SigningKey,
+    TrustedKey,
+    suite,
+)
+from blacklist.sm2 import DEFAULT_DISTID
 from blacklist.trust import TrustAnchor
 
 
@@ -66,7 +80,10 @@ def _field(data: dict[str, Any], path: Path, name: str, kind: type) -> Any:
 def _common(data: dict[str, Any], path: Path) -> tuple[int, str, tuple[str, ...]]:
     suite_name = _field(data, path, "suite", str)
     if suite_name not in SUITES_BY_NAME:
-        raise KeyFileError(f"{path}: unknown suite {suite_name!r}")
+        raise KeyFileError(
+            f"{path}: unknown signing suite {suite_name!r}; this node knows "
+            f"{', '.join(sorted(SUITES_BY_NAME))}"
+        )
     publisher = _field(data, path, "publisher", str)
     if len(publisher) != 6 or not publisher.isdigit():
         raise KeyFileError(f"{path}: publisher {publisher!r} is not a 6-digit code")
@@ -83,12 +100,18 @@ def _b64(data: dict[str, Any], path: Path, name: str) -> bytes:
         raise KeyFileError(f"{path}: field {name!r} is not base64") from None
 
 
+def _distid(data: dict[str, Any], path: Path) -> bytes | None:
+    if "distid" not in data:
+        return None
+    return str(_field(data, path, "distid", str)).encode("utf-8")
+
+
 def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
     p = Path(path)
     data = _read(p, private=True)
     suite_id, publisher, prefixes = _common(data, p)
-    key = SigningKey(suite_id, _b64(data, p, "private"), publisher, prefixes)
     try:
+        key = SigningKey(suite_id, _b64(data, p, "private"), publisher, prefixes, _distid(data, p))
         key.public  # noqa: B018 - validates the private key bytes
     except ValueError as exc:
         raise KeyFileError(f"{p}: {exc}") from None
@@ -99,7 +122,12 @@ def load_trusted_key(path: str | os.PathLike[str]) -> TrustedKey:
     p = Path(path)
     data = _read(p)
     suite_id, publisher, prefixes = _common(data, p)
-    return TrustedKey(suite_id, _b64(data, p, "public"), publisher, prefixes)
+    public = _b64(data, p, "public")
+    try:
+        suite(suite_id).check_public(public)
+        return TrustedKey(suite_id, public, publisher, prefixes, distid=_distid(data, p))
+    except KeyFormatError as exc:
+        raise KeyFileError(f"{p}: {exc}") from None
 
 
 def load_trusted_keys(paths: Iterable[str | os.PathLike[str]]) -> list[TrustedKey]:
@@ -114,7 +142,7 @@ def _toml(fields: dict[str, str | list[str]]) -> str:
                 f"{name} = [{', '.join(repr(v).replace(chr(39), chr(34)) for v in value)}]"
             )
         else:
-            lines.append(f'{name} = "{value}"')
+            lines.append(f"{name} = {json.dumps(value)}")  # a JSON string is a TOML one
     return "\n".join(lines) + "\n"
 
 
@@ -134,6 +162,8 @@ def write_key_pair(
         "publisher": key.publisher,
         "prefixes": list(key.prefixes),
     }
+    if name == "sm2-sm3":  # the file names the id it signs with, the default included
+        common["distid"] = (key.distid or DEFAULT_DISTID).decode("utf-8")
     fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(_toml({**common, "private": base64.b64encode(key.private).decode()}))

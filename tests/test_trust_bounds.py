@@ -234,9 +234,15 @@ def verifications(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     count = [0]
     real = Ed25519Suite.verify
 
-    def counting(self: Ed25519Suite, public: bytes, message: bytes, signature: bytes) -> bool:
+    def counting(
+        self: Ed25519Suite,
+        public: bytes,
+        message: bytes,
+        signature: bytes,
+        distid: bytes | None = None,
+    ) -> bool:
         count[0] += 1
-        return real(self, public, message, signature)
+        return real(self, public, message, signature, distid)
 
     monkeypatch.setattr(Ed25519Suite, "verify", counting)
     yield count

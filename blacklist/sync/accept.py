@@ -34,7 +34,6 @@ key as of the item's ``issued_at`` and the node's clock, see :mod:`blacklist.tru
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -154,9 +153,7 @@ def _decode(envelope: Envelope, limits: DecodeLimits) -> Delta | Snapshot:
 
 
 def _signature_verifies(item: Signed, key: TrustedKey) -> bool:
-    return key.suite_id == item.header.suite_id and key.verify(
-        hashlib.sha256(item.body).digest(), item.signature
-    )
+    return key.suite_id == item.header.suite_id and key.verify_body(item.body, item.signature)
 
 
 def _key_at_issue(item: Signed, keys: KeysAtTime, now: int | None) -> TrustedKey | None:
@@ -191,7 +188,7 @@ def _verify_origin(
             f"{h.publisher} v{h.version}: suite {h.suite_id} does not match key "
             f"{h.key_id.hex()} (suite {key.suite_id})"
         )
-    if not key.verify(hashlib.sha256(item.body).digest(), item.signature):
+    if not key.verify_body(item.body, item.signature):
         raise BadSignature(
             f"{h.publisher} v{h.version}: signature does not verify with key {h.key_id.hex()}"
         )

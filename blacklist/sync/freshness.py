@@ -25,7 +25,6 @@ the time of a delta it holds), else it is a fork: the publisher's key signed two
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -99,14 +98,13 @@ def _statement_key(s: HeadStatement, keys: Mapping[bytes, TrustedKey]) -> Truste
     """The signing key as trusted at the statement's time, its signature checked, as
     :mod:`blacklist.accept` does for deltas (a revoked key's forgery is a bad signature)."""
     label = f"head statement {s.publisher} v{s.version} at {s.issued_at}"
-    digest = hashlib.sha256(s.body).digest()
     key: TrustedKey | None
     if isinstance(keys, KeysAtTime):
         try:
             key = keys.key_at(s.key_id, s.issued_at)
         except KeyRevoked as exc:
             claimed = keys.claimed(s.key_id)
-            if claimed is not None and not claimed.verify(digest, s.signature):
+            if claimed is not None and not claimed.verify_body(s.body, s.signature):
                 raise StatementBadSignature(
                     f"{label}: signature does not verify with key {s.key_id.hex()}"
                 ) from exc
@@ -117,7 +115,7 @@ def _statement_key(s: HeadStatement, keys: Mapping[bytes, TrustedKey]) -> Truste
         key = keys.get(s.key_id)
     if key is None:
         raise StatementUnknownKey(f"{label}: key id {s.key_id.hex()} is not trusted")
-    if key.suite_id != s.suite_id or not key.verify(digest, s.signature):
+    if key.suite_id != s.suite_id or not key.verify_body(s.body, s.signature):
         raise StatementBadSignature(f"{label}: signature does not verify with key {s.key_id.hex()}")
     if key.publisher != s.publisher:
         raise StatementKeyNotAllowed(

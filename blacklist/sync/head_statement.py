@@ -11,9 +11,9 @@ Binary layout (every integer big-endian)::
     version    u64                the publisher's head version at ``issued_at``
     digest     32 bytes           that head's digest (zeros for version 0, no deltas yet)
     issued_at  i64                unix seconds: "as of" this time
-    suite      u8                 signing suite id (1 = Ed25519)
+    suite      u8                 signing suite id (1 = Ed25519, 2 = SM2/SM3)
     key_id     8 bytes            which key signed it
-    -- end of body (66 bytes); digest = SHA-256(body) --
+    -- end of body (66 bytes); digest = the signer's suite's digest of it --
     sig_len    u8                 1..MAX_SIGNATURE
     signature  sig_len bytes      the suite's signature over the 32-byte digest
 
@@ -21,8 +21,8 @@ So a statement is at most MAX_STATEMENT_BYTES long, and its length is checked be
 anything is read.
 
 Domain separation: one key signs its feed's deltas and snapshots, its certificates and
-revocations (a province's) and its head statements, always over SHA-256 of a body. A delta
-or snapshot body starts with its kind byte (1 or 2, :mod:`blacklist.delta`), a certificate
+revocations (a province's) and its head statements, always over its suite's digest of a
+body. A delta or snapshot body starts with its kind byte (1 or 2, :mod:`blacklist.delta`), a certificate
 or key revocation with ``K`` (0x4B, :mod:`blacklist.certs`), a head statement with ``H``
 (0x48): no body of one kind is a body of another, so a signature made for one can never be
 presented as one for another.
@@ -30,7 +30,6 @@ presented as one for another.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar
@@ -175,7 +174,7 @@ def sign_statement(key: SigningKey, head: FeedHead, issued_at: int) -> HeadState
     if not 0 <= issued_at <= _I64_MAX:
         raise ValueError(f"issued_at {issued_at} is not a unix time")
     body = _body(head.publisher, head.version, head.digest, issued_at, key.suite_id, key.key_id)
-    signature = key.sign(hashlib.sha256(body).digest())
+    signature = key.sign_body(body)
     return HeadStatement(
         head.publisher, head.version, head.digest, issued_at, key.suite_id, key.key_id, signature
     )

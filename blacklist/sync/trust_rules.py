@@ -111,7 +111,7 @@ def _check_record(
             f"which is not a key of publisher {signer.publisher} (nor its certificate's "
             "issuer)"
         )
-    if not issuer.verify(record.digest, record.signature):
+    if not issuer.verify_body(record.body, record.signature):
         raise BadTrustRecord(f"{label}: {record.label}: signature does not verify")
     if isinstance(record, Certificate):
         scope = None if issuer.prefixes == (NATIONAL_PREFIX,) else issuer.prefixes

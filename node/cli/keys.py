@@ -1,9 +1,10 @@
-"""``python -m node keys init-root | certify | revoke``: the ministry's and provinces' offline
-key chores for the certified hierarchy (DESIGN §6).
+"""``python -m node keys init-root | generate | certify | revoke``: the ministry's and
+provinces' offline key chores for the certified hierarchy (DESIGN §6).
 
 ::
 
-    python -m node keys init-root --out keys/                      # root.key (0600), root.pub
+    python -m node keys init-root --suite sm2-sm3 --out keys/     # root.key (0600), root.pub
+    python -m node keys generate --suite sm2-sm3 --publisher 440000 --prefix 44 --out keys/
     python -m node keys certify --issuer keys/root.key --subject 440000.pub --scope 44 \\
         --days 730 --out 440000.crt
     python -m node keys certify --issuer 440000.key --issuer-cert 440000.crt \\
@@ -17,6 +18,13 @@ are mode 0600. ``certify`` refuses a scope its issuer could not grant — outsid
 would refuse the certificate anyway (:func:`blacklist.trust.verify_chain`) and it is better
 to learn that at the desk than in the field. Exit status 2 and one ``error:`` line on any
 refusal.
+
+``--suite`` (``init-root``, ``generate``) picks the signing suite, ``ed25519`` (the default)
+or ``sm2-sm3`` (SM2 with SM3, issue #14); ``--distid`` gives an SM2 key another
+distinguishing identifier than the standard ``1234567812345678`` (a pinned root or a plain
+trusted key only: ``certify`` refuses to certify such a key, since a certificate names none).
+Every key file names its suite, and an issuer of any suite may certify a subject of any
+suite: that is how a hierarchy moves from Ed25519 to SM2 by ordinary rotations.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from blacklist.certs import (
 )
 from blacklist.isotime import TimeTextError, iso8601, parse_time
 from blacklist.regions import MINISTRY_CODE
-from blacklist.signing import SigningKey
+from blacklist.signing import SUITES_BY_NAME, KeyFormatError, SigningKey, suite
 from blacklist.trust import ScopeViolation, check_delegation
 from node.keyfiles import (
     KeyFileError,
@@ -69,13 +77,31 @@ def _write(path: Path, data: bytes) -> Path:
         raise KeyCommandError(f"{path}: {exc}") from None
 
 
-def _init_root(args: argparse.Namespace) -> str:
-    key = SigningKey.generate(MINISTRY_CODE, [])
+def _new_key(args: argparse.Namespace, publisher: str, prefixes: list[str]) -> SigningKey:
+    distid = None if args.distid is None else args.distid.encode("utf-8")
     try:
-        private, public = write_key_pair(key, args.out, stem="root")
+        return SigningKey.generate(publisher, prefixes, args.suite, distid)
+    except KeyFormatError as exc:
+        raise KeyCommandError(str(exc)) from None
+
+
+def _write_pair(key: SigningKey, out: Path, stem: str | None = None) -> str:
+    try:
+        private, public = write_key_pair(key, out, stem=stem)
     except FileExistsError as exc:
         raise KeyCommandError(f"{exc.filename} exists; refusing to overwrite a key") from None
-    return f"wrote {private} (private, mode 0600) and {public}; key id {key.key_id.hex()}"
+    return (
+        f"wrote {private} (private, mode 0600) and {public}; suite {key.suite_name}, "
+        f"key id {key.key_id.hex()}"
+    )
+
+
+def _init_root(args: argparse.Namespace) -> str:
+    return _write_pair(_new_key(args, MINISTRY_CODE, []), args.out, stem="root")
+
+
+def _generate(args: argparse.Namespace) -> str:
+    return _write_pair(_new_key(args, args.publisher, args.prefix), args.out)
 
 
 def _certify(args: argparse.Namespace) -> str:
@@ -83,14 +109,14 @@ def _certify(args: argparse.Namespace) -> str:
     subject = load_trusted_key(args.subject)
     if args.days < 1:
         raise KeyCommandError(f"--days must be at least 1, got {args.days}")
+    not_before = int(time.time())
     try:
         scope = canonical_prefixes(args.scope)
-    except ValueError as exc:
-        raise KeyCommandError(str(exc)) from None
-    not_before = int(time.time())
-    cert = issue_certificate(
-        issuer, subject, scope, not_before, not_before + args.days * DAY, _serial(args)
-    )
+        cert = issue_certificate(
+            issuer, subject, scope, not_before, not_before + args.days * DAY, _serial(args)
+        )
+    except ValueError as exc:  # CertificateFormatError: a scope, a subject's distid
+        raise KeyCommandError(f"refusing to certify {args.subject}: {exc}") from None
     issuer_scope: tuple[str, ...] | None
     if args.issuer_cert is not None:
         issuer_cert = load_certificate(args.issuer_cert)
@@ -112,9 +138,10 @@ def _certify(args: argparse.Namespace) -> str:
     out = _write(args.out, cert.to_bytes())
     note = "" if issuer_scope != () else " (scope not checked: no --issuer-cert)"
     return (
-        f"wrote {out}: key {cert.key_id.hex()} for {cert.publisher}, prefixes "
-        f"{list(cert.prefixes)}, valid {iso8601(cert.not_before)}..{iso8601(cert.not_after)}"
-        f"{note}"
+        f"wrote {out}: key {cert.key_id.hex()} ({suite(cert.suite_id).name}) for "
+        f"{cert.publisher}, prefixes {list(cert.prefixes)}, valid "
+        f"{iso8601(cert.not_before)}..{iso8601(cert.not_after)}, signed by "
+        f"{issuer.key_id.hex()} ({issuer.suite_name}){note}"
     )
 
 
@@ -186,11 +213,33 @@ def _run(fn: Any) -> Any:
     return run
 
 
+def _suite_options(parser: Any) -> None:
+    parser.add_argument(
+        "--suite",
+        choices=sorted(SUITES_BY_NAME),
+        default="ed25519",
+        help="signing suite of the new key (default ed25519; sm2-sm3: SM2 over SM3)",
+    )
+    parser.add_argument(
+        "--distid",
+        help="sm2-sm3 only: the key's distinguishing id (default 1234567812345678)",
+    )
+
+
 def register(keys_sub: Any) -> None:
-    """Add ``init-root``, ``certify`` and ``revoke`` to the ``keys`` subcommand parsers."""
+    """Add ``init-root``, ``generate``, ``certify`` and ``revoke`` to the ``keys`` subcommand
+    parsers."""
     init = keys_sub.add_parser("init-root", help="write the ministry root key root.key/root.pub")
     init.add_argument("--out", required=True, type=Path, help="directory for the key files")
+    _suite_options(init)
     init.set_defaults(fn=_run(_init_root))
+
+    gen = keys_sub.add_parser("generate", help="write <publisher>.key and <publisher>.pub")
+    gen.add_argument("--publisher", required=True, help="6-digit code, e.g. 440100")
+    gen.add_argument("--prefix", action="append", required=True, help="region prefix, e.g. 4401")
+    gen.add_argument("--out", required=True, type=Path, help="directory for the key files")
+    _suite_options(gen)
+    gen.set_defaults(fn=_run(_generate))
 
     cert = keys_sub.add_parser("certify", help="certify a public key for region prefixes")
     cert.add_argument("--issuer", required=True, type=Path, help="the certifier's .key file")

@@ -11,14 +11,12 @@ import logging
 import sys
 from pathlib import Path
 
-from blacklist.signing import SigningKey
 from node.cli import bulk
 from node.cli import card as card_cli
 from node.cli import keys as keys_cli
 from node.cli import status as status_cli
 from node.cli import trust as trust_cli
 from node.config import ConfigError, load_config
-from node.keyfiles import write_key_pair
 from node.local import scale
 from node.tls import add_commands as add_tls_commands
 
@@ -38,17 +36,6 @@ def _run(args: argparse.Namespace) -> int:
     except (StoreInUse, PortInUse) as exc:  # a second writer, a busy port (issue #13)
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
-
-
-def _keys_generate(args: argparse.Namespace) -> int:
-    key = SigningKey.generate(args.publisher, args.prefix)
-    try:
-        private, public = write_key_pair(key, args.out)
-    except FileExistsError as exc:
-        print(f"error: {exc.filename} exists; refusing to overwrite a key", file=sys.stderr)
-        return 2
-    print(f"wrote {private} (private, mode 0600) and {public}")
     return 0
 
 
@@ -75,12 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(fn=_run)
     keys = sub.add_parser("keys", help="signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    gen = keys_sub.add_parser("generate", help="write <publisher>.key and <publisher>.pub")
-    gen.add_argument("--publisher", required=True, help="6-digit code, e.g. 440100")
-    gen.add_argument("--prefix", action="append", required=True, help="region prefix, e.g. 4401")
-    gen.add_argument("--out", required=True, type=Path, help="directory for the key files")
-    gen.set_defaults(fn=_keys_generate)
-    keys_cli.register(keys_sub)
+    keys_cli.register(keys_sub)  # init-root, generate, certify, revoke (node/cli/keys.py)
     trust_cli.register_publish(keys_sub)  # keys publish: certificates/revocations into a feed
     add_tls_commands(sub)
     demo = sub.add_parser("demo", help="the national scenario: six nodes syncing, then stopped")
