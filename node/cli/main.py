@@ -14,6 +14,7 @@ from pathlib import Path
 from node.cli import bulk
 from node.cli import card as card_cli
 from node.cli import keys as keys_cli
+from node.cli import offline_filter as filter_cli
 from node.cli import status as status_cli
 from node.cli import trust as trust_cli
 from node.config import ConfigError, load_config
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     bulk.add_commands(sub)  # import-csv, export-csv (node/cli/bulk.py)
     trust_cli.register_psam(sub)  # psam revoke|reinstate|show (node/cli/trust.py)
     card_cli.add_command(sub)  # card check|revoke|reinstate|entry (node/cli/card.py)
+    filter_cli.add_command(
+        sub
+    )  # export-filter: the signed offline filter (node/cli/offline_filter.py)
     scale.add_commands(sub)  # scale-up, scale-down: replicas behind HAProxy (node/local/scale.py)
     args = parser.parse_args(argv)
     return int(args.fn(args))
