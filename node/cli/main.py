@@ -18,7 +18,7 @@ from node.cli import offline_filter as filter_cli
 from node.cli import status as status_cli
 from node.cli import trust as trust_cli
 from node.config import ConfigError, load_config
-from node.local import scale
+from node.local import drill, scale
 from node.tls import add_commands as add_tls_commands
 
 
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         sub
     )  # export-filter: the signed offline filter (node/cli/offline_filter.py)
     scale.add_commands(sub)  # scale-up, scale-down: replicas behind HAProxy (node/local/scale.py)
+    drill.add_command(sub)  # scale-drill: kill -9 a replica under load (node/local/drill.py)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 
