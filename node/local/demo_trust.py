@@ -99,8 +99,8 @@ def show_setup(demo: Session, seconds: float) -> None:
     keys = [c for c in trust.commands if c.args[0] == "keys"]
     tls = [c for c in trust.commands if c.args[0] == "tls"]
     demo.say(
-        f"trust: {len(trust.commands)} commands of the node CLI in {seconds:.2f} s (in-process, "
-        f"through node.cli.main), files under {fed.root}/:"
+        f"trust: {len(trust.commands)} steps of the node CLI in {seconds:.2f} s (in-process: "
+        f"each calls what its command calls), files under {fed.root}/:"
     )
     for c in keys:
         demo.show(c.text(fed.root))

@@ -42,6 +42,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from blacklist.signing import SigningKey
+from node.keyfiles import write_key_pair
+
 READY_PREFIX = "READY "
 DEFAULT_READY_TIMEOUT = 20.0
 DEFAULT_STOP_TIMEOUT = 10.0  # the server's grace period is 5 s; LMDB closes after it
@@ -119,25 +122,16 @@ def _cli(python: str) -> list[str]:
     return [python, "-m", "node"]
 
 
-def generate_keys(
-    publisher: str,
-    prefixes: Sequence[str],
-    out: str | os.PathLike[str],
-    *,
-    python: str = sys.executable,
-) -> KeyPair:
-    """Run ``python -m node keys generate`` (the operator's command) and return the files."""
-    args = [*_cli(python), "keys", "generate", "--publisher", publisher, "--out", str(out)]
-    for prefix in prefixes:
-        args += ["--prefix", prefix]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
-    if done.returncode != 0:
+def generate_keys(publisher: str, prefixes: Sequence[str], out: str | os.PathLike[str]) -> KeyPair:
+    """A new signing key pair for ``publisher`` in ``out``: the files ``python -m node keys
+    generate`` writes (node/keyfiles.py), made in this process."""
+    try:
+        private, public = write_key_pair(SigningKey.generate(publisher, list(prefixes)), out)
+    except FileExistsError as exc:
         raise LocalNodeError(
-            f"keys generate for {publisher} exited with code {done.returncode}: "
-            f"{(done.stderr or done.stdout).strip()}"
-        )
-    out_dir = Path(out)
-    return KeyPair(publisher, out_dir / f"{publisher}.key", out_dir / f"{publisher}.pub")
+            f"keys for {publisher}: {exc.filename} exists; refusing to overwrite a key"
+        ) from None
+    return KeyPair(publisher, private, public)
 
 
 def _toml_string(value: str) -> str:

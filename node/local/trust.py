@@ -16,29 +16,38 @@ a ``node`` certificate per node (its server certificate and its client certifica
 its upstream, for 127.0.0.1 and localhost), an ``operator`` certificate per node region
 (Admin calls) and a ``terminal`` certificate per city (CardStatus calls).
 
-The commands run in this process through :func:`node.cli.main` (the CLI's own parser and
-functions): some thirty of them as subprocesses would cost over ten seconds of interpreter
-start-ups on a small machine. :attr:`FederationTrust.commands` keeps each command line, so a
-demo can print exactly what it ran.
+Each step calls what its command calls (the library's key and certificate functions,
+node/keyfiles.py, node/tls.py, Admin.PublishTrust), in this process: some thirty commands as
+subprocesses would cost over ten seconds of interpreter start-ups on a small machine.
+:attr:`FederationTrust.commands` keeps, for each step, the command line an operator would
+type for it, so a demo can print what was done as a deployment would do it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
+import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from node.local.process import KeyPair
-from node.tls import CertFiles
+import grpc
+
+from blacklist.certs import RevocationReason, issue_certificate, issue_revocation
+from blacklist.regions import MINISTRY_CODE
+from blacklist.signing import SigningKey
+from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc
+from node.keyfiles import load_signing_key, load_trusted_key, write_key_pair, write_new_file
+from node.local.process import KeyPair, generate_keys
+from node.tls import CertFiles, channel_credentials, init_ca, issue
 
 # Directories of the trust files, under the federation's root (node/local/up.py clears them).
 TRUST_DIRS = ("keys", "certs", "revs", "tls")
-MINISTRY = "000000"
+MINISTRY = MINISTRY_CODE
 CERT_DAYS = {"province": 730, "city": 365}
+DAY = 86_400
+SERIAL_BITS = 63  # as the keys commands: distinct per issuer without a counter file
+PUBLISH_TIMEOUT = 10.0
 HOSTS = ("127.0.0.1", "localhost")
 
 # region, role, parent, signing prefix (None: publishes nothing); as node/local/federation.py
@@ -46,7 +55,7 @@ Topology = Sequence[tuple[str, str, str | None, str | None]]
 
 
 class TrustSetupError(RuntimeError):
-    """A ``python -m node keys|tls`` command refused; the message quotes it and its error."""
+    """A trust step failed; the message quotes its command line and the error."""
 
 
 def scope_of(region: str) -> str:
@@ -60,7 +69,7 @@ def scope_of(region: str) -> str:
 
 @dataclass(frozen=True)
 class Command:
-    """One CLI command that was run, and what it printed."""
+    """One step, as the command line that does it (``args``), and what it did."""
 
     args: tuple[str, ...]
     output: str
@@ -70,33 +79,6 @@ class Command:
         prefix = f"{root}/" if root is not None else None
         shown = [a.removeprefix(prefix) if prefix else a for a in self.args]
         return "python -m node " + " ".join(shown)
-
-
-def run_cli(args: Sequence[str | Path]) -> Command:
-    """Run ``python -m node ARGS`` in this process; :class:`TrustSetupError` unless it exits 0."""
-    from node.cli import (
-        main as cli,  # the command line imports this module's users, not the reverse
-    )
-
-    argv = [str(a) for a in args]
-    out, err = io.StringIO(), io.StringIO()
-    # cli.main configures logging for a command-line process; leave this process's as it was.
-    root_logger = logging.getLogger()
-    handlers, level = list(root_logger.handlers), root_logger.level
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code: Any = cli.main(argv)
-    except SystemExit as exc:  # argparse refusing the arguments
-        code = exc.code
-    finally:
-        root_logger.handlers[:] = handlers
-        root_logger.setLevel(level)
-    command = Command(tuple(argv), out.getvalue().strip())
-    if code != 0:
-        raise TrustSetupError(
-            f"`{command.text()}` exited with code {code}: {err.getvalue().strip()}"
-        )
-    return command
 
 
 @dataclass
@@ -118,8 +100,8 @@ class FederationTrust:
     retired: list[tuple[Path, ...]] = field(default_factory=list)  # chains of revoked keys
     commands: list[Command] = field(default_factory=list)
 
-    def _run(self, *args: str | Path) -> Command:
-        command = run_cli(args)
+    def _record(self, output: str, *args: str | Path) -> Command:
+        command = Command(tuple(str(a) for a in args), output)
         self.commands.append(command)
         return command
 
@@ -151,28 +133,42 @@ class FederationTrust:
 
     # -- making it --------------------------------------------------------------------------
 
-    def _certify(self, publisher: str, subject: Path, out: Path) -> None:
+    def _issuer_key(self, publisher: str) -> tuple[SigningKey, list[str | Path]]:
+        """The key that certifies ``publisher``'s, and the options naming it in a command."""
         issuer = self.issuers[publisher]
         if issuer == MINISTRY:
-            by: list[str | Path] = ["--issuer", self.root_key]
-        else:
-            by = ["--issuer", self.keys[issuer].private, "--issuer-cert", self.certs[issuer]]
-        self._run("keys", "certify", *by, "--subject", subject,
-                  "--scope", self.scopes[publisher], "--days", str(self.days[publisher]), "--out", out)  # fmt: skip
+            return load_signing_key(self.root_key), ["--issuer", self.root_key]
+        private = self.keys[issuer].private
+        return load_signing_key(private), ["--issuer", private, "--issuer-cert", self.certs[issuer]]
+
+    def _certify(self, publisher: str, subject: Path, out: Path) -> None:
+        issuer, by = self._issuer_key(publisher)
+        scope, days = self.scopes[publisher], self.days[publisher]
+        now = int(time.time())
+        cert = issue_certificate(
+            issuer, load_trusted_key(subject), [scope], now, now + days * DAY,
+            secrets.randbits(SERIAL_BITS),
+        )  # fmt: skip
+        write_new_file(out, cert.to_bytes())
+        self._record(f"wrote {out}", "keys", "certify", *by, "--subject", subject,
+                     "--scope", scope, "--days", str(days), "--out", out)  # fmt: skip
 
     def _generate(self, publisher: str, out: Path) -> KeyPair:
-        self._run("keys", "generate", "--publisher", publisher,
-                  "--prefix", self.prefixes[publisher], "--out", out)  # fmt: skip
-        return KeyPair(publisher, out / f"{publisher}.key", out / f"{publisher}.pub")
+        pair = generate_keys(publisher, [self.prefixes[publisher]], out)
+        self._record(f"wrote {pair.private} and {pair.public}", "keys", "generate",
+                     "--publisher", publisher, "--prefix", self.prefixes[publisher],
+                     "--out", out)  # fmt: skip
+        return pair
 
     def _issue(self, role: str, region: str, hosts: Sequence[str] = ()) -> None:
         name = f"{role}-{region}"
+        files = issue(self.ca.parent, role=role, region=region, name=name,
+                      out=self.root / "tls", hosts=tuple(hosts))  # fmt: skip
         host_args = [a for h in hosts for a in ("--host", h)]
-        self._run("tls", "issue", "--ca", self.ca.parent, "--role", role, "--region", region,
-                  "--name", name, *host_args, "--out", self.root / "tls")  # fmt: skip
-        self.tls[name] = CertFiles(
-            self.root / "tls" / f"{name}.crt", self.root / "tls" / f"{name}.key"
-        )
+        self._record(f"wrote {files.cert}", "tls", "issue", "--ca", self.ca.parent, "--role",
+                     role, "--region", region, "--name", name, *host_args,
+                     "--out", self.root / "tls")  # fmt: skip
+        self.tls[name] = files
 
     def rotate(
         self, publisher: str, reason: str = "compromised", last_version: int | None = None
@@ -183,16 +179,22 @@ class FederationTrust:
         publisher and scope. The
         caller rewrites the configs: the revocation goes into every ``key_revocations``,
         the new chain joins the old one, and the publisher's node signs with the new key."""
-        old, issuer = self.keys[publisher], self.issuers[publisher]
+        old = self.keys[publisher]
         first = len(self.commands)
         n = 1 + sum(1 for r in self.revocations if r.name.startswith(f"{publisher}-"))
         revs = self.root / "revs"
         revs.mkdir(exist_ok=True)
         rev = revs / f"{publisher}-{n}.rev"
-        issuer_key = self.root_key if issuer == MINISTRY else self.keys[issuer].private
+        issuer_key, by = self._issuer_key(publisher)
+        revocation = issue_revocation(
+            issuer_key, load_trusted_key(old.public).key_id, int(time.time()),
+            RevocationReason[reason.upper()], secrets.randbits(SERIAL_BITS),
+            last_version=last_version,
+        )  # fmt: skip
+        write_new_file(rev, revocation.to_bytes())
         bound = [] if last_version is None else ["--last-version", str(last_version)]
-        self._run("keys", "revoke", "--issuer", issuer_key, "--key", old.public,
-                  "--as-of", "now", "--reason", reason, *bound, "--out", rev)  # fmt: skip
+        self._record(f"wrote {rev}: {revocation.label}", "keys", "revoke", *by[:2], "--key",
+                     old.public, "--as-of", "now", "--reason", reason, *bound, "--out", rev)  # fmt: skip
         self.retired.append(self.chain(publisher))
         self.revocations.append(rev)
         self.keys[publisher] = self._generate(
@@ -206,8 +208,14 @@ class FederationTrust:
         """``keys publish``: an operator of ``issuer`` puts certificates and revocations its
         key issued into its feed, at its node ``address``."""
         operator = self.client(f"operator-{issuer}")
-        return self._run("keys", "publish", "--node", address, "--ca", self.ca,
-                         "--cert", operator.cert, "--key", operator.key, *files)  # fmt: skip
+        credentials = channel_credentials(self.ca, operator.cert, operator.key)
+        with grpc.secure_channel(address, credentials) as channel:
+            admin = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+            request = admin_pb2.PublishTrustRequest(records=[f.read_bytes() for f in files])
+            answer = admin.PublishTrust(request, timeout=PUBLISH_TIMEOUT)
+        output = f"published {answer.added} record(s) in feed {answer.publisher} version {answer.version}"
+        return self._record(output, "keys", "publish", "--node", address, "--ca", self.ca,
+                            "--cert", operator.cert, "--key", operator.key, *files)  # fmt: skip
 
 
 def make_trust(root: Path, topology: Topology) -> FederationTrust:
@@ -217,7 +225,9 @@ def make_trust(root: Path, topology: Topology) -> FederationTrust:
     trust = FederationTrust(
         root, keys_dir / "root.pub", keys_dir / "root.key", root / "tls" / "ca" / "ca.crt"
     )
-    trust._run("keys", "init-root", "--out", keys_dir)
+    root_key = SigningKey.generate(MINISTRY, [])
+    private, public = write_key_pair(root_key, keys_dir, stem="root")
+    trust._record(f"wrote {private} and {public}", "keys", "init-root", "--out", keys_dir)
     for region, role, parent, prefix in topology:
         if prefix is None:
             continue
@@ -230,7 +240,8 @@ def make_trust(root: Path, topology: Topology) -> FederationTrust:
         trust.certs[region] = certs_dir / f"{region}.crt"
         trust.days[region] = CERT_DAYS.get(role, CERT_DAYS["city"])
         trust._certify(region, trust.keys[region].public, trust.certs[region])
-    trust._run("tls", "init-ca", "--out", trust.ca.parent)
+    ca = init_ca(trust.ca.parent)
+    trust._record(f"wrote {ca.cert} and {ca.key}", "tls", "init-ca", "--out", trust.ca.parent)
     for region, *_ in topology:
         trust._issue("node", region, HOSTS)
     for region, *_ in topology:
