@@ -209,17 +209,22 @@ def scale_up(directory: Path = DEFAULT_DIR, replicas: int = 2, out: TextIO = sys
     return 0
 
 
-def haproxy_states(sock: Path) -> dict[str, str]:
-    """``show stat`` over the admin socket: each replica server's status (UP, DOWN, ...)."""
+def haproxy_command(sock: Path, command: str) -> str:
+    """One command on HAProxy's admin socket (``show stat``, ``disable server b/s``, ...)."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(5)
         s.connect(str(sock))
-        s.sendall(b"show stat\n")
+        s.sendall(command.encode() + b"\n")
         data = b""
         while chunk := s.recv(65536):
             data += chunk
+    return data.decode()
+
+
+def haproxy_states(sock: Path) -> dict[str, str]:
+    """Each replica server's status (UP, DOWN, MAINT, ...) from ``show stat``."""
     states = {}
-    for line in data.decode().splitlines():
+    for line in haproxy_command(sock, "show stat").splitlines():
         cols = line.split(",")
         if len(cols) > 17 and cols[0] == "replicas" and cols[1] not in ("FRONTEND", "BACKEND"):
             states[cols[1]] = cols[17]
