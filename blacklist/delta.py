@@ -46,14 +46,14 @@ SHA-256 digest of the last Ed25519 delta, its own digest is SM3, and old bodies 
 bytes, digests and signatures.
 
 Blocks are canonical (sorted, fixed encodings), so one set of changes has exactly one body.
-Decoding checks every length and raises :class:`CodecError`; it never verifies anything —
-that is :mod:`blacklist.sync.accept`'s job.
+This module writes and signs; :mod:`blacklist.deltadecode` reads, checking every length and
+raising :class:`CodecError`, and never verifies anything — that is
+:mod:`blacklist.sync.accept`'s job.
 """
 
 from __future__ import annotations
 
 import enum
-import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -61,20 +61,16 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
-from blacklist.bitpack import pack_uints, unpack_uints
+from blacklist.bitpack import pack_uints
 from blacklist.entryblock import (
-    MAX_ENTRIES,
     CardColumns,
     EntryColumns,
-    read_cards,
-    read_entries,
     write_cards,
     write_entries,
 )
-from blacklist.errors import CodecError
-from blacklist.expiry import has_end_times, read_expiry, write_expiry
-from blacklist.signing import KEY_ID_LENGTH, SUITES, SigningKey, digest_of
-from blacklist.wire import Reader, Writer
+from blacklist.expiry import has_end_times, write_expiry
+from blacklist.signing import KEY_ID_LENGTH, SigningKey, digest_of
+from blacklist.wire import Writer
 
 MAGIC = b"CRL1"
 DIGEST_LENGTH = 32
@@ -82,9 +78,9 @@ ZERO_DIGEST = bytes(DIGEST_LENGTH)
 MAX_SIGNATURE = 1024
 MAX_TRUST_RECORD = 4096
 MAX_TRUST_RECORDS = 10_000
-_SECTION_PSAM = 1
-_SECTION_TRUST = 2
-_SECTION_EXPIRY = 4
+SECTION_PSAM = 1
+SECTION_TRUST = 2
+SECTION_EXPIRY = 4
 
 
 class Kind(enum.IntEnum):
@@ -199,31 +195,6 @@ def _write_header(w: Writer, h: Header) -> None:
     w.raw(h.key_id)
 
 
-def _read_header(r: Reader) -> Header:
-    kind = r.u8("kind")
-    if kind not in (Kind.DELTA, Kind.SNAPSHOT):
-        raise CodecError(f"unknown body kind {kind}")
-    publisher = r.u32("publisher")
-    if publisher > 999_999:
-        raise CodecError(f"publisher code {publisher} has more than 6 digits")
-    version = r.u64("version")
-    link = r.raw(DIGEST_LENGTH, "link digest")
-    issued_at = r.i64("issued_at")
-    suite_id = r.u8("suite")
-    if suite_id not in SUITES:
-        # Its digest is not even defined: refuse before anything asks for it.
-        raise CodecError(f"unknown signing suite id {suite_id}")
-    return Header(
-        kind=Kind(kind),
-        publisher=f"{publisher:06d}",
-        version=version,
-        link=link,
-        issued_at=issued_at,
-        suite_id=suite_id,
-        key_id=r.raw(KEY_ID_LENGTH, "key id"),
-    )
-
-
 def sign_delta(
     key: SigningKey,
     head: FeedHead,
@@ -282,9 +253,9 @@ def sign_delta(
 
 def _sections(psams: bool, trust: bool, ends: bool) -> int:
     return (
-        (_SECTION_PSAM if psams else 0)
-        | (_SECTION_TRUST if trust else 0)
-        | (_SECTION_EXPIRY if ends else 0)
+        (SECTION_PSAM if psams else 0)
+        | (SECTION_TRUST if trust else 0)
+        | (SECTION_EXPIRY if ends else 0)
     )
 
 
@@ -315,47 +286,6 @@ def _write_versions(w: Writer, versions: NDArray[np.uint64]) -> None:
     width = int(versions.max()).bit_length() if len(versions) else 0
     w.u8(width)
     w.raw(pack_uints(versions, width))
-
-
-def _read_versions(br: Reader, n: int) -> NDArray[np.uint64]:
-    width = br.u8("version width")
-    if width > 64:
-        raise CodecError(f"version width {width} exceeds 64")
-    if n == 0 and width != 0:
-        raise CodecError("version width must be 0 for no entries")
-    nbytes = (n * width + 7) // 8
-    return unpack_uints(br.raw(nbytes, "versions"), n, width)
-
-
-def _read_sections(br: Reader) -> tuple[bool, bool, bool]:
-    flags = br.u8("sections")
-    if flags & ~(_SECTION_PSAM | _SECTION_TRUST | _SECTION_EXPIRY):
-        raise CodecError(f"unknown section flags {flags:#04x}")
-    return (
-        bool(flags & _SECTION_PSAM),
-        bool(flags & _SECTION_TRUST),
-        bool(flags & _SECTION_EXPIRY),
-    )
-
-
-def _check_psam_rows(cards: CardColumns, what: str) -> None:
-    if len(cards) and int(cards.middle.max()) != 0:
-        raise CodecError(f"{what}: a PSAM row has a non-zero middle part")
-
-
-def _read_trust(br: Reader, present: bool, limit: int = MAX_TRUST_RECORDS) -> tuple[bytes, ...]:
-    if not present:
-        return ()
-    count = br.uvarint("trust record count", limit=limit)
-    if count == 0:
-        raise CodecError("the trust section is flagged but empty")
-    records = tuple(br.blob("trust record", limit=MAX_TRUST_RECORD) for _ in range(count))
-    for a, b in itertools.pairwise(records):
-        if not a < b:
-            raise CodecError("trust records are not in strictly ascending order")
-    if not records[0]:
-        raise CodecError("an empty trust record")
-    return records
 
 
 def _sorted_with_versions(
@@ -421,30 +351,6 @@ def sign_snapshot(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeLimits:
-    """Ceilings on what one signed body may declare, checked before anything is allocated
-    from a count (issue #11: a small message must not cost gigabytes). The codec's own
-    bounds (one bit per card at least) still apply below these."""
-
-    max_delta_entries: int = 5_000_000  # adds + removes of one delta (cards, then PSAMs)
-    max_snapshot_entries: int = 50_000_000  # one publisher's whole set
-    max_trust_records: int = MAX_TRUST_RECORDS  # the per-feed bound is trust_rules'
-
-    def __post_init__(self) -> None:
-        for name in ("max_delta_entries", "max_snapshot_entries", "max_trust_records"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if self.max_delta_entries > MAX_ENTRIES or self.max_snapshot_entries > MAX_ENTRIES:
-            raise ValueError(f"entry limits cannot exceed the codec's {MAX_ENTRIES}")
-        if self.max_trust_records > MAX_TRUST_RECORDS:
-            raise ValueError(f"max_trust_records cannot exceed {MAX_TRUST_RECORDS}")
-
-
-DEFAULT_LIMITS = DecodeLimits()
-
-
 @dataclass(frozen=True)
 class Envelope(_Signed):
     """A signed container opened only as far as its fixed header: enough to find the key
@@ -454,77 +360,3 @@ class Envelope(_Signed):
     header: Header
     body: bytes = field(repr=False)
     signature: bytes = field(repr=False)
-
-
-def open_envelope(data: bytes) -> Envelope:
-    """The header, body and signature of a signed container; CodecError if it is not exactly
-    one. Costs O(header): the body is not decoded."""
-    r = Reader(data, "signed container")
-    if r.raw(len(MAGIC), "magic") != MAGIC:
-        raise CodecError("not a signed delta or snapshot (bad magic)")
-    body = r.blob("body")
-    signature = r.blob("signature", limit=MAX_SIGNATURE)
-    r.expect_end()
-    return Envelope(_read_header(Reader(body, "body")), body, signature)
-
-
-def decode_body(envelope: Envelope, limits: DecodeLimits = DEFAULT_LIMITS) -> Delta | Snapshot:
-    """Decode the body of an envelope (whose signature the caller has verified), with every
-    declared count bounded by ``limits``. Raises CodecError."""
-    header, body, signature = envelope.header, envelope.body, envelope.signature
-    br = Reader(body, "body")
-    _read_header(br)
-    if header.kind is Kind.DELTA:
-        budget = limits.max_delta_entries
-        adds = read_entries(br, budget)
-        removes = read_cards(br, budget - len(adds))
-        has_psams, has_trust, has_ends = _read_sections(br)
-        psam_adds, psam_removes = EntryColumns.empty(), CardColumns.empty()
-        if has_psams:
-            psam_adds = read_entries(br, budget)
-            psam_removes = read_cards(br, budget - len(psam_adds))
-            if not len(psam_adds) and not len(psam_removes):
-                raise CodecError("the PSAM section is flagged but empty")
-            _check_psam_rows(psam_adds.cards, "PSAM adds")
-            _check_psam_rows(psam_removes, "PSAM removes")
-        trust = _read_trust(br, has_trust, limits.max_trust_records)
-        if has_ends:
-            adds = read_expiry(br, adds)
-        br.expect_end()
-        return Delta(header, adds, removes, body, signature, psam_adds, psam_removes, trust)
-    entries = read_entries(br, limits.max_snapshot_entries)
-    versions = _read_versions(br, len(entries))
-    has_psams, has_trust, has_ends = _read_sections(br)
-    psams, psam_versions = EntryColumns.empty(), np.zeros(0, np.uint64)
-    if has_psams:
-        psams = read_entries(br, limits.max_snapshot_entries)
-        if not len(psams):
-            raise CodecError("the PSAM section is flagged but empty")
-        _check_psam_rows(psams.cards, "PSAM entries")
-        psam_versions = _read_versions(br, len(psams))
-    trust = _read_trust(br, has_trust, limits.max_trust_records)
-    if has_ends:
-        entries = read_expiry(br, entries)
-    br.expect_end()
-    return Snapshot(header, entries, versions, body, signature, psams, psam_versions, trust)
-
-
-def decode(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Delta | Snapshot:
-    """Parse a signed container. Raises CodecError on anything that is not exactly one.
-    Verifies nothing: a node opens the envelope, verifies, then decodes the body
-    (:func:`blacklist.sync.accept.accept_signed`)."""
-    return decode_body(open_envelope(data), limits)
-
-
-def decode_delta(data: bytes) -> Delta:
-    item = decode(data)
-    if not isinstance(item, Delta):
-        raise CodecError("expected a delta, got a snapshot")
-    return item
-
-
-def decode_snapshot(data: bytes) -> Snapshot:
-    item = decode(data)
-    if not isinstance(item, Snapshot):
-        raise CodecError("expected a snapshot, got a delta")
-    return item

@@ -51,7 +51,8 @@ from blacklist.cardbatch import keys_from_columns
 from blacklist.cardid import KEY_LENGTH
 from blacklist.checker import MAX_TRIES, Checker, CheckResult
 from blacklist.clock import Clock, system_clock
-from blacklist.delta import FeedHead, decode_delta
+from blacklist.delta import FeedHead
+from blacklist.deltadecode import decode_delta
 from blacklist.entry import Entry
 from blacklist.entryblock import CardColumns
 from blacklist.errors import CheckUnavailable, StoreError

@@ -49,7 +49,8 @@ from blacklist.audit import AuditLog
 from blacklist.cardbatch import keys_from_columns
 from blacklist.cardid import KEY_LENGTH, region_key_range
 from blacklist.clock import Clock, system_clock
-from blacklist.delta import Delta, FeedHead, Snapshot, open_envelope
+from blacklist.delta import Delta, FeedHead, Snapshot
+from blacklist.deltadecode import open_envelope
 from blacklist.entry import Entry
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import StoreError

@@ -67,7 +67,8 @@ from typing import Any
 
 from blacklist.certs import Certificate, KeyRevocation
 from blacklist.csvlist import parse_reason
-from blacklist.delta import DEFAULT_LIMITS, MAX_TRUST_RECORDS, DecodeLimits
+from blacklist.delta import MAX_TRUST_RECORDS
+from blacklist.deltadecode import DEFAULT_LIMITS, DecodeLimits
 from blacklist.entry import Reason
 from blacklist.entryblock import MAX_ENTRIES
 from blacklist.lapse import DAY, LapsePolicy

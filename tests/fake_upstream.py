@@ -25,7 +25,7 @@ from typing import Any, Self
 import grpc
 import xxhash
 
-from blacklist.delta import decode_snapshot
+from blacklist.deltadecode import decode_snapshot
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from blacklist.authority import Revocation, build_delta, cards_from_ids, entries_from_revocations
-from blacklist.delta import DecodeLimits, Delta, FeedHead, Snapshot, sign_delta, sign_snapshot
+from blacklist.delta import Delta, FeedHead, Snapshot, sign_delta, sign_snapshot
+from blacklist.deltadecode import DecodeLimits
 from blacklist.entry import Reason
 from blacklist.entryblock import EntryColumns
 from blacklist.psam import psam_columns

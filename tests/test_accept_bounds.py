@@ -18,14 +18,8 @@ from blacklist.authority import Revocation, build_delta, entries_from_revocation
 from blacklist.cardid import text_to_key
 from blacklist.certs import RevocationReason, issue_certificate, issue_revocation
 from blacklist.clock import ManualClock
-from blacklist.delta import (
-    MAGIC,
-    DecodeLimits,
-    FeedHead,
-    open_envelope,
-    sign_delta,
-    sign_snapshot,
-)
+from blacklist.delta import MAGIC, FeedHead, sign_delta, sign_snapshot
+from blacklist.deltadecode import DecodeLimits, open_envelope
 from blacklist.entry import Reason
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.rejections import (

@@ -25,7 +25,8 @@ import grpc
 import pytest
 
 from blacklist.authority import Revocation, build_delta
-from blacklist.delta import FeedHead, decode_delta
+from blacklist.delta import FeedHead
+from blacklist.deltadecode import decode_delta
 from blacklist.entry import Reason
 from node.gen.blacklist.v1 import (
     admin_pb2,

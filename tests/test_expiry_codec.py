@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blacklist.delta import FeedHead, decode, decode_delta, sign_delta, sign_snapshot
+from blacklist.delta import FeedHead, sign_delta, sign_snapshot
+from blacklist.deltadecode import decode, decode_delta
 from blacklist.entry import Reason
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import CodecError
@@ -175,7 +176,8 @@ def test_a_hostile_count_costs_nothing_before_it_is_checked() -> None:
 
 
 def test_a_flag_on_an_empty_block_is_refused() -> None:
-    from blacklist.delta import Envelope, decode_body
+    from blacklist.delta import Envelope
+    from blacklist.deltadecode import decode_body
 
     empty = sign_delta(KEY, GENESIS, EntryColumns.empty(), CardColumns.empty(), T)
     assert empty.body[-1] == 0  # the sections byte ends a body with no sections

@@ -11,7 +11,8 @@ import pytest
 
 from blacklist.authority import Revocation, build_delta
 from blacklist.certs import RevocationReason, issue_certificate, issue_revocation
-from blacklist.delta import FeedHead, decode
+from blacklist.delta import FeedHead
+from blacklist.deltadecode import decode
 from blacklist.entry import Reason
 from blacklist.errors import CodecError
 from blacklist.signing import Keyring, SigningKey

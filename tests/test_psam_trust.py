@@ -15,7 +15,8 @@ from blacklist.authority import Authority, OutOfScope, PsamChanges, Revocation, 
 from blacklist.certs import RevocationReason, issue_certificate, issue_revocation
 from blacklist.checker import Checker
 from blacklist.clock import ManualClock
-from blacklist.delta import FeedHead, decode, decode_delta, sign_snapshot
+from blacklist.delta import FeedHead, sign_snapshot
+from blacklist.deltadecode import decode, decode_delta
 from blacklist.entry import Reason
 from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.errors import CodecError

@@ -6,7 +6,8 @@ import pytest
 
 from blacklist.authority import Authority, Revocation
 from blacklist.checker import Checker
-from blacklist.delta import decode, sign_snapshot
+from blacklist.delta import sign_snapshot
+from blacklist.deltadecode import decode
 from blacklist.entry import Reason
 from blacklist.rejections import BadSignature, ForkedFeed, MalformedDelta, ReplayedDelta
 from blacklist.store import RevocationStore

@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import grpc
 
-from blacklist.delta import decode
+from blacklist.deltadecode import decode
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 
 

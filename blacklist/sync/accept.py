@@ -3,8 +3,8 @@
 The order of checks follows Let's Encrypt's CRL storer and DESIGN §5, cheapest first, and the
 first failure wins and names its cause; nothing is applied on any failure:
 
-1. the container and its fixed header parse (:func:`blacklist.delta.open_envelope`; the body
-   is not decoded yet);
+1. the container and its fixed header parse (:func:`blacklist.deltadecode.open_envelope`;
+   the body is not decoded yet);
 2. the key is known and certified for the item's ``issued_at`` *and*, for anything that
    moves a feed forward, still valid at the node's clock; the key's revocation may bound the
    versions it stands behind (:attr:`TrustedKey.max_version`);
@@ -14,8 +14,8 @@ first failure wins and names its cause; nothing is applied on any failure:
    feed past what its key may stand behind, whatever date it claims); time is bounded by
    what the node knows (:class:`FeedPosition`, :class:`AcceptPolicy`): ``issued_at`` never
    goes back from the head's and is at most ``max_skew`` ahead of the node's clock;
-6. only now the body is decoded (:func:`blacklist.delta.decode_body`), with every declared
-   count bounded by :class:`~blacklist.delta.DecodeLimits`; then every region within the
+6. only now the body is decoded (:func:`blacklist.deltadecode.decode_body`), with every declared
+   count bounded by :class:`~blacklist.deltadecode.DecodeLimits`; then every region within the
    key's scope, reasons known, no card twice, PSAMs and trust records by the same rules,
    end times only on reasons that may lapse and within the node's longest lapse period
    (the codec already holds every end time after its effective time):
@@ -37,18 +37,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from blacklist.delta import (
-    DEFAULT_LIMITS,
-    DecodeLimits,
-    Delta,
-    Envelope,
-    FeedHead,
-    Kind,
-    Snapshot,
-    decode,
-    decode_body,
-    open_envelope,
-)
+from blacklist.delta import Delta, Envelope, FeedHead, Kind, Snapshot
+from blacklist.deltadecode import DEFAULT_LIMITS, DecodeLimits, decode, decode_body, open_envelope
 from blacklist.errors import CodecError
 from blacklist.rejections import (
     Backdated,
