@@ -216,8 +216,9 @@ class Measured:
     other_cores: float  # CPU used by everything but the server and h2load (shared machine)
     cpu_us_per_call: float  # the server's CPU over the calls it handled
     # The node's own view (None for the empty server): mean time inside our handler per call
-    # (grpc_server_handling_seconds: the Meter, the servicer, the checker) and per card
-    # check (blacklist_check_seconds, CheckCard and CheckStream only).
+    # (grpc_server_handling_seconds: the Edge interceptor's one timing of each call: the
+    # Meter, the servicer, the checker) and per CheckCard (blacklist_check_seconds, the same
+    # observations for CheckCard calls).
     handler_us: float | None = None
     check_us: float | None = None
 

@@ -31,9 +31,9 @@ from node.gen.blacklist.v1 import (
     admin_pb2_grpc,
     sync_pb2_grpc,
 )
-from node.grpc.admin_trust import TrustAdmin
+from node.grpc.admin_trust import AdminService
 from node.grpc.calls import Meter
-from node.grpc.servicers import AdminServicer
+from node.grpc.edge import Edge
 from node.grpc.services import SERVICES, add_card_status
 from node.grpc.sync import SyncServicer, TransferLimits
 from node.head_signer import HeadSigner
@@ -114,9 +114,9 @@ class Node:
         self.workers: WorkerPool | None = None
         self._relay: Path | None = None
 
-    def _add_services(self, server: grpc.aio.Server) -> None:
-        add_card_status(server, self.checker, self.metrics, self.config)
-        admin = AdminServicer(
+    def _servicers(self) -> tuple[AdminService, SyncServicer, Meter]:
+        """Admin and Sync, and the Meter of every blacklist.v1 call this process serves."""
+        admin = AdminService(
             role=self.config.role,
             region=self.config.region,
             store=self.store,
@@ -130,27 +130,21 @@ class Node:
             reads=self.reads,
             lapse=self.config.lapse_policy(),
         )
-        trust_admin = TrustAdmin(admin, self.store, self.metrics)
+        assert self.hub is not None
+        sync = SyncServicer(self.store, self.hub, self.metrics, TransferLimits.of(self.config))
         # Operators publish trust records only within their region, as they revoke cards.
         meter = Meter(
             self.metrics,
             enforce=self.config.tls,
-            scoped={("Admin", "PublishTrust"): trust_admin.record_regions},
+            scoped={("Admin", "PublishTrust"): admin.trust.record_regions},
         )
-        for name in ("Revoke", "Reinstate", "GetEntry", "ListEntries", "Status", "ListAudit"):
-            setattr(admin, name, meter.unary(SERVICES["Admin"], name, getattr(admin, name)))
-        for name in ("RevokePsam", "ReinstatePsam", "GetPsam", "PublishTrust"):
-            setattr(admin, name, meter.unary(SERVICES["Admin"], name, getattr(trust_admin, name)))
+        return admin, sync, meter
+
+    def _add_services(
+        self, server: grpc.aio.Server, admin: AdminService, sync: SyncServicer
+    ) -> None:
+        add_card_status(server, self.checker, self.metrics, self.config)
         admin_pb2_grpc.add_AdminServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
-        assert self.hub is not None
-        sync = SyncServicer(self.store, self.hub, self.metrics, TransferLimits.of(self.config))
-        for name in ("GetUpdates", "PushDeltas", "PushHeadStatements"):
-            setattr(sync, name, meter.unary(SERVICES["Sync"], name, getattr(sync, name)))
-        sync.PushSnapshot = meter.client_stream(  # type: ignore[method-assign,assignment]
-            SERVICES["Sync"], "PushSnapshot", sync.PushSnapshot
-        )
-        for name in ("Subscribe", "GetSnapshot"):
-            setattr(sync, name, meter.guard(SERVICES["Sync"], name, getattr(sync, name)))
         sync_pb2_grpc.add_SyncServicer_to_server(sync, server)  # type: ignore[no-untyped-call]
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -185,14 +179,19 @@ class Node:
         shared = (
             self.config.workers > 1
         )  # worker processes bind the same port (node/workers/pool.py)
+        admin, sync, meter = self._servicers()
+        # ForwardedCallers first: the Edge must see a relayed call's caller, not the worker.
         server = grpc.aio.server(
-            interceptors=[ForwardedCallers()] if shared else None,
+            interceptors=[
+                *([ForwardedCallers()] if shared else []),
+                Edge(meter, SERVICES.values()),
+            ],
             options=[
                 *message_options(self.config.max_message_bytes),
                 ("grpc.so_reuseport", 1 if shared else 0),
             ],
         )
-        self._add_services(server)
+        self._add_services(server, admin, sync)
         # Both ports before binding either: a busy one is one line naming its field.
         refuse_a_taken_port(self.config.listen, "listen")
         refuse_a_taken_port(self.config.metrics_listen, "metrics_listen")

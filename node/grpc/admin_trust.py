@@ -145,3 +145,32 @@ class TrustAdmin:
             digest=digest,
             added=result.trust_records,
         )
+
+
+class AdminService(AdminServicer):
+    """Admin as a node serves it: AdminServicer's card methods and :class:`TrustAdmin`'s
+    PSAM and trust ones, as one servicer (the Edge interceptor meters all of them)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.trust = TrustAdmin(self, self._store, self._metrics)
+
+    async def RevokePsam(
+        self, request: admin_pb2.RevokePsamRequest, context: Context
+    ) -> admin_pb2.PublishResponse:
+        return await self.trust.RevokePsam(request, context)
+
+    async def ReinstatePsam(
+        self, request: admin_pb2.ReinstatePsamRequest, context: Context
+    ) -> admin_pb2.PublishResponse:
+        return await self.trust.ReinstatePsam(request, context)
+
+    async def GetPsam(
+        self, request: admin_pb2.GetPsamRequest, context: Context
+    ) -> admin_pb2.GetPsamResponse:
+        return await self.trust.GetPsam(request, context)
+
+    async def PublishTrust(
+        self, request: admin_pb2.PublishTrustRequest, context: Context
+    ) -> admin_pb2.PublishResponse:
+        return await self.trust.PublishTrust(request, context)

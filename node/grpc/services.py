@@ -10,6 +10,7 @@ from blacklist.checker import Checker
 from node.config import NodeConfig
 from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, card_status_pb2_grpc, sync_pb2
 from node.grpc.calls import Meter
+from node.grpc.edge import Edge
 from node.grpc.servicers import CardStatusServicer
 from node.metrics import NodeMetrics
 
@@ -20,15 +21,16 @@ SERVICES = {
 }
 
 
+def card_status_edge(metrics: NodeMetrics, config: NodeConfig) -> Edge:
+    """The interceptor of a process that serves CardStatus alone (a worker: its Admin and
+    Sync calls are relayed to the writer, which meters them)."""
+    return Edge(Meter(metrics, enforce=config.tls), [SERVICES["CardStatus"]])
+
+
 def add_card_status(
     server: grpc.aio.Server, checker: Checker, metrics: NodeMetrics, config: NodeConfig
 ) -> None:
-    """CardStatus, metered (and role-checked with TLS): in the writer and in each worker."""
-    meter = Meter(metrics, enforce=config.tls)
+    """CardStatus, in the writer and in each worker; the server's Edge interceptor meters
+    it (and checks roles with TLS)."""
     status = CardStatusServicer(checker, metrics, config.max_batch)
-    for name in ("CheckCard", "BatchCheck"):
-        setattr(status, name, meter.unary(SERVICES["CardStatus"], name, getattr(status, name)))
-    status.CheckStream = meter.bidi(  # type: ignore[method-assign,assignment]
-        SERVICES["CardStatus"], "CheckStream", status.CheckStream
-    )
     card_status_pb2_grpc.add_CardStatusServicer_to_server(status, server)  # type: ignore[no-untyped-call]

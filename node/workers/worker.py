@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 from blacklist.clock import Clock, system_clock
 from blacklist.follower import FollowingChecker, StoreFollower
 from node.config import NodeConfig, message_options
-from node.grpc.services import SERVICES, add_card_status
+from node.grpc.services import SERVICES, add_card_status, card_status_edge
 from node.metrics import NodeMetrics
 from node.readiness import read_readiness, readiness_file, set_health
 from node.tls import server_credentials
@@ -104,7 +104,8 @@ class Worker:
     async def start(self) -> None:
         config = self.spec.config
         server = grpc.aio.server(
-            options=[*message_options(config.max_message_bytes), ("grpc.so_reuseport", 1)]
+            interceptors=[card_status_edge(self.metrics, config)],
+            options=[*message_options(config.max_message_bytes), ("grpc.so_reuseport", 1)],
         )
         add_card_status(server, self.checker, self.metrics, config)
         self._relay = grpc.aio.insecure_channel(
