@@ -9,11 +9,12 @@
  *   - the structure: every length is bounded by the bytes present, every field in range,
  *     no trailing bytes;
  *   - every partition body's SHA-256 equals the body_digest in the (signed) header.
- * What it does NOT verify: the Ed25519 signature over SHA-256(header) and the certificate
+ * What it does NOT verify: the signature over the header (Ed25519 over its SHA-256, or SM2
+ * over its SM3) and the certificate
  * chain from the pinned root. The Python reader (blacklist.filters.offline.verify) does;
  * a terminal must have the signature verified (by its own Ed25519 code, or by the gateway
- * that loads the file) before it trusts a file. This reader prints SHA-256(header), the
- * digest the signature covers, so the two can be tied together.
+ * that loads the file) before it trusts a file. This reader prints SHA-256(header), for
+ * Ed25519 the digest the signature covers, so the two can be tied together.
  *
  * Answers, checked in this order (the same as the Python reader's):
  *   MALFORMED      not a card id (32 chars: province-level 2 digits, 4 digits, 10 letters
@@ -413,11 +414,20 @@ int main(int argc, char **argv) {
     size_t n = 0;
     const char *err;
     char line[4096];
+    int64_t now = 0;
     int i;
     if (argc < 3 || (strcmp(argv[1], "info") != 0 && strcmp(argv[1], "check") != 0) ||
         (strcmp(argv[1], "check") == 0 && argc != 4)) {
         fprintf(stderr, "usage: %s info FILE | check FILE NOW < ids\n", argv[0]);
         return 1;
+    }
+    if (argc == 4) {
+        char *end = NULL;
+        now = strtoll(argv[3], &end, 10);
+        if (end == argv[3] || *end != '\0') {
+            fprintf(stderr, "error: NOW must be unix seconds, got %s\n", argv[3]);
+            return 1;
+        }
     }
     data = read_file(argv[2], &n);
     if (!data) {
@@ -432,7 +442,7 @@ int main(int argc, char **argv) {
         printf("scope %s\nissued_at %lld\nexpires_at %lld\nfresh_at %lld\nsigner %06u\n",
                f.scope, (long long)f.issued_at, (long long)f.expires_at,
                (long long)f.fresh_at, (unsigned)f.signer);
-        printf("partitions %u\nsigned_digest ", (unsigned)f.count);
+        printf("partitions %u\nheader_sha256 ", (unsigned)f.count);
         for (i = 0; i < 32; i++) printf("%02x", f.header_digest[i]);
         printf("\n");
         for (i = 0; i < (int)f.count; i++)
@@ -443,7 +453,6 @@ int main(int argc, char **argv) {
         return 0;
     }
     {
-        int64_t now = strtoll(argv[3], NULL, 10);
         while (fgets(line, sizeof line, stdin)) {
             size_t len = strlen(line);
             int psam = 0;

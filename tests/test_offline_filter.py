@@ -5,6 +5,7 @@ rate, the layout's limits, who may sign, expiry, and updates that ship only what
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -280,3 +281,17 @@ def test_every_revoked_card_of_a_real_store_is_maybe_revoked(world: World) -> No
     assert len(entries) == 200 + 50 + 2000
     g = offline.verify(f.to_bytes(), ANCHOR, now=T)
     assert all(g.check_card(e.card_id, T).verdict is Verdict.MAYBE_REVOKED for e in entries)
+
+
+def test_an_sm2_signer_signs_over_sm3(world: World) -> None:
+    gd = SigningKey.generate("440000", ["4499"], "sm2-sm3")
+    cert = issue_certificate(ROOT, gd, ["44"], T - DAY, T + DAY, serial=20)
+    sources = export.sources_from_store(world.store, "44", {})
+    f = export.sign_filter(
+        gd, [cert], "44", T, T + DAY, export.build_partitions(sources).partitions
+    )
+    assert f.digest == gd.digest(f.header) != hashlib.sha256(f.header).digest()
+    assert offline.verify(f.to_bytes(), ANCHOR, now=T).suite_id == gd.suite_id
+    forged = dataclasses.replace(f, expires_at=f.expires_at + 1)
+    with pytest.raises(offline.FilterSignatureError):
+        offline.verify(forged.to_bytes(), ANCHOR, now=T)

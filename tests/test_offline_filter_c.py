@@ -123,7 +123,7 @@ def test_c_reader_reports_the_header(reader: Path, world: World, tmp_path: Path)
     assert info["scope"] == "44"
     assert info["expires_at"] == str(T + DAY)
     assert info["signer"] == "440000"
-    assert info["signed_digest"] == f.digest.hex()
+    assert info["header_sha256"] == f.digest.hex()  # Ed25519: the digest it signs
     assert info["partitions"] == str(len(f.partitions))
 
 

@@ -201,7 +201,7 @@ def sign_filter(
         tuple(partitions),
         tuple(c.to_bytes() for c in chain),
     )
-    return dataclasses.replace(unsigned, signature=key.sign(unsigned.digest))
+    return dataclasses.replace(unsigned, signature=key.sign_body(unsigned.header))
 
 
 def update_bytes(new: OfflineFilter, previous: OfflineFilter) -> bytes:

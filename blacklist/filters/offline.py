@@ -17,7 +17,8 @@ Checked in that order: MALFORMED, EXPIRED, OUT_OF_SCOPE, then the partitions.
 
 Binary layout (every integer big-endian; ``str`` = u8 length + ASCII)::
 
-    header (signed: digest = SHA-256(header), the exporter signs the digest)
+    header (signed: the exporter signs its suite's digest of the header: SHA-256 for
+      Ed25519, SM3 for SM2, as every signed object of the project)
       magic        4 bytes b"FLTR"   first byte 0x46 ("F"): no delta (1, 2), certificate
                                      ("K") or head statement ("H") body starts so, so no
                                      signature of one passes for another (domain separation)
@@ -45,7 +46,7 @@ Binary layout (every integer big-endian; ``str`` = u8 length + ASCII)::
         array_length = (segment_count + 2) × segment_length
     -- end of the signed header --
     chain        u8 count (<= 8), count × (u32 length + certificate), root-most first
-    signature    u8 length (1..255) + the signature over SHA-256(header)
+    signature    u8 length (1..255) + the signature over the suite's digest of the header
     bodies       per partition, in order: u8 present (1, or 0 in an update: "the body with
                  this body_digest from the previous file"), then if present the card
                  filter's array_length bytes and the PSAM filter's
@@ -82,7 +83,7 @@ from blacklist.delta import DIGEST_LENGTH
 from blacklist.errors import BlacklistError, CardIdError, CodecError
 from blacklist.filters.fuse import FALSE_POSITIVE_RATE, MAX_SEGMENT_LENGTH, FuseFilter, FuseLayout
 from blacklist.psam import PsamIdError, canonical_psam
-from blacklist.signing import KEY_ID_LENGTH, TrustedKey, suite
+from blacklist.signing import KEY_ID_LENGTH, TrustedKey, digest_of
 from blacklist.wire import Reader, Writer
 
 MAGIC: Final = b"FLTR"
@@ -174,8 +175,8 @@ class OfflineFilter:
 
     @cached_property
     def digest(self) -> bytes:
-        """What the exporter signs: SHA-256 of the header."""
-        return hashlib.sha256(self.header).digest()
+        """What the exporter signs: its suite's digest of the header."""
+        return digest_of(self.suite_id, self.header)
 
     @cached_property
     def _by_region(self) -> dict[int, tuple[Partition, ...]]:
@@ -442,7 +443,7 @@ def verify_signer(
     """The certified key that signed ``f``, or why not: the chain verifies from the pinned
     root as of ``issued_at`` (and, with ``now``, no certificate expired by then), its leaf is
     the header's key, that key is certified for a prefix of the scope, and its signature
-    verifies over SHA-256 of the header."""
+    verifies over its suite's digest of the header."""
     try:
         chain: list[Certificate] = decode_chain(f.chain)
         key = verify_chain(chain, anchor, revocations, f.issued_at, now=now)
@@ -457,7 +458,7 @@ def verify_signer(
             f"key {key.key_id.hex()} of {key.publisher} is certified for {list(key.prefixes)}, "
             f"not for the filter's scope {f.scope!r}"
         )
-    if not suite(f.suite_id).verify(key.public, f.digest, f.signature):
+    if not key.verify_body(f.header, f.signature):
         raise FilterSignatureError(f"the signature of key {key.key_id.hex()} does not verify")
     return key
 
