@@ -60,12 +60,11 @@ from __future__ import annotations
 
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blacklist.certs import Certificate, KeyRevocation
 from blacklist.csvlist import parse_reason
 from blacklist.delta import MAX_TRUST_RECORDS
 from blacklist.deltadecode import DEFAULT_LIMITS, DecodeLimits
@@ -89,9 +88,8 @@ from blacklist.trust import (
     CertificateExpired,
     CertifiedKeys,
     KeyRevoked,
-    TrustAnchor,
-    certified_keys_from_records,
 )
+from blacklist.trustmaterial import TrustMaterial
 from node.keyfiles import (
     KeyFileError,
     load_certificate_chain,
@@ -125,33 +123,6 @@ TIMELY_TRUST_ERRORS = (CertificateExpired, KeyRevoked)
 
 class ConfigError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class TrustMaterial:
-    """A config's trust files as read: bare trusted keys, or the pinned anchor with its
-    configured chains and revocations."""
-
-    bare: Mapping[bytes, TrustedKey] | None = None
-    anchor: TrustAnchor | None = None
-    chains: tuple[tuple[Certificate, ...], ...] = ()
-    revocations: tuple[KeyRevocation, ...] = ()
-    max_trust_records: int = DEFAULT_MAX_TRUST_RECORDS
-
-    def keys(self, records: Sequence[bytes], at: int) -> Mapping[bytes, TrustedKey]:
-        """The keys trusted as of ``at``, with the trust records that arrived in feeds
-        (certificates and key revocations, blacklist/trustrecords.py); bare keys ignore them."""
-        if self.anchor is None:
-            assert self.bare is not None
-            return self.bare
-        return certified_keys_from_records(
-            self.anchor,
-            self.chains,
-            records,
-            self.revocations,
-            at,
-            max_trust_records=self.max_trust_records,
-        )
 
 
 @dataclass(frozen=True)
@@ -253,14 +224,6 @@ class NodeConfig:
             at,
             max_trust_records=self.max_trust_records,
         )
-
-
-def message_options(limit: int) -> list[tuple[str, int]]:
-    """gRPC options that hold a server or channel to one message limit both ways."""
-    return [
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
-    ]
 
 
 def _address(data: dict[str, Any], name: str) -> str:

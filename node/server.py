@@ -26,7 +26,8 @@ from blacklist.authority import Authority
 from blacklist.checker import Checker
 from blacklist.clock import Clock, system_clock
 from blacklist.store import RevocationStore
-from node.config import NodeConfig, message_options
+from blacklist.sync.budget import TransferLimits, message_options
+from node.config import NodeConfig
 from node.gen.blacklist.v1 import (
     admin_pb2_grpc,
     sync_pb2_grpc,
@@ -35,7 +36,7 @@ from node.grpc.admin_trust import AdminService
 from node.grpc.calls import Meter
 from node.grpc.edge import Edge
 from node.grpc.services import SERVICES, add_card_status
-from node.grpc.sync import SyncServicer, TransferLimits
+from node.grpc.sync import SyncServicer
 from node.head_signer import HeadSigner
 from node.hub import FeedHub
 from node.metrics import VERSION, NodeMetrics

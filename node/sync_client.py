@@ -1,12 +1,12 @@
-"""The child side of sync: keep this node's copy of every feed current from its upstream.
+"""The child side of sync for a node: keep this node's copy of every feed current from its
+upstream, and push up what it has that the upstream lacks.
 
-One session at a time with the first upstream that answers (failing over down the list:
-a city to its province, the province's standby, or the ministry). A session pulls at once,
-then holds the Subscribe stream (the fast path), pulls again every ``interval`` (the
-fallback, and the cure for anything a stream missed) and pushes up whatever this node
-applied that did not come from the upstream. Any failure ends the session; the next starts
-after an exponential backoff with jitter, so that children of a restarted upstream do not
-all return at the same instant.
+What is taken from the upstream (pull rounds, snapshots, the Subscribe stream, failover
+with backoff) is the read-only child of blacklist/edge/child.py, shared with edge
+replicas; this module is its :class:`~blacklist.edge.child.Follower` over the node's hub
+and adds the way up: after each pull it pushes up whatever this node applied that did not
+come from the upstream (deltas, snapshots, head statements), and while a session lasts it
+sends up what the hub queues.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-
 from blacklist.clock import Clock
-from blacklist.errors import BlacklistError
-from blacklist.rejections import DeltaRejected
+from blacklist.delta import FeedHead
+from blacklist.edge.child import ChildSync, Follower, follow, forever, hold, open_channel
 from blacklist.store import RevocationStore
 from blacklist.sync.budget import (
     GRPC_DEFAULT_LIMIT,
+    TransferLimits,
     TransferTooLarge,
     chunk_size,
     effective_limit,
@@ -42,12 +41,9 @@ from blacklist.sync.freshness import (
     push_batches,
 )
 from blacklist.sync.plan import SendSnapshot, plan_push
-from node.config import message_options
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 from node.grpc.sync import (
     MAX_PUSH_STATEMENTS,
-    TransferLimits,
-    head_messages,
     heads_from,
     manifest_message,
     receive_snapshot,
@@ -56,10 +52,50 @@ from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("node.sync")
-BACKOFF_START = 0.2
-BACKOFF_MAX = 10.0
 UPLINK_BATCH = 100  # deltas taken from the uplink queue at once (then split by size)
 __all__ = ["SnapshotCorrupt", "SyncClient"]
+
+
+class _HubFollower(Follower):
+    """The node's hub as the child's follower: everything lands through FeedHub.apply."""
+
+    def __init__(
+        self, store: RevocationStore, hub: FeedHub, metrics: NodeMetrics, limits: TransferLimits
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._metrics = metrics
+        self._limits = limits
+
+    def heads(self) -> dict[str, FeedHead]:
+        return self._store.heads()
+
+    def head(self, publisher: str) -> FeedHead:
+        return self._store.head(publisher)
+
+    async def apply(self, data: bytes) -> None:
+        await self._hub.apply(data, Source.UPSTREAM)
+
+    async def accept_statements(self, statements: list[bytes]) -> None:
+        await self._hub.accept_statements(statements, Source.UPSTREAM)
+
+    async def receive_snapshot(self, parts: AsyncIterator[Any]) -> bytes:
+        return await receive_snapshot(parts, self._limits, self._metrics, "received")
+
+    def received(self, nbytes: int, what: str) -> None:
+        self._metrics.sync_received_bytes.inc(nbytes)
+
+    def snapshot_applied(self, ok: bool) -> None:
+        self._metrics.snapshot_transfers.labels("received", "ok" if ok else "rejected").inc()
+
+    def too_large(self, publisher: str, version: int) -> None:
+        self._metrics.sync_too_large.labels("received").inc()
+        log.warning(
+            "%s v%d is too large for a %d-byte answer: waiting for its snapshot",
+            publisher,
+            version,
+            self._limits.max_message_bytes,
+        )
 
 
 class SyncClient:
@@ -94,133 +130,80 @@ class SyncClient:
         self._clock = clock
         self._rng = rng or random.Random()
         self._stopped = asyncio.Event()
-        # Held while a delta pushed down the Subscribe stream is applied: a pull waits for
-        # it before reading its heads, or it would ask from the older head and receive the
-        # same delta a second time (the whole delta again on the wire).
-        self._applying_pushed = asyncio.Lock()
+        self._child = ChildSync(
+            _HubFollower(store, hub, metrics, self._limits),
+            node=region,
+            limits=self._limits,
+            interval=interval,
+            gap=hub.gap_detected,
+            after_pull=self._after_pull,
+        )
         self.connected_to: str | None = None
-        # Set once a pull round ends with no feed behind its upstream: the replica has
-        # bootstrapped (blacklist/sync/readiness.py), and stays so; lag is judged afterwards.
-        self.caught_up = False
         for up in upstreams:
             metrics.upstream_up.labels(up).set(0)
 
     async def run(self) -> None:
-        attempt = 0
-        index = 0
-        while not self._stopped.is_set():
-            upstream = self._upstreams[index % len(self._upstreams)]
-            try:
-                await self._session(upstream)
-                attempt = 0
-            except (TimeoutError, grpc.aio.AioRpcError, OSError, BlacklistError) as exc:
-                log.warning("sync with %s failed: %s", upstream, _describe(exc))
-                index += 1  # fail over to the next upstream
-                attempt += 1
-            finally:
-                self._metrics.upstream_up.labels(upstream).set(0)
-                self.connected_to = None
-            if self._stopped.is_set():
-                break
-            delay = min(BACKOFF_MAX, BACKOFF_START * 2 ** min(attempt, 10))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), delay * self._rng.uniform(0.5, 1.5))
+        await follow(
+            self._upstreams, self._session, self._stopped, ended=self._ended, rng=self._rng
+        )
+
+    def _ended(self, upstream: str) -> None:
+        self._metrics.upstream_up.labels(upstream).set(0)
+        self.connected_to = None
 
     async def stop(self) -> None:
         self._stopped.set()
 
     async def _session(self, upstream: str) -> None:
-        options = message_options(self._limits.max_message_bytes)
-        channel = (
-            grpc.aio.secure_channel(upstream, self._credentials, options=options)
-            if self._credentials is not None
-            else grpc.aio.insecure_channel(upstream, options=options)
-        )
-        async with channel:
+        async with open_channel(
+            upstream, self._credentials, self._limits.max_message_bytes
+        ) as channel:
             stub = sync_pb2_grpc.SyncStub(channel)  # type: ignore[no-untyped-call]
             await self.pull(stub)
             log.info("syncing from %s", upstream)
             self.connected_to = upstream
             self._metrics.upstream_up.labels(upstream).set(1)
-            tasks = [
-                asyncio.create_task(self._subscribe(stub) if self._use_push else _forever()),
-                asyncio.create_task(self._pull_loop(stub)),
-                asyncio.create_task(self._push_loop(stub)),
-                asyncio.create_task(self._push_statements_loop(stub)),
-                asyncio.create_task(self._stopped.wait()),
-            ]
-            try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()  # re-raise the failure that ended the session
-                if not self._stopped.is_set():
-                    raise OSError("subscription ended by the upstream")
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await hold(
+                self._stopped,
+                self._child.subscribe(stub) if self._use_push else forever(),
+                self._child.pull_loop(stub),
+                self._push_loop(stub),
+                self._push_statements_loop(stub),
+            )
 
     async def pull(self, stub: Any) -> None:
-        """GetUpdates rounds: apply what the upstream has, then push up what it lacks.
-        Each answer fits the limit this node states, so a long backlog takes several
-        rounds: ask again while some feed is still behind and the last round moved at
-        least one head (no progress, e.g. a delta too large for any answer, waits for the
-        next scheduled pull instead of spinning)."""
-        while True:
-            async with self._applying_pushed:
-                before = self._store.heads()
-                request = sync_pb2.GetUpdatesRequest(
-                    heads=head_messages(before),
-                    node=self._region,
-                    max_response_bytes=self._limits.max_message_bytes,
-                )
-            response = await stub.GetUpdates(request, timeout=30)
-            self._push_limit = effective_limit(
-                response.max_push_bytes, self._limits.max_message_bytes
-            )
-            behind = False
-            for update in response.updates:
-                if update.take_snapshot:
-                    await self._fetch_snapshot(stub, update.publisher)
-                for data in update.deltas:
-                    self._metrics.sync_received_bytes.inc(len(data))
-                    with contextlib.suppress(DeltaRejected):  # counted by the hub
-                        await self._hub.apply(data, Source.UPSTREAM)
-                if update.too_large_version:
-                    self._metrics.sync_too_large.labels("received").inc()
-                    log.warning(
-                        "%s v%d is too large for a %d-byte answer: waiting for its snapshot",
-                        update.publisher,
-                        update.too_large_version,
-                        self._limits.max_message_bytes,
-                    )
-                if self._store.head(update.publisher).version < update.upstream_version:
-                    behind = True
-            upstream_heads = heads_from(response.heads)
-            self._after_pull(upstream_heads)
-            # Freshness comes only from the signed statements (and the deltas themselves),
-            # never from the upstream's unsigned heads: a relay that withholds deltas
-            # cannot make a frozen feed look current (blacklist/sync/freshness.py).
-            await self._statements_from(stub, response.head_statements)
-            self._metrics.sync_last_success.set(self._clock())
-            await self._push(stub, upstream_heads)
-            if not behind:
-                self.caught_up = True
-            if not behind or self._store.heads() == before:
-                return
+        """GetUpdates rounds (blacklist/edge/child.py), each followed by the way up."""
+        await self._child.pull(stub)
 
-    def _after_pull(self, upstream_heads: dict[str, Any]) -> None:
+    @property
+    def caught_up(self) -> bool:
+        """Once a pull round ended with no feed behind its upstream: the replica has
+        bootstrapped (blacklist/sync/readiness.py), and stays so."""
+        return self._child.caught_up
+
+    async def _subscribe(self, stub: Any) -> None:
+        await self._child.subscribe(stub)
+
+    async def _after_pull(self, stub: Any, response: Any) -> None:
+        """After each pull round: the upstream's limit for what goes up, this node's lag,
+        then push up the statements and feeds the upstream lacks."""
+        self._push_limit = effective_limit(response.max_push_bytes, self._limits.max_message_bytes)
+        upstream_heads = heads_from(response.heads)
+        self._record_lag(upstream_heads)
+        await self._statements_up(stub, response.head_statements)
+        self._metrics.sync_last_success.set(self._clock())
+        await self._push(stub, upstream_heads)
+
+    def _record_lag(self, upstream_heads: dict[str, Any]) -> None:
         for publisher, head in upstream_heads.items():
             mine = self._store.head(publisher)
             self._metrics.sync_lag.labels(publisher).set(max(0, head.version - mine.version))
 
-    async def _statements_from(self, stub: Any, statements: Any) -> None:
-        """Keep the upstream's newer statements, then send up those it lacks."""
-        if statements:
-            await self._hub.accept_statements(list(statements), Source.UPSTREAM)
+    async def _statements_up(self, stub: Any, statements: Any) -> None:
+        """Send up the statements the upstream lacks (its newer ones were kept already)."""
         theirs: dict[str, HeadStatement] = {}
         for data in statements:
-            with contextlib.suppress(StatementRejected):  # counted when accepted above
+            with contextlib.suppress(StatementRejected):  # counted when accepted
                 statement = decode_statement(data)
                 theirs[statement.publisher] = statement
         missing = plan_statement_push(self._store.statements.all(), theirs)
@@ -316,27 +299,6 @@ class SyncClient:
         for problem in response.rejected:
             log.warning("upstream refused a delta we pushed: %s", problem)
 
-    async def _subscribe(self, stub: Any) -> None:
-        request = sync_pb2.SubscribeRequest(
-            node=self._region, max_event_bytes=self._limits.max_message_bytes
-        )
-        async for event in stub.Subscribe(request):
-            if event.head_statement:
-                await self._hub.accept_statements([event.head_statement], Source.UPSTREAM)
-                continue
-            self._metrics.sync_received_bytes.inc(len(event.delta))
-            with contextlib.suppress(DeltaRejected):
-                async with self._applying_pushed:
-                    await self._hub.apply(event.delta, Source.UPSTREAM)
-
-    async def _pull_loop(self, stub: Any) -> None:
-        while True:
-            gap = self._hub.gap_detected
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(gap.wait(), self._interval)
-            gap.clear()
-            await self.pull(stub)
-
     async def _push_loop(self, stub: Any) -> None:
         while True:
             batch = [await self._hub.uplink.get()]
@@ -353,33 +315,3 @@ class SyncClient:
                 )
             for part in split_push(sizes, self._push_limit):
                 await self._send_up(stub, batch[part.start : part.stop])
-
-    async def _fetch_snapshot(self, stub: Any, publisher: str) -> None:
-        request = sync_pb2.GetSnapshotRequest(
-            publisher=publisher, max_part_bytes=self._limits.max_message_bytes
-        )
-        call = stub.GetSnapshot(request)
-        try:
-            data = await receive_snapshot(call, self._limits, self._metrics, "received")
-        finally:
-            cancel = getattr(call, "cancel", None)
-            if cancel is not None:
-                cancel()  # a refused manifest: stop the rest of the transfer at once
-        self._metrics.sync_received_bytes.inc(len(data))
-        try:
-            await self._hub.apply(data, Source.UPSTREAM)
-        except DeltaRejected:
-            self._metrics.snapshot_transfers.labels("received", "rejected").inc()
-            raise
-        self._metrics.snapshot_transfers.labels("received", "ok").inc()
-        log.info("bootstrapped %s from a snapshot (%d bytes)", publisher, len(data))
-
-
-async def _forever() -> None:
-    await asyncio.Event().wait()
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return f"{exc.code().name}: {exc.details()}"
-    return f"{type(exc).__name__}: {exc}"

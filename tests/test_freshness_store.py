@@ -158,9 +158,9 @@ def test_getupdates_carries_statements_within_half_its_limit_in_turns(
     from prometheus_client import CollectorRegistry
 
     from blacklist.signing import Keyring, SigningKey
-    from blacklist.sync.budget import MIN_MESSAGE_BYTES
+    from blacklist.sync.budget import MIN_MESSAGE_BYTES, TransferLimits
     from node.gen.blacklist.v1 import sync_pb2
-    from node.grpc.sync import SyncServicer, TransferLimits
+    from node.grpc.sync import SyncServicer
     from node.hub import FeedHub
     from node.metrics import NodeMetrics
 

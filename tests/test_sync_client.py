@@ -16,9 +16,9 @@ from blacklist.clock import ManualClock
 from blacklist.delta import FeedHead
 from blacklist.entry import Reason
 from blacklist.store import RevocationStore
+from blacklist.sync.budget import TransferLimits
 from blacklist.sync.ingest import Outcome
 from node.gen.blacklist.v1 import sync_pb2
-from node.grpc.sync import TransferLimits
 from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
 from node.sync_client import SyncClient

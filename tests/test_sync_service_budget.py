@@ -13,11 +13,12 @@ from prometheus_client import CollectorRegistry
 from blacklist.authority import Revocation, build_delta
 from blacklist.clock import ManualClock
 from blacklist.delta import FeedHead, sign_snapshot
+from blacklist.edge.child import head_messages
 from blacklist.entry import Reason
 from blacklist.store import RevocationStore
-from blacklist.sync.budget import MIN_MESSAGE_BYTES
+from blacklist.sync.budget import MIN_MESSAGE_BYTES, TransferLimits
 from node.gen.blacklist.v1 import sync_pb2
-from node.grpc.sync import SyncServicer, TransferLimits, head_messages
+from node.grpc.sync import SyncServicer
 from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
 from tests.conftest import Keys, card

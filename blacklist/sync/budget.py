@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # gRPC's default receive limit: what a peer that states no limit can take.
 GRPC_DEFAULT_LIMIT = 4 << 20
@@ -31,6 +32,29 @@ GRPC_DEFAULT_LIMIT = 4 << 20
 MIN_MESSAGE_BYTES = 64 << 10
 # The encoded size of one uint64 varint at most (a chunk checksum in the manifest).
 MAX_VARINT = 10
+
+
+@dataclass(frozen=True)
+class TransferLimits:
+    """A follower's sync size limits (node/config.py, blacklist/edge): the one message
+    limit, the chunk size of its snapshot transfers, and the largest snapshot it takes."""
+
+    max_message_bytes: int = 16 << 20
+    snapshot_chunk_bytes: int = 1 << 20
+    max_snapshot_bytes: int = 1 << 30
+
+    @classmethod
+    def of(cls, config: Any) -> TransferLimits:
+        return cls(config.max_message_bytes, config.snapshot_chunk_bytes, config.max_snapshot_bytes)
+
+
+def message_options(limit: int) -> list[tuple[str, int]]:
+    """gRPC channel/server options that hold it to one message limit both ways (the names
+    are gRPC's core channel arguments; plain tuples, so no gRPC import here)."""
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+    ]
 
 
 class TransferTooLarge(ValueError):

@@ -13,9 +13,9 @@ content end to end).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import xxhash
 
@@ -104,3 +104,28 @@ class SnapshotAssembly:
                 f"{self._who}: truncated transfer, {len(self._parts)} of {len(self._ranges)} chunks"
             )
         return b"".join(self._parts)
+
+
+async def assemble(parts: AsyncIterator[Any], *, max_total: int, max_chunk: int) -> bytes:
+    """One chunked snapshot from ``parts`` (protobuf SnapshotParts: a manifest, then
+    chunks), checked as it arrives: SnapshotTooLarge right after the manifest,
+    SnapshotCorrupt at the first bad part, the snapshot's bytes once complete. Shared by
+    every receiver: a node's PushSnapshot (up), a node's and an edge replica's GetSnapshot
+    (down)."""
+    assembly: SnapshotAssembly | None = None
+    async for part in parts:
+        if part.HasField("manifest"):
+            if assembly is not None:
+                raise SnapshotCorrupt("a second manifest in one snapshot transfer")
+            m = part.manifest
+            manifest = Manifest(
+                m.publisher, m.version, m.total_bytes, m.chunk_bytes, list(m.chunk_xxh64)
+            )
+            assembly = SnapshotAssembly(manifest, max_total=max_total, max_chunk=max_chunk)
+        elif assembly is None:
+            raise SnapshotCorrupt("a snapshot chunk before the manifest")
+        else:
+            assembly.add(part.chunk)
+    if assembly is None:
+        raise SnapshotCorrupt("a snapshot transfer without a manifest")
+    return assembly.finish()

@@ -11,7 +11,8 @@ from typing import Any
 
 import grpc
 
-from node.config import DEFAULT_MAX_MESSAGE_BYTES, message_options
+from blacklist.sync.budget import message_options
+from node.config import DEFAULT_MAX_MESSAGE_BYTES
 from node.local.state import STATE_FILE, read_state
 from node.tls import channel_credentials
 

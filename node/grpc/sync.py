@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from blacklist.delta import FeedHead
+from blacklist.edge.child import head_messages
 from blacklist.errors import shown
 from blacklist.rejections import DeltaRejected
 from blacklist.store import RevocationStore
 from blacklist.sync.budget import (
     MIN_MESSAGE_BYTES,
     FeedFill,
+    TransferLimits,
     chunk_payload_limit,
     chunk_size,
     effective_limit,
@@ -24,9 +25,9 @@ from blacklist.sync.budget import (
 )
 from blacklist.sync.chunks import (
     Manifest,
-    SnapshotAssembly,
     SnapshotCorrupt,
     SnapshotTooLarge,
+    assemble,
     split_snapshot,
 )
 from blacklist.sync.freshness import HeadStatement, statements_within
@@ -38,20 +39,6 @@ from node.hub import FeedHub, Source
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("node.sync")
-
-
-@dataclass(frozen=True)
-class TransferLimits:
-    """A node's sync size limits (node/config.py): the one message limit, the chunk size
-    of its snapshot transfers, and the largest snapshot it takes."""
-
-    max_message_bytes: int = 16 << 20
-    snapshot_chunk_bytes: int = 1 << 20
-    max_snapshot_bytes: int = 1 << 30
-
-    @classmethod
-    def of(cls, config: Any) -> TransferLimits:
-        return cls(config.max_message_bytes, config.snapshot_chunk_bytes, config.max_snapshot_bytes)
 
 
 # Head statements in one PushHeadStatements: one per publisher is all a child ever has to
@@ -75,16 +62,6 @@ def stated_limit(value: int, own: int, what: str) -> int:
     return effective_limit(value, own)
 
 
-def manifest_from(message: Any) -> Manifest:
-    return Manifest(
-        message.publisher,
-        message.version,
-        message.total_bytes,
-        message.chunk_bytes,
-        list(message.chunk_xxh64),
-    )
-
-
 def manifest_message(manifest: Manifest) -> sync_pb2.SnapshotManifest:
     return sync_pb2.SnapshotManifest(
         publisher=manifest.publisher,
@@ -93,13 +70,6 @@ def manifest_message(manifest: Manifest) -> sync_pb2.SnapshotManifest:
         chunk_bytes=manifest.chunk_bytes,
         chunk_xxh64=list(manifest.checksums),
     )
-
-
-def head_messages(heads: dict[str, FeedHead]) -> list[sync_pb2.Head]:
-    return [
-        sync_pb2.Head(publisher=p, version=h.version, digest=h.digest)
-        for p, h in sorted(heads.items())
-    ]
 
 
 class SyncServicer(sync_pb2_grpc.SyncServicer):
@@ -288,24 +258,12 @@ async def receive_snapshot(
     arrives: SnapshotTooLarge right after the manifest, SnapshotCorrupt at the first bad
     part (both counted), the snapshot's bytes once complete. Shared by PushSnapshot (up)
     and the sync client's GetSnapshot (down)."""
-    assembly: SnapshotAssembly | None = None
     try:
-        async for part in parts:
-            if part.HasField("manifest"):
-                if assembly is not None:
-                    raise SnapshotCorrupt("a second manifest in one snapshot transfer")
-                assembly = SnapshotAssembly(
-                    manifest_from(part.manifest),
-                    max_total=limits.max_snapshot_bytes,
-                    max_chunk=chunk_payload_limit(limits.max_message_bytes),
-                )
-            elif assembly is None:
-                raise SnapshotCorrupt("a snapshot chunk before the manifest")
-            else:
-                assembly.add(part.chunk)
-        if assembly is None:
-            raise SnapshotCorrupt("a snapshot transfer without a manifest")
-        return assembly.finish()
+        return await assemble(
+            parts,
+            max_total=limits.max_snapshot_bytes,
+            max_chunk=chunk_payload_limit(limits.max_message_bytes),
+        )
     except SnapshotTooLarge:
         # A limit, not tampering: not in blacklist_deltas_rejected_total (the tamper alarm).
         metrics.snapshot_transfers.labels(direction, "too_large").inc()

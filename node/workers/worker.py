@@ -37,7 +37,8 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from blacklist.clock import Clock, system_clock
 from blacklist.follower import FollowingChecker, StoreFollower
-from node.config import NodeConfig, message_options
+from blacklist.sync.budget import message_options
+from node.config import NodeConfig
 from node.grpc.services import SERVICES, add_card_status, card_status_edge
 from node.metrics import NodeMetrics
 from node.readiness import read_readiness, readiness_file, set_health
