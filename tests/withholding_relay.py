@@ -29,6 +29,8 @@ from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 
 
 class WithholdingRelay:
+    servicer: Any = None  # the Sync servicer class (set below; tests/tampering_relay.py's)
+
     def __init__(self, upstream: str, *, publisher: str) -> None:
         self.upstream = upstream
         self.publisher = publisher
@@ -58,7 +60,7 @@ class WithholdingRelay:
         self._channel = grpc.aio.insecure_channel(self.upstream)
         self.stub = sync_pb2_grpc.SyncStub(self._channel)  # type: ignore[no-untyped-call]
         self._server = grpc.aio.server()
-        sync_pb2_grpc.add_SyncServicer_to_server(_Servicer(self), self._server)  # type: ignore[no-untyped-call]
+        sync_pb2_grpc.add_SyncServicer_to_server(self.servicer(self), self._server)  # type: ignore[no-untyped-call]
         port = int(self._server.add_insecure_port("127.0.0.1:0"))
         await self._server.start()
         return port
@@ -137,3 +139,6 @@ class _Servicer(sync_pb2_grpc.SyncServicer):
     ) -> AsyncIterator[sync_pb2.SnapshotPart]:
         async for part in self._relay.stub.GetSnapshot(request):
             yield part
+
+
+WithholdingRelay.servicer = _Servicer

@@ -182,8 +182,11 @@ class ChildSync:
 
     async def pull_loop(self, stub: Any) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._gap.wait(), self._interval)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+            # lands as the gap is set, and this loop would then outlive its session.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._gap.wait()
             self._gap.clear()
             await self.pull(stub)
 
