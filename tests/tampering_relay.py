@@ -15,7 +15,7 @@ from typing import Any
 
 from blacklist.sync.chunks import assemble, split_snapshot
 from node.gen.blacklist.v1 import sync_pb2
-from node.sync_service import manifest_message
+from node.grpc.sync import manifest_message
 from tests.fake_upstream import flip_bit
 from tests.withholding_relay import WithholdingRelay, _Servicer
 
