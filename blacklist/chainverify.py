@@ -39,27 +39,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from blacklist.certs import Certificate, KeyRevocation, SubjectKey, decode_certificate
-from blacklist.errors import BlacklistError, CodecError
+from blacklist.errors import CodecError
+from blacklist.errors import TrustError as TrustError
+from blacklist.publishers import PrefixConflict as PrefixConflict
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import TrustedKey, key_id_of, suite
 
 # The scope a TrustedKey carries for the anchor: "" matches every region, and as the
 # shortest prefix it loses to every province and city in PublisherDirectory's lookup.
 NATIONAL_PREFIX = ""
-
-
-class TrustError(BlacklistError):
-    """A certificate chain does not make a key trusted. ``cause`` is a stable metrics label;
-    ``certificate`` is the failing certificate, when there is one."""
-
-    cause: ClassVar[str] = "untrusted"
-
-    def __init__(self, message: str, certificate: Certificate | None = None) -> None:
-        super().__init__(message)
-        self.certificate = certificate
 
 
 class MalformedCertificate(TrustError):
@@ -104,13 +95,6 @@ class ConflictingCertificates(TrustError):
     """Valid chains certify one key for different publishers (so it is trusted for none)."""
 
     cause = "conflicting_certificates"
-
-
-class PrefixConflict(TrustError):
-    """Two publishers' keys claim one region prefix. Which claim wins is
-    :class:`blacklist.publishers.PublisherDirectory`'s rule; this names the one dropped."""
-
-    cause = "prefix_conflict"
 
 
 ALL_TRUST_CAUSES: tuple[str, ...] = tuple(

@@ -8,7 +8,7 @@ came from.
 An entry that lapses (a temporary loss, issue #17) answers REVOKED, with its end time, while
 the checker's clock is before the end time and as absent from that second on, whether or not
 the sweep has removed it yet: the LMDB read that confirms a hit skips lapsed entries
-(:meth:`RevocationStore.find_live`). The index keeps a lapsed entry's fingerprint until the
+(:meth:`StoreReader.find_live`). The index keeps a lapsed entry's fingerprint until the
 sweep's commit, so the rule "no false negative" is untouched; a stale one costs a read.
 
 Results for the common case (card fine, issuer known) are built once per publisher and
@@ -23,19 +23,31 @@ Two rules hold by construction (issue #11 items 9 and 10):
   status at the gRPC edge, never an answer), and a batch result refuses to exist while any
   id is still unconfirmed.
 * **One snapshot per answer.** The feed version and age an answer reports come from the
-  same LMDB read transaction as the entries that confirmed it; a batch opens that
+  same LMDB read transaction as the entries that confirmed it; a batch takes that
   transaction before it probes the index (fingerprints of a write enter the index before
   its commit, so the index then covers everything the snapshot holds) and runs again if the
   store's in-memory state moved during the call (the writer removes fingerprints only after
   a commit, and bumps ``epoch`` first).
+
+**A hit costs a point read.** The transaction is the thread's long-lived one
+(:meth:`StoreReader.current_txn`, renewed when ``epoch`` moves), and the entry is first read
+with one ``get`` of the key of the publisher that answers for the card's region
+(:meth:`StoreReader.find_answering`); feed heads read from one snapshot are kept for as
+long as the thread reads that snapshot. Those caches are per thread, like the transaction,
+so two threads on two snapshots never mix their answers.
+
+This module is the check path's whole import: the index, the card-id parser, the publisher
+directory and LMDB reads (storereader.py), nothing that writes, decodes deltas or verifies
+signatures (tests/test_check_wing.py enforces it).
 """
 
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 import numpy as np
@@ -49,8 +61,11 @@ from blacklist.packed import PackedResult, PackedScan, explain_row, scan_packed
 from blacklist.probe import card_key, probe, scan
 from blacklist.psam import canonical_psam, psam_key
 from blacklist.publishers import PublisherDirectory
-from blacklist.signing import TrustedKey
-from blacklist.store import FeedState, RevocationStore, decode_entry
+from blacklist.records import FeedState, _pub3, decode_entry
+from blacklist.storereader import StoreReader
+
+if TYPE_CHECKING:
+    from blacklist.signing import TrustedKey
 
 # A batch id whose fingerprint hit is not yet confirmed by LMDB (not a CheckStatus: it must
 # never reach an answer; BatchResult refuses it).
@@ -164,10 +179,29 @@ class BatchResult:
 Scanner = Callable[[int, Any], tuple[NDArray[np.uint8], NDArray[np.uint32], list[int]]]
 
 
+class _Snapshot:
+    """What one thread has read from one LMDB snapshot: the feed heads and the not-revoked
+    answers built from them, reused for every read of that same snapshot."""
+
+    __slots__ = ("answers", "feeds", "id", "resets", "slots", "txn")
+
+    def __init__(self, txn: Any, resets: int) -> None:
+        self.txn = txn
+        self.id = txn.id()
+        self.resets = resets
+        self.feeds: dict[str, FeedState | None] = {}
+        self.answers: dict[str | None, CheckResult] = {}
+        self.slots: tuple[list[CheckResult], NDArray[np.uint8]] | None = None
+
+
+class _PerThread(threading.local):
+    snapshot: _Snapshot | None = None
+
+
 class Checker:
     def __init__(
         self,
-        store: RevocationStore,
+        store: StoreReader,
         keys: Mapping[bytes, TrustedKey],
         *,
         clock: Clock = system_clock,
@@ -175,6 +209,9 @@ class Checker:
         self._store = store
         self._clock = clock
         self._directory = PublisherDirectory.from_keys(keys)
+        self._codes: dict[str, bytes] = {}  # publisher → its u24 code, the key suffix
+        self._resets = 0
+        self._local = _PerThread()
         self._clear_region_slots()
         self._reset()
 
@@ -197,7 +234,7 @@ class Checker:
         self._width = index.width
         self._shift = 64 - index.width
         self._views: dict[bytes, CheckResult] = {}
-        self._txn_id = -1  # no snapshot's answers cached (see _in_txn)
+        self._resets += 1  # every thread's snapshot caches are stale (see _in_txn)
         self._by_publisher: dict[str | None, CheckResult] = {}
         self._epoch = self._store.epoch
 
@@ -226,57 +263,75 @@ class Checker:
         self._views[region] = answer
         return answer
 
+    def _code(self, publisher: str) -> bytes:
+        code = self._codes.get(publisher)
+        if code is None:
+            code = self._codes[publisher] = _pub3(publisher)
+        return code
+
     # ------------------------------------------------------------------ one snapshot
-    def _in_txn(self, txn: Any) -> None:
+    def _in_txn(self, txn: Any) -> _Snapshot:
         """Start answering from read transaction ``txn``. LMDB names a read transaction's
         snapshot by the write transaction it sees (``mdb_txn_id``), so the feed heads and
-        answers read from one snapshot are reused for every later read of the same one."""
-        snapshot = txn.id()
-        if snapshot != self._txn_id:
-            self._txn_id = snapshot
-            self._txn_feeds: dict[str, FeedState | None] = {}
-            self._txn_answers: dict[str | None, CheckResult] = {}
-            self._txn_slots: tuple[list[CheckResult], NDArray[np.uint8]] | None = None
+        answers read from one snapshot are reused for every later read of the same one, by
+        this thread (another thread may be on another snapshot)."""
+        snap = self._local.snapshot
+        if snap is not None and snap.txn is txn and snap.resets == self._resets:
+            return snap
+        if snap is None or snap.resets != self._resets or snap.id != txn.id():
+            snap = self._local.snapshot = _Snapshot(txn, self._resets)
+        snap.txn = txn
+        return snap
 
-    def _feed_in(self, txn: Any, publisher: str) -> FeedState | None:
+    def _feed_in(self, snap: _Snapshot, publisher: str) -> FeedState | None:
         try:
-            return self._txn_feeds[publisher]
+            return snap.feeds[publisher]
         except KeyError:
-            feed = self._txn_feeds[publisher] = self._store.feed_in(txn, publisher)
+            feed = snap.feeds[publisher] = self._store.feed_in(snap.txn, publisher)
             return feed
 
-    def _answer_in(self, txn: Any, publisher: str | None) -> CheckResult:
-        """The not-revoked answer for ``publisher``'s cards as of ``txn`` (after _in_txn)."""
-        cached = self._txn_answers.get(publisher)
+    def _answer_in(self, snap: _Snapshot, publisher: str | None) -> CheckResult:
+        """The not-revoked answer for ``publisher``'s cards as of ``snap``."""
+        cached = snap.answers.get(publisher)
         if cached is not None:
             return cached
-        feed = self._feed_in(txn, publisher) if publisher is not None else None
+        feed = self._feed_in(snap, publisher) if publisher is not None else None
         if publisher is None:
             answer = CheckResult(CheckStatus.UNKNOWN_ISSUER, None, 0, None, None, self._clock)
         elif feed is None:
             answer = CheckResult(CheckStatus.NO_DATA, publisher, 0, None, None, self._clock)
         else:
             answer = self._fresh(CheckStatus.NOT_REVOKED, feed, None)
-        self._txn_answers[publisher] = answer
+        snap.answers[publisher] = answer
         return answer
 
-    def _slot_answers_in(self, txn: Any) -> tuple[list[CheckResult], NDArray[np.uint8]]:
-        """Every publisher slot's answer as of ``txn``, and their statuses (check_many)."""
-        slots = self._txn_slots
+    def _slot_answers_in(self, snap: _Snapshot) -> tuple[list[CheckResult], NDArray[np.uint8]]:
+        """Every publisher slot's answer as of ``snap``, and their statuses (check_many)."""
+        slots = snap.slots
         if slots is None or len(slots[0]) != len(self._slot_publishers):
-            answers = [self._answer_in(txn, p) for p in self._slot_publishers]
-            slots = self._txn_slots = (answers, np.array([a.status for a in answers], np.uint8))
+            answers = [self._answer_in(snap, p) for p in self._slot_publishers]
+            slots = snap.slots = (answers, np.array([a.status for a in answers], np.uint8))
         return slots
 
-    def _revoked_in(self, txn: Any, entry: Entry) -> CheckResult:
-        feed = self._feed_in(txn, entry.publisher)
+    def _revoked_in(self, snap: _Snapshot, entry: Entry) -> CheckResult:
+        feed = self._feed_in(snap, entry.publisher)
         if feed is None:  # entries exist only under a feed; be safe rather than crash
             return CheckResult(CheckStatus.REVOKED, entry.publisher, 0, None, entry, self._clock)
         return self._fresh(CheckStatus.REVOKED, feed, entry)
 
-    def _prepare(self, txn: Any) -> None:
-        """Before a batch answers from ``txn``: a follower catches its index up to exactly
-        that snapshot (blacklist/follower.py); the writer's own index needs nothing."""
+    def _find(
+        self, txn: Any, key: bytes, publisher: str | None, now: float
+    ) -> tuple[bytes, bytes] | None:
+        """A card's live entry: a point get of the answering publisher's key first (with no
+        publisher for the region, any publisher's entry counts)."""
+        code = self._code(publisher) if publisher is not None else None
+        return self._store.find_answering(key, code, txn, now)
+
+    def _batch_txn(self) -> Any:
+        """The read transaction a batch answers from, taken before it probes the index: the
+        thread's long-lived one. A follower renews it and catches its index up to exactly
+        that snapshot first (blacklist/follower.py); the writer's own index needs nothing."""
+        return self._store.current_txn()
 
     def psam_denial(self, psam_id: str) -> Entry | None:
         """The deny entry of a PSAM, or None if it may be used (DESIGN §6: a terminal
@@ -306,15 +361,15 @@ class Checker:
         return self.check(card_id, tries - 1)
 
     def _confirm(self, canon: bytes, publisher: str | None) -> CheckResult:
-        """A fingerprint hit, settled by LMDB in one read transaction that also gives the
-        feed version reported."""
+        """A fingerprint hit, settled by LMDB in the thread's read transaction, which also
+        gives the feed version reported."""
         try:
-            with self._store.read_txn() as txn:
-                self._in_txn(txn)
-                found = self._store.find_live(card_key(canon), txn, self._clock())
-                if found is not None:
-                    return self._revoked_in(txn, decode_entry(*found, canon.decode("ascii")))
-                return self._answer_in(txn, publisher)  # refuted: a false positive
+            txn = self._store.current_txn()
+            snap = self._in_txn(txn)
+            found = self._find(txn, card_key(canon), publisher, self._clock())
+            if found is not None:
+                return self._revoked_in(snap, decode_entry(*found, canon.decode("ascii")))
+            return self._answer_in(snap, publisher)  # refuted: a false positive
         except lmdb.Error as exc:
             raise CheckUnavailable(f"confirming a fingerprint hit in LMDB failed: {exc}") from exc
 
@@ -343,12 +398,11 @@ class Checker:
     def _batch(self, scanner: Scanner) -> BatchResult:
         for _ in range(MAX_TRIES):
             try:
-                with self._store.read_txn() as txn:
-                    self._prepare(txn)
-                    if self._epoch != self._store.epoch:
-                        self._reset()
-                    epoch = self._epoch
-                    result = self._check_many_in(txn, scanner)
+                txn = self._batch_txn()
+                if self._epoch != self._store.epoch:
+                    self._reset()
+                epoch = self._epoch
+                result = self._check_many_in(txn, scanner)
             except lmdb.Error as exc:
                 raise CheckUnavailable(
                     f"reading a batch's entries from LMDB failed: {exc}"
@@ -358,10 +412,10 @@ class Checker:
         raise CheckUnavailable(f"the store changed under {MAX_TRIES} tries to check a batch")
 
     def _check_many_in(self, txn: Any, scanner: Scanner) -> BatchResult:
-        self._in_txn(txn)
+        snap = self._in_txn(txn)
         matrix, regions, hits = scanner(self._width, self._bitmap)
         feed_of = self._slots(regions)
-        feeds, slot_status = self._slot_answers_in(txn)
+        feeds, slot_status = self._slot_answers_in(snap)
         statuses = slot_status[feed_of]
         revoked: dict[int, CheckResult] = {}
         if hits:
@@ -369,13 +423,13 @@ class Checker:
             base = statuses[hits]
             statuses[hits] = UNCONFIRMED
             keys = keys_from_matrix(matrix[hits]).tobytes()
-            find = self._store.find_live
             now = self._clock()
             for n, i in enumerate(hits):
-                found = find(keys[18 * n : 18 * n + 18], txn, now)
+                publisher = feeds[int(feed_of[i])].publisher
+                found = self._find(txn, keys[18 * n : 18 * n + 18], publisher, now)
                 if found is not None:
                     text = matrix[i].tobytes().decode("ascii")
-                    revoked[i] = self._revoked_in(txn, decode_entry(*found, text))
+                    revoked[i] = self._revoked_in(snap, decode_entry(*found, text))
                     statuses[i] = CheckStatus.REVOKED
                 else:  # LMDB refutes the fingerprint: the feed's own answer
                     statuses[i] = base[n]

@@ -69,12 +69,14 @@ from blacklist.entryblock import (
     write_entries,
 )
 from blacklist.expiry import has_end_times, write_expiry
+from blacklist.feedhead import DIGEST_LENGTH as DIGEST_LENGTH
+from blacklist.feedhead import ZERO_DIGEST as ZERO_DIGEST
+from blacklist.feedhead import FeedHead as FeedHead
+from blacklist.feedhead import publisher_code as publisher_code
 from blacklist.signing import KEY_ID_LENGTH, SigningKey, digest_of
 from blacklist.wire import Writer
 
 MAGIC = b"CRL1"
-DIGEST_LENGTH = 32
-ZERO_DIGEST = bytes(DIGEST_LENGTH)
 MAX_SIGNATURE = 1024
 MAX_TRUST_RECORD = 4096
 MAX_TRUST_RECORDS = 10_000
@@ -86,26 +88,6 @@ SECTION_EXPIRY = 4
 class Kind(enum.IntEnum):
     DELTA = 1
     SNAPSHOT = 2
-
-
-def publisher_code(publisher: str) -> int:
-    if len(publisher) != 6 or not publisher.isdigit() or not publisher.isascii():
-        raise ValueError(f"publisher {publisher!r} is not a 6-digit code")
-    return int(publisher)
-
-
-@dataclass(frozen=True, slots=True)
-class FeedHead:
-    """Where one publisher's feed stands: its latest version and that delta's digest."""
-
-    publisher: str
-    version: int
-    digest: bytes
-
-    @classmethod
-    def genesis(cls, publisher: str) -> FeedHead:
-        """The head of a feed that has no deltas yet."""
-        return cls(publisher, 0, ZERO_DIGEST)
 
 
 @dataclass(frozen=True)

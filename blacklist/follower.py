@@ -35,7 +35,6 @@ earlier.
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,21 +50,21 @@ from blacklist.cardbatch import keys_from_columns
 from blacklist.cardid import KEY_LENGTH
 from blacklist.checker import MAX_TRIES, Checker, CheckResult
 from blacklist.clock import Clock, system_clock
-from blacklist.delta import FeedHead
+from blacklist.columns import CardColumns
 from blacklist.deltadecode import decode_delta
 from blacklist.entry import Entry
-from blacklist.entryblock import CardColumns
 from blacklist.errors import CheckUnavailable, StoreError
+from blacklist.feedhead import FeedHead
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex
 from blacklist.probe import key_fingerprints
 from blacklist.psamlist import PsamList
 from blacklist.records import FeedState, _pub3
 from blacklist.signing import TrustedKey
-from blacklist.store import DEFAULT_MAP_SIZE, INDEX_FILE, SCHEMA_VERSION, RevocationStore
+from blacklist.storeindex import build_index, saved_index
+from blacklist.storereader import StoreReader
+from blacklist.storeschema import DEFAULT_MAP_SIZE, U64, check_schema, open_env
 from blacklist.trustrecords import TrustRecords
 
-_U64 = struct.Struct(">Q")
-_CHUNK = 1 << 20
 DEFAULT_STALE_FRACTION = 0.25  # rebuild once stale fingerprints reach 25% of the entries
 DEFAULT_STALE_FLOOR = 4096  # ... but never for fewer than this many
 
@@ -87,8 +86,9 @@ class _Built:
         self.generation = generation
 
 
-class StoreFollower(RevocationStore):
-    """A :class:`RevocationStore` that only reads, kept current by :meth:`refresh`.
+class StoreFollower(StoreReader):
+    """A read-only :class:`~blacklist.storereader.StoreReader` kept current by
+    :meth:`refresh`.
 
     ``env``: an environment already open in this process (py-lmdb allows one handle per
     path and process; tests follow a writer in the same process this way). Otherwise the
@@ -108,30 +108,11 @@ class StoreFollower(RevocationStore):
         background: bool = True,
         fingerprint_width: int | None = None,
     ) -> None:
-        # Deliberately not RevocationStore.__init__: that one takes a write transaction.
-        self.path = Path(path)
-        self._clock = clock
-        self._fixed_width = fingerprint_width  # tests: narrow, so that cards collide
-        self._retain = 0
-        self._progress = None
         self._own_env = env is None
         if env is None:
-            env = lmdb.open(
-                str(self.path),
-                map_size=map_size,
-                max_dbs=16,
-                readonly=True,
-                lock=True,
-                create=False,
-                readahead=False,
-                max_readers=512,
-            )
-        self.env = env
-        self._entries = env.open_db(b"entries")
-        self._feeds_db = env.open_db(b"feeds")
-        self._regions_db = env.open_db(b"regions")
+            env = open_env(path, map_size, readonly=True)
+        super().__init__(Path(path), env, clock, fingerprint_width)
         self._deltas_db = env.open_db(b"deltas")
-        self._meta = env.open_db(b"meta")
         self.audit = AuditLog(env)
         self.psams = PsamList(env)
         self.trust = TrustRecords(env)
@@ -143,62 +124,31 @@ class StoreFollower(RevocationStore):
         self._stale = 0
         self._rebuilding: threading.Thread | None = None
         self._rebuilt: _Built | None = None
-        self.epoch = 0
-        self.generation = -1
-        self.feeds: dict[str, FeedState] = {}
-        self._feed_regions: dict[str, set[int]] = {}
         self._covered: dict[str, FeedHead] = {}
         with self.env.begin() as txn:
-            self._check_schema_readonly(txn)
-            generation = self._generation(txn)
+            check_schema(self.path, txn, self._meta)
+            generation = self.generation_in(txn)
             self._install(self._open_built(txn, generation))
             self._catch_up(txn, generation)
 
     @property
-    def archive(self) -> Archive:  # type: ignore[override]
+    def archive(self) -> Archive:
         raise ReadOnlyStore("a follower serves checks; the writer process serves history")
 
     # ------------------------------------------------------------------ opening
-    def _check_schema_readonly(self, txn: Any) -> None:
-        raw = txn.get(b"schema", db=self._meta)
-        if raw is None or struct.unpack(">I", raw)[0] != SCHEMA_VERSION:
-            found = "none" if raw is None else struct.unpack(">I", raw)[0]
-            raise StoreError(
-                f"{self.path}: store schema {found}, this code reads schema {SCHEMA_VERSION}"
-            )
-
-    def _generation(self, txn: Any) -> int:
-        raw = txn.get(b"generation", db=self._meta)
-        if raw is None:
-            raise StoreError(f"{self.path}: store metadata has no generation record")
-        return int(_U64.unpack(raw)[0])
-
     def _open_built(self, txn: Any, generation: int) -> _Built:
         """The index the writer saved, if it is of exactly this state; else built now."""
         entries = int(txn.stat(self._entries)["entries"])
-        saved = self.path / INDEX_FILE
-        if saved.exists():
-            try:
-                index, at = FingerprintIndex.from_bytes(saved.read_bytes())
-            except StoreError:
-                at = -1
-            wanted = self._wanted_width(entries)
-            if at == generation and index.width == wanted and len(index) == entries:
-                return _Built(index, _read_heads(txn, self._feeds_db), generation)
+        index = saved_index(self.path, generation, self._wanted_width(entries), entries)
+        if index is not None:
+            return _Built(index, _read_heads(txn, self._feeds_db), generation)
         return self._build(txn)
 
     def _build(self, txn: Any) -> _Built:
         """Every fingerprint from the stored keys of ``txn``'s snapshot (vectorised)."""
-        entries = int(txn.stat(self._entries)["entries"])
-        index = FingerprintIndex(self._wanted_width(entries))
-        keys = txn.cursor(db=self._entries).iternext(values=False)
-        while True:
-            chunk = [k[:KEY_LENGTH] for _, k in zip(range(_CHUNK), keys, strict=False)]
-            if not chunk:
-                break
-            rows = np.frombuffer(b"".join(chunk), dtype=np.uint8).reshape(-1, KEY_LENGTH)
-            index.add_many(key_fingerprints(rows, index.width))
-        return _Built(index, _read_heads(txn, self._feeds_db), self._generation(txn))
+        width = self._wanted_width(int(txn.stat(self._entries)["entries"]))
+        index = build_index(txn, self._entries, width)
+        return _Built(index, _read_heads(txn, self._feeds_db), self.generation_in(txn))
 
     def _install(self, built: _Built) -> None:
         self.index = built.index
@@ -225,7 +175,7 @@ class StoreFollower(RevocationStore):
         return self._refresh_in(txn, rebuilt is not None)
 
     def _refresh_in(self, txn: Any, rebuilt: bool) -> bool:
-        generation = self._generation(txn)
+        generation = self.generation_in(txn)
         if generation == self.generation and not rebuilt:
             return False
         self._catch_up(txn, generation)
@@ -289,7 +239,7 @@ class StoreFollower(RevocationStore):
         if covered is not None and covered.version < state.version:
             digest, parts, removed = covered.digest, [], 0
             for version in range(covered.version + 1, state.version + 1):
-                raw = txn.get(pub + _U64.pack(version), db=self._deltas_db)
+                raw = txn.get(pub + U64.pack(version), db=self._deltas_db)
                 if raw is None:
                     break
                 delta = decode_delta(bytes(raw))
@@ -357,7 +307,7 @@ class StoreFollower(RevocationStore):
         with self.env.begin() as txn:
             built = self._build(txn)
             self._install(built)
-            self._catch_up(txn, self._generation(txn))
+            self._catch_up(txn, self.generation_in(txn))
         return self.index
 
     def close(self, save_index: bool = False) -> None:
@@ -395,18 +345,25 @@ class FollowingChecker(Checker):
         self._keys_for = keys_for
         self._trust_version = follower.trust_version
 
-    def _follow(self, txn: Any = None) -> None:
+    def _follow(self) -> Any:
+        """Renew this thread's read transaction to the newest snapshot and catch the index
+        up to exactly it (another process writes, so only a new snapshot shows its
+        commits); the thread's reads then use that transaction until the next call."""
+        follower = self.follower
         try:
-            moved = self.follower.refresh(txn)
+            txn = follower.renew_txn()
+            moved = follower.refresh(txn)
         except lmdb.Error as exc:  # fail closed: no answer from a state not caught up with
             raise CheckUnavailable(f"catching up with the store failed: {exc}") from exc
-        if moved and self.follower.trust_version != self._trust_version:
-            self._trust_version = self.follower.trust_version
+        follower.adopt_txn()
+        if moved and follower.trust_version != self._trust_version:
+            self._trust_version = follower.trust_version
             if self._keys_for is not None:
-                self.set_keys(self._keys_for(self.follower.trust.records()))
+                self.set_keys(self._keys_for(follower.trust.records()))
+        return txn
 
-    def _prepare(self, txn: Any) -> None:
-        self._follow(txn)  # the index covers exactly the batch's snapshot
+    def _batch_txn(self) -> Any:
+        return self._follow()  # the index covers exactly the batch's snapshot
 
     def psam_denial(self, psam_id: str) -> Entry | None:
         self._follow()

@@ -24,7 +24,7 @@ import re
 
 import numpy as np
 
-from blacklist.entryblock import CardColumns
+from blacklist.columns import CardColumns
 from blacklist.errors import BlacklistError, shown
 from blacklist.regions import PROVINCE_PREFIXES
 

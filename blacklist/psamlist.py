@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from blacklist.columns import CardColumns, EntryColumns
 from blacklist.entry import Entry, Reason
-from blacklist.entryblock import CardColumns, EntryColumns
 from blacklist.psam import PSAM_KEY_LENGTH, column_key, psam_text
 from blacklist.records import _ENTRY, _pub3
 

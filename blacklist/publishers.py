@@ -15,16 +15,73 @@ directory keeps one per prefix, by this rule (first difference wins):
 3. the lower publisher code (uncertified, configured keys carry no certificate: this is
    their whole rule).
 
-Every claim that loses is reported as a :class:`~blacklist.trust.PrefixConflict`
+Every claim that loses is reported as a :class:`PrefixConflict`
 (:attr:`PublisherDirectory.dropped`), which the node logs and counts.
+
+The check path builds a directory, so this module imports nothing of the certificate chain
+rules or of signing (tests/test_check_wing.py): certified keys bring their claims with them
+(:meth:`blacklist.trust.CertifiedKeys.claims`, found through :class:`ClaimingKeys`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from blacklist.signing import TrustedKey
-from blacklist.trust import PrefixClaim, PrefixConflict, claims_of
+from blacklist.errors import TrustError
+
+if TYPE_CHECKING:
+    from blacklist.signing import TrustedKey
+
+
+class PrefixConflict(TrustError):
+    """Two publishers' keys claim one region prefix. Which claim wins is
+    :class:`PublisherDirectory`'s rule; this names the one dropped."""
+
+    cause = "prefix_conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixClaim:
+    """One valid certificate chain's word that ``publisher`` answers for ``prefix``: what a
+    publisher directory resolves when two publishers claim one prefix. ``depth`` is the
+    chain's length (0: the anchor itself, 1: certified by the root); ``issuer_publisher`` /
+    ``issuer_key_id`` name the leaf certificate's certifier (None: not certified, e.g. a
+    configured bare key); ``not_before`` and ``serial`` are the leaf certificate's."""
+
+    prefix: str
+    publisher: str
+    key_id: bytes
+    depth: int = 0
+    issuer_publisher: str | None = None
+    issuer_key_id: bytes | None = None
+    not_before: int = 0
+    serial: int = 0
+
+    @property
+    def label(self) -> str:
+        via = "" if self.issuer_publisher is None else f", certified by {self.issuer_publisher}"
+        return (
+            f"publisher {self.publisher}'s claim to {self.prefix!r} (key {self.key_id.hex()}{via})"
+        )
+
+
+@runtime_checkable
+class ClaimingKeys(Protocol):
+    """Keys that know the certificate chains behind them (blacklist.trust.CertifiedKeys)."""
+
+    def claims(self, *, pending: bool = False) -> tuple[PrefixClaim, ...]: ...
+
+
+def claims_of(
+    keys: Mapping[bytes, TrustedKey], *, pending: bool = False
+) -> tuple[PrefixClaim, ...]:
+    """Every prefix claim of ``keys``: :meth:`CertifiedKeys.claims` with the certificates
+    behind them; for plain keys, uncertified claims."""
+    if isinstance(keys, ClaimingKeys):
+        return keys.claims(pending=pending)
+    return tuple(PrefixClaim(p, k.publisher, k.key_id) for k in keys.values() for p in k.prefixes)
 
 
 def _rank(claim: PrefixClaim) -> tuple[int, int, int, int]:

@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from blacklist.cardid import KEY_LENGTH, key_to_text
-from blacklist.delta import FeedHead, publisher_code
 from blacklist.entry import Entry, Reason
+from blacklist.feedhead import FeedHead, publisher_code
 
 _ENTRY = struct.Struct(">BqQ")
 _ENTRY_ENDS = struct.Struct(">BqQq")

@@ -1,65 +1,40 @@
-"""The durable truth of a node: LMDB, plus the fingerprint index kept in step with it.
-
-LMDB layout (one environment, named databases, all integers big-endian)::
-
-    entries   key   card key (18, see cardid.py) + publisher code (u24)        21 bytes
-              value reason u8, effective time i64, version u64                   17 bytes
-                    then, for an entry that lapses, its end time i64               25 bytes
-    lapses    the entries that have an end time, by end time (lapses.py)
-    reason_counts   entries per publisher and reason (reasoncounts.py)
-    feeds     key   publisher code (u24)
-              value see _FEED below
-    regions   key   publisher code (u24) + region code (u24), value empty
-              (which regions a publisher has entries in, so a snapshot can replace
-              that publisher's entries by scanning only those key ranges)
-    deltas, snapshots   retained signed deltas and the latest snapshot per feed (archive.py)
-    audit     who revoked or reinstated which card, when (audit.py)
-    audit_card, audit_psam   the audit log indexed by card / PSAM (audit.py)
-    psams     the PSAM deny list, every publisher's (psamlist.py)
-    trust     certificates and key revocations that came with feeds (trustrecords.py)
-    statements  the newest verified head statement per publisher (headstatements.py)
-    meta      b"schema" → u32, b"generation" → u64 (bumped by every write transaction)
-
-A card key is followed by the publisher so that two publishers with overlapping scopes can
-each hold an entry for the same card; a lookup reads the key range of the card.
+"""The durable truth of a node: the writer of the LMDB store, and the fingerprint index
+kept in step with it. The layout is storeschema.py's; reads are storereader.py's (this class
+is a reader too); creating and migrating the schema is storemigrate.py's; saving and
+reopening the index is storeindex.py's.
 
 Each delta is applied in one write transaction: entries, PSAM denials, trust records, feed
-head, retained delta and generation together (py-lmdb docs: all or nothing; a killed process leaves the last
-committed state). Fingerprints of new entries enter the index *before* the commit and those
-of removed entries leave it *after*, so a concurrent check can see a false positive (which
-LMDB then refutes) but never a false negative.
+head, retained delta and generation together (py-lmdb docs: all or nothing; a killed process
+leaves the last committed state). Fingerprints of new entries enter the index *before* the
+commit and those of removed entries leave it *after*, and ``epoch`` moves between the two,
+so a concurrent check can see a false positive (which LMDB then refutes) but never a false
+negative.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import struct
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import lmdb
 import numpy as np
 from numpy.typing import NDArray
 
 from blacklist.archive import Archive
 from blacklist.audit import AuditLog
 from blacklist.cardbatch import keys_from_columns
-from blacklist.cardid import KEY_LENGTH, region_key_range
+from blacklist.cardid import KEY_LENGTH
 from blacklist.clock import Clock, system_clock
+from blacklist.columns import CardColumns, EntryColumns
 from blacklist.delta import Delta, FeedHead, Snapshot
-from blacklist.deltadecode import open_envelope
-from blacklist.entry import Entry
-from blacklist.entryblock import CardColumns, EntryColumns
-from blacklist.errors import StoreError
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, width_for
-from blacklist.headstatements import HeadStatements, StatementResult
+from blacklist.headstatements import HeadStatements
 from blacklist.lapses import Lapses
 from blacklist.probe import key_fingerprints
 from blacklist.psamlist import PsamList
-from blacklist.reasoncounts import BUILT, ReasonCounts, tally
+from blacklist.reasoncounts import ReasonCounts, tally
 from blacklist.records import (
     ApplyResult,
     FeedState,
@@ -67,47 +42,37 @@ from blacklist.records import (
     _pub3,
     _rows,
     decode_entry,
-    lapsed_value,
     pack_values,
-    unpack_values,
 )
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
+from blacklist.storefeeds import FeedKeeping
+from blacklist.storeindex import INDEX_FILE, build_index, save_index, saved_index
+from blacklist.storemigrate import count_reasons, prepare_schema
+from blacklist.storereader import StoreReader
+from blacklist.storeschema import (
+    DEFAULT_MAP_SIZE,
+    GENERATION_KEY,
+    MIGRATES_FROM,
+    SCHEMA_VERSION,
+    U64,
+    Progress,
+    open_env,
+    read_generation,
+)
 from blacklist.sweep import Sweeping
 from blacklist.sync.accept import (
     AcceptPolicy,
-    FeedPosition,
-    accept_current_snapshot,
     accept_delta,
     accept_signed,
     accept_snapshot,
 )
-from blacklist.sync.freshness import (
-    FeedFreshness,
-    HeadStatement,
-    StatementRejected,
-    accept_statement,
-    fresh_after_apply,
-)
-from blacklist.sync.plan import FeedHistory
 from blacklist.trustrecords import TrustRecords
 
-# 2: deltas carry PSAM and trust sections (delta.py); 3: the audit log's card and PSAM
-# indexes (audit.py); 4: entries may carry an end time (records.py) and the lapses index
-# (lapses.py). Schema 2 and 3 stores are migrated at open; older ones are refused.
-SCHEMA_VERSION = 4
-MIGRATES_FROM = (2, 3)
-DEFAULT_MAP_SIZE = 1 << 36  # 64 GiB of address space; the file grows only as used
 DEFAULT_RETAIN_DELTAS = 1000
-INDEX_FILE = "index.fpx"
-
-_U64 = struct.Struct(">Q")
-_REBUILD_CHUNK = 1 << 20
-
-Progress = Callable[[int, int], None]  # (done, total) while rebuilding the index
 
 
-class RevocationStore(Sweeping):
+class RevocationStore(StoreReader, Sweeping, FeedKeeping):
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -122,81 +87,29 @@ class RevocationStore(Sweeping):
     ) -> None:
         if retain_deltas < 0:
             raise ValueError(f"retain_deltas must be >= 0, got {retain_deltas}")
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._clock = clock
-        self._fixed_width = fingerprint_width
+        where = Path(path)
+        where.mkdir(parents=True, exist_ok=True)
+        super().__init__(where, open_env(where, map_size, readonly=False), clock, fingerprint_width)
         self._retain = retain_deltas
         self._progress = progress
         # The node's bounds on signers' claims (skew, version ceiling, decode limits); the
         # clock fills in ``now`` at every write.
         self._acceptance = acceptance or AcceptPolicy()
-        self.env = lmdb.open(
-            str(self.path), map_size=map_size, max_dbs=24, readahead=False, max_readers=512
-        )
-        self._entries = self.env.open_db(b"entries")
-        self._feeds_db = self.env.open_db(b"feeds")
-        self._regions_db = self.env.open_db(b"regions")
         self.archive = Archive(self.env, retain_deltas)
-        self._meta = self.env.open_db(b"meta")
         self.audit = AuditLog(self.env)
         self.psams = PsamList(self.env)
         self.trust = TrustRecords(self.env)
         self.statements = HeadStatements(self.env)
         self.lapses = Lapses(self.env)
         self.reason_counts = ReasonCounts(self.env)
-        self._check_schema(migrate_progress)
-        self._count_reasons()
-        self.generation = 0
-        # In-memory change counter (applies, touches, index rebuilds): readers such as the
-        # checker drop their caches when it moves.
-        self.epoch = 0
-        self.feeds: dict[str, FeedState] = {}
-        self._feed_regions: dict[str, set[int]] = {}
+        prepare_schema(self.path, self.env, self._meta, self.audit, migrate_progress)
+        count_reasons(self.env, self._entries, self._meta, self.reason_counts)
         self._load_state()
         self.index = self._open_index()
 
-    # ------------------------------------------------------------------ opening
-    def _check_schema(self, progress: Progress | None) -> None:
-        with self.env.begin(write=True) as txn:
-            raw = txn.get(b"schema", db=self._meta)
-            if raw is None:
-                txn.put(b"schema", struct.pack(">I", SCHEMA_VERSION), db=self._meta)
-                txn.put(b"generation", _U64.pack(0), db=self._meta)
-                txn.put(BUILT, b"", db=self._meta)
-                return
-            found = struct.unpack(">I", raw)[0]
-        if found == SCHEMA_VERSION:
-            return
-        if found not in MIGRATES_FROM:
-            raise StoreError(
-                f"{self.path}: store schema {found}, this code reads schema {SCHEMA_VERSION} "
-                f"and migrates schemas {', '.join(map(str, MIGRATES_FROM))}; move the data "
-                "directory aside and let the node bootstrap from its upstream"
-            )
-        # Schema 2 → 3: index the audit log once. The schema moves only after every record
-        # is indexed, so a run killed half-way starts over at the next open (idempotent).
-        if found == 2:
-            self.audit.build_index(progress)
-        # Schema 3 → 4: no entry of an older store has an end time, and a 17-byte value
-        # still reads as one without; the (empty) lapses database was opened above.
-        with self.env.begin(write=True) as txn:
-            txn.put(b"schema", struct.pack(">I", SCHEMA_VERSION), db=self._meta)
-
-    def _count_reasons(self) -> None:
-        """Count entries by reason once for a store from before the counts (one scan, in
-        one write transaction: a run killed half-way counts again at the next open)."""
-        with self.env.begin(write=True) as txn:
-            if txn.get(BUILT, db=self._meta) is None:
-                self.reason_counts.build(txn, self._entries, self._meta)
-        self.reason_counts.load()
-
     def _load_state(self) -> None:
         with self.env.begin() as txn:
-            raw = txn.get(b"generation", db=self._meta)
-            if raw is None:
-                raise StoreError(f"{self.path}: store metadata has no generation record")
-            self.generation = _U64.unpack(raw)[0]
+            self.generation = read_generation(self.path, txn, self._meta)
             for key, value in txn.cursor(db=self._feeds_db):
                 pub = f"{int.from_bytes(key, 'big'):06d}"
                 self.feeds[pub] = FeedState.unpack(pub, value)
@@ -204,59 +117,23 @@ class RevocationStore(Sweeping):
                 pub = f"{int.from_bytes(key[:3], 'big'):06d}"
                 self._feed_regions.setdefault(pub, set()).add(int.from_bytes(key[3:], "big"))
 
-    def entry_count(self) -> int:
-        return self._stat_entries()
-
-    def _stat_entries(self) -> int:
-        with self.env.begin() as txn:
-            return int(txn.stat(self._entries)["entries"])
-
-    def _wanted_width(self, entries: int) -> int:
-        return self._fixed_width if self._fixed_width is not None else width_for(entries)
-
     def _open_index(self) -> FingerprintIndex:
-        entries = self._stat_entries()
+        entries = self.entry_count()
         width = self._wanted_width(entries)
-        saved = self.path / INDEX_FILE
-        if saved.exists():
-            try:
-                index, generation = FingerprintIndex.from_bytes(saved.read_bytes())
-            except StoreError:
-                generation = -1  # unreadable: rebuild
-            # A crash after the last save leaves an older generation: rebuild then.
-            if generation == self.generation and index.width == width and len(index) == entries:
-                return index
-        return self.rebuild_index(width)
+        saved = saved_index(self.path, self.generation, width, entries)
+        return saved if saved is not None else self.rebuild_index(width)
 
     def rebuild_index(self, width: int | None = None) -> FingerprintIndex:
         """Recompute every fingerprint from the stored keys (vectorised, in chunks)."""
-        entries = self._stat_entries()
-        index = FingerprintIndex(width or self._wanted_width(entries))
-        done = 0
         with self.env.begin() as txn:
-            keys = txn.cursor(db=self._entries).iternext(values=False)
-            while True:
-                chunk = [k[:KEY_LENGTH] for _, k in zip(range(_REBUILD_CHUNK), keys, strict=False)]
-                if not chunk:
-                    break
-                rows = np.frombuffer(b"".join(chunk), dtype=np.uint8).reshape(-1, KEY_LENGTH)
-                index.add_many(key_fingerprints(rows, index.width))
-                done += len(chunk)
-                if self._progress:
-                    self._progress(done, entries)
-        self.index = index
+            wanted = width or self._wanted_width(int(txn.stat(self._entries)["entries"]))
+            self.index = build_index(txn, self._entries, wanted, self._progress)
         self.epoch += 1
-        return index
+        return self.index
 
     def save_index(self) -> None:
         """Persist the index beside LMDB (atomic rename), tagged with the store generation."""
-        target = self.path / INDEX_FILE
-        tmp = target.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(self.index.to_bytes(self.generation))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        save_index(self.path, self.index, self.generation)
 
     def close(self, save_index: bool = True) -> None:
         if save_index:
@@ -268,163 +145,6 @@ class RevocationStore(Sweeping):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # ------------------------------------------------------------------ reading
-    def head(self, publisher: str) -> FeedHead:
-        feed = self.feeds.get(publisher)
-        return feed.head if feed else FeedHead.genesis(publisher)
-
-    def heads(self) -> dict[str, FeedHead]:
-        return {p: f.head for p, f in self.feeds.items()}
-
-    def position(self, publisher: str) -> FeedPosition:
-        """What acceptance needs of a feed held here: head, its ``issued_at``, and the
-        digests of retained older versions (to tell a copy from a fork)."""
-        feed = self.feeds.get(publisher)
-        if feed is None:
-            return FeedPosition(FeedHead.genesis(publisher))
-
-        def digest_at(version: int) -> bytes | None:
-            data = self.archive.delta(publisher, version)
-            return open_envelope(data).digest if data is not None else None
-
-        return FeedPosition(feed.head, feed.issued_at, digest_at)
-
-    def policy(self) -> AcceptPolicy:
-        """The acceptance policy as of now, by this store's clock."""
-        return dataclasses.replace(self._acceptance, now=int(self._clock()))
-
-    def lookup(self, card_key: bytes, txn: Any = None) -> Entry | None:
-        """The entry for an 18-byte card key (the first publisher's, if several hold one)."""
-        if txn is None:
-            with self.env.begin(buffers=False) as own:
-                return self._lookup(own, card_key)
-        return self._lookup(txn, card_key)
-
-    def _lookup(self, txn: Any, card_key: bytes) -> Entry | None:
-        found = self.find_live(card_key, txn, self._clock())
-        return decode_entry(*found) if found else None
-
-    def find_live(self, card_key: bytes, txn: Any, now: float) -> tuple[bytes, bytes] | None:
-        """The raw (key, value) of the first entry for a card that is not over by ``now``
-        (issue #17: a lapsed entry answers as absent whether or not the sweep removed it)."""
-        found = self.find(card_key, txn)
-        if found is None or not lapsed_value(found[1], now):
-            return found
-        # The first publisher's entry is over: another publisher's may not be (rare).
-        cursor = txn.cursor(db=self._entries)
-        cursor.set_range(found[0])
-        for key, value in cursor.iternext():
-            if key[:KEY_LENGTH] != card_key:
-                return None
-            if not lapsed_value(value, now):
-                return key, value
-        return None
-
-    def find(self, card_key: bytes, txn: Any) -> tuple[bytes, bytes] | None:
-        """The raw (key, value) of the first entry for an 18-byte card key, if any."""
-        cursor = txn.cursor(db=self._entries)
-        if cursor.set_range(card_key):
-            key = cursor.key()
-            if key[:KEY_LENGTH] == card_key:
-                return key, cursor.value()
-        return None
-
-    def feed_in(self, txn: Any, publisher: str) -> FeedState | None:
-        """One feed's head as of the read transaction ``txn`` (a check reports the feed
-        version of the very snapshot it read its entries from, not the in-memory one)."""
-        raw = txn.get(_pub3(publisher), db=self._feeds_db)
-        return FeedState.unpack(publisher, bytes(raw)) if raw is not None else None
-
-    def generation_in(self, txn: Any) -> int:
-        """The store generation as of ``txn`` (bumped by every write transaction)."""
-        raw = txn.get(b"generation", db=self._meta)
-        if raw is None:
-            raise StoreError(f"{self.path}: store metadata has no generation record")
-        return int(_U64.unpack(raw)[0])
-
-    def lookup_all(self, card_key: bytes) -> list[Entry]:
-        """Every publisher's entry for one card."""
-        out = []
-        with self.env.begin() as txn:
-            cursor = txn.cursor(db=self._entries)
-            if cursor.set_range(card_key):
-                now = self._clock()
-                for key, value in cursor:
-                    if key[:KEY_LENGTH] != card_key:
-                        break
-                    if not lapsed_value(value, now):
-                        out.append(decode_entry(key, value))
-        return out
-
-    def read_txn(self) -> Any:
-        return self.env.begin()
-
-    def iter_entries(self, prefix: str = "", start_after: bytes | None = None) -> Iterator[Entry]:
-        """Entries whose region starts with ``prefix``, in key order, from after a stored key."""
-        low, high = region_key_range(prefix)
-        start = start_after + b"\x00" if start_after else low
-        now = self._clock()
-        with self.env.begin() as txn:
-            cursor = txn.cursor(db=self._entries)
-            if not cursor.set_range(max(start, low)):
-                return
-            for key, value in cursor:
-                if key[:3] >= high:
-                    break
-                if not lapsed_value(value, now):
-                    yield decode_entry(key, value)
-
-    def feed_entries(self, publisher: str) -> tuple[EntryColumns, NDArray[np.uint64]]:
-        """All entries of one publisher as columns (for building its snapshot), without the
-        ones that are over by this store's clock."""
-        pub = _pub3(publisher)
-        keys: list[bytes] = []
-        values: list[bytes] = []
-        now = self._clock()
-        with self.env.begin() as txn:
-            for key, value in self._publisher_items(txn, publisher):
-                if key[KEY_LENGTH:] == pub and not lapsed_value(value, now):
-                    keys.append(key[:KEY_LENGTH])
-                    values.append(value)
-        rows = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, KEY_LENGTH)
-        reason, time, version, ends = unpack_values(values)
-        return EntryColumns(CardColumns.from_keys(rows), reason, time, ends), version
-
-    def _publisher_items(self, txn: Any, publisher: str) -> Iterator[tuple[bytes, bytes]]:
-        cursor = txn.cursor(db=self._entries)
-        for region in sorted(self._feed_regions.get(publisher, ())):
-            start = region.to_bytes(3, "big")
-            if not cursor.set_range(start):
-                continue
-            for key, value in cursor:
-                if key[:3] != start:
-                    break
-                yield key, value
-
-    def retained_delta(self, publisher: str, version: int) -> bytes | None:
-        return self.archive.delta(publisher, version)
-
-    def retained_versions(self, publisher: str) -> list[int]:
-        return self.archive.versions(publisher)
-
-    def history(self, publisher: str) -> FeedHistory:
-        return self.archive.history(publisher, self.head(publisher))
-
-    def histories(self) -> dict[str, FeedHistory]:
-        return {p: self.history(p) for p in self.feeds}
-
-    def keep_snapshot(self, snapshot: Snapshot, keys: Mapping[bytes, TrustedKey]) -> None:
-        """Store a snapshot of a feed's current head, to serve children (verified first)."""
-        accept_current_snapshot(self.head(snapshot.publisher), snapshot, keys)
-        txn = self.env.begin(write=True)
-        with _abort_on_error(txn):
-            archived = self.archive.keep_snapshot(txn, snapshot, snapshot.to_bytes())
-            self._bump_generation(txn)
-            txn.commit()
-        archived()
-        self.generation += 1
-        self.epoch += 1
 
     # ------------------------------------------------------------------ writing
     def apply(
@@ -580,79 +300,6 @@ class RevocationStore(Sweeping):
             new_records,
         )
 
-    # ------------------------------------------------------------------ freshness
-    def freshness(self, publisher: str) -> FeedFreshness:
-        """What this node knows of a feed's freshness (blacklist/sync/freshness.py)."""
-        feed = self.feeds.get(publisher)
-        head = feed.head if feed else FeedHead.genesis(publisher)
-
-        def digest_at(version: int) -> bytes | None:
-            # The digest of version v is the previous-digest of the retained delta v + 1.
-            after = self.archive.history(publisher, head).retained.get(version + 1)
-            return after.prev_digest if after is not None else None
-
-        return FeedFreshness(
-            head,
-            feed.issued_at if feed else 0,
-            self.statements.newest(publisher),
-            feed.checked_at if feed else 0,
-            digest_at,
-        )
-
-    def accept_statements(
-        self,
-        statements: list[HeadStatement],
-        keys: Mapping[bytes, TrustedKey],
-        now: float,
-        max_skew: int,
-    ) -> list[StatementResult]:
-        """Verify head statements and keep, in one write transaction, each that is newer than
-        the one held, with the freshness it proves (a feed's ``checked_at``). Refused ones
-        change nothing and come back with their rejection; duplicates with neither."""
-        states: dict[str, FeedFreshness] = {}
-        results: list[StatementResult] = []
-        for statement in statements:
-            state = states.get(statement.publisher) or self.freshness(statement.publisher)
-            try:
-                after = accept_statement(state, statement, keys, now, max_skew)
-            except StatementRejected as exc:
-                results.append(StatementResult(statement, rejection=exc))
-                continue
-            if after is state:
-                results.append(StatementResult(statement))
-                continue
-            states[statement.publisher] = after
-            results.append(StatementResult(statement, accepted=True))
-        if not states:
-            return results
-        updated: list[FeedState] = []
-        done = []
-        with self.env.begin(write=True) as txn:
-            for publisher, state in states.items():
-                assert state.newest is not None
-                done.append(self.statements.stage(txn, state.newest))
-                feed = self.feeds.get(publisher)
-                if feed is not None and state.fresh_as_of != feed.checked_at:
-                    feed = dataclasses.replace(feed, checked_at=state.fresh_as_of)
-                    self._write_feed(txn, feed, set())
-                    updated.append(feed)
-            self._bump_generation(txn)
-        for remember in done:
-            remember()
-        for feed in updated:
-            self.feeds[feed.publisher] = feed
-        self.generation += 1
-        self.epoch += 1
-        return results
-
-    def _fresh_after(self, previous: FeedState | None, head: FeedHead, issued_at: int) -> int:
-        return fresh_after_apply(
-            previous.checked_at if previous else 0,
-            head,
-            issued_at,
-            self.statements.newest(head.publisher),
-        )
-
     # ------------------------------------------------------------------ helpers
     def _keys_and_fps(
         self, cards: CardColumns, pub: bytes
@@ -687,7 +334,7 @@ class RevocationStore(Sweeping):
             txn.put(pub + region.to_bytes(3, "big"), b"", db=self._regions_db)
 
     def _bump_generation(self, txn: Any) -> None:
-        txn.put(b"generation", _U64.pack(self.generation + 1), db=self._meta)
+        txn.put(GENERATION_KEY, U64.pack(self.generation + 1), db=self._meta)
 
     def _commit_with_index(self, txn: Any, new_fps: NDArray[np.uint32]) -> None:
         """Commit ``txn`` with the new fingerprints already in the index (see module doc)."""
@@ -698,6 +345,10 @@ class RevocationStore(Sweeping):
         except BaseException:
             self.index.remove_many(new_fps.tolist())
             raise
+        # The snapshot moved: a check from now on renews its thread's read transaction and
+        # so confirms hits against this commit, even before the in-memory state below
+        # follows (_after_commit bumps the epoch again, for the caches built from it).
+        self.epoch += 1
 
     def _after_commit(
         self, feed: FeedState, new_regions: set[int], gone_fps: NDArray[np.uint32]
@@ -721,10 +372,15 @@ def open_store(path: str | os.PathLike[str], **kwargs: Any) -> RevocationStore:
 
 
 __all__ = [
+    "DEFAULT_MAP_SIZE",
+    "INDEX_FILE",
+    "MIGRATES_FROM",
+    "SCHEMA_VERSION",
     "ApplyResult",
     "FeedState",
     "MalformedDelta",
     "RevocationStore",
+    "StoreReader",
     "decode_entry",
     "open_store",
 ]

@@ -39,7 +39,6 @@ feed's own ``issued_at`` monotonicity and its head's version chain, not this mod
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from blacklist.certs import Certificate, KeyRevocation, decode_trust_record
@@ -70,6 +69,7 @@ from blacklist.chainverify import (
     verify_chain_bytes,
 )
 from blacklist.errors import CodecError
+from blacklist.publishers import PrefixClaim, claims_of
 from blacklist.signing import Keyring, TrustedKey
 
 # The chain rules and chain building are re-exported: callers import them from here.
@@ -177,41 +177,6 @@ class KeysAtTime(Protocol):
     def key_at(self, key_id: bytes, t: int, *, now: int | None = None) -> TrustedKey | None: ...
 
     def claimed(self, key_id: bytes) -> TrustedKey | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PrefixClaim:
-    """One valid certificate chain's word that ``publisher`` answers for ``prefix``: what a
-    publisher directory resolves when two publishers claim one prefix. ``depth`` is the
-    chain's length (0: the anchor itself, 1: certified by the root); ``issuer_publisher`` /
-    ``issuer_key_id`` name the leaf certificate's certifier (None: not certified, e.g. a
-    configured bare key); ``not_before`` and ``serial`` are the leaf certificate's."""
-
-    prefix: str
-    publisher: str
-    key_id: bytes
-    depth: int = 0
-    issuer_publisher: str | None = None
-    issuer_key_id: bytes | None = None
-    not_before: int = 0
-    serial: int = 0
-
-    @property
-    def label(self) -> str:
-        via = "" if self.issuer_publisher is None else f", certified by {self.issuer_publisher}"
-        return (
-            f"publisher {self.publisher}'s claim to {self.prefix!r} (key {self.key_id.hex()}{via})"
-        )
-
-
-def claims_of(
-    keys: Mapping[bytes, TrustedKey], *, pending: bool = False
-) -> tuple[PrefixClaim, ...]:
-    """Every prefix claim of ``keys``: :meth:`CertifiedKeys.claims` with the certificates
-    behind them; for plain keys, uncertified claims."""
-    if isinstance(keys, CertifiedKeys):
-        return keys.claims(pending=pending)
-    return tuple(PrefixClaim(p, k.publisher, k.key_id) for k in keys.values() for p in k.prefixes)
 
 
 # How many trust records one feed may carry (issue #11: trust records are bounded); a node's

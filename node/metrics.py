@@ -17,6 +17,7 @@ from blacklist.checker import CheckStatus
 from blacklist.clock import Clock, system_clock
 from blacklist.rejections import NORMAL_CAUSES, TAMPERING_CAUSES
 from blacklist.store import RevocationStore
+from blacklist.storereader import StoreReader
 from blacklist.sync.freshness import ALL_STATEMENT_CAUSES
 
 VERSION = "0.1.0"
@@ -64,7 +65,7 @@ class CheckSecondsView(Collector):
 class FeedCollector(Collector):
     """Per-publisher gauges read from the store at scrape time (no bookkeeping on writes)."""
 
-    def __init__(self, store: RevocationStore, clock: Clock) -> None:
+    def __init__(self, store: StoreReader, clock: Clock) -> None:
         self._store = store
         self._clock = clock
 
@@ -336,7 +337,7 @@ class NodeMetrics:
         for direction in ("sent", "received"):
             self.sync_too_large.labels(direction)
 
-    def watch_store(self, store: RevocationStore, clock: Clock = system_clock) -> None:
+    def watch_store(self, store: StoreReader, clock: Clock = system_clock) -> None:
         self.registry.register(FeedCollector(store, clock))
 
     def watch_lapses(self, store: RevocationStore, clock: Clock = system_clock) -> None:

@@ -13,20 +13,22 @@ from typing import Any
 import lmdb
 
 from blacklist.cardid import text_to_key
-from blacklist.store import RevocationStore
+from blacklist.storereader import StoreReader
 from node.cli.main import main
 
 FAULTY = text_to_key(os.environ["BLACKLIST_FAULT_CARD"])
-_find = RevocationStore.find
+_find = StoreReader.find_answering
 
 
-def find(self: RevocationStore, card_key: bytes, txn: Any) -> tuple[bytes, bytes] | None:
+def find(
+    self: StoreReader, card_key: bytes, publisher: bytes | None, txn: Any, now: float
+) -> tuple[bytes, bytes] | None:
     if card_key == FAULTY and threading.current_thread() is threading.main_thread():
         raise lmdb.DiskError(f"{self.path}: injected read fault (tests/faulty_node.py)")
-    return _find(self, card_key, txn)
+    return _find(self, card_key, publisher, txn, now)
 
 
-RevocationStore.find = find  # type: ignore[method-assign]
+StoreReader.find_answering = find  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(main())

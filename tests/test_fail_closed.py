@@ -143,11 +143,11 @@ def _break_find(
     """Make the LMDB read of a fingerprint hit raise ``error``; the keys it was asked."""
     asked: list[bytes] = []
 
-    def find(card_key: bytes, txn: Any) -> tuple[bytes, bytes] | None:
+    def find(card_key: bytes, publisher: bytes | None, txn: Any, now: float) -> Any:
         asked.append(card_key)
         raise error
 
-    monkeypatch.setattr(store, "find", find)
+    monkeypatch.setattr(store, "find_answering", find)
     return asked
 
 
@@ -202,7 +202,8 @@ def test_a_failing_read_transaction_is_unavailable(
     def no_txn() -> Any:
         raise lmdb.ReadersFullError("injected: MDB_READERS_FULL")
 
-    monkeypatch.setattr(store, "read_txn", no_txn)  # the writer's checker reads through it
+    # The writer's checker begins its thread's read transaction there (storereader.py).
+    monkeypatch.setattr(store, "renew_txn", no_txn)
     answer, ctx = served.call(method, [REVOKED])
     assert answer is None and ctx.status == grpc.StatusCode.UNAVAILABLE
     assert "MDB_READERS_FULL" in ctx.details
