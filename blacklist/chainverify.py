@@ -43,10 +43,10 @@ from typing import Protocol
 
 from blacklist.certs import Certificate, KeyRevocation, SubjectKey, decode_certificate
 from blacklist.errors import CodecError
-from blacklist.errors import TrustError as TrustError
 from blacklist.publishers import PrefixConflict as PrefixConflict
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import TrustedKey, key_id_of, suite
+from blacklist.trusterror import TrustError as TrustError
 
 # The scope a TrustedKey carries for the anchor: "" matches every region, and as the
 # shortest prefix it loses to every province and city in PublisherDirectory's lookup.

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
-
-if TYPE_CHECKING:
-    from blacklist.certs import Certificate
-
 # An error message names the failing value, but never echoes more of it than this: a 15 MiB
 # card id echoed whole makes the status itself too large for the client (gRPC's 8 KiB
 # metadata limit), which then sees RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT.
@@ -56,16 +51,3 @@ class CheckUnavailable(BlacklistError):
     """A check could not be answered from a consistent, confirmed state (the LMDB read of a
     fingerprint hit failed, or the store kept changing under the call). A check never falls
     back to NOT_REVOKED: the terminal gets an error status and retries (fail closed)."""
-
-
-class TrustError(BlacklistError):
-    """A certificate chain does not make a key trusted. ``cause`` is a stable metrics label;
-    ``certificate`` is the failing certificate, when there is one. (Here rather than in
-    chainverify.py so that the publisher directory, which the check path uses, can name
-    :class:`~blacklist.publishers.PrefixConflict` without importing the chain rules.)"""
-
-    cause: ClassVar[str] = "untrusted"
-
-    def __init__(self, message: str, certificate: Certificate | None = None) -> None:
-        super().__init__(message)
-        self.certificate = certificate

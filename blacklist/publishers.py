@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from blacklist.errors import TrustError
+from blacklist.trusterror import TrustError
 
 if TYPE_CHECKING:
     from blacklist.signing import TrustedKey
