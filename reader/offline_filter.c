@@ -262,6 +262,7 @@ static const char *parse(const unsigned char *data, size_t n, filter_file *out) 
     if (c.error || out->issued_at < 0 || out->issued_at >= out->expires_at)
         return "issued_at is not before expires_at";
     out->signer = (uint32_t)be(&c, 4);
+    if (out->signer > 999999) return "signer code out of range";
     be(&c, 1);                        /* suite */
     take(&c, 8, &p);                  /* key id */
     out->count = (uint32_t)be(&c, 4);
@@ -436,6 +437,8 @@ int main(int argc, char **argv) {
     }
     if ((err = parse(data, n, &f)) != NULL) {
         fprintf(stderr, "error: %s: %s\n", argv[2], err);
+        free(f.parts);
+        free(data);
         return 2;
     }
     if (strcmp(argv[1], "info") == 0) {
@@ -450,6 +453,8 @@ int main(int argc, char **argv) {
                    (unsigned)f.parts[i].publisher, (unsigned long long)f.parts[i].version,
                    (long long)f.parts[i].fresh_at, (unsigned)f.parts[i].cards.size,
                    (unsigned)f.parts[i].psams.size);
+        free(f.parts);
+        free(data);
         return 0;
     }
     {
