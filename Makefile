@@ -12,7 +12,7 @@ GEN := node/gen
 PROTOS := $(wildcard proto/blacklist/v1/*.proto)
 PROTO_STAMP := $(GEN)/.stamp
 
-.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean mutate scale-up scale-down balancer-tools reader
+.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean mutate scale-up scale-down balancer-tools reader simulate
 
 $(STAMP): pyproject.toml blacklist/_speedups.c
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required and none was found on PATH" >&2; exit 1; }
@@ -99,6 +99,14 @@ bench: install
 BENCH_SCALE ?= 1000000
 bench-compare: install compare-tools
 	$(BIN)/python -m bench.compare --scale $(BENCH_SCALE)
+
+# The national federation simulated in one process with the library's sync core (issue #18,
+# blacklist/sim/): a small topology in seconds, all 371 nodes with FULL=1 (about half an hour).
+# Writes bench/results/simulation.md and simulation.png; the last line is `national: p99 ...`.
+# The fault-injection seeds run in `make test` (tests/test_sim_faults.py; SIM_SEEDS=N for more).
+FULL ?=
+simulate: install
+	$(BIN)/python -m blacklist.sim $(if $(FULL),--full)
 
 # The national scenario (issue #4): six nodes as separate processes, revoked at Guangzhou,
 # refused in Beijing; everything stopped at the end.
