@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import blacklist.store
-from blacklist.delta import Delta, FeedHead, decode
+from blacklist.delta import Delta, FeedHead
+from blacklist.deltadecode import decode
 from blacklist.filters.roaring_index import FingerprintIndex
 from blacklist.rejections import BadSignature, UnknownKey
 from blacklist.sim import report

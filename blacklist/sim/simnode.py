@@ -35,7 +35,8 @@ from typing import Protocol
 
 from blacklist.authority import Authority, Revocation
 from blacklist.checker import Checker
-from blacklist.delta import Delta, FeedHead, Kind, open_envelope
+from blacklist.delta import Delta, FeedHead, Kind
+from blacklist.deltadecode import open_envelope
 from blacklist.errors import CodecError
 from blacklist.rejections import DeltaRejected
 from blacklist.signing import SigningKey, TrustedKey
