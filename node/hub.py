@@ -1,7 +1,10 @@
 """The feed hub: every signed delta or snapshot, whatever its source (an upstream's push or
-pull, a child's push, this node's own Admin), is verified and applied here on the writer
-thread, then fanned out to subscribed children and, unless it came from the upstream,
-queued to go up. Nothing is applied anywhere else, so the rules hold on every path.
+pull, a child's push, this node's own authority through Admin), is applied here on the
+writer thread (:meth:`FeedHub.apply` verifies what arrives; :meth:`FeedHub.publish` takes
+what this node's authority signs and applies in one transaction), then counted, noticed by
+the trust keeper (``after_write``), fanned out to subscribed children and, unless it came
+from the upstream, queued to go up. Both go through :meth:`FeedHub._ingest`: nothing is
+applied anywhere else, so the rules, the metrics and the fan-out hold on every path.
 
 Head statements (blacklist/sync/freshness.py) take the same road: verified and kept on the
 writer thread, then fanned out to subscribers and, unless they came from the upstream,
@@ -21,11 +24,11 @@ from typing import Any, TypeVar
 
 from blacklist.archive import peek
 from blacklist.clock import Clock, system_clock
-from blacklist.delta import Kind
+from blacklist.delta import Delta, Kind
 from blacklist.headstatements import StatementResult
 from blacklist.rejections import DeltaRejected
 from blacklist.signing import TrustedKey
-from blacklist.store import ApplyResult, RevocationStore
+from blacklist.store import RevocationStore
 from blacklist.sync.freshness import (
     DEFAULT_MAX_SKEW,
     TAMPERING_CAUSES,
@@ -89,16 +92,50 @@ class FeedHub:
         """Run a store write on the writer thread (LMDB write transactions stay there)."""
         return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
 
-    def _apply_sync(self, data: bytes) -> ApplyResult:
-        t0 = time.perf_counter()
-        result = self.store.apply(data, self.keys)
-        self._metrics.apply_seconds.observe(time.perf_counter() - t0)
-        if self._after_write is not None:
-            self._after_write()
-        return result
-
     def set_keys(self, keys: Mapping[bytes, TrustedKey]) -> None:
         self.keys = keys
+
+    async def _ingest(
+        self, work: Callable[[], tuple[bytes | None, T]], source: Source
+    ) -> tuple[bytes | None, T]:
+        """The one road in. ``work`` writes on the writer thread and returns the signed bytes
+        it applied (None: nothing changed) with its result; then the write is timed, the
+        trust keeper notices it, and what was applied is counted and sent on. A refusal is
+        counted here and raised (DeltaRejected), changing nothing."""
+
+        def on_writer() -> tuple[bytes | None, T]:
+            t0 = time.perf_counter()
+            data, result = work()
+            if data is not None:
+                self._metrics.apply_seconds.observe(time.perf_counter() - t0)
+            if self._after_write is not None:
+                self._after_write()
+            return data, result
+
+        try:
+            data, result = await self.write(on_writer)
+        except DeltaRejected as exc:
+            self._count_refusal(exc, source)
+            raise
+        if data is not None:
+            self._metrics.sync_applied.labels(source.value).inc()
+            if peek(data)[0] == Kind.DELTA:
+                # Snapshots are not pushed: a child that needs one asks for it (GetSnapshot),
+                # and one can exceed a message's size.
+                self.fan_out(data, source)
+        return data, result
+
+    def _count_refusal(self, exc: DeltaRejected, source: Source) -> None:
+        outcome = outcome_of(exc)
+        if outcome is Outcome.REJECTED:
+            self._metrics.rejected.labels(exc.cause).inc()
+            log.warning("rejected %s delta: %s: %s", source.value, exc.cause, exc)
+            return
+        self._metrics.ignored.labels(exc.cause).inc()
+        if outcome is Outcome.DUPLICATE:
+            self._metrics.sync_duplicates.inc()
+        if outcome is Outcome.BEHIND:
+            self.gap_detected.set()
 
     async def apply(self, data: bytes, source: Source) -> Outcome:
         """Verify and apply. A copy of what is held, or an older one, is DUPLICATE or STALE
@@ -106,28 +143,27 @@ class FeedHub:
         nothing: VersionGap (this node is behind: the sync client pulls now) is counted
         apart too, the rest in ``blacklist_deltas_rejected_total`` (blacklist/sync/ingest.py).
         """
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._writer, self._apply_sync, data)
+            # self.keys is read on the writer thread, where set_keys changes it
+            await self._ingest(lambda: (data, self.store.apply(data, self.keys)), source)
         except DeltaRejected as exc:
             outcome = outcome_of(exc)
-            if outcome is Outcome.REJECTED:
-                self._metrics.rejected.labels(exc.cause).inc()
-                log.warning("rejected %s delta: %s: %s", source.value, exc.cause, exc)
-                raise
-            self._metrics.ignored.labels(exc.cause).inc()
-            if outcome is Outcome.DUPLICATE:
-                self._metrics.sync_duplicates.inc()
-            if outcome is Outcome.BEHIND:
-                self.gap_detected.set()
+            if outcome in (Outcome.REJECTED, Outcome.BEHIND):
                 raise
             return outcome
-        self._metrics.sync_applied.labels(source.value).inc()
-        if peek(data)[0] == Kind.DELTA:
-            # Snapshots are not pushed: a child that needs one asks for it (GetSnapshot),
-            # and one can exceed a message's size.
-            self.fan_out(data, source)
         return Outcome.APPLIED
+
+    async def publish(self, work: Callable[[], tuple[Delta | None, T]]) -> tuple[Delta | None, T]:
+        """This node's authority's own delta: ``work`` signs and applies it on the writer
+        thread (blacklist/authority.py, in one transaction with its audit records) and returns
+        it (None when nothing would change) with its result."""
+
+        def signed() -> tuple[bytes | None, tuple[Delta | None, T]]:
+            delta, result = work()
+            return (None if delta is None else delta.to_bytes()), (delta, result)
+
+        _, done = await self._ingest(signed, Source.LOCAL)
+        return done
 
     def fan_out(self, data: bytes, source: Source) -> None:
         """Send an applied delta to every subscriber, and up unless it came from there."""

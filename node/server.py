@@ -117,6 +117,7 @@ class Node:
 
     def _servicers(self) -> tuple[AdminService, SyncServicer, Meter]:
         """Admin and Sync, and the Meter of every blacklist.v1 call this process serves."""
+        assert self.hub is not None
         admin = AdminService(
             role=self.config.role,
             region=self.config.region,
@@ -127,11 +128,9 @@ class Node:
             clock=self.clock,
             build_version=VERSION,
             hub=self.hub,
-            after_write=self.trust.after_write,
             reads=self.reads,
             lapse=self.config.lapse_policy(),
         )
-        assert self.hub is not None
         sync = SyncServicer(self.store, self.hub, self.metrics, TransferLimits.of(self.config))
         # Operators publish trust records only within their region, as they revoke cards.
         meter = Meter(

@@ -25,6 +25,7 @@ from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, sync_pb2, sync_pb2
 from node.grpc.admin_trust import TrustAdmin
 from node.grpc.calls import MAX_DETAIL, Meter, detail_of
 from node.grpc.servicers import AdminServicer
+from node.hub import FeedHub
 from node.keyfiles import KeyFileError, load_signing_key
 from node.metrics import NodeMetrics
 from node.tls import init_ca, issue
@@ -154,6 +155,7 @@ def _publish_trust(tmp_path: Path, region: str, records: list[bytes]) -> grpc.St
                 writer=pool,
                 clock=clock,
                 build_version="test",
+                hub=FeedHub(store, ring, pool, metrics, clock=clock),
             )
             trust = TrustAdmin(admin, store, metrics)
             meter = Meter(

@@ -96,7 +96,7 @@ class TrustAdmin:
             denials.append(Revocation(psam, Reason(r.reason), r.effective_time or now))
         audit = self._admin.audit_writer(AuditAction.PSAM_REVOKE, _denied_in, caller_of(context))
         work = functools.partial(authority.publish_psams, denials, (), snapshot=False, also=audit)
-        result, digest = await self._admin._write(authority, work)
+        result, digest = await self._admin.publish_own(authority, work)
         self._metrics.psam_revocations.inc(result.psams_denied)
         return self._response(result, digest)
 
@@ -107,7 +107,7 @@ class TrustAdmin:
         psams = _unique(list(request.psam_ids), "reinstate")
         audit = self._admin.audit_writer(AuditAction.PSAM_REINSTATE, _lifted_in, caller_of(context))
         work = functools.partial(authority.publish_psams, (), psams, snapshot=False, also=audit)
-        result, digest = await self._admin._write(authority, work)
+        result, digest = await self._admin.publish_own(authority, work)
         return self._response(result, digest)
 
     async def GetPsam(
@@ -138,7 +138,7 @@ class TrustAdmin:
                     f"{authority.key.key_id.hex()} (nor is it this authority's own certificate)"
                 )
         work = functools.partial(authority.publish_trust, records, snapshot=False)
-        result, digest = await self._admin._write(authority, work)
+        result, digest = await self._admin.publish_own(authority, work)
         return admin_pb2.PublishResponse(
             publisher=result.publisher,
             version=result.version,

@@ -18,7 +18,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,7 +34,6 @@ from blacklist.errors import shown
 from blacklist.lapse import LapseError, LapsePolicy
 from blacklist.packed import PackedBatchError, packed_count
 from blacklist.psam import PSAM_ID_LENGTH, PsamDenied, canonical_psam
-from blacklist.rejections import DeltaRejected
 from blacklist.store import ApplyResult, FeedState, RevocationStore
 from node.gen.blacklist.v1 import (
     admin_pb2,
@@ -48,7 +47,7 @@ from node.grpc.calls import (
     NotAnAuthority,
     caller_of,
 )
-from node.hub import FeedHub, Source
+from node.hub import FeedHub
 from node.metrics import NodeMetrics
 
 MAX_WRITE = 100_000
@@ -58,6 +57,7 @@ DEFAULT_PAGE = 100
 _STATUS = {s: types_pb2.CardStatusCode.Value(s.name) for s in CheckStatus}
 _INVALID = types_pb2.CardStatusCode.Value("INVALID_CARD_ID")  # packed batches only
 Context = Any  # grpc.aio.ServicerContext (grpc ships no type stubs)
+R = TypeVar("R")  # what a publication returns besides its delta (ApplyResult, ...)
 REFUSAL_HEADER = "blacklist-refusal"  # trailing metadata naming why a check was refused
 
 
@@ -264,8 +264,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         writer: ThreadPoolExecutor,
         clock: Clock,
         build_version: str,
-        hub: FeedHub | None = None,
-        after_write: Callable[[], None] | None = None,
+        hub: FeedHub,
         reads: ThreadPoolExecutor | None = None,
         lapse: LapsePolicy | None = None,
     ) -> None:
@@ -274,7 +273,6 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self._lapse = lapse or LapsePolicy()
         # Reader threads for audit queries (the node passes its own and shuts it down).
         self._reads = reads or ThreadPoolExecutor(2, thread_name_prefix="admin-read")
-        self._after_write = after_write
         self._role = role
         self._region = region
         self._store = store
@@ -343,7 +341,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         operator: str,
     ) -> admin_pb2.PublishResponse:
         authority = self._need_authority()
-        result, digest = await self._write(
+        result, digest = await self.publish_own(
             authority,
             functools.partial(
                 self._publish_and_audit, authority, revocations, reinstatements, operator
@@ -351,33 +349,18 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         )
         return self._published(result, digest, len(revocations), len(reinstatements))
 
-    async def _write(
-        self, authority: Authority, work: Callable[[], tuple[Delta | None, ApplyResult]]
-    ) -> tuple[ApplyResult, bytes]:
-        """Run one publication on the writer thread, send its delta on, then sign a snapshot
-        if the policy asks; (result, digest of the feed head after it)."""
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-
-        def write_then_notice() -> tuple[Delta | None, ApplyResult]:
-            done = work()
-            if self._after_write is not None:
-                self._after_write()
-            return done
-
-        try:
-            delta, result = await loop.run_in_executor(self._writer, write_then_notice)
-        except DeltaRejected as exc:  # our own delta refused: count it like any other
-            self._metrics.rejected.labels(exc.cause).inc()
-            raise
+    async def publish_own(
+        self, authority: Authority, work: Callable[[], tuple[Delta | None, R]]
+    ) -> tuple[R, bytes]:
+        """One publication of this node's authority, through the hub like every delta (node/
+        hub.py: applied on the writer thread, counted, sent on); then a snapshot signed if the
+        policy asks. (result, digest of the feed head after it)."""
+        delta, result = await self._hub.publish(work)
         if delta is None:  # nothing would change: no delta, the feed stays where it was
             return result, self._store.head(authority.publisher).digest
-        self._metrics.apply_seconds.observe(time.perf_counter() - t0)
-        if self._hub is not None:
-            self._hub.fan_out(delta.to_bytes(), Source.LOCAL)
         # The delta is on its way; signing a snapshot (when the policy asks) must not delay
         # it, so it runs after, on the writer thread, before the next write.
-        snap = loop.run_in_executor(self._writer, authority.maybe_snapshot)
+        snap = asyncio.get_running_loop().run_in_executor(self._writer, authority.maybe_snapshot)
         snap.add_done_callback(_log_failure)
         return result, delta.digest
 
