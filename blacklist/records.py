@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from blacklist.cardid import KEY_LENGTH, key_to_text
+from blacklist.cardid import KEY_LENGTH, key_to_text, text_to_key
 from blacklist.entry import Entry, Reason
 from blacklist.feedhead import FeedHead, publisher_code
 
@@ -82,6 +82,16 @@ class ApplyResult:
 
 def _pub3(publisher: str) -> bytes:
     return publisher_code(publisher).to_bytes(3, "big")
+
+
+# An entry's stored key: the card key, then its publisher's u24 code (storeschema.py).
+ENTRY_KEY_LENGTH = KEY_LENGTH + 3
+
+
+def entry_key(card_id: str, publisher: str) -> bytes:
+    """The stored key of ``publisher``'s entry for ``card_id`` (canonical text): where a
+    listing resumes (``iter_entries(start_after=...)``)."""
+    return text_to_key(card_id) + _pub3(publisher)
 
 
 _REASONS = {r.value: r for r in Reason}

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from blacklist.audit import KEY_SIZE, AuditAction, AuditChange
 from blacklist.authority import Authority, Revocation
-from blacklist.cardid import CardId, text_to_key
+from blacklist.cardid import CardId
 from blacklist.checker import BatchResult, Checker, CheckResult, CheckStatus
 from blacklist.clock import Clock
 from blacklist.delta import Delta
@@ -34,6 +34,7 @@ from blacklist.errors import shown
 from blacklist.lapse import LapseError, LapsePolicy
 from blacklist.packed import PackedBatchError, packed_count
 from blacklist.psam import PSAM_ID_LENGTH, PsamDenied, canonical_psam
+from blacklist.records import ENTRY_KEY_LENGTH, entry_key
 from blacklist.store import ApplyResult, FeedState, RevocationStore
 from node.gen.blacklist.v1 import (
     admin_pb2,
@@ -432,14 +433,13 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         prefix = request.region_prefix
         if prefix and (not prefix.isdigit() or not prefix.isascii() or len(prefix) > 6):
             raise InvalidRequest(f"region_prefix {shown(prefix)} must be 0-6 digits")
-        size, start = _paging(request.page_size, request.page_token, 21)
+        size, start = _paging(request.page_size, request.page_token, ENTRY_KEY_LENGTH)
         response = admin_pb2.ListEntriesResponse()
         last: Entry | None = None
         for n, entry in enumerate(self._store.iter_entries(prefix, start)):
             if n == size:
                 assert last is not None
-                key = text_to_key(last.card_id) + int(last.publisher).to_bytes(3, "big")
-                response.next_page_token = key.hex()
+                response.next_page_token = entry_key(last.card_id, last.publisher).hex()
                 break
             response.entries.append(entry_message(entry))
             last = entry
