@@ -57,6 +57,7 @@ from blacklist.cardbatch import keys_from_matrix
 from blacklist.clock import Clock, system_clock
 from blacklist.entry import Entry, Reason
 from blacklist.errors import CheckUnavailable
+from blacklist.filters.fingerprint import fingerprint_shift
 from blacklist.packed import PackedResult, PackedScan, explain_row, scan_packed
 from blacklist.probe import card_key, probe, scan
 from blacklist.psam import canonical_psam, psam_key
@@ -232,7 +233,8 @@ class Checker:
         index = self._store.index
         self._bitmap = index.bitmap
         self._width = index.width
-        self._shift = 64 - index.width
+        # The fingerprint rule (filters/fingerprint.py) applied inline to the probe digest.
+        self._shift = fingerprint_shift(index.width)
         self._views: dict[bytes, CheckResult] = {}
         self._resets += 1  # every thread's snapshot caches are stale (see _in_txn)
         self._by_publisher: dict[str | None, CheckResult] = {}

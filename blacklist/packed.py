@@ -37,7 +37,7 @@ from pyroaring import BitMap
 
 from blacklist.cardid import CARD_ID_LENGTH, canonical_bytes, diagnose
 from blacklist.errors import CardIdError
-from blacklist.filters.fingerprint import fingerprints
+from blacklist.filters.fingerprint import fingerprint_shift, fingerprints
 from blacklist.probe import _PROVINCES, python_members
 
 if TYPE_CHECKING:
@@ -124,7 +124,9 @@ def python_scan_packed(packed: bytes, width: int, container: Any) -> PackedScan:
 def _speedups_scan_packed(packed: bytes, width: int, container: Any) -> PackedScan:
     """Validate, canonicalise, hash and probe a packed batch in one C pass."""
     in_place = IN_PLACE and type(container) is BitMap
-    canon, regions, hits, bad = _c_scan_packed(packed, _PROVINCES, 64 - width, container, in_place)
+    canon, regions, hits, bad = _c_scan_packed(
+        packed, _PROVINCES, fingerprint_shift(width), container, in_place
+    )
     valid = len(packed) // PACKED_ROW - len(bad)
     matrix = np.frombuffer(canon, dtype=np.uint8)[: valid * PACKED_ROW].reshape(-1, PACKED_ROW)
     return PackedScan(matrix, np.frombuffer(regions, dtype=np.uint32)[:valid], hits, bad)

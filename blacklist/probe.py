@@ -26,7 +26,7 @@ from xxhash import xxh64_intdigest
 
 from blacklist.cardbatch import matrix_from_keys, parse_many, region_codes
 from blacklist.cardid import canonical_bytes, diagnose, text_to_key
-from blacklist.filters.fingerprint import fingerprints
+from blacklist.filters.fingerprint import fingerprint_shift, fingerprints
 from blacklist.regions import PROVINCE_PREFIXES
 
 V = TypeVar("V")
@@ -91,7 +91,7 @@ def _speedups_scan(
     id's region code, and the indices whose fingerprint (top ``width`` bits) is in
     ``container``. Raises CardIdError naming the first malformed id and its index."""
     try:
-        canon, regions, hits = _c_scan(card_ids, _PROVINCES, 64 - width, container)
+        canon, regions, hits = _c_scan(card_ids, _PROVINCES, fingerprint_shift(width), container)
     except ValueError as exc:
         index = int(exc.args[0])
         raise diagnose(card_ids[index], index) from None
@@ -118,7 +118,7 @@ def _speedups_key_fingerprints(keys: NDArray[np.uint8], width: int) -> NDArray[n
         return np.zeros(0, dtype=np.uint32)
     # Keys come from range-checked columns (cardbatch.keys_from_columns), so every one
     # renders as a card id; the C loop relies on that rather than checking again.
-    raw = _c_key_fingerprints(np.ascontiguousarray(keys), 64 - width)
+    raw = _c_key_fingerprints(np.ascontiguousarray(keys), fingerprint_shift(width))
     return np.frombuffer(raw, dtype=np.uint32)
 
 

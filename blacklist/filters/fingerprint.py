@@ -1,5 +1,11 @@
 """Card fingerprints: the top ``width`` bits of XXH64 (seed 0) of the canonical card id.
 
+This module is the rule's one definition. Everything else that computes a fingerprint
+takes it from here: the C loops of ``blacklist._speedups`` (``scan``, ``scan_packed``,
+``key_fingerprints``) implement XXH64 and are handed :func:`fingerprint_shift` for the
+width; the checker's inline probe shifts the C probe's digest by the same value.
+tests/test_fingerprint_rule.py checks every C path against :func:`fingerprint`.
+
 Why a fingerprint and not the id: the revocation index is a roaring bitmap, which stays
 compact only while its values are dense 32-bit-or-narrower integers; a fingerprint is
 exactly that. A fingerprint hit is only a candidate match, confirmed against the store.
@@ -159,23 +165,28 @@ def _check_width(width: int) -> None:
         raise ValueError(f"fingerprint width {width!r} is outside {MIN_WIDTH}..{MAX_WIDTH}")
 
 
+def fingerprint_shift(width: int) -> int:
+    """How far right a card's 64-bit digest shifts to leave its ``width``-bit fingerprint
+    (the C loops take the shift, not the width)."""
+    _check_width(width)
+    return 64 - width
+
+
 def fingerprint(canonical: bytes, width: int) -> int:
     """The top ``width`` bits of XXH64 of a canonical (upper-case) card id."""
-    _check_width(width)
     digest: int = xxhash.xxh64_intdigest(canonical)
-    return digest >> (64 - width)
+    return digest >> fingerprint_shift(width)
 
 
 def fingerprints(matrix: NDArray[np.uint8], width: int) -> NDArray[np.uint32]:
     """:func:`fingerprint` of each row of an ``(n, 32)`` canonical matrix, as uint32."""
-    _check_width(width)
+    shift = _u64(fingerprint_shift(width))
     lanes = _check_matrix(matrix)
     n = lanes.shape[0]
     if n < _VECTORISE_FROM:
         hashes = np.array(_xxh64_each(lanes), dtype=np.uint64)
-        return (hashes >> _u64(64 - width)).astype(np.uint32)
+        return (hashes >> shift).astype(np.uint32)
     out = np.empty(n, dtype=np.uint32)
-    shift = _u64(64 - width)
     h = np.empty(min(n, _CHUNK_ROWS), dtype=np.uint64)
     for start in range(0, n, _CHUNK_ROWS):
         stop = min(start + _CHUNK_ROWS, n)
