@@ -134,15 +134,17 @@ def write_node(
     return NodeFiles(directory, config, directory / "data", keys, fields)
 
 
-def node_command(config: Path) -> list[str]:
-    return [sys.executable, "-m", "node", "run", "--config", str(config)]
+def node_command(config: Path, command: str = "run") -> list[str]:
+    return [sys.executable, "-m", "node", command, "--config", str(config)]
 
 
-def run_node_expecting_exit(config: Path, timeout: float = READY_TIMEOUT) -> tuple[int, str]:
+def run_node_expecting_exit(
+    config: Path, timeout: float = READY_TIMEOUT, command: str = "run"
+) -> tuple[int, str]:
     """Run a node that should refuse to start; its exit code and stderr. A node that does
     start instead is stopped, and the test sees its code (not 2) and stderr."""
     proc = subprocess.Popen(
-        node_command(config),
+        node_command(config, command),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -161,8 +163,11 @@ class NodeProcess:
     """One ``python -m node run`` child. ``start`` returns once the node printed READY;
     ``grpc`` / ``metrics_url`` and the stubs are valid until the next stop or kill."""
 
-    def __init__(self, config: Path, *, ready_timeout: float = READY_TIMEOUT) -> None:
+    def __init__(
+        self, config: Path, *, ready_timeout: float = READY_TIMEOUT, command: str = "run"
+    ) -> None:
         self.config = config
+        self.command = command  # "edge": an edge replica daemon (its READY names "grpc" too)
         self.ready_timeout = ready_timeout
         self.log_path = config.with_name(config.stem + ".stderr.log")
         self.proc: subprocess.Popen[str] | None = None
@@ -208,7 +213,7 @@ class NodeProcess:
         self._log.flush()
         # stderr goes to a file, not a pipe: nobody has to drain it for the node to run.
         self.proc = subprocess.Popen(
-            node_command(self.config),
+            node_command(self.config, self.command),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -30,7 +30,8 @@ class EdgeStatus(enum.IntEnum):
     REVOKED = 2
     UNKNOWN_ISSUER = 3
     NO_DATA = 4
-    STALE = 5  # the copy is older than the application's max_feed_age: see copy_status
+    STALE = 6  # the copy is older than the application's max_feed_age: see copy_status
+    # (5 is the API's INVALID_CARD_ID, a packed batch's malformed id, never an answer here)
 
 
 _FROM_CHECK = {s: EdgeStatus(int(s)) for s in CheckStatus}
@@ -130,7 +131,7 @@ class EdgeBatch:
         return EdgeAnswer(EdgeStatus(int(self.statuses[i])), result, float("inf"))
 
     def counts(self) -> dict[EdgeStatus, int]:
-        tally = np.bincount(self.statuses, minlength=len(EdgeStatus) + 1).tolist()
+        tally = np.bincount(self.statuses, minlength=max(EdgeStatus) + 1).tolist()
         return {s: tally[s] for s in EdgeStatus if tally[s]}
 
 

@@ -212,7 +212,9 @@ class EdgeReplica:
         self.close()
 
     # ------------------------------------------------------------------ checking
-    def _checker(self) -> Checker:
+    def checker(self) -> Checker:
+        """The calling thread's Checker over the replica's store, with the current keys
+        (the four-way answers without the STALE policy; PSAM denials)."""
         local = self._local
         checker: Checker | None = getattr(local, "checker", None)
         if checker is None:
@@ -222,7 +224,7 @@ class EdgeReplica:
     def check(self, card_id: str) -> EdgeAnswer:
         """The status of one card, from this replica's store alone (no network). Raises
         CardIdError for a malformed id, CheckUnavailable when it cannot be confirmed."""
-        result = self._checker().check(card_id)
+        result = self.checker().check(card_id)
         # A feed's "not revoked" answer is one object until the store moves: its wrapper
         # is built once and reused while fresh (a miss costs a dict lookup and the clock).
         cached = self._answers.get(result)
@@ -238,9 +240,13 @@ class EdgeReplica:
 
     def check_many(self, card_ids: Sequence[str]) -> EdgeBatch:
         """Statuses of many cards at once (vectorised; see Checker.check_many)."""
-        return batch_of(self._checker().check_many(card_ids), self.policy, self._clock())
+        return batch_of(self.checker().check_many(card_ids), self.policy, self._clock())
 
     # ------------------------------------------------------------------ state
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     def feeds(self) -> dict[str, FeedState]:
         return dict(self.store.feeds)
 

@@ -52,6 +52,22 @@ def _down(args: argparse.Namespace) -> int:
     return down(args.dir)
 
 
+def _edge(args: argparse.Namespace) -> int:
+    from node.gateway import load_edge_config, serve_edge
+
+    try:
+        config = load_edge_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve_edge(config))
+    except OSError as exc:  # a busy port or socket
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -61,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a node")
     run.add_argument("--config", required=True, type=Path, help="the node's TOML config")
     run.set_defaults(fn=_run)
+    edge = sub.add_parser("edge", help="an edge replica serving CardStatus to one gateway")
+    edge.add_argument("--config", required=True, type=Path, help="the replica's TOML config")
+    edge.set_defaults(fn=_edge)
     keys = sub.add_parser("keys", help="signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     keys_cli.register(keys_sub)  # init-root, generate, certify, revoke (node/cli/keys.py)
