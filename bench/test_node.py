@@ -563,3 +563,127 @@ def test_node_check_stream(
         baseline_cpu_us_per_message=float(figures["baseline_cpu_us_per_call"]) / BATCH,
         load=f"{load.describe()}, {BATCH} requests per stream (1% revoked)",
     )
+
+
+# --- packed BatchCheck beside Redis SMISMEMBER (issue #15) --------------------------------------
+
+PACKED_SIZES = (1000, 10_000)
+PACKED_ROUNDS = 3
+PACKED_LOAD = Load(clients=2, streams=4, seconds=5, rounds=PACKED_ROUNDS)
+REDIS_CLIENTS = PACKED_LOAD.clients * PACKED_LOAD.streams  # the same calls in flight
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """redis-server holding the node's revoked entries (the same dataset, regenerated from
+    its seed) as one set of the 32-character ids, as bench-compare loads it."""
+    from bench.redis_baseline import RedisServer, redis_benchmark_path
+
+    if redis_benchmark_path() is None:
+        pytest.skip("redis-benchmark not found (Debian package redis-tools)")
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("bench-redis"))
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    try:
+        data = make_dataset(SCALE, min(PUBLISHERS, max(1, SCALE // 1000)))
+        members = [c for entries in data.entries.values() for c in card_strings(entries.cards)]
+        server.load_set(members)
+        assert server.client.scard("revoked") == len(members)
+        yield server
+    finally:
+        server.stop()
+
+
+def _packed_batch(node: NodeUnderTest, size: int) -> list[str]:
+    """``size`` cards, 1% revoked (the last ones), as _gateway_batch."""
+    revoked = size // REVOKED_SHARE
+    assert len(node.valid) >= size - revoked and len(node.revoked) >= revoked, "sample too small"
+    return node.valid[: size - revoked] + node.revoked[:revoked]
+
+
+@pytest.mark.parametrize("size", PACKED_SIZES)
+def test_node_batch_check_packed(
+    benchmark: Any,
+    node: NodeUnderTest,
+    empty: ServerProcess,
+    redis: Any,
+    tmp_path: Path,
+    size: int,
+) -> None:
+    """BatchCheck with ``packed_ids`` (one bytes field of 32-byte ids) against Redis
+    SMISMEMBER of the same ids on a set of the same entries, by redis-benchmark, the node
+    and Redis alternated round by round (and the empty grpc.aio handler receiving the same
+    body: the framework's floor). Headline figures are medians over the rounds."""
+    from bench.redis_baseline import SET_KEY, redis_benchmark
+
+    ids = _packed_batch(node, size)
+    request = card_status_pb2.BatchCheckRequest(packed_ids="".join(ids).encode())
+    body = _write_body(tmp_path / "packed.bin", [request])
+    assert card_status_pb2.BatchCheckRequest.FromString(unframe(body.read_bytes())[0]) == request
+    channel, stub = _stub(node.server)
+    with channel:
+        answer = stub.BatchCheck(request)
+    revoked = size // REVOKED_SHARE
+    assert answer.count == size
+    assert [c.index for c in answer.cards] == list(range(size - revoked, size))
+    assert all(c.status == REVOKED for c in answer.cards), answer.cards
+    assert sum(redis.client.smismember(SET_KEY, ids)) == revoked  # the same question
+    need_h2load()
+    load = PACKED_LOAD if timed(benchmark) else TINY["batch"]
+    seconds = load.seconds or 0.2
+
+    def rounds() -> tuple[list[Measured], list[Measured], list[float], list[float]]:
+        ours: list[Measured] = []
+        floor: list[Measured] = []
+        theirs: list[float] = []
+        redis_cpu: list[float] = []
+        for _ in range(load.rounds):
+            ours.append(
+                _load(
+                    node.server,
+                    "BatchCheck",
+                    body,
+                    load,
+                    metrics_url=node.metrics_url,
+                    cards_per_call=size,
+                )
+            )
+            floor.append(_load(empty, "BatchCheck", body, load))
+            run = redis_benchmark(
+                redis.port,
+                ["SMISMEMBER", SET_KEY, *ids],
+                clients=REDIS_CLIENTS,
+                seconds=seconds,
+                server_pid=redis.proc.pid,
+                calibrate_requests=200 if timed(benchmark) else REDIS_CLIENTS,
+            )
+            theirs.append(run.rps * size)
+            redis_cpu.append(run.server_cpu_seconds / max(1, run.requests) * 1e6)
+        return ours, floor, theirs, redis_cpu
+
+    ours, floor, theirs, redis_cpu = benchmark.pedantic(rounds, rounds=1, iterations=1)
+    mine = [m.run.rps * size for m in ours]
+    base = [m.run.rps * size for m in floor]
+    record(
+        benchmark,
+        entries=node.entries,
+        ids_per_call=size,
+        cards_per_s=statistics.median(mine),
+        redis_cards_per_s=statistics.median(theirs),
+        ratio_to_redis=statistics.median(mine) / statistics.median(theirs),
+        ratio_to_redis_paired_median=statistics.median(
+            a / b for a, b in zip(mine, theirs, strict=True)
+        ),
+        empty_handler_cards_per_s=statistics.median(base),
+        runs=" ".join(f"{x:.0f}" for x in mine),
+        redis_runs=" ".join(f"{x:.0f}" for x in theirs),
+        empty_handler_runs=" ".join(f"{x:.0f}" for x in base),
+        cpu_us_per_call=statistics.median(m.cpu_us_per_call for m in ours),
+        empty_handler_cpu_us_per_call=statistics.median(m.cpu_us_per_call for m in floor),
+        redis_cpu_us_per_call=statistics.median(redis_cpu),
+        handler_us=statistics.median(m.handler_us or 0.0 for m in ours),
+        other_cores=statistics.fmean(m.other_cores for m in [*ours, *floor]),
+        load=f"{load.describe()}, {size} ids per call (1% revoked), packed_ids; "
+        f"redis-benchmark -c {REDIS_CLIENTS} -P 1 SMISMEMBER, same ids",
+    )
