@@ -35,7 +35,7 @@ from node.gen.blacklist.v1 import (
 from node.grpc.admin_trust import AdminService
 from node.grpc.calls import Meter
 from node.grpc.edge import Edge
-from node.grpc.services import SERVICES, add_card_status
+from node.grpc.services import SERVICES, add_card_status, settle_heap
 from node.grpc.sync import SyncServicer
 from node.head_signer import HeadSigner
 from node.hub import FeedHub
@@ -334,6 +334,7 @@ async def serve(config: NodeConfig, ready: Any = sys.stdout) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()
+    settle_heap()
     # One machine-readable line, for supervisors, tests and `make up`.
     print(
         "READY "

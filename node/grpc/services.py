@@ -4,6 +4,8 @@ cannot drift and neither imports the other."""
 
 from __future__ import annotations
 
+import gc
+
 import grpc
 
 from blacklist.checker import Checker
@@ -34,3 +36,13 @@ def add_card_status(
     it (and checks roles with TLS)."""
     status = CardStatusServicer(checker, metrics, config.max_batch)
     card_status_pb2_grpc.add_CardStatusServicer_to_server(status, server)  # type: ignore[no-untyped-call]
+
+
+def settle_heap() -> None:
+    """In the writer and in each worker, after start-up, before serving: move every object
+    made so far (modules, the store's state, the servicers) out of the garbage collector's
+    reach (gc.freeze, Python 3.7+). They live as long as the process; left in, each full
+    collection walks all of them again while calls wait, a per-call cost an empty server
+    does not pay (issue #15)."""
+    gc.collect()
+    gc.freeze()

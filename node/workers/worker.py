@@ -39,7 +39,7 @@ from blacklist.clock import Clock, system_clock
 from blacklist.follower import FollowingChecker, StoreFollower
 from blacklist.sync.budget import message_options
 from node.config import NodeConfig
-from node.grpc.services import SERVICES, add_card_status, card_status_edge
+from node.grpc.services import SERVICES, add_card_status, card_status_edge, settle_heap
 from node.metrics import NodeMetrics
 from node.readiness import read_readiness, readiness_file, set_health
 from node.tls import server_credentials
@@ -191,6 +191,7 @@ async def serve(spec: WorkerSpec) -> None:
         loop.add_signal_handler(sig, stop.set)
     worker = Worker(spec)
     await worker.start()
+    settle_heap()
     print("READY " + json.dumps({"pid": os.getpid(), "metrics": worker.metrics_url}), flush=True)
     log.info("worker %d (pid %d) serving on %s", spec.index, os.getpid(), spec.address)
     await worker.run(stop)
