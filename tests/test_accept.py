@@ -49,6 +49,12 @@ from tests.conftest import Keys, card
 NOW = 1_750_000_000
 
 
+@pytest.fixture(scope="module")
+def keys(keys_each_suite: Keys) -> Keys:
+    """Every rule here under both signing suites (conftest.SUITE_NAMES)."""
+    return keys_each_suite
+
+
 def revs(*ids: str, reason: Reason = Reason.LOSS) -> list[Revocation]:
     return [Revocation(i, reason, NOW) for i in ids]
 
@@ -107,7 +113,7 @@ def test_tampered_body_fails_the_signature(seeded: RevocationStore, keys: Keys) 
 
 
 def test_unknown_key(seeded: RevocationStore, keys: Keys) -> None:
-    stranger = SigningKey.generate("440100", ["4401"])
+    stranger = SigningKey.generate("440100", ["4401"], keys.suite)
     data = build_delta(stranger, seeded.head("440100"), revs(card())).to_bytes()
     rejected(seeded, keys, data, UnknownKey)
 
@@ -325,12 +331,13 @@ def test_every_refusal_names_the_item_and_the_failing_value(keys: Keys, case: st
 
     d4 = build_delta(keys.gz, head, revs(card()), issued_at=NOW)
     stranger = build_delta(
-        SigningKey.generate("440100", ["4401"]), head, revs(card()), issued_at=NOW
+        SigningKey.generate("440100", ["4401"], keys.suite), head, revs(card()), issued_at=NOW
     )
     forged = dataclasses.replace(d4, signature=bytes(64))
     early = build_delta(keys.gz, head, revs(card()), issued_at=NOW - 1)
     late = build_delta(keys.gz, head, revs(card()), issued_at=NOW + 301)
-    other_suite = dataclasses.replace(d4, header=dataclasses.replace(d4.header, suite_id=2))
+    other_id = 3 - keys.gz.suite_id  # the other of suites 1 and 2
+    other_suite = dataclasses.replace(d4, header=dataclasses.replace(d4.header, suite_id=other_id))
     v2_fork = build_delta(keys.gz, FeedHead("440100", 1, d1.digest), revs(card()), issued_at=NOW)
     dup = entries_from_revocations(revs(c, c))
     one = entries_from_revocations(revs(c))
@@ -499,7 +506,8 @@ def test_every_refusal_names_the_item_and_the_failing_value(keys: Keys, case: st
         "suite": (
             lambda: accept_delta(position, other_suite, keys.ring),
             BadSignature,
-            f"440100 v4: suite 2 does not match key {keys.gz.key_id.hex()} (suite 1)",
+            f"440100 v4: suite {other_id} does not match key {keys.gz.key_id.hex()} "
+            f"(suite {keys.gz.suite_id})",
         ),
         "signature": (
             lambda: accept_delta(position, forged, keys.ring),

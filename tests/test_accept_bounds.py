@@ -81,6 +81,25 @@ def refused(store: RevocationStore, keys: Any, data: bytes, kind: type[DeltaReje
     return str(info.value)
 
 
+# Every bound here under both signing suites (conftest.SUITE_NAMES): ``keys`` and every key
+# this module makes are of the suite of the run.
+_SUITE = {"name": "ed25519"}
+
+
+@pytest.fixture(autouse=True)
+def _each_suite(signing_suite: str) -> None:
+    _SUITE["name"] = signing_suite
+
+
+@pytest.fixture(scope="module")
+def keys(keys_each_suite: Keys) -> Keys:
+    return keys_each_suite
+
+
+def _key(publisher: str, prefixes: list[str]) -> SigningKey:
+    return SigningKey.generate(publisher, prefixes, _SUITE["name"])
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(NOW)
@@ -165,10 +184,10 @@ class Certified:
     """Root → Guangdong (44) → Guangzhou (4401) and its rotated key, as CertifiedKeys."""
 
     def __init__(self) -> None:
-        self.root = SigningKey.generate("000000", [])
-        self.gd = SigningKey.generate("440000", ["44"])
-        self.gz = SigningKey.generate("440100", ["4401"])
-        self.gz2 = SigningKey.generate("440100", ["4401"])
+        self.root = _key("000000", [])
+        self.gd = _key("440000", ["44"])
+        self.gz = _key("440100", ["4401"])
+        self.gz2 = _key("440100", ["4401"])
         start, end = NOW - 365 * DAY, NOW + 365 * DAY
         self.gd_cert = issue_certificate(self.root, self.gd, ["44"], start, end, serial=1)
         self.gz_cert = issue_certificate(self.gd, self.gz, ["4401"], start, end, serial=10)
@@ -245,7 +264,7 @@ def test_a_version_bound_also_holds_for_a_snapshot_without_a_head(
 def test_a_key_signs_only_its_own_publishers_feed(store: RevocationStore) -> None:
     """Without the region check firing first: the key is certified for 4401 too, but it is
     Shenzhen's key, and the delta is Guangzhou's feed."""
-    sz = SigningKey.generate("440300", ["4401", "4403"])
+    sz = _key("440300", ["4401", "4403"])
     ring = Keyring([sz.trusted()])
     header_gz = dataclasses.replace(sz, publisher="440100")
     delta = build_delta(header_gz, store.head("440100"), revs(card("440100")), issued_at=NOW)
@@ -406,7 +425,7 @@ def test_entries_psams_trust_and_audit_commit_together_or_not_at_all(
     from blacklist.audit import AuditAction, AuditChange
     from blacklist.psam import psam_columns
 
-    city = SigningKey.generate("440101", ["440101"])
+    city = _key("440101", ["440101"])
     cert = issue_certificate(keys.gz, city, ["440101"], NOW - DAY, NOW + DAY, serial=1)
     psam_adds = EntryColumns(
         psam_columns([PSAM]), np.array([Reason.LOSS], np.uint8), np.array([NOW], np.int64)
@@ -577,10 +596,10 @@ def test_a_certificate_not_valid_yet_is_a_pending_claim_even_after_a_valid_chain
     """claims(pending=True) weighs every chain that becomes valid later, wherever it stands
     among the chains (after a valid one, after one that fails), so that a claim cannot slip in beside one that is not valid *yet*."""
     c = Certified()
-    later = SigningKey.generate("440100", ["4401"])
+    later = _key("440100", ["4401"])
     pending = issue_certificate(c.gd, later, ["4401"], NOW + DAY, NOW + 365 * DAY, serial=12)
     # A pending chain that will never verify (outside Guangdong's scope) stands before it.
-    stray = SigningKey.generate("110100", ["1101"])
+    stray = _key("110100", ["1101"])
     broken = issue_certificate(c.gd, stray, ["1101"], NOW + DAY, NOW + 365 * DAY, serial=13)
     chains = [(c.gd_cert, c.gz_cert), (c.gd_cert, broken), (c.gd_cert, pending)]
     keys = CertifiedKeys(c.anchor, chains, (), at=NOW)

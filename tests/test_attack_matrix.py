@@ -6,6 +6,8 @@ the pinned root) and its child, city 440300. Keys, certificates and revocations 
 refused with nothing applied and its cause counted in the node's metrics; the legitimate
 paths around it (a city key certified later through the province's feed, a revocation in
 the province's feed, the feed continuing under a rotated key) must work.
+
+The whole matrix runs once per signing suite (issue #14), every key of the world in it.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from node.gen.blacklist.v1 import (
     types_pb2,
 )
 from node.keyfiles import load_certificate, load_signing_key
-from node.local.process import LocalNode, NodeSpec, generate_keys, start_node
+from node.local.process import LocalNode, NodeSpec, start_node
 from node.tls import CertFiles, init_ca, issue
+from tests.conftest import SUITE_NAMES
 from tests.node_harness import Metrics, card_id
 
 PROVINCE, GZ, SZ = "440000", "440100", "440300"
@@ -110,12 +113,15 @@ def wait_for(what: str, ok: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="module", params=SUITE_NAMES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    suite = request.param
     d = tmp_path_factory.mktemp("attack")
     k = d / "keys"
-    _keys("init-root", "--out", k)
-    _keys("init-root", "--out", d / "fake")  # someone's self-made root
+    _keys("init-root", "--suite", suite, "--out", k)
+    _keys("init-root", "--suite", suite, "--out", d / "fake")  # someone's self-made root
     for name, publisher, prefix in (
         ("440000", PROVINCE, "44"),
         ("440100", GZ, "4401"),
@@ -123,8 +129,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ("440300", SZ, "4403"),
         ("fake-440100", GZ, "4401"),
     ):
-        pair = generate_keys(publisher, [prefix], k / name)
-        assert pair.private.exists()
+        _keys("generate", "--suite", suite, "--publisher", publisher, "--prefix", prefix,
+              "--out", k / name)  # fmt: skip
+        assert (k / name / f"{publisher}.key").exists()
     gd = k / "440000"
     _keys("certify", "--issuer", k / "root.key", "--subject", gd / "440000.pub",
           "--scope", "44", "--days", "30", "--out", k / "440000.crt")  # fmt: skip

@@ -44,16 +44,28 @@ START, END = NOW - 365 * DAY, NOW + 365 * DAY
 T_REVOKE = NOW + 1_000  # the old Guangzhou key is void from here on
 
 
+# The suites of root, Guangdong, Beijing, Guangzhou and Guangzhou's rotated key (issue #14):
+# each suite alone, and a federation half-way through moving to SM2, where an Ed25519 root
+# certifies an SM2 province and Guangzhou rotates from Ed25519 to SM2.
+HIERARCHIES = {
+    "ed25519": ("ed25519",) * 5,
+    "sm2-sm3": ("sm2-sm3",) * 5,
+    "migrating": ("ed25519", "sm2-sm3", "ed25519", "ed25519", "sm2-sm3"),
+}
+
+
 class Ministry:
     """Root → Guangdong (44), Beijing (11) → Guangzhou (4401, old and rotated keys)."""
 
-    def __init__(self) -> None:
-        self.root = SigningKey.generate("000000", [])
+    def __init__(self, suites: tuple[str, ...] = HIERARCHIES["ed25519"]) -> None:
+        self.suite = suites[3]  # Guangzhou's before the rotation: strangers' keys too
+        root, gd, bj, gz, gz2 = suites
+        self.root = SigningKey.generate("000000", [], root)
         self.anchor = TrustAnchor.of(self.root)
-        self.gd = SigningKey.generate("440000", ["44"])
-        self.bj = SigningKey.generate("110000", ["11"])
-        self.gz = SigningKey.generate("440100", ["4401"])
-        self.gz2 = SigningKey.generate("440100", ["4401"])  # after the rotation
+        self.gd = SigningKey.generate("440000", ["44"], gd)
+        self.bj = SigningKey.generate("110000", ["11"], bj)
+        self.gz = SigningKey.generate("440100", ["4401"], gz)
+        self.gz2 = SigningKey.generate("440100", ["4401"], gz2)  # after the rotation
         self.gd_cert = issue_certificate(self.root, self.gd, ["44"], START, END, serial=1)
         self.bj_cert = issue_certificate(self.root, self.bj, ["11"], START, END, serial=2)
         self.gz_cert = issue_certificate(self.gd, self.gz, ["4401"], START, END, serial=10)
@@ -70,9 +82,9 @@ class Ministry:
         return CertifiedKeys(self.anchor, chains, revocations, at=NOW)
 
 
-@pytest.fixture(scope="module")
-def m() -> Ministry:
-    return Ministry()
+@pytest.fixture(scope="module", params=sorted(HIERARCHIES))
+def m(request: pytest.FixtureRequest) -> Ministry:
+    return Ministry(HIERARCHIES[request.param])
 
 
 def revs(*ids: str) -> list[Revocation]:
@@ -137,9 +149,9 @@ def test_a_province_signing_outside_its_prefix(store: RevocationStore, m: Minist
 
 
 def test_a_key_chained_to_a_self_made_root(store: RevocationStore, m: Ministry) -> None:
-    fake_root = SigningKey.generate("000000", [])
-    fake_gd = SigningKey.generate("440000", ["44"])
-    fake_gz = SigningKey.generate("440100", ["4401"])
+    fake_root = SigningKey.generate("000000", [], m.suite)
+    fake_gd = SigningKey.generate("440000", ["44"], m.suite)
+    fake_gz = SigningKey.generate("440100", ["4401"], m.suite)
     fake_chain = [
         issue_certificate(fake_root, fake_gd, ["44"], START, END, serial=1),
         issue_certificate(fake_gd, fake_gz, ["4401"], START, END, serial=2),
@@ -227,7 +239,7 @@ def test_certified_keys_as_a_mapping(m: Ministry) -> None:
     later = keys.updated(at=T_REVOKE)
     assert m.gz.key_id not in later and m.gz2.key_id in later
     assert later.publishers()["440100"] == ("4401",)
-    assert keys.key_at(SigningKey.generate("440100", ["4401"]).key_id, NOW) is None
+    assert keys.key_at(SigningKey.generate("440100", ["4401"], m.suite).key_id, NOW) is None
     gz = keys.key_at(m.gz.key_id, T_REVOKE - 1)
     assert gz is not None and gz.prefixes == ("4401",) and gz.publisher == "440100"
     with pytest.raises(KeyRevoked):

@@ -52,13 +52,14 @@ HEAD3 = FeedHead(GZ, 3, D3)
 
 
 @pytest.fixture(scope="module")
-def gz() -> SigningKey:
-    return SigningKey.generate(GZ, ["4401"])
+def gz(signing_suite: str) -> SigningKey:
+    """Guangzhou's key, in each signing suite in turn (conftest.SUITE_NAMES)."""
+    return SigningKey.generate(GZ, ["4401"], signing_suite)
 
 
 @pytest.fixture(scope="module")
-def sz() -> SigningKey:
-    return SigningKey.generate("440300", ["4403"])
+def sz(signing_suite: str) -> SigningKey:
+    return SigningKey.generate("440300", ["4403"], signing_suite)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def held(
 def forged(key: SigningKey, publisher: str, version: int, digest: bytes, t: int) -> HeadStatement:
     """A statement for ``publisher`` signed by ``key`` whatever its publisher is."""
     s = HeadStatement(publisher, version, digest, t, key.suite_id, key.key_id, b"x")
-    return dataclasses.replace(s, signature=key.sign(hashlib.sha256(s.body).digest()))
+    return dataclasses.replace(s, signature=key.sign_body(s.body))
 
 
 # ---------------------------------------------------------------------------- the codec
@@ -86,7 +87,7 @@ def test_a_statement_round_trips_and_its_layout_is_the_documented_one(gz: Signin
     s = sign_statement(gz, HEAD3, NOW)
     data = s.to_bytes()
     assert len(s.body) == BODY_LENGTH == 66
-    assert len(data) == BODY_LENGTH + 1 + 64  # Ed25519
+    assert len(data) == BODY_LENGTH + 1 + 64  # Ed25519, and SM2's r || s
     assert data[:4] == STATEMENT_MAGIC and data[4] == 1
     assert int.from_bytes(data[5:9], "big") == 440100
     assert int.from_bytes(data[9:17], "big") == 3 and data[17:49] == D3
@@ -213,7 +214,8 @@ def test_bad_signature(gz: SigningKey, ring: Keyring) -> None:
     with pytest.raises(StatementBadSignature):
         accept_statement(held(), dataclasses.replace(s, issued_at=NOW - 1), ring, NOW, SKEW)
     with pytest.raises(StatementBadSignature):
-        accept_statement(held(), dataclasses.replace(s, suite_id=2), ring, NOW, SKEW)
+        other_suite = dataclasses.replace(s, suite_id=3 - s.suite_id)
+        accept_statement(held(), other_suite, ring, NOW, SKEW)
 
 
 def test_a_key_may_not_stand_behind_versions_past_its_max_version(gz: SigningKey) -> None:

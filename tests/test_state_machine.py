@@ -6,6 +6,8 @@ one must never hide another (no false negatives), across reopen and index reload
 Entries may lapse (issue #17): the clock advances as one of the rules and the sweep runs as
 another, and at every step a card is REVOKED exactly while the model holds it and its end
 time (if any) is after the clock, whether or not the sweep has run.
+
+The machine runs under each signing suite (issue #14), with half the examples each.
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from blacklist.authority import Revocation, build_delta
 from blacklist.checker import Checker, CheckStatus
@@ -26,10 +35,8 @@ from blacklist.entry import Reason
 from blacklist.rejections import DeltaRejected
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
+from tests.conftest import SUITE_NAMES
 
-GZ = SigningKey.generate("440100", ["4401"])
-SZ = SigningKey.generate("440300", ["4403"])
-KEYS = Keyring([GZ.trusted(), SZ.trusted()])
 POOL = [f"4401{i % 3:02d}D156000005{i * 7919:016X}" for i in range(24)] + [
     f"440300D156000005{i:016X}" for i in range(8)
 ]
@@ -39,6 +46,10 @@ Held = tuple[Reason, int, int | None]  # reason, effective time, end time
 
 
 class StoreVsDict(RuleBasedStateMachine):
+    GZ: SigningKey
+    SZ: SigningKey
+    KEYS: Keyring
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="sm-"))
@@ -53,7 +64,7 @@ class StoreVsDict(RuleBasedStateMachine):
         )
 
     def _key(self, card: str) -> SigningKey:
-        return GZ if card.startswith("4401") else SZ
+        return self.GZ if card.startswith("4401") else self.SZ
 
     def _publish(self, revoke: dict[str, Held], reinstate: set[str]) -> None:
         by_pub: dict[str, tuple[list[Revocation], list[str]]] = {}
@@ -62,9 +73,9 @@ class StoreVsDict(RuleBasedStateMachine):
         for c in reinstate:
             by_pub.setdefault(self._key(c).publisher, ([], []))[1].append(c)
         for pub, (adds, removes) in by_pub.items():
-            key = GZ if pub == "440100" else SZ
+            key = self.GZ if pub == "440100" else self.SZ
             delta = build_delta(key, self.store.head(pub), adds, removes, int(self.clock()))
-            self.store.apply(delta.to_bytes(), KEYS)
+            self.store.apply(delta.to_bytes(), self.KEYS)
             self.versions[pub] += 1
 
     @rule(
@@ -145,7 +156,7 @@ class StoreVsDict(RuleBasedStateMachine):
             raw[-3] ^= 0x40
             data = bytes(raw)
         try:
-            self.store.apply(data, KEYS)
+            self.store.apply(data, self.KEYS)
         except DeltaRejected:
             pass
         else:
@@ -159,7 +170,7 @@ class StoreVsDict(RuleBasedStateMachine):
 
     @invariant()
     def agrees_with_model(self) -> None:
-        checker = Checker(self.store, KEYS, clock=self.clock)
+        checker = Checker(self.store, self.KEYS, clock=self.clock)
         batch = checker.check_many(POOL)
         live = self._live()
         for i, c in enumerate(POOL):
@@ -195,5 +206,16 @@ class StoreVsDict(RuleBasedStateMachine):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-StoreVsDict.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
-TestStoreVsDict = StoreVsDict.TestCase
+def _in_suite(suite: str) -> type[StoreVsDict]:
+    gz = SigningKey.generate("440100", ["4401"], suite)
+    sz = SigningKey.generate("440300", ["4403"], suite)
+    ring = Keyring([gz.trusted(), sz.trusted()])
+    return type(f"StoreVsDict_{suite}", (StoreVsDict,), {"GZ": gz, "SZ": sz, "KEYS": ring})
+
+
+@pytest.mark.parametrize("suite", SUITE_NAMES)
+def test_store_vs_dict(suite: str) -> None:
+    run_state_machine_as_test(
+        _in_suite(suite),
+        settings=settings(max_examples=20, stateful_step_count=25, deadline=None),
+    )

@@ -51,6 +51,7 @@ from node.gen.blacklist.v1 import (
 from node.keyfiles import load_signing_key
 from node.local.federation import TOPOLOGY, Federation
 from node.local.process import LocalNode, NodeSpec, start_node
+from tests.conftest import SUITE_NAMES
 from tests.fake_upstream import Damage, FakeUpstream, flip_bit
 from tests.node_harness import Metrics
 
@@ -194,7 +195,7 @@ class Cluster:
         self.extra.clear()
 
 
-def start_federation(root: Path) -> Cluster:
+def start_federation(root: Path, suite: str = "ed25519") -> Cluster:
     # Plain text and bare keys: these faults are about sync, and the tests add nodes and
     # forge feeds with bare trusted keys (the secure federation is the demo's).
     fed = Federation(
@@ -202,6 +203,7 @@ def start_federation(root: Path) -> Cluster:
         sync_interval=SYNC_INTERVAL,
         secure=False,
         head_statement_interval=STATEMENT_INTERVAL,
+        suite=suite,
     )
     fed.prepare()
     try:
@@ -476,10 +478,27 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     shut_down(cluster)
 
 
+@pytest.fixture(scope="module")
+def shared_sm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A second federation whose keys are all SM2 (issue #14), for the tests about what a
+    node accepts (``@each_suite``); started only if one of them runs."""
+    cluster = start_federation(tmp_path_factory.mktemp("federation-sm2"), "sm2-sm3")
+    yield cluster
+    shut_down(cluster)
+
+
+# The tests about the protocol (what is accepted, refused and counted) run under both
+# signing suites; the ones about processes (kills, outages, partitions) under Ed25519.
+each_suite = pytest.mark.parametrize("cluster", SUITE_NAMES, indirect=True)
+
+
 @pytest.fixture
-def cluster(shared: Cluster) -> Cluster:
-    """The shared federation with all six nodes running: a test that failed half-way may
-    have left one down, and the next should not fail for that."""
+def cluster(request: pytest.FixtureRequest) -> Cluster:
+    """The shared federation (of the suite the test is parametrised with, Ed25519 if not)
+    with all six nodes running: a test that failed half-way may have left one down, and the
+    next should not fail for that."""
+    suite = getattr(request, "param", "ed25519")
+    shared: Cluster = request.getfixturevalue("shared" if suite == "ed25519" else "shared_sm2")
     for name in list(shared.extra):
         shared.extra.pop(name).close()
     down = [r for r in REGIONS if not shared.fed.nodes[r].running]
@@ -596,6 +615,7 @@ def test_kill_city_repeatedly_during_large_apply_full_size(own_federation: Clust
 
 
 # ---------------------------------------------------------------------------- hostile deltas
+@each_suite
 def test_bad_deltas_pushed_by_a_child_are_rejected_and_counted(cluster: Cluster) -> None:
     """Deltas of 440300's feed, signed with its real key, pushed into province 440000 as a
     child would: a valid one is applied, an identical copy is a harmless duplicate, and a
@@ -708,6 +728,7 @@ def feed_snapshot(key: SigningKey, rng: random.Random, n: int = 3000) -> tuple[b
     return snapshot.to_bytes(), cards
 
 
+@each_suite
 @pytest.mark.parametrize(
     ("damage", "cause", "result"),
     [
@@ -783,6 +804,7 @@ def test_damaged_snapshot_transfer_is_rejected_and_node_keeps_serving(
 
 
 # ---------------------------------------------------------------------------- a new node
+@each_suite
 def test_new_node_with_empty_data_dir_bootstraps_from_snapshots(
     cluster: Cluster, tmp_path: Path
 ) -> None:

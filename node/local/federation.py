@@ -60,6 +60,7 @@ class Federation:
     head_statement_interval: float | None = None  # None: the node's default (60 s)
     topology: tuple[tuple[str, str, str | None, str | None], ...] = TOPOLOGY
     secure: bool = True  # False: plain text and bare trusted keys (tests and benchmarks)
+    suite: str = "ed25519"  # the signing suite of the bare keys (secure=False)
     keys: dict[str, KeyPair] = field(default_factory=dict)
     trust: FederationTrust | None = None  # with secure: keys, certificates, TLS files
     ports: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -75,7 +76,9 @@ class Federation:
         else:
             for region, _, _, prefix in self.topology:
                 if prefix is not None:
-                    self.keys[region] = generate_keys(region, [prefix], self.root / "keys")
+                    self.keys[region] = generate_keys(
+                        region, [prefix], self.root / "keys", self.suite
+                    )
         for region, *_ in self.topology:
             self.ports[region] = (free_port(), free_port())
         self.write_configs()

@@ -122,11 +122,18 @@ def _cli(python: str) -> list[str]:
     return [python, "-m", "node"]
 
 
-def generate_keys(publisher: str, prefixes: Sequence[str], out: str | os.PathLike[str]) -> KeyPair:
-    """A new signing key pair for ``publisher`` in ``out``: the files ``python -m node keys
-    generate`` writes (node/keyfiles.py), made in this process."""
+def generate_keys(
+    publisher: str,
+    prefixes: Sequence[str],
+    out: str | os.PathLike[str],
+    suite: str = "ed25519",
+) -> KeyPair:
+    """A new signing key pair for ``publisher`` in ``out``, of signing suite ``suite``: the
+    files ``python -m node keys generate --suite`` writes (node/keyfiles.py), made in this
+    process."""
     try:
-        private, public = write_key_pair(SigningKey.generate(publisher, list(prefixes)), out)
+        key = SigningKey.generate(publisher, list(prefixes), suite)
+        private, public = write_key_pair(key, out)
     except FileExistsError as exc:
         raise LocalNodeError(
             f"keys for {publisher}: {exc.filename} exists; refusing to overwrite a key"
