@@ -4,17 +4,27 @@
  * blacklist/filters/offline.py (and README.md, "Offline filter for POS"); this file
  * follows it field by field.
  *
- * What it verifies: the file's INTEGRITY, not its AUTHENTICITY.
+ * What it verifies:
+ *   INTEGRITY, always:
  *   - the trailer: SHA-256 of every byte before the last 32 equals those 32 bytes;
  *   - the structure: every length is bounded by the bytes present, every field in range,
  *     no trailing bytes;
  *   - every partition body's SHA-256 equals the body_digest in the (signed) header.
- * What it does NOT verify: the signature over the header (Ed25519 over its SHA-256, or SM2
- * over its SM3) and the certificate
- * chain from the pinned root. The Python reader (blacklist.filters.offline.verify) does;
- * a terminal must have the signature verified (by its own Ed25519 code, or by the gateway
- * that loads the file) before it trusts a file. This reader prints SHA-256(header), for
- * Ed25519 the digest the signature covers, so the two can be tied together.
+ *   AUTHENTICITY, when given the pinned root's Ed25519 public key (ROOT_PUBLIC_HEX):
+ *   - the certificate chain in the file, link by link from the root (blacklist/certs.py
+ *     layout; blacklist/chainverify.py rules): issuer key id, the issuer's Ed25519
+ *     signature over SHA-256 of the certificate body, not_before <= issued_at <= not_after
+ *     and NOW <= not_after, scope within the issuer's, and a key for another publisher only
+ *     for strictly narrower prefixes;
+ *   - the leaf is the header's key and is certified for a prefix of the filter's scope (the
+ *     root signs any scope);
+ *   - its Ed25519 signature (RFC 8032 5.1.7, checked as OpenSSL does: S < L, A decodes,
+ *     [S]B - [k]A encodes to R) over SHA-256(header).
+ *   Not here: SM2 signatures (refused: "Ed25519 only"; the Python reader verifies them) and
+ *   key revocations (the file carries none; neither reader knows of them offline: a
+ *   filter's life is bounded by expires_at and the certificates' not_after).
+ *   Without ROOT_PUBLIC_HEX a terminal must have the signature checked some other way
+ *   (blacklist.filters.offline.verify, or the gateway that loads the file).
  *
  * Answers, checked in this order (the same as the Python reader's):
  *   MALFORMED      not a card id (32 chars: province-level 2 digits, 4 digits, 10 letters
@@ -26,10 +36,13 @@
  *
  * Usage:
  *   offline_filter info FILE              the header, one "key value" per line
- *   offline_filter check FILE NOW         ids on stdin, one per line ("psam:ID" for a
+ *   offline_filter check FILE NOW [ROOT_PUBLIC_HEX]
+ *                                         ids on stdin, one per line ("psam:ID" for a
  *                                         PSAM); one answer per line on stdout:
  *                                         VERDICT PUBLISHER|- FRESH_AT
- * Exit status: 0 answered, 2 the file is refused (the reason on stderr), 1 usage.
+ *                                         (with the root: only after the file verified)
+ * Exit status: 0 answered, 2 the file is refused (damaged, or "not authentic": the reason
+ * on stderr), 1 usage.
  */
 
 #include <stdint.h>
@@ -190,7 +203,10 @@ typedef struct {
 typedef struct {
     char scope[7];
     int64_t issued_at, expires_at, fresh_at;
-    uint32_t signer, count;
+    uint32_t signer, count, chain_count;
+    int suite;
+    const unsigned char *key_id;
+    size_t chain_offset, sig_offset, sig_len; /* offsets into the file's bytes */
     unsigned char header_digest[32];
     partition *parts;
 } filter_file;
@@ -263,8 +279,8 @@ static const char *parse(const unsigned char *data, size_t n, filter_file *out) 
         return "issued_at is not before expires_at";
     out->signer = (uint32_t)be(&c, 4);
     if (out->signer > 999999) return "signer code out of range";
-    be(&c, 1);                        /* suite */
-    take(&c, 8, &p);                  /* key id */
+    out->suite = (int)be(&c, 1);
+    take(&c, 8, &out->key_id);
     out->count = (uint32_t)be(&c, 4);
     if (c.error) return c.error;
     if (out->count > 65535) return "too many partitions";
@@ -302,6 +318,8 @@ static const char *parse(const unsigned char *data, size_t n, filter_file *out) 
     sha256(data, (size_t)(c.p - data), out->header_digest);
     links = be(&c, 1);
     if (links > 8) return "certificate chain too long";
+    out->chain_count = (uint32_t)links;
+    out->chain_offset = (size_t)(c.p - data);
     for (i = 0; i < links; i++) {
         uint64_t len = be(&c, 4);
         if (len > 4096) return "certificate too long";
@@ -309,6 +327,8 @@ static const char *parse(const unsigned char *data, size_t n, filter_file *out) 
     }
     sig_len = be(&c, 1);
     if (!c.error && sig_len < 1) return "unsigned";
+    out->sig_offset = (size_t)(c.p - data);
+    out->sig_len = (size_t)sig_len;
     take(&c, sig_len, &p);
     for (i = 0; i < out->count; i++) {
         partition *q = &out->parts[i];
@@ -326,6 +346,337 @@ static const char *parse(const unsigned char *data, size_t n, filter_file *out) 
     if (c.error) return c.error;
     if (c.left) return "trailing bytes";
     return NULL;
+}
+
+/* ----------------------------------------------- SHA-512 (FIPS 180-4), for Ed25519 only */
+static const uint64_t K512[80] = {
+    0x428a2f98d728ae22ULL, 0x7137449123ef65cdULL, 0xb5c0fbcfec4d3b2fULL,
+    0xe9b5dba58189dbbcULL, 0x3956c25bf348b538ULL, 0x59f111f1b605d019ULL,
+    0x923f82a4af194f9bULL, 0xab1c5ed5da6d8118ULL, 0xd807aa98a3030242ULL,
+    0x12835b0145706fbeULL, 0x243185be4ee4b28cULL, 0x550c7dc3d5ffb4e2ULL,
+    0x72be5d74f27b896fULL, 0x80deb1fe3b1696b1ULL, 0x9bdc06a725c71235ULL,
+    0xc19bf174cf692694ULL, 0xe49b69c19ef14ad2ULL, 0xefbe4786384f25e3ULL,
+    0x0fc19dc68b8cd5b5ULL, 0x240ca1cc77ac9c65ULL, 0x2de92c6f592b0275ULL,
+    0x4a7484aa6ea6e483ULL, 0x5cb0a9dcbd41fbd4ULL, 0x76f988da831153b5ULL,
+    0x983e5152ee66dfabULL, 0xa831c66d2db43210ULL, 0xb00327c898fb213fULL,
+    0xbf597fc7beef0ee4ULL, 0xc6e00bf33da88fc2ULL, 0xd5a79147930aa725ULL,
+    0x06ca6351e003826fULL, 0x142929670a0e6e70ULL, 0x27b70a8546d22ffcULL,
+    0x2e1b21385c26c926ULL, 0x4d2c6dfc5ac42aedULL, 0x53380d139d95b3dfULL,
+    0x650a73548baf63deULL, 0x766a0abb3c77b2a8ULL, 0x81c2c92e47edaee6ULL,
+    0x92722c851482353bULL, 0xa2bfe8a14cf10364ULL, 0xa81a664bbc423001ULL,
+    0xc24b8b70d0f89791ULL, 0xc76c51a30654be30ULL, 0xd192e819d6ef5218ULL,
+    0xd69906245565a910ULL, 0xf40e35855771202aULL, 0x106aa07032bbd1b8ULL,
+    0x19a4c116b8d2d0c8ULL, 0x1e376c085141ab53ULL, 0x2748774cdf8eeb99ULL,
+    0x34b0bcb5e19b48a8ULL, 0x391c0cb3c5c95a63ULL, 0x4ed8aa4ae3418acbULL,
+    0x5b9cca4f7763e373ULL, 0x682e6ff3d6b2b8a3ULL, 0x748f82ee5defb2fcULL,
+    0x78a5636f43172f60ULL, 0x84c87814a1f0ab72ULL, 0x8cc702081a6439ecULL,
+    0x90befffa23631e28ULL, 0xa4506cebde82bde9ULL, 0xbef9a3f7b2c67915ULL,
+    0xc67178f2e372532bULL, 0xca273eceea26619cULL, 0xd186b8c721c0c207ULL,
+    0xeada7dd6cde0eb1eULL, 0xf57d4f7fee6ed178ULL, 0x06f067aa72176fbaULL,
+    0x0a637dc5a2c898a6ULL, 0x113f9804bef90daeULL, 0x1b710b35131c471bULL,
+    0x28db77f523047d84ULL, 0x32caab7b40c72493ULL, 0x3c9ebe0a15c9bebcULL,
+    0x431d67c49c100d4cULL, 0x4cc5d4becb3e42b6ULL, 0x597f299cfc657e2aULL,
+    0x5fcb6fab3ad6faecULL, 0x6c44198c4a475817ULL};
+static const uint64_t H512[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL,
+    0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
+    0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
+
+static uint64_t ror64(uint64_t x, int n) { return (x >> n) | (x << (64 - n)); }
+
+static void sha512_block(uint64_t h[8], const unsigned char *p) {
+    uint64_t w[80], v[8], t1, t2;
+    int i, j;
+    for (i = 0; i < 16; i++)
+        for (w[i] = 0, j = 0; j < 8; j++) w[i] = w[i] << 8 | p[8 * i + j];
+    for (i = 16; i < 80; i++) {
+        uint64_t s0 = ror64(w[i - 15], 1) ^ ror64(w[i - 15], 8) ^ (w[i - 15] >> 7);
+        uint64_t s1 = ror64(w[i - 2], 19) ^ ror64(w[i - 2], 61) ^ (w[i - 2] >> 6);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    memcpy(v, h, sizeof v);
+    for (i = 0; i < 80; i++) {
+        t1 = v[7] + (ror64(v[4], 14) ^ ror64(v[4], 18) ^ ror64(v[4], 41)) +
+             ((v[4] & v[5]) ^ (~v[4] & v[6])) + K512[i] + w[i];
+        t2 = (ror64(v[0], 28) ^ ror64(v[0], 34) ^ ror64(v[0], 39)) +
+             ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
+        memmove(v + 1, v, 7 * sizeof v[0]);
+        v[4] += t1;
+        v[0] = t1 + t2;
+    }
+    for (i = 0; i < 8; i++) h[i] += v[i];
+}
+
+/* SHA-512 of the concatenation a || b || c (what Ed25519 hashes: R || A || message). */
+static void sha512_3(const unsigned char *a, size_t na, const unsigned char *b, size_t nb,
+                     const unsigned char *c, size_t nc, unsigned char out[64]) {
+    uint64_t h[8];
+    unsigned char block[128];
+    size_t used = 0, total = na + nb + nc, i;
+    const unsigned char *parts[3];
+    size_t sizes[3];
+    int k;
+    parts[0] = a; parts[1] = b; parts[2] = c;
+    sizes[0] = na; sizes[1] = nb; sizes[2] = nc;
+    memcpy(h, H512, sizeof h);
+    for (k = 0; k < 3; k++)
+        for (i = 0; i < sizes[k]; i++) {
+            block[used++] = parts[k][i];
+            if (used == 128) {
+                sha512_block(h, block);
+                used = 0;
+            }
+        }
+    block[used++] = 0x80;
+    if (used > 112) {
+        memset(block + used, 0, 128 - used);
+        sha512_block(h, block);
+        used = 0;
+    }
+    memset(block + used, 0, 128 - used);
+    for (i = 0; i < 8; i++) block[120 + i] = (unsigned char)(((uint64_t)total * 8) >> (56 - 8 * i));
+    sha512_block(h, block);
+    for (i = 0; i < 64; i++) out[i] = (unsigned char)(h[i / 8] >> (56 - 8 * (i % 8)));
+}
+
+/* ------------------------------------------ Ed25519 verification (RFC 8032, section 5.1) */
+/* A field element mod p = 2**255 - 19: 16 signed limbs of 16 bits, little-endian; values
+ * are kept small enough that products fit in int64. Verification handles public data only,
+ * so nothing here needs to run in constant time. */
+typedef int64_t fe[16];
+static const unsigned char D_BYTES[32] = {0xa3, 0x78, 0x59, 0x13, 0xca, 0x4d, 0xeb, 0x75, 0xab, 0xd8, 0x41, 0x41, 0x4d, 0x0a, 0x70, 0x00, 0x98, 0xe8, 0x79, 0x77, 0x79, 0x40, 0xc7, 0x8c, 0x73, 0xfe, 0x6f, 0x2b, 0xee, 0x6c, 0x03, 0x52};
+static const unsigned char I_BYTES[32] = {0xb0, 0xa0, 0x0e, 0x4a, 0x27, 0x1b, 0xee, 0xc4, 0x78, 0xe4, 0x2f, 0xad, 0x06, 0x18, 0x43, 0x2f, 0xa7, 0xd7, 0xfb, 0x3d, 0x99, 0x00, 0x4d, 0x2b, 0x0b, 0xdf, 0xc1, 0x4f, 0x80, 0x24, 0x83, 0x2b};
+static const unsigned char L_BYTES[32] = {0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10};
+
+static fe FE_D, FE_D2, FE_I;
+
+static int64_t floor_shift16(int64_t v) { return v >= 0 ? v >> 16 : -((-v + 65535) >> 16); }
+
+static void fe_carry(fe o) {
+    int i;
+    for (i = 0; i < 16; i++) {
+        int64_t c = floor_shift16(o[i]);
+        o[i] -= c * 65536;
+        if (i < 15) o[i + 1] += c; else o[0] += 38 * c; /* 2**256 = 38 (mod p) */
+    }
+}
+static void fe_copy(fe o, const fe a) { memcpy(o, a, sizeof(fe)); }
+static void fe_set(fe o, int64_t v) { memset(o, 0, sizeof(fe)); o[0] = v; }
+static void fe_add(fe o, const fe a, const fe b) { int i; for (i = 0; i < 16; i++) o[i] = a[i] + b[i]; }
+static void fe_sub(fe o, const fe a, const fe b) { int i; for (i = 0; i < 16; i++) o[i] = a[i] - b[i]; }
+static void fe_mul(fe o, const fe a, const fe b) {
+    int64_t t[31];
+    int i, j;
+    memset(t, 0, sizeof t);
+    for (i = 0; i < 16; i++)
+        for (j = 0; j < 16; j++) t[i + j] += a[i] * b[j];
+    for (i = 0; i < 15; i++) t[i] += 38 * t[i + 16];
+    for (i = 0; i < 16; i++) o[i] = t[i];
+    fe_carry(o);
+    fe_carry(o);
+}
+static void fe_sq(fe o, const fe a) { fe_mul(o, a, a); }
+
+/* The canonical 32 bytes (value reduced below p). */
+static void fe_pack(unsigned char out[32], const fe a) {
+    fe t, m;
+    int i, k;
+    fe_copy(t, a);
+    for (;;) { /* until every limb is in [0, 2**16) */
+        int ok = 1;
+        fe_carry(t);
+        for (i = 0; i < 16; i++) if (t[i] < 0 || t[i] > 65535) ok = 0;
+        if (ok) break;
+    }
+    for (k = 0; k < 2; k++) { /* the value is below 2**256 < 3p: subtract p at most twice */
+        int64_t borrow = 0;
+        for (i = 0; i < 16; i++) {
+            int64_t limb = i == 0 ? 0xffed : i == 15 ? 0x7fff : 0xffff;
+            int64_t v = t[i] - limb - borrow;
+            borrow = v < 0;
+            m[i] = v + borrow * 65536;
+        }
+        if (!borrow) fe_copy(t, m);
+    }
+    for (i = 0; i < 16; i++) {
+        out[2 * i] = (unsigned char)(t[i] & 0xff);
+        out[2 * i + 1] = (unsigned char)(t[i] >> 8);
+    }
+}
+static void fe_unpack(fe o, const unsigned char in[32]) {
+    int i;
+    for (i = 0; i < 16; i++) o[i] = in[2 * i] | (int64_t)in[2 * i + 1] << 8;
+    o[15] &= 0x7fff;
+}
+static int fe_equal(const fe a, const fe b) {
+    unsigned char x[32], y[32];
+    fe_pack(x, a);
+    fe_pack(y, b);
+    return memcmp(x, y, 32) == 0;
+}
+static int fe_parity(const fe a) { unsigned char x[32]; fe_pack(x, a); return x[0] & 1; }
+static int fe_is_zero(const fe a) { fe z; fe_set(z, 0); return fe_equal(a, z); }
+
+/* a**(2**255 - 21) = 1/a: square-and-multiply over the exponent's bits (all ones but 2, 4). */
+static void fe_invert(fe o, const fe a) {
+    fe c;
+    int bit;
+    fe_copy(c, a);
+    for (bit = 253; bit >= 0; bit--) {
+        fe_sq(c, c);
+        if (bit != 2 && bit != 4) fe_mul(c, c, a);
+    }
+    fe_copy(o, c);
+}
+/* a**((p - 5) / 8) = a**(2**252 - 3) (all ones but bit 1): for square roots. */
+static void fe_pow2523(fe o, const fe a) {
+    fe c;
+    int bit;
+    fe_copy(c, a);
+    for (bit = 250; bit >= 0; bit--) {
+        fe_sq(c, c);
+        if (bit != 1) fe_mul(c, c, a);
+    }
+    fe_copy(o, c);
+}
+
+/* Points in extended coordinates (X:Y:Z:T), x = X/Z, y = Y/Z, x*y = T/Z (section 5.1.4). */
+typedef struct { fe x, y, z, t; } point;
+
+static void point_add(point *r, const point *p, const point *q) {
+    fe a, b, c, d, e, f, g, h, t;
+    fe_sub(a, p->y, p->x); fe_sub(t, q->y, q->x); fe_mul(a, a, t);
+    fe_add(b, p->y, p->x); fe_add(t, q->y, q->x); fe_mul(b, b, t);
+    fe_mul(c, p->t, q->t); fe_mul(c, c, FE_D2);
+    fe_mul(d, p->z, q->z); fe_add(d, d, d);
+    fe_sub(e, b, a); fe_sub(f, d, c); fe_add(g, d, c); fe_add(h, b, a);
+    fe_mul(r->x, e, f); fe_mul(r->y, g, h); fe_mul(r->t, e, h); fe_mul(r->z, f, g);
+}
+
+/* [k]p for a 32-byte little-endian scalar, double-and-add (the formula is unified). */
+static void point_mul(point *r, const unsigned char k[32], const point *p) {
+    point q;
+    int bit;
+    fe_set(q.x, 0); fe_set(q.y, 1); fe_set(q.z, 1); fe_set(q.t, 0);
+    for (bit = 255; bit >= 0; bit--) {
+        point_add(&q, &q, &q);
+        if ((k[bit / 8] >> (bit % 8)) & 1) point_add(&q, &q, p);
+    }
+    *r = q;
+}
+
+static void point_encode(unsigned char out[32], const point *p) {
+    fe zi, x, y;
+    fe_invert(zi, p->z);
+    fe_mul(x, p->x, zi);
+    fe_mul(y, p->y, zi);
+    fe_pack(out, y);
+    out[31] ^= (unsigned char)(fe_parity(x) << 7);
+}
+
+/* Section 5.1.3; 0 if the bytes are not a point (non-canonical y, no square root). */
+static int point_decode(point *p, const unsigned char in[32]) {
+    fe u, v, v3, vx2, t, one;
+    unsigned char check[32], y_bytes[32];
+    int sign = in[31] >> 7;
+    memcpy(y_bytes, in, 32);
+    y_bytes[31] &= 0x7f;
+    fe_unpack(p->y, y_bytes);
+    fe_pack(check, p->y);
+    if (memcmp(check, y_bytes, 32) != 0) return 0; /* y >= p */
+    fe_set(one, 1);
+    fe_set(p->z, 1);
+    fe_sq(u, p->y);
+    fe_mul(v, u, FE_D);
+    fe_sub(u, u, one);          /* u = y^2 - 1 */
+    fe_add(v, v, one);          /* v = d y^2 + 1 */
+    fe_sq(v3, v); fe_mul(v3, v3, v);            /* v^3 */
+    fe_sq(t, v3); fe_mul(t, t, v); fe_mul(t, t, u); /* u v^7 */
+    fe_pow2523(t, t);
+    fe_mul(t, t, v3); fe_mul(p->x, t, u);       /* x = u v^3 (u v^7)^((p-5)/8) */
+    fe_sq(vx2, p->x); fe_mul(vx2, vx2, v);
+    if (!fe_equal(vx2, u)) {
+        fe neg;
+        fe_set(neg, 0);
+        fe_sub(neg, neg, u);
+        if (!fe_equal(vx2, neg)) return 0;
+        fe_mul(p->x, p->x, FE_I);
+    }
+    if (fe_is_zero(p->x) && sign) return 0;
+    if (fe_parity(p->x) != sign) {
+        fe z;
+        fe_set(z, 0);
+        fe_sub(p->x, z, p->x);
+    }
+    fe_mul(p->t, p->x, p->y);
+    return 1;
+}
+
+/* h mod L for a 64-byte little-endian h, bit by bit (r < L < 2**253 fits 8 limbs). */
+static void reduce_mod_l(unsigned char out[32], const unsigned char h[64]) {
+    uint32_t r[9], l[9];
+    int bit, i;
+    memset(r, 0, sizeof r);
+    memset(l, 0, sizeof l);
+    for (i = 0; i < 32; i++) l[i / 4] |= (uint32_t)L_BYTES[i] << (8 * (i % 4));
+    for (bit = 511; bit >= 0; bit--) {
+        uint64_t carry = (h[bit / 8] >> (bit % 8)) & 1, borrow = 0;
+        uint32_t m[9];
+        for (i = 0; i < 9; i++) {
+            uint64_t v = ((uint64_t)r[i] << 1) | carry;
+            carry = v >> 32;
+            r[i] = (uint32_t)v;
+        }
+        for (i = 0; i < 9; i++) { /* m = r - l; keep it when there is no borrow */
+            uint64_t v = (uint64_t)r[i] - l[i] - borrow;
+            borrow = (v >> 63) & 1;
+            m[i] = (uint32_t)v;
+        }
+        if (!borrow) memcpy(r, m, sizeof r);
+    }
+    for (i = 0; i < 32; i++) out[i] = (unsigned char)(r[i / 4] >> (8 * (i % 4)));
+}
+
+static int scalar_below_l(const unsigned char s[32]) {
+    int i;
+    for (i = 31; i >= 0; i--) {
+        if (s[i] < L_BYTES[i]) return 1;
+        if (s[i] > L_BYTES[i]) return 0;
+    }
+    return 0;
+}
+
+static point BASE;
+
+static void ed25519_init(void) {
+    static const unsigned char base_y[32] = {
+        0x58, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+        0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66};
+    fe_unpack(FE_D, D_BYTES);
+    fe_add(FE_D2, FE_D, FE_D);
+    fe_unpack(FE_I, I_BYTES);
+    point_decode(&BASE, base_y);
+}
+
+/* RFC 8032 5.1.7, as OpenSSL checks it: S < L, A decodes, and the encoding of
+ * [S]B - [k]A is exactly R, with k = SHA-512(R || A || message) mod L. */
+static int ed25519_verify(const unsigned char pub[32], const unsigned char *msg, size_t n,
+                          const unsigned char sig[64]) {
+    point a, sb, ka, r;
+    unsigned char h[64], k[32], enc[32];
+    fe z;
+    if (!scalar_below_l(sig + 32) || !point_decode(&a, pub)) return 0;
+    sha512_3(sig, 32, pub, 32, msg, n, h);
+    reduce_mod_l(k, h);
+    fe_set(z, 0);
+    fe_sub(a.x, z, a.x); /* -A */
+    fe_sub(a.t, z, a.t);
+    point_mul(&sb, sig + 32, &BASE);
+    point_mul(&ka, k, &a);
+    point_add(&r, &sb, &ka);
+    point_encode(enc, &r);
+    return memcmp(enc, sig, 32) == 0;
 }
 
 /* ---------------------------------------------------------------- ids (blacklist/cardid.py) */
@@ -368,6 +719,177 @@ static int holds_region(const partition *q, uint32_t region) {
         if (r < region) lo = mid + 1; else hi = mid;
     }
     return 0;
+}
+
+/* -------------------------------- the signer's chain from the pinned root (blacklist/certs.py,
+ * blacklist/chainverify.py rules 1-4 and 6; key revocations are not in the file, as the
+ * Python reader's verify() by default). Ed25519 (suite 1) only: an SM2 chain is refused here. */
+typedef struct {
+    uint32_t publisher;
+    int suite;
+    const unsigned char *pub;
+    size_t pub_len;
+    int prefix_count;
+    char prefixes[255][7];
+    int64_t not_before, not_after;
+    const unsigned char *issuer_key_id;
+    const unsigned char *body;
+    size_t body_len;
+    const unsigned char *sig;
+    size_t sig_len;
+} certificate;
+
+static const char *parse_certificate(const unsigned char *p, size_t n, certificate *c) {
+    cursor r;
+    const unsigned char *q;
+    uint64_t len = 0;
+    int i, shift;
+    r.p = p; r.left = n; r.error = NULL;
+    if (!take(&r, 4, &q) || memcmp(q, "KCRT", 4) != 0) return "a certificate: bad magic";
+    if (be(&r, 1) != 1) return "a certificate: unknown format";
+    be(&r, 8); /* serial */
+    c->publisher = (uint32_t)be(&r, 4);
+    c->suite = (int)be(&r, 1);
+    c->pub_len = (size_t)be(&r, 1);
+    if (!r.error && (c->suite < 1 || c->suite > 2 || c->pub_len < 1))
+        return "a certificate: unknown suite or empty key";
+    take(&r, c->pub_len, &c->pub);
+    c->prefix_count = (int)be(&r, 1);
+    if (r.error) return "a certificate: truncated";
+    if (c->publisher > 999999 || c->prefix_count < 1) return "a certificate: bad publisher or scope";
+    for (i = 0; i < c->prefix_count; i++) {
+        uint64_t k, plen = be(&r, 1);
+        if (r.error || plen < 1 || plen > 6 || !take(&r, plen, &q)) return "a certificate: bad prefix";
+        for (k = 0; k < plen; k++) {
+            if (!is_digit(q[k])) return "a certificate: prefix not digits";
+            c->prefixes[i][k] = (char)q[k];
+        }
+        c->prefixes[i][plen] = '\0';
+        if (i > 0 && strcmp(c->prefixes[i - 1], c->prefixes[i]) >= 0)
+            return "a certificate: prefixes not in canonical order";
+    }
+    c->not_before = (int64_t)be(&r, 8);
+    c->not_after = (int64_t)be(&r, 8);
+    take(&r, 8, &c->issuer_key_id);
+    if (r.error) return "a certificate: truncated";
+    if (c->not_before > c->not_after) return "a certificate: not_before after not_after";
+    c->body = p;
+    c->body_len = n - r.left;
+    for (shift = 0;; shift += 7) { /* the signature's uvarint length */
+        uint64_t byte = be(&r, 1);
+        if (r.error || shift > 63) return "a certificate: bad signature length";
+        len |= (byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            if (byte == 0 && shift) return "a certificate: padded signature length";
+            break;
+        }
+    }
+    c->sig_len = (size_t)len;
+    if (len > r.left || !take(&r, c->sig_len, &c->sig)) return "a certificate: truncated signature";
+    if (r.left) return "a certificate: trailing bytes";
+    return NULL;
+}
+
+static void key_id_of(int suite, const unsigned char *pub, size_t n, unsigned char out[8]) {
+    unsigned char buf[256], digest[32];
+    buf[0] = (unsigned char)suite;
+    memcpy(buf + 1, pub, n);
+    sha256(buf, n + 1, digest);
+    memcpy(out, digest, 8);
+}
+
+static int starts_with(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* Within the issuer's scope (NULL: the root's national scope, any province-level code). */
+static int within(const char *code, const certificate *scope) {
+    int i;
+    if (!scope) return strlen(code) >= 2 && province((code[0] - '0') * 10 + (code[1] - '0'));
+    for (i = 0; i < scope->prefix_count; i++)
+        if (starts_with(code, scope->prefixes[i])) return 1;
+    return 0;
+}
+
+typedef struct {
+    int suite;
+    unsigned char pub[32];
+    unsigned char key_id[8];
+    uint32_t publisher;
+    const certificate *cert; /* NULL: the root itself */
+} signer_key;
+
+static const char *verify_chain(const filter_file *f, const unsigned char *chain,
+                                const unsigned char root[32], int64_t now, signer_key *out) {
+    static certificate certs[8];
+    const unsigned char *p = chain;
+    signer_key issuer;
+    uint32_t i;
+    char code[7];
+    issuer.suite = 1;
+    memcpy(issuer.pub, root, 32);
+    key_id_of(1, root, 32, issuer.key_id);
+    issuer.publisher = 0;
+    issuer.cert = NULL;
+    for (i = 0; i < f->chain_count; i++) {
+        certificate *c = &certs[i];
+        unsigned char digest[32];
+        size_t len = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+        const char *err = parse_certificate(p + 4, len, c);
+        int k;
+        p += 4 + len;
+        if (err) return err;
+        if (memcmp(c->issuer_key_id, issuer.key_id, 8) != 0) return "chain: unknown issuer";
+        if (issuer.suite != 1 || c->sig_len != 64) return "chain: not an Ed25519 signature (this reader verifies Ed25519 only)";
+        sha256(c->body, c->body_len, digest);
+        if (!ed25519_verify(issuer.pub, digest, 32, c->sig)) return "chain: bad certificate signature";
+        if (f->issued_at < c->not_before) return "chain: a certificate is not yet valid";
+        if (f->issued_at > c->not_after || now > c->not_after) return "chain: a certificate expired";
+        snprintf(code, sizeof code, "%06u", (unsigned)c->publisher);
+        if (!within(code, issuer.cert) && !(issuer.cert == NULL && c->publisher == 0))
+            return "chain: scope violation (publisher)";
+        for (k = 0; k < c->prefix_count; k++) {
+            int narrower = 0, j;
+            if (!within(c->prefixes[k], issuer.cert)) return "chain: scope violation (prefix)";
+            if (issuer.cert == NULL || c->publisher == issuer.publisher) continue;
+            for (j = 0; j < issuer.cert->prefix_count; j++)
+                if (starts_with(c->prefixes[k], issuer.cert->prefixes[j]) &&
+                    strlen(c->prefixes[k]) > strlen(issuer.cert->prefixes[j]))
+                    narrower = 1;
+            if (!narrower) return "chain: scope violation (not strictly narrower)";
+        }
+        if (c->suite != 1 || c->pub_len != 32) {
+            issuer.suite = c->suite; /* refused at the next link or at the filter's signature */
+            continue;
+        }
+        memcpy(issuer.pub, c->pub, 32);
+        key_id_of(c->suite, c->pub, c->pub_len, issuer.key_id);
+        issuer.publisher = c->publisher;
+        issuer.cert = c;
+    }
+    *out = issuer;
+    return NULL;
+}
+
+/* The filter's authenticity: the chain from the pinned root, the leaf is the header's key,
+ * certified for a prefix of the scope, and its Ed25519 signature over SHA-256(header). */
+static const char *verify_signature(const filter_file *f, const unsigned char *data,
+                                    const unsigned char root[32], int64_t now) {
+    signer_key key;
+    const char *err;
+    int i, allowed = 0;
+    if (f->suite != 1) return "the filter is not signed with Ed25519 (this reader verifies Ed25519 only)";
+    if ((err = verify_chain(f, data + f->chain_offset, root, now, &key)) != NULL) return err;
+    if (key.suite != 1 || memcmp(key.key_id, f->key_id, 8) != 0)
+        return "the chain certifies another key than the filter names";
+    if (!key.cert) allowed = 1; /* the root signs any scope */
+    else
+        for (i = 0; i < key.cert->prefix_count; i++)
+            if (starts_with(f->scope, key.cert->prefixes[i])) allowed = 1;
+    if (!allowed) return "the signer is not certified for the filter's scope";
+    if (f->sig_len != 64 || !ed25519_verify(key.pub, f->header_digest, 32, data + f->sig_offset))
+        return "the filter's signature does not verify";
+    return NULL;
 }
 
 static const char *check(const filter_file *f, const char *id, size_t n, int psam,
@@ -416,13 +938,29 @@ int main(int argc, char **argv) {
     const char *err;
     char line[4096];
     int64_t now = 0;
-    int i;
+    int i, pinned = 0;
+    unsigned char root[32];
     if (argc < 3 || (strcmp(argv[1], "info") != 0 && strcmp(argv[1], "check") != 0) ||
-        (strcmp(argv[1], "check") == 0 && argc != 4)) {
-        fprintf(stderr, "usage: %s info FILE | check FILE NOW < ids\n", argv[0]);
+        (strcmp(argv[1], "info") == 0 && argc != 3) ||
+        (strcmp(argv[1], "check") == 0 && argc != 4 && argc != 5)) {
+        fprintf(stderr, "usage: %s info FILE | check FILE NOW [ROOT_PUBLIC_HEX] < ids\n", argv[0]);
         return 1;
     }
-    if (argc == 4) {
+    if (argc == 5) { /* the pinned root's raw Ed25519 public key, 64 hex digits */
+        for (i = 0; i < 64; i++)
+            if (!is_hex((unsigned char)argv[4][i])) break;
+        if (i != 64 || argv[4][64] != '\0') {
+            fprintf(stderr, "error: ROOT_PUBLIC_HEX must be 64 hex digits\n");
+            return 1;
+        }
+        for (i = 0; i < 32; i++) {
+            char byte[3];
+            byte[0] = argv[4][2 * i]; byte[1] = argv[4][2 * i + 1]; byte[2] = '\0';
+            root[i] = (unsigned char)strtoul(byte, NULL, 16);
+        }
+        pinned = 1;
+    }
+    if (argc >= 4) {
         char *end = NULL;
         now = strtoll(argv[3], &end, 10);
         if (end == argv[3] || *end != '\0') {
@@ -440,6 +978,15 @@ int main(int argc, char **argv) {
         free(f.parts);
         free(data);
         return 2;
+    }
+    if (pinned) {
+        ed25519_init();
+        if ((err = verify_signature(&f, data, root, now)) != NULL) {
+            fprintf(stderr, "error: %s: not authentic: %s\n", argv[2], err);
+            free(f.parts);
+            free(data);
+            return 2;
+        }
     }
     if (strcmp(argv[1], "info") == 0) {
         printf("scope %s\nissued_at %lld\nexpires_at %lld\nfresh_at %lld\nsigner %06u\n",

@@ -104,8 +104,8 @@ def test_export_filter_from_a_running_node(hierarchy: Path, tmp_path: Path) -> N
         assert cc is not None
         binary = tmp_path / "offline_filter"
         subprocess.run([cc, "-std=c99", "-O2", "-o", binary, ROOT / "reader/offline_filter.c"])
-        c_out = subprocess.run(
-            [binary, "check", out, str(now)],
+        c_out = subprocess.run(  # with the pinned root: verified, then answered
+            [binary, "check", out, str(now), anchor.public.hex()],
             input="".join(c + "\n" for c in held),
             capture_output=True,
             text=True,

@@ -5,6 +5,7 @@ expired filter), and the same refusals of damaged files and of an update not yet
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import shutil
@@ -13,11 +14,28 @@ from pathlib import Path
 
 import pytest
 
+from blacklist.certs import Certificate, issue_certificate
+from blacklist.chainverify import TrustAnchor
 from blacklist.filters import export, offline
-from tests.filter_fixtures import DAY, T, World, card, psam
+from blacklist.signing import SigningKey
+from tests.filter_fixtures import (
+    ANCHOR,
+    CHAINS,
+    DAY,
+    GD,
+    GD_CERT,
+    ROOT,
+    SZ,
+    T,
+    World,
+    card,
+    psam,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "reader" / "offline_filter.c"
+GD2 = SigningKey.generate("440000", ["4499"])  # the province's next key (a rotation)
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+SOURCE = CHECKOUT / "reader" / "offline_filter.c"
 
 
 @pytest.fixture(scope="module")
@@ -221,3 +239,119 @@ def test_mutated_files_with_valid_trailers_are_refused_alike_and_safely(
     # Flips inside fingerprints or the statement leave a parseable file (integrity is the
     # signature's job there); most of the header's flips do not.
     assert 0 < accepted < len(cases)
+
+
+# ---------------------------------------------------------------------------- authenticity
+def _c_verdict(reader: Path, data: bytes, tmp: Path, root: bytes, now: int = T) -> tuple[int, str]:
+    path = tmp / "auth.filter"
+    path.write_bytes(data)
+    run = subprocess.run(
+        [reader, "check", path, str(now), root.hex()],
+        input=card(1).encode() + b"\n",
+        capture_output=True,
+        timeout=60,
+    )
+    assert run.returncode in (0, 2), run.stderr[-2000:]
+    return run.returncode, run.stderr.decode()
+
+
+def _py_accepts(data: bytes, anchor: TrustAnchor, now: int = T) -> bool:
+    try:
+        offline.verify(data, anchor, now=now)
+    except offline.FilterError:
+        return False
+    return True
+
+
+def _signed(world: World, key: SigningKey, chain: list[Certificate], scope: str) -> bytes:
+    sources = export.sources_from_store(world.store, scope, {})
+    parts = export.build_partitions(sources).partitions
+    return export.sign_filter(key, chain, scope, T, T + DAY, parts).to_bytes()
+
+
+def test_c_reader_verifies_the_signature_and_chain_as_python_does(
+    reader: Path, world: World, tmp_path: Path
+) -> None:
+    """With the pinned root's public key, the C reader checks the Ed25519 chain and signature
+    (RFC 8032 in plain C) and accepts or refuses exactly the files the Python reader does."""
+    root = ROOT.public
+    good = {
+        "province signs 44": world.export("44", "440000")[0].to_bytes(),
+        "province signs 4401": world.export("4401", "440000")[0].to_bytes(),
+        "city signs 4401": world.export("4401", "440100")[0].to_bytes(),
+        "root signs 44": _signed(world, ROOT, [], "44"),
+        "province's own rotation": _signed(
+            world, GD2, [issue_certificate(ROOT, GD2, ["44"], T - DAY, T + DAY, serial=30)], "44"
+        ),
+    }
+    f = world.export()[0]
+    sig = bytearray(f.signature)
+    sig[5] ^= 0x10
+    bad = {
+        "forged signature": dataclasses.replace(f, signature=bytes(64)).to_bytes(),
+        "one bit of the signature": dataclasses.replace(f, signature=bytes(sig)).to_bytes(),
+        "widened expiry": dataclasses.replace(f, expires_at=f.expires_at + DAY).to_bytes(),
+        "city signs 44": world.export("44", "440100")[0].to_bytes(),
+        "city signs 4403": world.export("4403", "440100")[0].to_bytes(),
+        "chain of another key": dataclasses.replace(
+            f, chain=tuple(c.to_bytes() for c in CHAINS["440100"])
+        ).to_bytes(),
+        "no chain": dataclasses.replace(f, chain=()).to_bytes(),
+        "a second publisher for 44": _signed(
+            world, SZ, [GD_CERT, issue_certificate(GD, SZ, ["44"], T - DAY, T + DAY, 31)], "44"
+        ),
+        "expired certificate": _signed(
+            world, GD, [issue_certificate(ROOT, GD, ["44"], T - DAY, T - 1, serial=32)], "44"
+        ),
+        "not yet valid": _signed(
+            world, GD, [issue_certificate(ROOT, GD, ["44"], T + 1, T + DAY, serial=33)], "44"
+        ),
+    }
+    for name, data in good.items():
+        assert _py_accepts(data, ANCHOR), name
+        code, err = _c_verdict(reader, data, tmp_path, root)
+        assert code == 0, (name, err)
+    for name, data in bad.items():
+        assert not _py_accepts(data, ANCHOR), name
+        code, err = _c_verdict(reader, data, tmp_path, root)
+        assert code == 2 and "not authentic" in err, (name, err)
+    other = SigningKey.generate("000000", [""]).public
+    assert _c_verdict(reader, good["province signs 44"], tmp_path, other)[0] == 2
+
+
+def test_c_reader_refuses_a_certificate_expired_by_now(
+    reader: Path, world: World, tmp_path: Path
+) -> None:
+    short = issue_certificate(ROOT, GD, ["44"], T - DAY, T + 10, serial=34)
+    data = _signed(world, GD, [short], "44")
+    for now, ok in ((T + 10, True), (T + 11, False)):
+        assert _py_accepts(data, ANCHOR, now) is ok
+        assert (_c_verdict(reader, data, tmp_path, ROOT.public, now)[0] == 0) is ok
+
+
+def test_c_reader_verifies_ed25519_only(reader: Path, world: World, tmp_path: Path) -> None:
+    """An SM2-signed filter verifies in Python (SM3 digest, Tongsuo); the C reader says it
+    checks Ed25519 only, and still reads the file's integrity without the root."""
+    gd = SigningKey.generate("440000", ["4499"], "sm2-sm3")
+    data = _signed(world, gd, [issue_certificate(ROOT, gd, ["44"], T - DAY, T + DAY, 35)], "44")
+    assert _py_accepts(data, ANCHOR)
+    code, err = _c_verdict(reader, data, tmp_path, ROOT.public)
+    assert code == 2 and "Ed25519 only" in err
+    assert run_c(reader, data, tmp_path, T, [card(500)])[0].startswith("MAYBE_REVOKED")
+
+
+def test_mutated_chains_and_signatures_are_refused_alike_and_safely(
+    sanitized: Path, world: World, tmp_path: Path
+) -> None:
+    """Flips in the chain and signature (trailer resealed), verified with the pinned root:
+    the sanitized C reader and the Python reader agree on every one, and never crash."""
+    f, _ = world.export("4401", "440100")
+    data = f.to_bytes()[: -offline.TRAILER_LENGTH]
+    start, end = len(f.header), len(f.header) + 1 + sum(4 + len(c) for c in f.chain) + 65
+    rng = random.Random(1617)
+    for i in range(60):
+        bad = bytearray(data)
+        bad[rng.randrange(start, end)] ^= 1 << rng.randrange(8)
+        sealed = _resealed(bytes(bad))
+        code, err = _c_verdict(sanitized, sealed, tmp_path, ROOT.public)
+        assert (code == 0) is _py_accepts(sealed, ANCHOR), (i, err)
