@@ -138,4 +138,4 @@ down:
 	$(BIN)/python -m node down
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis reader/offline_filter
