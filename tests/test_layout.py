@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("blacklist", "node")
 GENERATED = "node.gen"
 EDGE = "blacklist.edge"
-LOCAL_SIDE = ("node.local", "node.cli")
+# What the server never imports: the local federation and demo, the CLI, and the national
+# simulator (issue #18), which runs the library's sync core in one process, never in a node.
+LOCAL_SIDE = ("node.local", "node.cli", "blacklist.sim")
 
 
 def _within(module: str, package: str) -> bool:
@@ -181,7 +183,8 @@ def test_importing_the_server_and_a_worker_loads_nothing_of_the_local_side() -> 
         "import json, sys\n"
         "import node.server, node.workers.worker\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[:2] in "
-        "(['node', 'local'], ['node', 'cli']) or m.split('.')[0] in ('tests', 'bench'))))\n"
+        "(['node', 'local'], ['node', 'cli'], ['blacklist', 'sim']) "
+        "or m.split('.')[0] in ('tests', 'bench'))))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(

@@ -21,13 +21,20 @@ SEEDS = int(os.environ.get("SIM_SEEDS", "200"))
 START = int(os.environ.get("SIM_SEED_START", "0"))
 STEPS = int(os.environ.get("SIM_STEPS", "20"))
 
-# Seeds that once found a bug stay here whatever SIM_SEEDS says (none found so far in the
-# library; see the README's simulation section).
-REGRESSION_SEEDS: list[int] = []
+# Seeds that once found a bug stay here whatever SIM_SEEDS says (with 30 steps, as found).
+# 84: a duplicated GetSnapshot answer was counted twice and left the province's pull round
+# open for ever, so the ministry never converged (a simulator bug: answers now carry their
+# call's id and a second copy is dropped, as gRPC never delivers one).
+REGRESSION_SEEDS: list[int] = [84]
 
 
-@pytest.mark.parametrize("seed", sorted({*range(START, START + SEEDS), *REGRESSION_SEEDS}))
+@pytest.mark.parametrize("seed", range(START, START + SEEDS))
 def test_seed_keeps_every_invariant(seed: int) -> None:
     log = run_seed(seed, STEPS)
     assert log.steps == STEPS
     assert log.checks == STEPS + 1
+
+
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+def test_regression_seed(seed: int) -> None:
+    assert run_seed(seed, 30).checks == 31

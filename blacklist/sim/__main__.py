@@ -18,9 +18,9 @@ def _simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"simulating a steady day of the {plan.name} topology ...", flush=True)
-    steady = Day(plan, faults=False).run()
+    steady = Day(plan, faults=False, progress=args.full).run()
     print(f"  {steady.wall_seconds:.1f} s; now the disturbed day ...", flush=True)
-    disturbed = Day(plan, faults=True).run()
+    disturbed = Day(plan, faults=True, progress=args.full).run()
     command = "make simulate FULL=1" if args.full else "make simulate"
     (out / "simulation.md").write_text(report.markdown(steady, disturbed, command), "utf-8")
     report.plot(steady, disturbed, out / "simulation.png")

@@ -1,6 +1,7 @@
 """Deterministic fault injection over the simulated federation (after FoundationDB's
 simulation testing): one seed draws a run — publications, crashes that lose what was not
-committed, restarts, partitions, lost, reordered and duplicated messages, slow links, a
+committed (the queues and what was in flight; a kill right after a commit, before the
+node sent it on), restarts, partitions, lost, reordered and duplicated messages, slow links, a
 stale upstream (the ministry restored from an old backup), and forged or tampered items
 offered to nodes — and every invariant is checked after every step:
 
@@ -267,6 +268,10 @@ class FaultRun:
         if r < 0.45:
             self.forge()
             return "forge"
+        if r < 0.50:
+            code = rng.choice(codes)
+            w.nodes[code].die_after_commit = True
+            return f"kill -9 {code} right after its next commit"
         if r < 0.55:
             code = rng.choice(codes)
             clean = rng.random() < 0.3
@@ -322,6 +327,7 @@ class FaultRun:
             link.up, link.loss, link.duplicate, link.jitter = True, 0.0, 0.0, 0.0
             link.latency, link.bandwidth = NORMAL.latency, NORMAL.bandwidth
         for code in sorted(w.nodes):
+            w.nodes[code].die_after_commit = False
             w.nodes[code].start()
 
     # ------------------------------------------------------------------ the run

@@ -8,12 +8,14 @@ costs and how long the federation takes to converge again.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from blacklist.regions import MINISTRY_CODE
+from blacklist.sim.serving import answer_updates
 from blacklist.sim.simnode import NodeConfig
 from blacklist.sim.topology import NodeSpec, national
 from blacklist.sim.workload import Workload
@@ -38,6 +40,7 @@ class Plan:
     restart_down: float = 120.0  # ... and started again this much later
     initial_cards: int = 20  # each feed's list before the day (its first delta)
     seed: int = 1
+    disturbed_hours: float = 24.0  # the disturbed day ends here (after the last one healed)
 
 
 SMALL = Plan(
@@ -112,7 +115,10 @@ def _caught_up(world: World, code: str) -> bool:
 class Day:
     """One simulated day of ``plan``; ``faults`` adds the three disturbances."""
 
-    def __init__(self, plan: Plan, faults: bool) -> None:
+    def __init__(self, plan: Plan, faults: bool, progress: bool = False) -> None:
+        if faults:
+            plan = dataclasses.replace(plan, hours=plan.disturbed_hours)
+        self.progress = progress
         self.plan = plan
         self.faults = faults
         self.specs = _specs(plan)
@@ -154,7 +160,11 @@ class Day:
         ]
         ticks += [(self.t0 + at, name) for at, name in events]
         ticks.sort()
+        hour = 0
         for at, what in ticks:
+            if self.progress and at - self.t0 >= (hour + 1) * HOUR:
+                hour = int((at - self.t0) // HOUR)
+                print(f"    {hour:02d}:00 virtual, {time.perf_counter() - wall:.0f} s", flush=True)
             self._advance(at)
             if what in self.workload.feeds:
                 self._publish(what)
@@ -252,7 +262,8 @@ class Day:
         up = self.world.nodes[node.upstreams[0]]
         assert node.store is not None and up.store is not None
         request = GetUpdates(0, node.store.heads(), node.code)
-        return request.size + up._answer(node.code, request).size
+        answer = answer_updates(up.store, request, self.plan.config.max_message_bytes)
+        return request.size + answer.size
 
     def _result(self, wall: float) -> DayResult:
         w = self.world

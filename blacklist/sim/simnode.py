@@ -25,6 +25,7 @@ directory (the real recovery path: the index is rebuilt when its file is older).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import random
 import shutil
@@ -36,14 +37,11 @@ from typing import Protocol
 from blacklist.authority import Authority, Revocation
 from blacklist.checker import Checker
 from blacklist.delta import Delta, FeedHead, Kind
-from blacklist.deltadecode import open_envelope
-from blacklist.errors import CodecError
 from blacklist.rejections import DeltaRejected
 from blacklist.signing import SigningKey, TrustedKey
 from blacklist.sim.events import Scheduler, Timer
 from blacklist.sim.messages import (
     Event,
-    FeedUpdate,
     GetSnapshot,
     GetUpdates,
     Message,
@@ -55,24 +53,27 @@ from blacklist.sim.messages import (
     StreamEnd,
     Subscribe,
     Updates,
-    heads_size,
 )
+from blacklist.sim.serving import answer_updates, decoded_statement, kind_and_publisher
 from blacklist.store import RevocationStore
-from blacklist.sync.budget import FeedFill, field_size, fill_updates, plan_push_batches
+from blacklist.sync.budget import plan_push_batches
 from blacklist.sync.freshness import (
     DEFAULT_MAX_SKEW,
     TAMPERING_CAUSES,
     HeadStatement,
     StatementRejected,
-    decode_statement,
     plan_statement_push,
 )
 from blacklist.sync.ingest import Outcome, outcome_of
-from blacklist.sync.plan import SendDeltas, SendSnapshot, plan_push, plan_updates
+from blacklist.sync.plan import SendSnapshot, plan_push
 
 BACKOFF_START = 0.2  # node/sync_client.py
 BACKOFF_MAX = 10.0
 UPLINK_BATCH = 100
+
+
+class Died(Exception):
+    """The node was killed in the middle of handling a message (see ``die_after_commit``)."""
 
 
 class Source(enum.Enum):
@@ -165,6 +166,9 @@ class SimNode:
         self.statements_up: dict[str, HeadStatement] = {}
         self._statement_timer: Timer | None = None
         self.snapshots_received = 0
+        # Killed right after its next commit, before sending anything on: the window in
+        # which a relay holds what its children and upstream have not seen.
+        self.die_after_commit = False
         self.snapshots_sent = 0
         self.pulls = 0
 
@@ -226,7 +230,7 @@ class SimNode:
     # ------------------------------------------------------------------ ingest (the hub)
     def ingest(self, data: bytes, source: Source) -> Outcome:
         assert self.store is not None
-        kind, publisher = _kind_and_publisher(data)
+        kind, publisher = kind_and_publisher(data)
         before = self.store.head(publisher).version if publisher else 0
         try:
             result = self.store.apply(data, self.host.keys)
@@ -239,6 +243,10 @@ class SimNode:
         self.host.applied(
             self.code, result.publisher, before, result.version, kind is Kind.SNAPSHOT
         )
+        if self.die_after_commit:
+            self.die_after_commit = False
+            self.crash()
+            raise Died(self.code)
         if kind is Kind.DELTA:
             self.fan_out(data, source)
         return Outcome.APPLIED
@@ -475,44 +483,19 @@ class SimNode:
         self.host.send(self.code, s.upstream, PushStatements(self.code, out))
 
     # ------------------------------------------------------------------ serving children
-    def _answer(self, child: str, m: GetUpdates) -> Updates:
-        assert self.store is not None
-        histories = self.store.histories()
-        plan = plan_updates(histories, m.heads)
-        heads = self.store.heads()
-        held = [st.to_bytes() for _, st in sorted(self.store.statements.all().items())]
-        sending: list[tuple[FeedUpdate, SendDeltas]] = []
-        flagged: list[FeedUpdate] = []
-        for publisher, action in plan.items():
-            version = heads[publisher].version
-            if isinstance(action, SendSnapshot):
-                flagged.append(FeedUpdate(publisher, version, take_snapshot=True))
-            elif isinstance(action, SendDeltas):
-                sending.append((FeedUpdate(publisher, version), action))
-        base = Updates(m.session, heads, [u for u, _ in sending] + flagged, held).size
-        fills = [
-            FeedFill(
-                field_size(6) + 10, [histories[a.publisher].retained[v].size for v in a.versions()]
-            )
-            for _, a in sending
-        ]
-        counts = fill_updates(self.config.max_message_bytes, base, fills)
-        updates = list(flagged)
-        for (update, action), n in zip(sending, counts, strict=True):
-            deltas = (
-                self.store.archive.deltas(action.publisher, action.first, action.first + n - 1)
-                if n
-                else []
-            )
-            updates.append(FeedUpdate(update.publisher, update.upstream_version, deltas))
-        return Updates(m.session, heads, updates, held, m.request)
-
     # ------------------------------------------------------------------ the wire
     def receive(self, src: str, m: Message) -> None:
         if not self.up:
             return
+        # Died: the process is gone, and the rest of this message with it.
+        with contextlib.suppress(Died):
+            self._dispatch(src, m)
+
+    def _dispatch(self, src: str, m: Message) -> None:
         if isinstance(m, GetUpdates):
-            self.host.send(self.code, src, self._answer(src, m))
+            assert self.store is not None
+            answer = answer_updates(self.store, m, self.config.max_message_bytes)
+            self.host.send(self.code, src, answer)
         elif isinstance(m, Subscribe):
             self.subscribers[src] = m.session
         elif isinstance(m, PushDeltas):
@@ -551,35 +534,4 @@ class SimNode:
             self.accept_statements([m.statement], Source.UPSTREAM)
 
 
-# decode_statement is a pure function of the bytes: the simulation decodes each distinct
-# statement once (every pull answer carries every statement; a node decodes them all).
-_DECODED: dict[bytes, HeadStatement | StatementRejected] = {}
-
-
-def decoded_statement(data: bytes) -> HeadStatement:
-    """:func:`decode_statement`, remembered; raises the same StatementRejected."""
-    found = _DECODED.get(data)
-    if found is None:
-        try:
-            found = decode_statement(data)
-        except StatementRejected as exc:
-            found = exc
-        if len(_DECODED) > 200_000:
-            _DECODED.clear()
-        _DECODED[data] = found
-    if isinstance(found, StatementRejected):
-        raise found
-    return found
-
-
-def _kind_and_publisher(data: bytes) -> tuple[Kind | None, str | None]:
-    """Kind and publisher from a container header (None if it does not parse: acceptance
-    then refuses it as malformed)."""
-    try:
-        envelope = open_envelope(data)
-    except CodecError:
-        return None, None
-    return envelope.header.kind, envelope.publisher
-
-
-__all__ = ["Host", "NodeConfig", "SimNode", "Source", "heads_size"]
+__all__ = ["Host", "NodeConfig", "SimNode", "Source"]
