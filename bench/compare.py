@@ -56,12 +56,9 @@ from bench.compare_loads import (
     rss_bytes,
     run_rounds,
 )
-from bench.grpc_load import (
-    ServerProcess,
-    grpc_body,
-    h2load_path,
-    python_command,
-)
+from bench.crl import crl_bytes
+from bench.data import city_entries
+from bench.grpc_load import ServerProcess, grpc_body, h2load_path, python_command
 from bench.redis_baseline import (
     RedisServer,
     redis_benchmark_path,
@@ -69,6 +66,7 @@ from bench.redis_baseline import (
 from bench.scale import ScaleDataset, scale_dataset, unseen_card_ids
 from blacklist.delta import sign_delta
 from blacklist.entryblock import CardColumns
+from blacklist.feedhead import FeedHead
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
 from node.config import NodeConfig
@@ -202,19 +200,15 @@ def binary_keys(data: ScaleDataset) -> list[bytes]:
 
 def delta_and_crl_bytes(size: int) -> dict[str, float]:
     """Bytes per entry of a signed delta and of a DER X.509 delta CRL of the same
-    revocations (bench/test_core.py's builders: one city, mixed reasons, per-second times
+    revocations (bench/crl.py, bench/data.py: one city, mixed reasons, per-second times
     within one hour)."""
-    from bench.data import city_entries
-    from bench.test_core import _crl_bytes
-    from blacklist.delta import FeedHead
-
     key = SigningKey.generate("440300", ["4403"])
     entries = city_entries(np.random.default_rng(5), "440300", size, start=1_767_225_600, span=3600)
     delta = sign_delta(key, FeedHead.genesis("440300"), entries, CardColumns.empty(), 0)
     return {
         "entries": size,
         "delta_bytes_per_entry": len(delta.to_bytes()) / size,
-        "crl_bytes_per_entry": _crl_bytes(entries) / size,
+        "crl_bytes_per_entry": crl_bytes(entries) / size,
     }
 
 

@@ -11,22 +11,23 @@ from __future__ import annotations
 import json
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.grpc_load import ServerProcess, percentile, python_command, run_h2load, sample, scrape
+from bench import figures
+from bench.grpc_load import ServerProcess, percentile, python_command, run_h2load
 from bench.redis_baseline import process_cpu_seconds, redis_benchmark, redis_py_load
+from node.local.scrape import sample, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "blacklist.v1.CardStatus"
 
 
 def progress(message: str) -> None:
-    print(f"[compare {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    figures.progress(message, "compare")
 
 
 # --- what one run measures ---------------------------------------------------------------

@@ -4,7 +4,6 @@ BENCH_SCALE=10000000 for the national size) and the naive baseline holding the s
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from bench.data import card_strings, make_dataset, unseen_cards
+from bench.figures import progress
 from blacklist.checker import Checker
 from blacklist.delta import sign_delta
 from blacklist.entryblock import CardColumns
@@ -22,10 +22,6 @@ from blacklist.store import RevocationStore
 
 SCALE = int(os.environ.get("BENCH_SCALE", "1000000"))
 PUBLISHERS = int(os.environ.get("BENCH_PUBLISHERS", "50"))
-
-
-def progress(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -4,6 +4,7 @@ onto stderr, beside their baselines."""
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 
@@ -27,3 +28,8 @@ def record(benchmark: Any, **figures: float | int | str) -> None:
         ),
         file=sys.stderr,
     )
+
+
+def progress(message: str, tag: str = "bench") -> None:
+    """One progress line on stderr, timestamped (pytest -s shows it; the figures stay clean)."""
+    print(f"[{tag} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -23,17 +23,15 @@ import re
 import resource
 import shutil
 import signal
+import statistics
 import struct
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
-
-from prometheus_client.parser import text_string_to_metric_families
 
 H2LOAD = "h2load"
 GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
@@ -155,12 +153,18 @@ def read_log_file(path: Path, skip_us: float = 0.0) -> list[int]:
     return sorted(int(r[2]) for r in rows if r[1] != "-1" and int(r[0]) - first >= skip_us)
 
 
-def percentile(ordered: Sequence[int], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of sorted values."""
-    if not ordered:
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0 < q < 100, to a tenth: 99.9 is the 999th of 1000 cuts) of
+    ``values``, interpolated between ranks (statistics.quantiles' inclusive method, as numpy's
+    default); nan for no values."""
+    if not values:
         return math.nan
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return float(ordered[rank - 1])
+    if len(values) == 1:
+        return float(values[0])
+    cut = round(q * 10)
+    if not 0 < cut < 1000:
+        raise ValueError(f"percentile {q} is not in (0, 100)")
+    return statistics.quantiles(values, n=1000, method="inclusive")[cut - 1]
 
 
 # h2load's --rps timer ticks every max(10 ms, 1/rps) and sends what is due in one burst
@@ -295,23 +299,3 @@ def python_command(*args: str) -> list[str]:
 
 
 # --- the server's own metrics ----------------------------------------------------------------
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    """Every sample of a Prometheus text exposition, keyed by name and label set."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def sample(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of ``name`` over every label set that includes ``labels``."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.conftest import progress
 from bench.data import make_dataset
+from bench.figures import progress
 from blacklist.authority import Authority
 from blacklist.delta import sign_delta
 from blacklist.entryblock import CardColumns

@@ -31,8 +31,8 @@ import grpc
 import pytest
 
 from bench.audit_log import AuditLogFixture, fill_audit_log
-from bench.conftest import SCALE, progress
-from bench.figures import record, timed
+from bench.conftest import SCALE
+from bench.figures import progress, record, timed
 from bench.grpc_load import (
     H2LoadRun,
     ServerProcess,
@@ -42,8 +42,6 @@ from bench.grpc_load import (
     percentile,
     python_command,
     run_h2load,
-    sample,
-    scrape,
 )
 from bench.test_node import MAP_SIZE_GIB, ROOT, SERVICE, _build_node
 from node.gen.blacklist.v1 import (
@@ -53,6 +51,7 @@ from node.gen.blacklist.v1 import (
     card_status_pb2_grpc,
     types_pb2,
 )
+from node.local.scrape import sample, scrape
 
 NOT_REVOKED = types_pb2.CardStatusCode.Value("NOT_REVOKED")
 CHECK_CARD = f"{SERVICE}/CheckCard"

@@ -30,10 +30,10 @@ import grpc
 import numpy as np
 
 from bench import byte_stream
-from bench.conftest import SCALE, progress
+from bench.conftest import SCALE
 from bench.data import cities, city_entries
-from bench.figures import timed
-from bench.grpc_load import ServerProcess, python_command, sample, scrape
+from bench.figures import progress, timed
+from bench.grpc_load import ServerProcess, python_command
 from bench.test_sync import heads, record, wait_until
 from blacklist.delta import sign_delta
 from blacklist.entryblock import CardColumns
@@ -42,6 +42,7 @@ from blacklist.store import RevocationStore
 from node.config import DEFAULT_MAX_MESSAGE_BYTES
 from node.keyfiles import write_key_pair
 from node.local.process import LocalNode, NodeSpec, start_node, write_config
+from node.local.scrape import sample, scrape
 
 CATCH_UP_BYTES = 50 << 20
 PER_DELTA = 100_000

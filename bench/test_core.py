@@ -7,7 +7,6 @@ prints them with ``python -m bench.report``.
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 import tempfile
 import time
@@ -16,11 +15,9 @@ from typing import Any
 import lmdb
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.x509.oid import NameOID
 
 from bench.conftest import SCALE, Loaded, per_call_seconds
+from bench.crl import crl_bytes
 from bench.data import city_entries, naive_check
 from bench.figures import median, record
 from blacklist.delta import FeedHead, sign_delta
@@ -160,52 +157,10 @@ def test_delta_apply_rate(benchmark: Any, big_delta: tuple[bytes, Any, Keyring, 
         )
 
 
-def _crl_bytes(entries: EntryColumns) -> int:
-    """A DER X.509 delta CRL (RFC 5280 §5.2.4) of the same revocations: serial, revocation
-    date and reason code per entry, signed with Ed25519."""
-    key = Ed25519PrivateKey.generate()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "440300 card authority")])
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(name)
-        .last_update(now)
-        .next_update(now + dt.timedelta(hours=1))
-        .add_extension(x509.CRLNumber(2), critical=False)
-        .add_extension(x509.DeltaCRLIndicator(1), critical=True)
-    )
-    flags = list(x509.ReasonFlags)
-    reasons = [
-        x509.ReasonFlags.key_compromise,
-        x509.ReasonFlags.superseded,
-        x509.ReasonFlags.cessation_of_operation,
-        x509.ReasonFlags.affiliation_changed,
-    ]
-    for serial, reason, t in zip(
-        entries.cards.serial.tolist(), entries.reason.tolist(), entries.time.tolist(), strict=True
-    ):
-        revoked = (
-            x509.RevokedCertificateBuilder()
-            .serial_number(serial or 1)
-            .revocation_date(dt.datetime.fromtimestamp(t, dt.UTC))
-            .add_extension(x509.CRLReason(reasons[reason % len(reasons)]), critical=False)
-            .build()
-        )
-        builder = builder.add_revoked_certificate(revoked)
-    assert flags
-    return len(builder.sign(key, None).public_bytes(serialization_der()))
-
-
-def serialization_der() -> Any:
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.DER
-
-
 def test_delta_size(benchmark: Any, big_delta: tuple[bytes, SigningKey, Keyring, Any]) -> None:
     data, key, _, entries = big_delta
     benchmark(sign_delta, key, FeedHead.genesis("440300"), entries, CardColumns.empty(), 0)
-    crl = _crl_bytes(entries)
+    crl = crl_bytes(entries)
     record(
         benchmark,
         entries=len(entries),

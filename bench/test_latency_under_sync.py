@@ -61,13 +61,12 @@ from bench.grpc_load import (
     percentile,
     python_command,
     run_h2load,
-    sample,
-    scrape,
 )
 from bench.test_node import MAP_SIZE_GIB, ROOT, SERVICE, _build_node
 from blacklist.delta import FeedHead
 from blacklist.store import RevocationStore
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
+from node.local.scrape import sample, scrape
 
 NOT_REVOKED = types_pb2.CardStatusCode.Value("NOT_REVOKED")
 REVOKED = types_pb2.CardStatusCode.Value("REVOKED")

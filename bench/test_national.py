@@ -46,10 +46,10 @@ from typing import Any
 import grpc
 import numpy as np
 
-from bench.conftest import SCALE, progress
+from bench.conftest import SCALE
+from bench.figures import progress, timed
 from bench.figures import record as record_figures
-from bench.figures import timed
-from bench.grpc_load import Samples, ServerProcess, python_command, sample, scrape
+from bench.grpc_load import ServerProcess, percentile, python_command
 from bench.scale import PUBLISHERS, ScaleDataset, scale_dataset, unseen_card_ids
 from bench.snapshot_upstream import MAP_SIZE_GIB
 from bench.test_sync import Bootstrap, bootstrap_city, copy_seconds, heads
@@ -61,6 +61,7 @@ from blacklist.store import RevocationStore
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 from node.keyfiles import write_key_pair
 from node.local.process import LocalNode, NodeSpec, start_node, write_config
+from node.local.scrape import Samples, sample, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM, CITY = "440000", "110100"
@@ -181,10 +182,6 @@ def round_trips_us(address: str, cards: list[str], expect: int | None) -> list[f
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
 def check_latency(
     city: LocalNode, empty: ServerProcess, data: ScaleDataset, calls: tuple[int, int, int]
 ) -> dict[str, float]:
@@ -213,12 +210,12 @@ def check_latency(
     assert checks == len(node_us) + rounds, (checks, len(node_us), rounds)
     hist = "blacklist_check_seconds"
     return {
-        "p50_us": pct(node_us, 50),
-        "p99_us": pct(node_us, 99),
-        "baseline_p50_us": pct(empty_us, 50),
-        "baseline_p99_us": pct(empty_us, 99),
-        "revoked_p50_us": pct(revoked_us, 50),
-        "revoked_p99_us": pct(revoked_us, 99),
+        "p50_us": percentile(node_us, 50),
+        "p99_us": percentile(node_us, 99),
+        "baseline_p50_us": percentile(empty_us, 50),
+        "baseline_p99_us": percentile(empty_us, 99),
+        "revoked_p50_us": percentile(revoked_us, 50),
+        "revoked_p99_us": percentile(revoked_us, 99),
         "server_p50_us": histogram_quantile(m0, m1, hist, 0.50) * 1e6,
         "server_p99_us": histogram_quantile(m0, m1, hist, 0.99) * 1e6,
         "server_mean_us": (sample(m1, f"{hist}_sum") - sample(m0, f"{hist}_sum")) / checks * 1e6,

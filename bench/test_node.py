@@ -40,7 +40,6 @@ from bench.data import card_strings, make_dataset, unseen_cards
 from bench.figures import record, timed
 from bench.grpc_load import (
     H2LoadRun,
-    Samples,
     ServerProcess,
     busy_cpu_seconds,
     grpc_body,
@@ -49,8 +48,6 @@ from bench.grpc_load import (
     percentile,
     python_command,
     run_h2load,
-    sample,
-    scrape,
     unframe,
 )
 from blacklist.delta import sign_delta
@@ -60,6 +57,7 @@ from blacklist.store import RevocationStore
 from node.config import DEFAULT_MAX_MESSAGE_BYTES
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 from node.keyfiles import write_key_pair
+from node.local.scrape import Samples, sample, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "blacklist.v1.CardStatus"

@@ -47,7 +47,7 @@ from bench.conftest import PUBLISHERS, SCALE, progress
 from bench.data import STANDARD_MIDDLE, card_strings, city_entries
 from bench.figures import record as record_figures
 from bench.figures import timed
-from bench.grpc_load import sample, scrape
+from bench.grpc_load import percentile
 from bench.snapshot_upstream import MAP_SIZE_GIB, build_snapshot_upstream
 from node.gen.blacklist.v1 import (
     admin_pb2,
@@ -60,6 +60,7 @@ from node.gen.blacklist.v1 import (
 )
 from node.local.federation import Federation
 from node.local.process import LocalNode, NodeSpec, start_node, write_config
+from node.local.scrape import sample, scrape
 
 SOURCE, TARGET = "440100", "110100"
 HOPS = 4  # 440100 → 440000 → 000000 → 110000 → 110100
@@ -83,10 +84,6 @@ def record(benchmark: Any, **figures: float | int | str) -> None:
     # Other work on these shared cores moves every figure here; keep the load with them.
     figures.setdefault("load_1m", os.getloadavg()[0])
     record_figures(benchmark, **figures)
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def metric(url: str, name: str, **labels: str) -> float:

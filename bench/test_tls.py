@@ -43,18 +43,11 @@ import pytest
 from bench import test_node
 from bench.conftest import progress
 from bench.figures import record, timed
-from bench.grpc_load import (
-    Samples,
-    ServerProcess,
-    busy_cpu_seconds,
-    percentile,
-    python_command,
-    sample,
-    scrape,
-)
+from bench.grpc_load import ServerProcess, busy_cpu_seconds, percentile, python_command
 from bench.test_node import build_store, settled
 from bench.tls_load import ClientCert, LoadPool, LoadRun, LoadSpec, describe
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
+from node.local.scrape import Samples, sample, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = {"grpc_service": "blacklist.v1.CardStatus", "grpc_method": "CheckCard"}

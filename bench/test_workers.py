@@ -35,11 +35,10 @@ from bench.grpc_load import (
     h2load_path,
     python_command,
     run_h2load,
-    sample,
-    scrape,
 )
 from bench.test_node import ROOT, SERVICE, _build_node
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
+from node.local.scrape import sample, scrape
 
 NOT_REVOKED = types_pb2.CardStatusCode.Value("NOT_REVOKED")
 _CLOCK_TICKS = 100  # USER_HZ on Linux (proc(5)); checked against os.sysconf below

@@ -7,13 +7,11 @@ city restarts, and that one only to sign with its new key.
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from blacklist.authority import Revocation, build_delta
 from blacklist.delta import FeedHead
@@ -28,6 +26,7 @@ from node.gen.blacklist.v1 import (
     types_pb2,
 )
 from node.keyfiles import load_certificate, load_signing_key, load_trusted_key
+from node.local.scrape import sample, scrape
 from node.local.session import RPC_TIMEOUT, Session
 from node.local.trust import MINISTRY, Command, FederationTrust
 from node.local.up import NAMES, wait_linked
@@ -147,20 +146,9 @@ def _revoke_as(demo: Session, region: str, client: str, card_region: str) -> Cal
     )
 
 
-def _sample(url: str, name: str, **labels: str) -> float:
-    """One sample of a /metrics page (0 if absent)."""
-    with urllib.request.urlopen(url, timeout=RPC_TIMEOUT) as response:
-        text = response.read().decode("utf-8")
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    return 0.0
-
-
 def _denied(demo: Session, region: str) -> float:
     url = demo.federation.metrics_url(region)
-    return _sample(url, DENIED, reason="permission_denied", grpc_method="Revoke")
+    return sample(scrape(url), DENIED, reason="permission_denied", grpc_method="Revoke")
 
 
 def refusals(demo: Session, guangzhou: str, beijing: str) -> None:
@@ -323,14 +311,14 @@ def _push_forgery(demo: Session, city: str, old_key: Path, upstream: str) -> Non
         key, head, [Revocation(card, Reason.CANCELLED, int(time.time()))], (), int(time.time())
     )
     metrics = fed.metrics_url(upstream)
-    before = _sample(metrics, REJECTED, cause="key_revoked")
+    before = sample(scrape(metrics), REJECTED, cause="key_revoked")
     channel = fed.channel(upstream, f"node-{city}")
     demo.channels.append(channel)
     sync: Any = sync_pb2_grpc.SyncStub(channel)  # type: ignore[no-untyped-call]
     answer = sync.PushDeltas(
         sync_pb2.PushDeltasRequest(deltas=[forged.to_bytes()], node=city), timeout=RPC_TIMEOUT
     )
-    after = _sample(metrics, REJECTED, cause="key_revoked")
+    after = sample(scrape(metrics), REJECTED, cause="key_revoked")
     rejected = list(answer.rejected)
     if answer.applied or len(rejected) != 1 or not rejected[0].startswith("key_revoked:"):
         raise TrustStepFailed(

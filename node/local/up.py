@@ -23,16 +23,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import TextIO
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from node.local.federation import Federation
 from node.local.process import READY_PREFIX, LocalNodeError, Ready
+from node.local.scrape import sample, scrape
 from node.local.state import STATE_FILE, NodeRecord, read_state, state_path, write_state
 from node.local.trust import TRUST_DIRS, TrustSetupError
 
@@ -61,18 +59,6 @@ class FederationError(RuntimeError):
 # -- a running federation, whoever started it ------------------------------------------------
 
 
-def scrape(url: str, timeout: float = 5.0) -> dict[str, float]:
-    """One /metrics page as ``{'name{label="value",...}': value}`` (labels in page order)."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        text = response.read().decode("utf-8")
-    values = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
-            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return values
-
-
 def missing_links(federation: Federation) -> list[str]:
     """The parent → child push links not yet up: a child is linked when it reports a session
     with its upstream and the upstream counts all its children as subscribers."""
@@ -83,13 +69,20 @@ def missing_links(federation: Federation) -> list[str]:
     missing = []
     for parent, kids in children.items():
         try:
-            subscribers = scrape(federation.metrics_url(parent)).get("blacklist_sync_subscribers")
-            if (subscribers or 0) < len(kids):
+            subscribers = sample(
+                scrape(federation.metrics_url(parent)), "blacklist_sync_subscribers"
+            )
+            if subscribers < len(kids):
                 missing += [f"{parent} → {kid}" for kid in kids]
                 continue
             for kid in kids:
-                key = f'blacklist_upstream_connected{{upstream="{federation.address(parent)}"}}'
-                if scrape(federation.metrics_url(kid)).get(key) != 1.0:
+                upstream = federation.address(parent)
+                connected = sample(
+                    scrape(federation.metrics_url(kid)),
+                    "blacklist_upstream_connected",
+                    upstream=upstream,
+                )
+                if connected != 1.0:
                     missing.append(f"{parent} → {kid}")
         except OSError:
             missing += [f"{parent} → {kid}" for kid in kids]
