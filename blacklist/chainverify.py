@@ -8,7 +8,8 @@ first failure wins and names the certificate and the value:
 
 1. its issuer key id is the anchor's (first certificate) or the previous certificate's
    subject key id (``unknown_issuer``: a chain to a self-made root ends here);
-2. the issuer's signature over SHA-256 of its body (``bad_certificate_signature``);
+2. the issuer's signature over what its encoding signs: the X.509 TBS in the suite the
+   certificate names, or its suite's digest of a binary body (``bad_certificate_signature``);
 3. ``not_before <= at <= not_after`` (``not_yet_valid``, ``expired``);
 4. its scope lies within its issuer's: every prefix starts with one of the issuer's, and so
    does the subject's publisher code, so that a province can neither grant another
@@ -41,7 +42,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from blacklist.certs import Certificate, KeyRevocation, SubjectKey, decode_certificate
+from blacklist.certs import (
+    Certificate,
+    KeyRevocation,
+    SubjectKey,
+    decode_certificate,
+    verified_by,
+)
 from blacklist.errors import CodecError
 from blacklist.publishers import PrefixConflict as PrefixConflict
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
@@ -123,6 +130,10 @@ class Certifier(Protocol):
     def publisher(self) -> str: ...
 
     def verify_body(self, body: bytes, signature: bytes) -> bool: ...
+    @property
+    def suite_id(self) -> int: ...
+
+    def verify(self, message: bytes, signature: bytes) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +169,9 @@ class TrustAnchor:
     def verify_body(self, body: bytes, signature: bytes) -> bool:
         return self.trusted().verify_body(body, signature)
 
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        return self.trusted().verify(message, signature)
+
     def trusted(self) -> TrustedKey:
         return TrustedKey(
             self.suite_id, self.public, MINISTRY_CODE, (NATIONAL_PREFIX,), distid=self.distid
@@ -178,7 +192,7 @@ def effective_revocation(
             continue
         if found is not None and r.effective_at >= found.effective_at:
             continue
-        if certifier.verify_body(r.body, r.signature):
+        if verified_by(r, certifier):
             found = r
     return found
 
@@ -263,9 +277,7 @@ class RevocationIndex:
                 continue
             seen = self._verified.get((r.digest, certifier.key_id))
             if seen is None:
-                seen = self._verified[r.digest, certifier.key_id] = certifier.verify_body(
-                    r.body, r.signature
-                )
+                seen = self._verified[r.digest, certifier.key_id] = verified_by(r, certifier)
             if seen:
                 out.append(r)
         return out
@@ -286,7 +298,7 @@ class SignatureCache:
         key = (issuer.key_id, cert.digest, cert.signature)
         seen = self._seen.get(key)
         if seen is None:
-            seen = self._seen[key] = issuer.verify_body(cert.body, cert.signature)
+            seen = self._seen[key] = verified_by(cert, issuer)
         return seen
 
 

@@ -5,7 +5,7 @@ LMDB database (opened by the store, written inside the transaction of the delta 
 snapshot that carried them)::
 
     trust   key   publisher code (u24) + SHA-256 of the record (32)     35 bytes
-            value the record as signed (certs.py layout)
+            value the record as signed (X.509 DER, or the binary layout of certs_binary.py)
 
 Records are only ever added: a certificate stays useful to verify what its key signed
 while it was valid, and a revocation must outlive everything. Acceptance

@@ -42,6 +42,7 @@ from blacklist.signing import (
 )
 from blacklist.sm2 import DEFAULT_DISTID
 from blacklist.trust import TrustAnchor
+from blacklist.x509certs import from_pem
 
 
 class KeyFileError(ValueError):
@@ -181,10 +182,11 @@ def _read_bytes(path: Path, what: str) -> bytes:
 
 
 def load_certificate(path: str | os.PathLike[str]) -> Certificate:
-    """One certificate's bytes (not verified here: see :func:`blacklist.trust.verify_chain`)."""
+    """One certificate: X.509 (DER or PEM) or the old binary layout (not verified here: see
+    :func:`blacklist.trust.verify_chain`)."""
     p = Path(path)
     try:
-        return decode_certificate(_read_bytes(p, "certificate"))
+        return decode_certificate(from_pem(_read_bytes(p, "certificate")))
     except CodecError as exc:
         raise KeyFileError(f"{p}: not a valid certificate: {exc}") from None
 
@@ -193,7 +195,7 @@ def load_revocation(path: str | os.PathLike[str]) -> KeyRevocation:
     """One key revocation's bytes (its signature is checked by whoever relies on it)."""
     p = Path(path)
     try:
-        return decode_revocation(_read_bytes(p, "key revocation"))
+        return decode_revocation(from_pem(_read_bytes(p, "key revocation")))
     except CodecError as exc:
         raise KeyFileError(f"{p}: not a valid key revocation: {exc}") from None
 

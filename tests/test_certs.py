@@ -209,7 +209,7 @@ def test_self_made_fake_root(h: Hierarchy) -> None:
 def test_fake_root_claiming_the_pinned_key_id(h: Hierarchy) -> None:
     fake_root = SigningKey.generate("000000", [""])
     real = issue_certificate(h.root, h.gd, ["44"], START, END, serial=1)
-    forged = dataclasses.replace(real, signature=fake_root.sign(real.digest))
+    forged = dataclasses.replace(real, signature=fake_root.sign(real.signed_message))
     fails(BadCertificateSignature, lambda: verify_chain([forged], h.anchor, [], NOW), forged)
 
 
@@ -318,7 +318,7 @@ def _forged_revocations(h: Hierarchy) -> list[KeyRevocation]:
     """Attempts to revoke Guangzhou's key by anyone but its certifier (Guangdong's key)."""
     real = issue_revocation(h.gd, h.gz.key_id, T, RevocationReason.COMPROMISED, serial=7)
     attacker = SigningKey.generate("440000", ["44"])
-    claims_gd = dataclasses.replace(real, signature=attacker.sign(real.digest))
+    claims_gd = dataclasses.replace(real, signature=attacker.sign(real.signed_message))
     # Unsigned copy with an earlier time: the digest changes, the old signature does not fit.
     backdated = dataclasses.replace(real, effective_at=T - 10**6)
     return [
@@ -422,7 +422,9 @@ def test_certificate_and_revocation_round_trip(h: Hierarchy) -> None:
 
 
 def test_prefixes_are_canonical(h: Hierarchy) -> None:
-    cert = issue_certificate(h.gd, h.gz, ["4403", "4401", "4403", "440105"], START, END, 1)
+    cert = issue_certificate(
+        h.gd, h.gz, ["4403", "4401", "4403", "440105"], START, END, 1, form="binary"
+    )
     assert cert.prefixes == ("4401", "440105", "4403")
     # The same certificate with its prefixes stored out of order does not decode.
     data = cert.to_bytes()

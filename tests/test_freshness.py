@@ -158,8 +158,12 @@ def test_domain_separation_from_deltas_and_certificates(gz: SigningKey) -> None:
     and a key revocation's with 'K': no signature of one kind verifies as another."""
     s = sign_statement(gz, HEAD3, NOW)
     delta = build_delta(gz, FeedHead.genesis(GZ), [Revocation(card(), Reason.LOSS, NOW)], (), NOW)
-    cert = issue_certificate(gz, gz, ["4401"], NOW, NOW + 1, serial=1)
+    cert = issue_certificate(gz, gz, ["4401"], NOW, NOW + 1, serial=1, form="binary")
     assert s.body[0] == ord("H") and delta.body[0] in (1, 2) and cert.body[0] == ord("K")
+    # An X.509 certificate is signed over its DER TBS (a SEQUENCE, 0x30, far longer than
+    # the 32-byte digest every other message signs).
+    x509 = issue_certificate(gz, gz, ["4401"], NOW, NOW + 1, serial=1)
+    assert x509.signed_message[0] == 0x30 and len(x509.signed_message) > 100
     with pytest.raises(MalformedStatement, match="bad magic"):
         decode_statement(delta.to_bytes()[: MAX_STATEMENT_BYTES - 1])
     with pytest.raises(CodecError, match="bad magic"):

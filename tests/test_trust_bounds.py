@@ -55,6 +55,11 @@ class Tree:
         self.bounded = issue_revocation(
             self.gd, self.gz.key_id, T, RevocationReason.COMPROMISED, 2, last_version=L
         )
+        # The same in the binary layout of issue #11 (records already held keep it).
+        self.bounded_binary = issue_revocation(
+            self.gd, self.gz.key_id, T, RevocationReason.COMPROMISED, 2, last_version=L,
+            form="binary",
+        )  # fmt: skip
 
     def keys(self, *revocations: KeyRevocation, at: int = NOW) -> CertifiedKeys:
         return CertifiedKeys(
@@ -73,7 +78,7 @@ def t() -> Tree:
 def test_an_unbounded_revocation_keeps_the_old_format(t: Tree) -> None:
     """Stores and configs hold format-1 records: their bytes (so digests and signatures)
     must not change, and they still decode, with no version bound."""
-    old = issue_revocation(t.gd, t.gz.key_id, T, RevocationReason.SUPERSEDED, 1)
+    old = issue_revocation(t.gd, t.gz.key_id, T, RevocationReason.SUPERSEDED, 1, form="binary")
     data = old.to_bytes()
     assert data[4] == 1 and len(old.body) == 4 + 1 + 8 + 8 + 8 + 8 + 1
     back = decode_revocation(data)
@@ -83,7 +88,7 @@ def test_an_unbounded_revocation_keeps_the_old_format(t: Tree) -> None:
 def test_a_bounded_revocation_round_trips(t: Tree) -> None:
     digest = bytes(range(32))
     for rev in (
-        t.bounded,
+        t.bounded_binary,
         issue_revocation(
             t.gd,
             t.gz.key_id,
@@ -92,12 +97,22 @@ def test_a_bounded_revocation_round_trips(t: Tree) -> None:
             3,
             last_version=0,
             last_digest=digest,
+            form="binary",
         ),
-        issue_revocation(t.gd, t.gz.key_id, T, RevocationReason.RETIRED, 4, last_version=2**64 - 1),
+        issue_revocation(
+            t.gd,
+            t.gz.key_id,
+            T,
+            RevocationReason.RETIRED,
+            4,
+            last_version=2**64 - 1,
+            form="binary",
+        ),
     ):
         data = rev.to_bytes()
         assert data[4] == REVOCATION_BOUNDED_FORMAT
         assert decode_trust_record(data) == rev and t.gd.trusted().verify(rev.digest, rev.signature)
+    assert decode_revocation(t.bounded_binary.to_bytes()).last_version == L
     assert decode_revocation(t.bounded.to_bytes()).last_version == L
 
 
@@ -113,15 +128,15 @@ def test_bounded_revocation_fields_are_checked(t: Tree) -> None:
         )  # fmt: skip
     with pytest.raises(CertificateFormatError, match="last_version"):
         issue_revocation(t.gd, t.gz.key_id, T, RevocationReason.SUPERSEDED, 1, last_version=2**64)
-    body = bytearray(t.bounded.to_bytes())
-    flag = len(t.bounded.body) - 1  # has_digest, 0 here
+    body = bytearray(t.bounded_binary.to_bytes())
+    flag = len(t.bounded_binary.body) - 1  # has_digest, 0 here
     body[flag] = 2
     with pytest.raises(CodecError, match="has_digest 2"):
         decode_revocation(bytes(body))
     body[flag] = 1  # claims a digest that is not there
     with pytest.raises(CodecError):
         decode_revocation(bytes(body))
-    unknown = bytearray(t.bounded.to_bytes())
+    unknown = bytearray(t.bounded_binary.to_bytes())
     unknown[4] = 3
     with pytest.raises(CodecError, match="unknown format version 3"):
         decode_revocation(bytes(unknown))
@@ -257,11 +272,13 @@ def _flood(t: Tree, n: int) -> tuple[list[bytes], list[SigningKey]]:
     ]
     subs = [SigningKey.generate("440100", ["440105"]) for _ in range(max(2, n // 20))]
     for i, sub in enumerate(subs):
-        records.append(issue_certificate(t.gz, sub, ["440105"], START, END, serial=i).to_bytes())
+        records.append(
+            issue_certificate(t.gz, sub, ["440105"], START, END, serial=i + 1).to_bytes()
+        )
         for j, other in enumerate(subs):
             if i != j:
                 records.append(
-                    issue_certificate(sub, other, ["440105"], START, END, serial=j).to_bytes()
+                    issue_certificate(sub, other, ["440105"], START, END, serial=j + 1).to_bytes()
                 )
     records += [
         issue_certificate(t.gz, subs[0], ["440105"], START, END - i, serial=10_000 + i).to_bytes()

@@ -120,7 +120,7 @@ class Model:
 
     def genuine(self, r: KeyRevocation) -> bool:
         signer = self.signer_of(r.issuer_key_id)
-        return signer is not None and signer.trusted().verify(r.digest, r.signature)
+        return signer is not None and signer.trusted().verify(r.signed_message, r.signature)
 
     @staticmethod
     def delegates(c: Certificate, publisher: str, scope: list[str] | None) -> bool:

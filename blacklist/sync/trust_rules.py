@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from blacklist.certs import Certificate, KeyRevocation, decode_trust_record
+from blacklist.certs import Certificate, KeyRevocation, decode_trust_record, verified_by
 from blacklist.errors import CodecError
 from blacklist.rejections import BadTrustRecord
 from blacklist.signing import TrustedKey
@@ -111,7 +111,7 @@ def _check_record(
             f"which is not a key of publisher {signer.publisher} (nor its certificate's "
             "issuer)"
         )
-    if not issuer.verify_body(record.body, record.signature):
+    if not verified_by(record, issuer):
         raise BadTrustRecord(f"{label}: {record.label}: signature does not verify")
     if isinstance(record, Certificate):
         scope = None if issuer.prefixes == (NATIONAL_PREFIX,) else issuer.prefixes

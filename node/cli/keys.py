@@ -46,6 +46,7 @@ from blacklist.isotime import TimeTextError, iso8601, parse_time
 from blacklist.regions import MINISTRY_CODE
 from blacklist.signing import SUITES_BY_NAME, KeyFormatError, SigningKey, suite
 from blacklist.trust import ScopeViolation, check_delegation
+from blacklist.x509certs import self_signed_root, to_pem
 from node.keyfiles import (
     KeyFileError,
     load_certificate,
@@ -65,7 +66,8 @@ class KeyCommandError(Exception):
 
 
 def _serial(args: argparse.Namespace) -> int:
-    return int(args.serial) if args.serial is not None else secrets.randbits(_SERIAL_BITS)
+    # X.509 serials are positive (RFC 5280 §4.1.2.2).
+    return int(args.serial) if args.serial is not None else 1 + secrets.randbits(_SERIAL_BITS)
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -102,6 +104,19 @@ def _init_root(args: argparse.Namespace) -> str:
 
 def _generate(args: argparse.Namespace) -> str:
     return _write_pair(_new_key(args, args.publisher, args.prefix), args.out)
+
+
+def _root_cert(args: argparse.Namespace) -> str:
+    root = load_signing_key(args.issuer)
+    if args.days < 1:
+        raise KeyCommandError(f"--days must be at least 1, got {args.days}")
+    now = int(time.time())
+    try:
+        cert = self_signed_root(root, now, now + args.days * DAY)
+    except ValueError as exc:
+        raise KeyCommandError(str(exc)) from None
+    out = _write(args.out, to_pem(cert))
+    return f"wrote {out}: self-signed root {root.key_id.hex()}, valid {iso8601(cert.not_after)}"
 
 
 def _certify(args: argparse.Namespace) -> str:
@@ -156,7 +171,13 @@ def _as_of(text: str) -> int:
 
 def _revoke(args: argparse.Namespace) -> str:
     issuer = load_signing_key(args.issuer)
-    revoked = load_trusted_key(args.key)
+    certificate_serial = 0  # --key: no certificate named, the CRL entry names the key alone
+    if args.cert is not None:
+        named = load_certificate(args.cert)
+        revoked: Any = named.trusted()
+        certificate_serial = named.serial
+    else:
+        revoked = load_trusted_key(args.key)
     if args.last_digest is not None and args.last_version is None:
         raise KeyCommandError(
             "--last-digest needs --last-version (the version it is the digest of)"
@@ -169,6 +190,7 @@ def _revoke(args: argparse.Namespace) -> str:
         _serial(args),
         last_version=args.last_version,
         last_digest=args.last_digest,
+        certificate_serial=certificate_serial,
     )
     out = _write(args.out, rev.to_bytes())
     bound = (
@@ -234,6 +256,14 @@ def register(keys_sub: Any) -> None:
     _suite_options(init)
     init.set_defaults(fn=_run(_init_root))
 
+    root_cert = keys_sub.add_parser(
+        "root-cert", help="the root key's self-signed X.509 certificate, for CA tools"
+    )
+    root_cert.add_argument("--issuer", required=True, type=Path, help="the root.key file")
+    root_cert.add_argument("--days", required=True, type=int, help="validity from now, in days")
+    root_cert.add_argument("--out", required=True, type=Path, help="the .crt (PEM) to create")
+    root_cert.set_defaults(fn=_run(_root_cert))
+
     gen = keys_sub.add_parser("generate", help="write <publisher>.key and <publisher>.pub")
     gen.add_argument("--publisher", required=True, help="6-digit code, e.g. 440100")
     gen.add_argument("--prefix", action="append", required=True, help="region prefix, e.g. 4401")
@@ -257,7 +287,11 @@ def register(keys_sub: Any) -> None:
 
     rev = keys_sub.add_parser("revoke", help="revoke a key this issuer certified, as of a time")
     rev.add_argument("--issuer", required=True, type=Path, help="the certifier's .key file")
-    rev.add_argument("--key", required=True, type=Path, help="the revoked key's .pub file")
+    which = rev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--key", type=Path, help="the revoked key's .pub file")
+    which.add_argument(
+        "--cert", type=Path, help="the revoked key's .crt (the CRL entry names its serial)"
+    )
     rev.add_argument(
         "--as-of",
         required=True,
