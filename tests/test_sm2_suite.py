@@ -219,7 +219,9 @@ def test_a_certificate_names_no_distinguishing_id() -> None:
     assert root.trusted().verify_body(cert.body, cert.signature)
     assert root.trusted().verify(sm2.sm3(cert.body), cert.signature)  # SM3 of the body
     # X.509 (issue #14): SM2 over the TBS itself, as GM/T 0015 profiles it.
-    x509 = issue_certificate(root, SigningKey.generate("440000", ["44"], "sm2-sm3"), ["44"], 0, 9, 1)
+    x509 = issue_certificate(
+        root, SigningKey.generate("440000", ["44"], "sm2-sm3"), ["44"], 0, 9, 1
+    )
     assert root.trusted().verify(x509.signed_message, x509.signature)
 
 
