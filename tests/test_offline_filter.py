@@ -32,6 +32,24 @@ def test_every_key_is_a_member(n: int) -> None:
     assert all(f.contains_hash(int(k)) for k in keys[:300])
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(
+        st.one_of(
+            st.integers(0, 2**64 - 1),
+            st.integers(0, 64),  # small, close keys
+            st.integers(2**64 - 64, 2**64 - 1),  # and at the top, where k + seed wraps
+        ),
+        max_size=400,
+    )
+)
+def test_every_key_of_any_set_is_a_member(keys: list[int]) -> None:
+    f = fuse.build(np.array(keys, dtype=np.uint64))
+    assert f.size == len(set(keys))
+    assert all(f.contains_hash(k) for k in keys)
+    assert f.contains_many(np.array(keys, dtype=np.uint64)).all()
+
+
 def test_duplicates_are_dropped_and_the_build_is_deterministic() -> None:
     keys = np.random.default_rng(3).integers(0, 2**64, 5000, dtype=np.uint64)
     f = fuse.build(np.concatenate((keys, keys[:100])))
