@@ -34,6 +34,7 @@ class EdgeStatus(enum.IntEnum):
     # (5 is the API's INVALID_CARD_ID, a packed batch's malformed id, never an answer here)
 
 
+NEVER = float("inf")  # fresh_until of an answer that never turns STALE (one object)
 _FROM_CHECK = {s: EdgeStatus(int(s)) for s in CheckStatus}
 _AGED = (CheckStatus.NOT_REVOKED, CheckStatus.REVOKED)  # the answers that come from a feed
 
@@ -53,7 +54,7 @@ class StalePolicy:
     def fresh_until(self, checked_at: float | None) -> float:
         """Until when an answer from a feed fresh as of ``checked_at`` is not STALE."""
         if self.max_feed_age is None or checked_at is None:
-            return float("inf")
+            return NEVER
         return checked_at + self.max_feed_age
 
     def stale(self, result: CheckResult, now: float) -> bool:
@@ -64,12 +65,14 @@ class EdgeAnswer:
     """One card's answer. ``copy`` is the replica's four-way CheckResult; ``status`` is
     its status, or STALE. Slotted and built once per feed answer (see EdgeReplica.check)."""
 
-    __slots__ = ("copy", "fresh_until", "status")
+    __slots__ = ("copy", "good_until", "status")
 
-    def __init__(self, status: EdgeStatus, copy: CheckResult, fresh_until: float) -> None:
+    def __init__(self, status: EdgeStatus, copy: CheckResult, good_until: float) -> None:
         self.status = status
         self.copy = copy
-        self.fresh_until = fresh_until  # when a fresh answer of this copy turns STALE
+        # Until when this answer stays right for this copy: a fresh one until it turns
+        # STALE; a STALE one for good (NEVER: only a newer copy, a new CheckResult, moves it).
+        self.good_until = good_until
 
     def __repr__(self) -> str:
         return f"EdgeAnswer({self.status.name}, copy={self.copy!r})"
@@ -110,9 +113,10 @@ class EdgeAnswer:
 
 
 def answer_of(result: CheckResult, policy: StalePolicy, now: float) -> EdgeAnswer:
-    until = policy.fresh_until(result.feed_checked_at) if result.status in _AGED else float("inf")
-    status = EdgeStatus.STALE if now > until else _FROM_CHECK[result.status]
-    return EdgeAnswer(status, result, until)
+    until = policy.fresh_until(result.feed_checked_at) if result.status in _AGED else NEVER
+    if now > until:
+        return EdgeAnswer(EdgeStatus.STALE, result, NEVER)
+    return EdgeAnswer(_FROM_CHECK[result.status], result, until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +132,7 @@ class EdgeBatch:
 
     def __getitem__(self, i: int) -> EdgeAnswer:
         result = self.copy[i]
-        return EdgeAnswer(EdgeStatus(int(self.statuses[i])), result, float("inf"))
+        return EdgeAnswer(EdgeStatus(int(self.statuses[i])), result, NEVER)
 
     def counts(self) -> dict[EdgeStatus, int]:
         tally = np.bincount(self.statuses, minlength=max(EdgeStatus) + 1).tolist()

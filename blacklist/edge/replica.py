@@ -40,7 +40,7 @@ from blacklist.certs import Certificate, KeyRevocation
 from blacklist.checker import Checker, CheckResult
 from blacklist.clock import Clock, system_clock
 from blacklist.delta import FeedHead
-from blacklist.edge.answer import EdgeAnswer, EdgeBatch, StalePolicy, answer_of, batch_of
+from blacklist.edge.answer import NEVER, EdgeAnswer, EdgeBatch, StalePolicy, answer_of, batch_of
 from blacklist.edge.child import ChildSync, follow, forever, hold, open_channel
 from blacklist.rejections import DeltaRejected
 from blacklist.signing import Keyring, TrustedKey
@@ -224,15 +224,21 @@ class EdgeReplica:
     def check(self, card_id: str) -> EdgeAnswer:
         """The status of one card, from this replica's store alone (no network). Raises
         CardIdError for a malformed id, CheckUnavailable when it cannot be confirmed."""
-        result = self.checker().check(card_id)
+        try:
+            checker = self._local.checker
+        except AttributeError:
+            checker = self.checker()
+        result = checker.check(card_id)
         # A feed's "not revoked" answer is one object until the store moves: its wrapper
-        # is built once and reused while fresh (a miss costs a dict lookup and the clock).
+        # is built once and reused while it holds (a miss costs a dict lookup, and the
+        # clock only under a max_feed_age policy: NEVER is one object, compared by identity).
         cached = self._answers.get(result)
-        now = self._clock()
-        if cached is not None and now <= cached.fresh_until:
-            return cached
-        answer = answer_of(result, self.policy, now)
-        if result.entry is None and not answer.stale:
+        if cached is not None:
+            until = cached.good_until
+            if until is NEVER or self._clock() <= until:
+                return cached
+        answer = answer_of(result, self.policy, self._clock())
+        if result.entry is None:
             if len(self._answers) >= ANSWER_CACHE:
                 self._answers = {}
             self._answers[result] = answer
