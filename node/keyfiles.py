@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import stat
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from blacklist.certs import Certificate, KeyRevocation, decode_certificate, decode_revocation
 from blacklist.errors import CodecError
@@ -135,18 +136,6 @@ def load_trusted_keys(paths: Iterable[str | os.PathLike[str]]) -> list[TrustedKe
     return [load_trusted_key(p) for p in paths]
 
 
-def _toml(fields: dict[str, str | list[str]]) -> str:
-    lines = []
-    for name, value in fields.items():
-        if isinstance(value, list):
-            lines.append(
-                f"{name} = [{', '.join(repr(v).replace(chr(39), chr(34)) for v in value)}]"
-            )
-        else:
-            lines.append(f"{name} = {json.dumps(value)}")  # a JSON string is a TOML one
-    return "\n".join(lines) + "\n"
-
-
 def write_key_pair(
     key: SigningKey, directory: str | os.PathLike[str], stem: str | None = None
 ) -> tuple[Path, Path]:
@@ -167,8 +156,8 @@ def write_key_pair(
         common["distid"] = (key.distid or DEFAULT_DISTID).decode("utf-8")
     fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(_toml({**common, "private": base64.b64encode(key.private).decode()}))
-    public.write_text(_toml({**common, "public": base64.b64encode(key.public).decode()}))
+        f.write(tomli_w.dumps({**common, "private": base64.b64encode(key.private).decode()}))
+    public.write_text(tomli_w.dumps({**common, "public": base64.b64encode(key.public).decode()}))
     return private, public
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 from node.local.state import STATE_FILE
-from node.local.up import pid_alive, still_runs
+from node.local.supervise import running, runs
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_TIMEOUT = 120.0
@@ -117,7 +117,7 @@ def _processes_mentioning(text: str) -> list[str]:
             args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if text in args and pid_alive(int(cmdline.parent.name)):
+        if text in args and running(int(cmdline.parent.name)):
             found.append(f"{cmdline.parent.name}: {args}")
     return found
 
@@ -162,7 +162,7 @@ def federation_dir(tmp_path: Path) -> Iterator[Path]:
         )
         for node in nodes:
             for pid in (node["pid"], node["keeper"]):
-                if still_runs(pid, node["config"]):
+                if runs(pid, node["config"]):
                     os.kill(pid, signal.SIGKILL)
 
 
@@ -182,7 +182,7 @@ def test_up_leaves_the_federation_running_until_down(federation_dir: Path) -> No
     assert sorted(printed) == sorted(REGIONS), started.stdout
     state = json.loads((federation_dir / STATE_FILE).read_text())
     pids = [pid for node in state["nodes"] for pid in (node["pid"], node["keeper"])]
-    assert all(pid_alive(pid) for pid in pids)
+    assert all(running(pid) for pid in pids)
 
     # `up` has returned; the nodes serve on. A terminal at Beijing asks about a Guangzhou card,
     # over mutual TLS with the certificate `up` made for it (nothing listens in plain text).
@@ -218,7 +218,7 @@ def test_up_leaves_the_federation_running_until_down(federation_dir: Path) -> No
     for region in REGIONS:
         assert re.search(rf"^\s+{region} .* exit 0 \(SIGTERM, ", stopped.stdout, re.MULTILINE)
     assert "all nodes exited 0" in stopped.stdout
-    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert [pid for pid in pids if running(pid)] == []
     assert not (federation_dir / STATE_FILE).exists()
 
     twice = _run(["down", "--dir", str(federation_dir)], UP_TIMEOUT)

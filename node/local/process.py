@@ -42,6 +42,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import tomli_w
+
 from blacklist.signing import SigningKey
 from node.keyfiles import write_key_pair
 
@@ -141,61 +143,52 @@ def generate_keys(
     return KeyPair(publisher, private, public)
 
 
-def _toml_string(value: str) -> str:
-    # A JSON string is a valid TOML basic string (same quoting and escapes).
-    return json.dumps(value)
-
-
 def _absolute(path: str | os.PathLike[str]) -> str:
     return str(Path(path).resolve())
 
 
-def _toml_paths(paths: Sequence[str | os.PathLike[str]]) -> str:
-    return "[" + ", ".join(_toml_string(_absolute(p)) for p in paths) + "]"
-
-
-def config_text(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data") -> str:
-    """The TOML config of ``spec``; paths are written absolute, except ``data_dir``."""
-    lines = [
-        f"role = {_toml_string(spec.role)}",
-        f"region = {_toml_string(spec.region)}",
-        f"listen = {_toml_string(spec.listen)}",
-        f"metrics_listen = {_toml_string(spec.metrics_listen)}",
-        f"data_dir = {_toml_string(str(data_dir))}",
-    ]
+def config_fields(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data") -> dict[str, Any]:
+    """The config of ``spec`` as TOML fields; paths absolute, except ``data_dir``."""
+    fields: dict[str, Any] = {
+        "role": spec.role,
+        "region": spec.region,
+        "listen": spec.listen,
+        "metrics_listen": spec.metrics_listen,
+        "data_dir": str(data_dir),
+    }
     if spec.signing_key is not None:
-        lines.append(f"signing_key = {_toml_string(str(Path(spec.signing_key).resolve()))}")
+        fields["signing_key"] = _absolute(spec.signing_key)
     if spec.trust_anchor is not None:
-        lines.append(f"trust_anchor = {_toml_string(_absolute(spec.trust_anchor))}")
-        chains = ", ".join(_toml_paths(chain) for chain in spec.certificate_chains)
-        lines.append(f"certificate_chains = [{chains}]")
+        fields["trust_anchor"] = _absolute(spec.trust_anchor)
+        fields["certificate_chains"] = [
+            [_absolute(p) for p in chain] for chain in spec.certificate_chains
+        ]
         if spec.key_revocations:
-            lines.append(f"key_revocations = {_toml_paths(spec.key_revocations)}")
+            fields["key_revocations"] = [_absolute(p) for p in spec.key_revocations]
     else:
-        lines.append(f"trusted_keys = {_toml_paths(spec.trusted_keys)}")
-    lines.append(f"map_size_gib = {spec.map_size_gib}")
-    if spec.max_batch is not None:
-        lines.append(f"max_batch = {spec.max_batch}")
-    if spec.retain_deltas is not None:
-        lines.append(f"retain_deltas = {spec.retain_deltas}")
-    if spec.upstreams:
-        lines.append(f"upstreams = [{', '.join(_toml_string(u) for u in spec.upstreams)}]")
-    if spec.sync_interval is not None:
-        lines.append(f"sync_interval = {spec.sync_interval}")
-    if not spec.subscribe:
-        lines.append("subscribe = false")
-    if spec.head_statement_interval is not None:
-        lines.append(f"head_statement_interval = {spec.head_statement_interval}")
-    if spec.workers != 1:
-        lines.append(f"workers = {spec.workers}")
+        fields["trusted_keys"] = [_absolute(p) for p in spec.trusted_keys]
+    fields["map_size_gib"] = spec.map_size_gib
+    optional = {
+        "max_batch": spec.max_batch,
+        "retain_deltas": spec.retain_deltas,
+        "upstreams": list(spec.upstreams) or None,
+        "sync_interval": spec.sync_interval,
+        "subscribe": None if spec.subscribe else False,
+        "head_statement_interval": spec.head_statement_interval,
+        "workers": None if spec.workers == 1 else spec.workers,
+    }
+    fields.update((k, v) for k, v in optional.items() if v is not None)
     tls = {"tls_ca": spec.tls_ca, "tls_cert": spec.tls_cert, "tls_key": spec.tls_key}
     if any(p is not None for p in tls.values()):
-        for name, p in tls.items():
-            if p is not None:
-                lines.append(f"{name} = {_toml_string(str(Path(p).resolve()))}")
+        fields.update((name, _absolute(p)) for name, p in tls.items() if p is not None)
     else:
-        lines.append("plaintext = true")
-    return "\n".join(lines) + "\n"
+        fields["plaintext"] = True
+    return fields
+
+
+def config_text(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data", **extra: Any) -> str:
+    """The TOML config of ``spec`` (``extra``: further fields, e.g. ``ready_max_lag``)."""
+    return tomli_w.dumps({**config_fields(spec, data_dir), **extra})
 
 
 def write_config(spec: NodeSpec, directory: str | os.PathLike[str]) -> Path:

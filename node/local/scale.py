@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import string
 import subprocess
@@ -31,6 +30,7 @@ from typing import TextIO
 
 from blacklist.signing import SigningKey
 from node.keyfiles import write_key_pair
+from node.local import supervise
 from node.local.process import READY_PREFIX, NodeSpec, config_text
 
 DEFAULT_DIR = Path(".scale")
@@ -106,34 +106,15 @@ def wait_ready_line(process: Process, timeout: float = START_TIMEOUT) -> dict[st
             if line.startswith(READY_PREFIX):
                 ready: dict[str, str] = json.loads(line[len(READY_PREFIX) :])
                 return ready
-        if not alive(process.pid):
+        if not supervise.running(process.pid):
             break
         time.sleep(0.1)
     tail = (Path(process.directory) / "err.log").read_text(errors="replace")[-2000:]
     raise ScaleError(f"{process.name} did not start within {timeout:g} s:\n{tail}")
 
 
-def alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:  # not our child (scale-down in a later command)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return waited == 0
-
-
 def stop(process: Process, timeout: float = STOP_TIMEOUT) -> None:
-    if not alive(process.pid):
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if alive(process.pid):
-        os.kill(process.pid, signal.SIGKILL)
+    supervise.stop(process.pid, timeout)
 
 
 def node_command(config: Path) -> list[str]:
@@ -162,7 +143,7 @@ def write_replica_set(directory: Path, replicas: int, ready_max_lag: int = 0) ->
             upstreams=(f"127.0.0.1:{upstream_port}",),
             sync_interval=1.0,
         )
-        text = config_text(spec) + f"ready_max_lag = {ready_max_lag}\n"
+        text = config_text(spec, ready_max_lag=ready_max_lag)
         configs.append(_write(directory / f"replica{i}", text))
     return configs
 

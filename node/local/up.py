@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
 from typing import TextIO
@@ -32,6 +32,7 @@ from node.local.federation import Federation
 from node.local.process import READY_PREFIX, LocalNodeError, Ready
 from node.local.scrape import sample, scrape
 from node.local.state import STATE_FILE, NodeRecord, read_state, state_path, write_state
+from node.local.supervise import running, runs, send, wait_until
 from node.local.trust import TRUST_DIRS, TrustSetupError
 
 DEFAULT_DIR = Path(".federation")
@@ -105,34 +106,6 @@ def wait_linked(federation: Federation, timeout: float = LINK_TIMEOUT) -> int:
 # -- process bookkeeping ---------------------------------------------------------------------
 
 
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone: it only waits to be reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists()  # no procfs (macOS): trust kill(0)
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def still_runs(pid: int, config: str) -> bool:
-    """Whether ``pid`` still runs the node of ``config`` (not a stranger that reused the pid)."""
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except FileNotFoundError:
-        return pid_alive(pid) and not Path("/proc/self").exists()
-    except OSError:
-        return pid_alive(pid)
-    return pid_alive(pid) and os.fsencode(config) in args
-
-
 def _exit_code(record: NodeRecord) -> int | None:
     try:
         return int(Path(record.exit_file).read_text().strip())
@@ -140,44 +113,32 @@ def _exit_code(record: NodeRecord) -> int | None:
         return None
 
 
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def stop_node(record: NodeRecord, timeout: float = STOP_TIMEOUT) -> tuple[int | None, str]:
     """SIGTERM the node, wait for its keeper to record the exit code; SIGKILL after
     ``timeout``. Returns the exit code (None if unknown) and what happened."""
     t0 = time.monotonic()
-    if not still_runs(record.pid, record.config):
+    if not runs(record.pid, record.config):
         code = _exit_code(record)
         how = "was not running" + (f" (it had exited with code {code})" if code is not None else "")
         _reap_keeper(record)
         return code, how
-    os.kill(record.pid, signal.SIGTERM)
+    send(record.pid, signal.SIGTERM)
     how = "SIGTERM"
-    done = _wait(lambda: _exit_code(record) is not None or not pid_alive(record.keeper), timeout)
+    done = wait_until(lambda: _exit_code(record) is not None or not running(record.keeper), timeout)
     if not done:
-        with suppress(ProcessLookupError):
-            os.kill(record.pid, signal.SIGKILL)
+        send(record.pid, signal.SIGKILL)
         how = f"no exit {timeout:g} s after SIGTERM; SIGKILL"
-        _wait(lambda: _exit_code(record) is not None, KILL_TIMEOUT)
+        wait_until(lambda: _exit_code(record) is not None, KILL_TIMEOUT)
     _reap_keeper(record)
     return _exit_code(record), f"{how}, {time.monotonic() - t0:.2f} s"
 
 
 def _reap_keeper(record: NodeRecord) -> None:
     # The keeper exits right after writing the code; make sure, and never leave it behind.
-    if not _wait(lambda: not still_runs(record.keeper, record.config), 2.0):
-        with suppress(ProcessLookupError):
-            os.kill(record.keeper, signal.SIGKILL)
-    if still_runs(record.pid, record.config):  # a node whose keeper died first
-        with suppress(ProcessLookupError):
-            os.kill(record.pid, signal.SIGKILL)
+    if not wait_until(lambda: not runs(record.keeper, record.config), 2.0):
+        send(record.keeper, signal.SIGKILL)
+    if runs(record.pid, record.config):  # a node whose keeper died first
+        send(record.pid, signal.SIGKILL)
 
 
 def _spawn(region: str, config: Path) -> subprocess.Popen[bytes]:
@@ -261,7 +222,7 @@ def up(directory: Path = DEFAULT_DIR, out: TextIO = sys.stdout) -> int:
     t0 = time.monotonic()
     if state_path(directory).exists():
         try:
-            running = [r for r in read_state(directory) if still_runs(r.pid, r.config)]
+            running = [r for r in read_state(directory) if runs(r.pid, r.config)]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"error: unreadable {state_path(directory)}: {exc}", file=sys.stderr)
             return 1
