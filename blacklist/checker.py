@@ -32,7 +32,7 @@ Two rules hold by construction (issue #11 items 9 and 10):
 **A hit costs a point read.** The transaction is the thread's long-lived one
 (:meth:`StoreReader.current_txn`, renewed when ``epoch`` moves), and the entry is first read
 with one ``get`` of the key of the publisher that answers for the card's region
-(:meth:`StoreReader.find_answering`); feed heads read from one snapshot are kept for as
+(:meth:`Checker._hit`); feed heads read from one snapshot are kept for as
 long as the thread reads that snapshot. Those caches are per thread, like the transaction,
 so two threads on two snapshots never mix their answers.
 
@@ -43,10 +43,8 @@ signatures (tests/test_check_wing.py enforces it).
 
 from __future__ import annotations
 
-import enum
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import lmdb
@@ -54,15 +52,19 @@ import numpy as np
 from numpy.typing import NDArray
 
 from blacklist.cardbatch import keys_from_matrix
+from blacklist.cardid import KEY_LENGTH
+from blacklist.checkresult import BatchResult as BatchResult
+from blacklist.checkresult import CheckResult as CheckResult
+from blacklist.checkresult import CheckStatus as CheckStatus
 from blacklist.clock import Clock, system_clock
-from blacklist.entry import Entry, Reason
+from blacklist.entry import Entry
 from blacklist.errors import CheckUnavailable
 from blacklist.filters.fingerprint import fingerprint_shift
 from blacklist.packed import PackedResult, PackedScan, explain_row, scan_packed
 from blacklist.probe import card_key, probe, scan
 from blacklist.psam import canonical_psam, psam_key
 from blacklist.publishers import PublisherDirectory
-from blacklist.records import FeedState, _pub3, decode_entry
+from blacklist.records import VALUE_LENGTH, FeedState, _pub3, _publisher_text, lapsed_value
 from blacklist.storereader import StoreReader
 
 if TYPE_CHECKING:
@@ -76,104 +78,12 @@ UNCONFIRMED = 0
 MAX_TRIES = 8
 
 
-class CheckStatus(enum.IntEnum):
-    NOT_REVOKED = 1
-    REVOKED = 2
-    UNKNOWN_ISSUER = 3  # the card's region belongs to no publisher this node knows
-    NO_DATA = 4  # a known publisher, but its feed has never arrived here
-
-
-class CheckResult:
-    """One answer. A plain slotted class rather than a frozen dataclass: it is built on every
-    revoked answer, and frozen dataclasses cost several times more to construct."""
-
-    __slots__ = ("_clock", "entry", "feed_checked_at", "feed_version", "publisher", "status")
-
-    def __init__(
-        self,
-        status: CheckStatus,
-        publisher: str | None,
-        feed_version: int,
-        feed_checked_at: float | None,
-        entry: Entry | None = None,
-        clock: Clock = system_clock,
-    ) -> None:
-        self.status = status
-        self.publisher = publisher  # the feed that answered (None for UNKNOWN_ISSUER)
-        self.feed_version = feed_version  # 0 when there is no feed
-        # The publisher's signed time as of which this copy is known current (FeedState)
-        self.feed_checked_at = feed_checked_at
-        self.entry = entry  # set for REVOKED
-        self._clock = clock
-
-    def __repr__(self) -> str:
-        return (
-            f"CheckResult({self.status.name}, publisher={self.publisher}, "
-            f"feed_version={self.feed_version}, entry={self.entry})"
-        )
-
-    @property
-    def revoked(self) -> bool:
-        return self.status is CheckStatus.REVOKED
-
-    @property
-    def reason(self) -> Reason | None:
-        return self.entry.reason if self.entry else None
-
-    @property
-    def effective_time(self) -> int | None:
-        return self.entry.effective_time if self.entry else None
-
-    @property
-    def expires_at(self) -> int | None:
-        """When a REVOKED answer's entry lapses by itself (None: it does not)."""
-        return self.entry.expires_at if self.entry else None
-
-    @property
-    def feed_age_seconds(self) -> float | None:
-        """Seconds since the newest time the publisher signed at which its head was one
-        this node holds (a head statement or the head delta; blacklist/sync/freshness.py)."""
-        if self.feed_checked_at is None:
-            return None
-        return max(0.0, self._clock() - self.feed_checked_at)
-
-
 def _refuse_unconfirmed(statuses: NDArray[np.uint8], hits: list[int]) -> None:
     """No batch answer while one of its fingerprint hits is unconfirmed (fail closed)."""
     left = np.flatnonzero(statuses[hits] == UNCONFIRMED)
     if len(left):
         first = hits[int(left[0])]
         raise CheckUnavailable(f"batch id {first}: its fingerprint hit was never confirmed")
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """Answers for a batch, sized by what is revoked rather than by the batch.
-
-    ``statuses[i]`` is every id's CheckStatus value; only revoked ids have an object in
-    ``revoked``; the feed that answered id ``i`` is ``feeds[feed_of[i]]``.
-    """
-
-    statuses: NDArray[np.uint8]
-    feed_of: NDArray[np.intp]
-    feeds: list[CheckResult]  # one per distinct region in the batch: its "not revoked" answer
-    revoked: dict[int, CheckResult]
-
-    def __len__(self) -> int:
-        return len(self.statuses)
-
-    def __getitem__(self, i: int) -> CheckResult:
-        hit = self.revoked.get(i)
-        return hit if hit is not None else self.feeds[int(self.feed_of[i])]
-
-    def counts(self) -> dict[CheckStatus, int]:
-        tally = np.bincount(self.statuses, minlength=len(CheckStatus) + 1).tolist()
-        return {s: tally[s] for s in CheckStatus if tally[s]}
-
-    def answering_feeds(self) -> list[CheckResult]:
-        """One answer per feed that answered some id of this batch (for its freshness)."""
-        used = np.flatnonzero(np.bincount(self.feed_of, minlength=len(self.feeds))).tolist()
-        return [self.feeds[i] for i in used]
 
 
 # (width, bitmap) -> (canonical matrix, region codes, fingerprint hits): a batch's front half
@@ -211,6 +121,7 @@ class Checker:
         self._clock = clock
         self._directory = PublisherDirectory.from_keys(keys)
         self._codes: dict[str, bytes] = {}  # publisher → its u24 code, the key suffix
+        self._entries_db = store.entries_db
         self._resets = 0
         self._local = _PerThread()
         self._clear_region_slots()
@@ -261,15 +172,17 @@ class Checker:
         )
 
     def _view(self, region: bytes) -> CheckResult:
-        answer = self._feed_answer(self._directory.publisher_of(region.decode("ascii")))
+        publisher = self._directory.publisher_of(region.decode("ascii"))
+        self._learn_code(publisher)
+        answer = self._feed_answer(publisher)
         self._views[region] = answer
         return answer
 
-    def _code(self, publisher: str) -> bytes:
-        code = self._codes.get(publisher)
-        if code is None:
-            code = self._codes[publisher] = _pub3(publisher)
-        return code
+    def _learn_code(self, publisher: str | None) -> None:
+        """Remember a publisher's u24 code, the suffix of its entries' keys (a hit's point
+        get reads ``card key + code``); None, for no publisher, stays unknown."""
+        if publisher is not None and publisher not in self._codes:
+            self._codes[publisher] = _pub3(publisher)
 
     # ------------------------------------------------------------------ one snapshot
     def _in_txn(self, txn: Any) -> _Snapshot:
@@ -315,19 +228,43 @@ class Checker:
             slots = snap.slots = (answers, np.array([a.status for a in answers], np.uint8))
         return slots
 
-    def _revoked_in(self, snap: _Snapshot, entry: Entry) -> CheckResult:
-        feed = self._feed_in(snap, entry.publisher)
-        if feed is None:  # entries exist only under a feed; be safe rather than crash
-            return CheckResult(CheckStatus.REVOKED, entry.publisher, 0, None, entry, self._clock)
-        return self._fresh(CheckStatus.REVOKED, feed, entry)
+    def _hit(
+        self, txn: Any, snap: _Snapshot, key: bytes, publisher: str | None, canon: bytes
+    ) -> CheckResult | None:
+        """The REVOKED answer for a fingerprint hit on 18-byte card ``key`` as of ``txn``, or
+        None when LMDB refutes it. First one point ``get`` of the key of the publisher that
+        answers for the card's region; only when that publisher holds no live entry — a
+        false positive, or another publisher's entry under overlapping scopes — a walk of
+        the card's key range (StoreReader.find_live), so no publisher's entry is missed."""
+        code = self._codes.get(publisher) if publisher is not None else None
+        if code is not None:
+            stored = key + code
+            value = txn.get(stored, None, self._entries_db)  # positional: keywords cost
+            if value is not None and (
+                len(value) == VALUE_LENGTH or not lapsed_value(value, self._clock())
+            ):
+                return self._revoked(snap, publisher, stored, value, canon)
+        found = self._store.find_live(key, txn, self._clock())
+        if found is None:
+            return None
+        return self._revoked(snap, _publisher_text(found[0][KEY_LENGTH:]), *found, canon)
 
-    def _find(
-        self, txn: Any, key: bytes, publisher: str | None, now: float
-    ) -> tuple[bytes, bytes] | None:
-        """A card's live entry: a point get of the answering publisher's key first (with no
-        publisher for the region, any publisher's entry counts)."""
-        code = self._code(publisher) if publisher is not None else None
-        return self._store.find_answering(key, code, txn, now)
+    def _revoked(
+        self, snap: _Snapshot, publisher: str | None, key: bytes, value: bytes, canon: bytes
+    ) -> CheckResult:
+        """The REVOKED answer for a stored entry, with the feed version of the same snapshot;
+        the entry itself is decoded only when asked for (CheckResult.entry)."""
+        assert publisher is not None  # an entry's key always ends with a publisher
+        try:
+            feed = snap.feeds[publisher]
+        except KeyError:
+            feed = self._feed_in(snap, publisher)
+        raw = (key, value, canon)
+        if feed is None:  # entries exist only under a feed; be safe rather than crash
+            return CheckResult(CheckStatus.REVOKED, publisher, 0, None, None, self._clock, raw)
+        return CheckResult(
+            CheckStatus.REVOKED, publisher, feed.version, feed.checked_at, None, self._clock, raw
+        )
 
     def _batch_txn(self) -> Any:
         """The read transaction a batch answers from, taken before it probes the index: the
@@ -368,12 +305,10 @@ class Checker:
         try:
             txn = self._store.current_txn()
             snap = self._in_txn(txn)
-            found = self._find(txn, card_key(canon), publisher, self._clock())
-            if found is not None:
-                return self._revoked_in(snap, decode_entry(*found, canon.decode("ascii")))
-            return self._answer_in(snap, publisher)  # refuted: a false positive
+            found = self._hit(txn, snap, card_key(canon), publisher, canon)
         except lmdb.Error as exc:
             raise CheckUnavailable(f"confirming a fingerprint hit in LMDB failed: {exc}") from exc
+        return found if found is not None else self._answer_in(snap, publisher)
 
     def check_many(self, card_ids: Sequence[str]) -> BatchResult:
         """Statuses of many cards at once: parsing and hashing are vectorised over the batch,
@@ -425,13 +360,12 @@ class Checker:
             base = statuses[hits]
             statuses[hits] = UNCONFIRMED
             keys = keys_from_matrix(matrix[hits]).tobytes()
-            now = self._clock()
             for n, i in enumerate(hits):
                 publisher = feeds[int(feed_of[i])].publisher
-                found = self._find(txn, keys[18 * n : 18 * n + 18], publisher, now)
+                key = keys[18 * n : 18 * n + 18]
+                found = self._hit(txn, snap, key, publisher, matrix[i].tobytes())
                 if found is not None:
-                    text = matrix[i].tobytes().decode("ascii")
-                    revoked[i] = self._revoked_in(snap, decode_entry(*found, text))
+                    revoked[i] = found
                     statuses[i] = CheckStatus.REVOKED
                 else:  # LMDB refutes the fingerprint: the feed's own answer
                     statuses[i] = base[n]
@@ -444,6 +378,7 @@ class Checker:
             for code in np.unique(codes[slots < 0]).tolist():
                 publisher = self._directory.publisher_of(f"{code:06d}")
                 slot = self._slot_of.get(publisher)
+                self._learn_code(publisher)
                 if slot is None:
                     slot = self._slot_of[publisher] = len(self._slot_publishers)
                     self._slot_publishers.append(publisher)

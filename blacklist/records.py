@@ -22,6 +22,7 @@ from blacklist.entry import Entry, Reason
 from blacklist.feedhead import FeedHead, publisher_code
 
 _ENTRY = struct.Struct(">BqQ")
+VALUE_LENGTH = _ENTRY.size  # a stored entry value without an end time
 _ENTRY_ENDS = struct.Struct(">BqQq")
 _FEED = struct.Struct(">Q32sQ8sqqq")  # version, digest, entries, key id, issued, applied, checked
 _ENTRY_DTYPE = np.dtype([("reason", "u1"), ("time", ">i8"), ("version", ">u8")])

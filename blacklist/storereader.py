@@ -12,6 +12,10 @@ a new one, on the newest snapshot. py-lmdb keeps an ended read transaction's LMD
 the environment's spare and renews it on the next ``begin`` (``mdb_txn_reset`` /
 ``mdb_txn_renew``), so renewing costs no new reader slot.
 
+A hit is confirmed with a point ``get`` of ``card key + publisher`` in that transaction
+(checker.py), falling back to :meth:`StoreReader.find_live`'s walk of the card's key range
+only when the answering publisher holds no live entry.
+
 The rule it keeps: a revocation committed, and its ``epoch`` bumped, before a check starts
 is seen by that check (DESIGN §4). What it costs: a thread that stops checking keeps its
 snapshot until it checks again, and LMDB cannot reuse pages freed after that snapshot, so
@@ -36,7 +40,13 @@ from blacklist.entry import Entry
 from blacklist.feedhead import FeedHead
 from blacklist.filters.roaring_index import FingerprintIndex, width_for
 from blacklist.psamlist import PsamList
-from blacklist.records import FeedState, _pub3, decode_entry, lapsed_value, unpack_values
+from blacklist.records import (
+    FeedState,
+    _pub3,
+    decode_entry,
+    lapsed_value,
+    unpack_values,
+)
 from blacklist.storeschema import (
     ENTRIES_DB,
     FEEDS_DB,
@@ -66,6 +76,7 @@ class StoreReader:
         self._clock = clock
         self._fixed_width = fingerprint_width  # tests: narrow, so that cards collide
         self._entries = env.open_db(ENTRIES_DB)
+        self.entries_db = self._entries  # the check path's point get reads it (checker.py)
         self._feeds_db = env.open_db(FEEDS_DB)
         self._regions_db = env.open_db(REGIONS_DB)
         self._meta = env.open_db(META_DB)
@@ -151,23 +162,6 @@ class StoreReader:
     def _lookup(self, txn: Any, card_key: bytes) -> Entry | None:
         found = self.find_live(card_key, txn, self._clock())
         return decode_entry(*found) if found else None
-
-    def find_answering(
-        self, card_key: bytes, publisher: bytes | None, txn: Any, now: float
-    ) -> tuple[bytes, bytes] | None:
-        """The raw (key, value) of a live entry for a card: the read that confirms or refutes
-        a fingerprint hit. It tries first the one key of the publisher that answers for the
-        card's region (``publisher``: its u24 code; None when none does) with a point
-        ``get``. Only when that publisher holds no live entry — a fingerprint's false
-        positive, or another publisher's entry under overlapping scopes — does it walk the
-        card's key range (:meth:`find_live`), so no publisher's entry is ever missed."""
-        if publisher is None:
-            return self.find_live(card_key, txn, now)
-        key = card_key + publisher
-        value = txn.get(key, None, self._entries)
-        if value is not None and not lapsed_value(value, now):
-            return key, value
-        return self.find_live(card_key, txn, now)
 
     def find_live(self, card_key: bytes, txn: Any, now: float) -> tuple[bytes, bytes] | None:
         """The raw (key, value) of the first entry for a card that is not over by ``now``

@@ -17,18 +17,37 @@ from blacklist.storereader import StoreReader
 from node.cli.main import main
 
 FAULTY = text_to_key(os.environ["BLACKLIST_FAULT_CARD"])
-_find = StoreReader.find_answering
 
 
-def find(
-    self: StoreReader, card_key: bytes, publisher: bytes | None, txn: Any, now: float
-) -> tuple[bytes, bytes] | None:
-    if card_key == FAULTY and threading.current_thread() is threading.main_thread():
-        raise lmdb.DiskError(f"{self.path}: injected read fault (tests/faulty_node.py)")
-    return _find(self, card_key, publisher, txn, now)
+class _FaultyReads:
+    """A read transaction whose reads of FAULTY's entries raise, on the main thread."""
+
+    def __init__(self, txn: Any, path: object) -> None:
+        self._txn, self._path = txn, path
+
+    def get(self, key: bytes, default: Any = None, db: Any = None) -> Any:
+        if key[: len(FAULTY)] == FAULTY and threading.current_thread() is threading.main_thread():
+            raise lmdb.DiskError(f"{self._path}: injected read fault (tests/faulty_node.py)")
+        return self._txn.get(key, default, db)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._txn, name)
 
 
-StoreReader.find_answering = find  # type: ignore[method-assign]
+_current, _renew = StoreReader.current_txn, StoreReader.renew_txn
+
+
+def current_txn(self: StoreReader) -> Any:
+    return _FaultyReads(_current(self), self.path)
+
+
+def renew_txn(self: StoreReader) -> Any:
+    return _FaultyReads(_renew(self), self.path)
+
+
+# A check confirms a hit with a point get in its thread's transaction (blacklist/checker.py).
+StoreReader.current_txn = current_txn  # type: ignore[method-assign]
+StoreReader.renew_txn = renew_txn  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(main())

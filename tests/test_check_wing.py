@@ -54,6 +54,7 @@ ALLOWED = {
     "blacklist.cardbatch",  # parsing a batch of ids into a matrix
     "blacklist.cardid",  # the card-id parser and key layout
     "blacklist.checker",
+    "blacklist.checkresult",  # what a check answers
     "blacklist.clock",
     "blacklist.columns",  # numpy columns of cards (the PSAM key helpers use them)
     "blacklist.entry",  # Entry and Reason: what a REVOKED answer carries

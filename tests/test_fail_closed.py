@@ -34,6 +34,7 @@ from blacklist.follower import FollowingChecker, StoreFollower
 from blacklist.probe import HAVE_SPEEDUPS, python_probe, python_scan
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
+from blacklist.storereader import StoreReader
 from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, types_pb2
 from node.grpc.calls import Meter
 from node.grpc.servicers import REFUSAL_HEADER, CardStatusServicer
@@ -137,17 +138,43 @@ def front_half(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     return str(request.param)
 
 
+class _FailingEntryReads:
+    """A read transaction whose reads of the entries database raise ``error``: the LMDB
+    read that confirms a fingerprint hit (the point get, or the walk behind it)."""
+
+    def __init__(self, txn: Any, entries_db: Any, error: Exception, asked: list[bytes]) -> None:
+        self._txn, self._entries, self._error, self._asked = txn, entries_db, error, asked
+
+    def get(self, key: bytes, default: Any = None, db: Any = None) -> Any:
+        if db is self._entries:
+            self._asked.append(key)
+            raise self._error
+        return self._txn.get(key, default, db)
+
+    def cursor(self, db: Any = None) -> Any:
+        if db is self._entries:
+            self._asked.append(b"cursor")
+            raise self._error
+        return self._txn.cursor(db=db)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._txn, name)
+
+
 def _break_find(
-    monkeypatch: pytest.MonkeyPatch, store: RevocationStore, error: Exception
+    monkeypatch: pytest.MonkeyPatch, store: StoreReader, error: Exception
 ) -> list[bytes]:
-    """Make the LMDB read of a fingerprint hit raise ``error``; the keys it was asked."""
+    """Make the LMDB read of a fingerprint hit raise ``error``; the keys it was asked. Checks
+    read through their thread's long-lived transaction (storereader.py): both ways to it
+    hand out one that fails."""
     asked: list[bytes] = []
+    for name in ("current_txn", "renew_txn"):
+        real = getattr(store, name)
 
-    def find(card_key: bytes, publisher: bytes | None, txn: Any, now: float) -> Any:
-        asked.append(card_key)
-        raise error
+        def failing(real: Any = real) -> Any:
+            return _FailingEntryReads(real(), store.entries_db, error, asked)
 
-    monkeypatch.setattr(store, "find_answering", find)
+        monkeypatch.setattr(store, name, failing)
     return asked
 
 
