@@ -36,6 +36,12 @@ FIGURES: dict[str, tuple[str | None, str]] = {
     "server_p50_us": (None, "inside the handler (blacklist_check_seconds)"),
     "server_p99_us": (None, "inside the handler (blacklist_check_seconds)"),
     "lmdb_bytes_per_entry": ("baseline_lmdb_bytes_per_entry", "<= 60 (vs the upstream's file)"),
+    # issue #14 (test_trust.py, test_suite_sync.py): SM2/SM3 beside Ed25519, same run
+    "sm2_verifications_per_s": ("ed25519_verifications_per_s", "SM2 delta verify, 2-cert chain"),
+    "sm2_signature_checks_per_s": ("ed25519_signature_checks_per_s", "SM2 signature alone"),
+    "sm2_p50_ms": ("ed25519_p50_ms", "SM2 propagation over 4 hops"),
+    "sm2_p99_ms": ("ed25519_p99_ms", "SM2 propagation over 4 hops"),
+    "sm2_seconds": ("ed25519_seconds", "SM2 bootstrap from snapshots"),
 }
 # Where one key means different things: (part of the benchmark's name, key) → target.
 TARGETS_BY_NAME: dict[tuple[str, str], str] = {

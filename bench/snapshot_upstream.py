@@ -38,12 +38,13 @@ class SnapshotUpstream:
 
 
 def build_snapshot_upstream(
-    data_dir: Path, keys_dir: Path, total: int, publishers: int
+    data_dir: Path, keys_dir: Path, total: int, publishers: int, suite: str = "ed25519"
 ) -> SnapshotUpstream:
     """``total`` revocations of ``publishers`` cities (bench/data.py) in ``data_dir``, with
-    a signed snapshot of every feed and no retained deltas; public keys in ``keys_dir``."""
+    a signed snapshot of every feed and no retained deltas; public keys (of signing suite
+    ``suite``) in ``keys_dir``."""
     data = make_dataset(total, publishers, seed=11)
-    keys = {p: SigningKey.generate(p, [p[:4]]) for p in data.publishers}
+    keys = {p: SigningKey.generate(p, [p[:4]], suite) for p in data.publishers}
     public = tuple(write_key_pair(k, keys_dir)[1] for k in keys.values())
     ring = Keyring(k.trusted() for k in keys.values())
     start = time.perf_counter()

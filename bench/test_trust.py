@@ -1,5 +1,7 @@
 """Issue #5 figure: delta verification with the full certificate chain (`verifications_per_s`)
 beside verification against a bare trusted key (`baseline_verifications_per_s`), same run.
+Issue #14 figure: the same verification with every key SM2/SM3
+(`sm2_verifications_per_s`) beside every key Ed25519 (`ed25519_verifications_per_s`).
 
 A verification is what every hop does before applying a delta: decode the signed container,
 resolve the signing key (with certificates: root → province → city, each signature checked,
@@ -36,11 +38,12 @@ NOW = 1_767_225_600
 YEAR = 365 * 86_400
 
 
-def guangzhou_under_root() -> tuple[SigningKey, CertifiedKeys]:
-    """Root → Guangdong (44) → Guangzhou (4401): the city's key and the certified keys."""
-    root = SigningKey.generate("000000", [])
-    gd = SigningKey.generate("440000", ["44"])
-    gz = SigningKey.generate("440100", ["4401"])
+def guangzhou_under_root(suite: str = "ed25519") -> tuple[SigningKey, CertifiedKeys]:
+    """Root → Guangdong (44) → Guangzhou (4401), every key of ``suite``: the city's key and
+    the certified keys."""
+    root = SigningKey.generate("000000", [], suite)
+    gd = SigningKey.generate("440000", ["44"], suite)
+    gz = SigningKey.generate("440100", ["4401"], suite)
     gd_cert = issue_certificate(root, gd, ["44"], NOW - YEAR, NOW + YEAR, serial=1)
     gz_cert = issue_certificate(gd, gz, ["4401"], NOW - YEAR, NOW + YEAR, serial=2)
     chains = [[gd_cert], [gd_cert, gz_cert]]
@@ -70,6 +73,63 @@ def test_delta_verification_with_chain(benchmark: Any) -> None:
             chain_length=2,
             verifications_per_s=1 / ours,
             baseline_verifications_per_s=1 / baseline,
+        )
+
+
+def _verifier(suite: str) -> Any:
+    """Verify, from its bytes, a 10-revocation delta of Guangzhou signed under ``suite``,
+    against the 2-certificate chain of that suite."""
+    gz, certified = guangzhou_under_root(suite)
+    entries = city_entries(np.random.default_rng(3), "440100", 10, start=NOW - 60, span=60)
+    head = FeedHead.genesis("440100")
+    data = sign_delta(gz, head, entries, CardColumns.empty(), NOW).to_bytes()
+
+    def verify() -> FeedHead:
+        delta = parse_signed(data)
+        assert isinstance(delta, Delta) and delta.header.suite_id == gz.suite_id
+        return accept_delta(head, delta, certified)
+
+    assert verify().version == 1
+    return verify
+
+
+def _interleaved(fns: dict[str, Any], rounds: int = 9, number: int = 100) -> dict[str, float]:
+    """Median seconds per call of each of ``fns``, their rounds interleaved so that the
+    machine's load (2 shared cores) weighs on all of them alike."""
+    import statistics
+    import timeit
+
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(timeit.timeit(fn, number=number) / number)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def test_suite_delta_verification_with_chain(benchmark: Any) -> None:
+    """Issue #14 figure: SM2 over SM3 beside Ed25519 over SHA-256, same delta, same chain
+    (``*_verifications_per_s``: the whole acceptance from bytes), and the signature check
+    alone (``*_signature_checks_per_s``: the share the suite itself costs)."""
+    sm2, ed25519 = _verifier("sm2-sm3"), _verifier("ed25519")
+    keys = {s: SigningKey.generate("440100", ["4401"], s) for s in ("sm2-sm3", "ed25519")}
+    sigs = {s: k.sign_body(b"a body") for s, k in keys.items()}
+
+    def check(suite: str) -> Any:
+        trusted = keys[suite].trusted()
+        return lambda: trusted.verify_body(b"a body", sigs[suite])
+
+    benchmark(sm2)
+    if timed(benchmark):
+        t = _interleaved(
+            {"sm2": sm2, "ed": ed25519, "sm2_sig": check("sm2-sm3"), "ed_sig": check("ed25519")}
+        )
+        record(
+            benchmark,
+            chain_length=2,
+            sm2_verifications_per_s=1 / t["sm2"],
+            ed25519_verifications_per_s=1 / t["ed"],
+            sm2_signature_checks_per_s=1 / t["sm2_sig"],
+            ed25519_signature_checks_per_s=1 / t["ed_sig"],
         )
 
 
