@@ -32,9 +32,9 @@ from blacklist.delta import Delta, FeedHead, Snapshot
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, width_for
 from blacklist.headstatements import HeadStatements
 from blacklist.lapses import Lapses
-from blacklist.probe import key_fingerprints
+from blacklist.probe import key_fingerprints, members
 from blacklist.psamlist import PsamList
-from blacklist.reasoncounts import ReasonCounts, tally
+from blacklist.reasoncounts import ReasonCounts, tally, tally_reasons
 from blacklist.records import (
     ApplyResult,
     FeedState,
@@ -198,15 +198,22 @@ class RevocationStore(StoreReader, Sweeping, FeedKeeping):
                 txn.delete(key, db=self._entries)
                 self.lapses.stage_drop(txn, key, value)
             gone_fps = del_fps[[k in held for k in del_keys]] if held else del_fps[:0]
-            existing = dict(cursor.getmulti(add_keys)) if add_keys else {}
+            # Only a card whose fingerprint the index holds can be stored already (the index
+            # holds every stored key's: module doc), so a new card costs no LMDB read.
+            maybe = self._maybe_held(add_fps)
+            existing = dict(cursor.getmulti([add_keys[i] for i in maybe])) if maybe else {}
             tally(existing.values(), pub, -1, counted)
-            tally(add_vals, pub, 1, counted)
+            tally_reasons(adds.reason, pub, 1, counted)
             counts_done = self.reason_counts.stage(txn, counted)
             for key, value in existing.items():
                 self.lapses.stage_drop(txn, key, value)
             cursor.putmulti(zip(add_keys, add_vals, strict=True), overwrite=True)
             self._index_lapses(txn, adds, add_keys, add_vals)
-            new_fps = add_fps[[k not in existing for k in add_keys]] if existing else add_fps
+            new_fps = add_fps
+            if existing:
+                fresh_rows = np.ones(len(add_keys), dtype=bool)
+                fresh_rows[[i for i in maybe if add_keys[i] in existing]] = False
+                new_fps = add_fps[fresh_rows]
             count = (previous.entries if previous else 0) + len(new_fps) - len(gone_fps)
             issued = delta.header.issued_at
             fresh = self._fresh_after(previous, new_head, issued)
@@ -358,6 +365,13 @@ class RevocationStore(StoreReader, Sweeping, FeedKeeping):
         self.index.remove_many(gone_fps.tolist())
         self.feeds[feed.publisher] = feed
         self._feed_regions.setdefault(feed.publisher, set()).update(new_regions)
+
+    def _maybe_held(self, fps: NDArray[np.uint32]) -> list[int]:
+        """Rows of ``fps`` whose fingerprint is in the index: the only ones that may be held
+        (the membership loop in C, blacklist/probe.py)."""
+        if len(fps) == 0 or not self.index.bitmap:
+            return []
+        return members(self.index.bitmap, fps)
 
     def _plan_width(self, entries: int) -> None:
         """Before a write that brings the store to about ``entries``: rebuild at a wider
