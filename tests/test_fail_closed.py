@@ -449,11 +449,11 @@ def test_a_real_node_whose_lmdb_read_fails_answers_unavailable(
     goes on answering every other card."""
     faulty, other = card("440100"), card("440100")
     monkeypatch.setenv("BLACKLIST_FAULT_CARD", faulty)
-    monkeypatch.setattr(
-        node_harness,
-        "node_command",
-        lambda config: [sys.executable, "-m", "tests.faulty_node", "run", "--config", str(config)],
-    )
+
+    def faulty_command(config: Path, command: str = "run") -> list[str]:
+        return [sys.executable, "-m", "tests.faulty_node", command, "--config", str(config)]
+
+    monkeypatch.setattr(node_harness, "node_command", faulty_command)
     files = node_harness.write_node(tmp_path / "gz", "440100")
     with node_harness.NodeProcess(files.config) as node:
         revoke = admin_pb2.RevokeRequest(
