@@ -31,7 +31,7 @@ the card key is the same 18-byte form as the ``entries`` keys. The operator come
 needs no length field.
 
 The node writes a call's records with :meth:`AuditLog.stage` inside the write transaction
-that applies the delta they describe (node/grpc/servicers.py through Authority and
+that applies the delta they describe (node/grpc/admin.py through Authority and
 RevocationStore.apply_delta), so the records and the delta commit together or not at all,
 and a refused call writes none. :meth:`AuditLog.record` is the same in a transaction of its
 own.

@@ -52,8 +52,8 @@ from blacklist.sync.budget import TransferLimits, message_options
 from node.config import ConfigError, _address, _bool, _int, _seconds
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 from node.grpc.calls import Meter
+from node.grpc.card_status import CardStatusServicer
 from node.grpc.edge import Edge
-from node.grpc.servicers import CardStatusServicer
 from node.grpc.services import SERVICES
 from node.keyfiles import (
     KeyFileError,

@@ -18,8 +18,8 @@ from blacklist.clock import ManualClock
 from blacklist.entry import Reason
 from blacklist.store import RevocationStore
 from node.gen.blacklist.v1 import admin_pb2
+from node.grpc.admin import AdminServicer
 from node.grpc.calls import Meter, caller_of
-from node.grpc.servicers import AdminServicer
 from node.hub import FeedHub
 from node.metrics import NodeMetrics
 from node.tls import init_ca, issue

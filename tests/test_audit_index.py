@@ -24,7 +24,7 @@ from blacklist.entry import Reason
 from blacklist.errors import StoreError
 from blacklist.store import SCHEMA_VERSION, RevocationStore
 from node.gen.blacklist.v1 import admin_pb2, card_status_pb2
-from node.grpc.servicers import MAX_PAGE
+from node.grpc.admin import MAX_PAGE
 from tests.conftest import Keys, card
 from tests.node_harness import NodeProcess, card_id, write_node
 from tests.test_audit import Aborted, FakeContext, _admin

@@ -22,9 +22,9 @@ from blacklist.errors import SHOWN_CHARS, CardIdError, clipped, shown
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
 from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, sync_pb2, sync_pb2_grpc, types_pb2
+from node.grpc.admin import AdminServicer
 from node.grpc.admin_trust import TrustAdmin
 from node.grpc.calls import MAX_DETAIL, Meter, detail_of
-from node.grpc.servicers import AdminServicer
 from node.hub import FeedHub
 from node.keyfiles import KeyFileError, load_signing_key
 from node.metrics import NodeMetrics

@@ -37,7 +37,7 @@ from blacklist.store import RevocationStore
 from blacklist.storereader import StoreReader
 from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, types_pb2
 from node.grpc.calls import Meter
-from node.grpc.servicers import REFUSAL_HEADER, CardStatusServicer
+from node.grpc.card_status import REFUSAL_HEADER, CardStatusServicer
 from node.metrics import NodeMetrics
 from tests import node_harness
 from tests.conftest import card

@@ -60,7 +60,7 @@ from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc
 from node.tls import TlsError
 
 DEFAULT_BATCH = 10_000
-MAX_BATCH = 100_000  # Admin.Revoke's own limit per call (node/grpc/servicers.py MAX_WRITE)
+MAX_BATCH = 100_000  # Admin.Revoke's own limit per call (node/grpc/admin.py MAX_WRITE)
 EXPORT_PAGE = 10_000  # ListEntries' largest page
 SHOWN_REJECTS = 20
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3

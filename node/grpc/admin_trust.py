@@ -1,7 +1,7 @@
 """The Admin methods of issue #5 beside the card ones: the PSAM deny list and publishing trust
-records (certificates, key revocations) in the authority's feed. Thin, like servicers.py:
-validate the request, hand the work to the writer thread through the card servicer's
-``_write`` (same rejection counting, fan-out and snapshot policy), answer."""
+records (certificates, key revocations) in the authority's feed. Thin, like admin.py:
+validate the request, hand the work to the hub through AdminServicer.publish_own
+(node/hub.py: the one apply path; then the snapshot policy), answer."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from blacklist.errors import CodecError
 from blacklist.psam import canonical_psam, column_text, psam_key
 from blacklist.store import ApplyResult, RevocationStore
 from node.gen.blacklist.v1 import admin_pb2
+from node.grpc.admin import AdminServicer, unique_ids
 from node.grpc.calls import InvalidRequest, caller_of
-from node.grpc.servicers import AdminServicer, Context, entry_message, unique_ids
+from node.grpc.messages import Context, entry_message
 from node.metrics import NodeMetrics
 
 MAX_TRUST_RECORDS = 1_000

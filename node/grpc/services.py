@@ -12,8 +12,8 @@ from blacklist.checker import Checker
 from node.config import NodeConfig
 from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, card_status_pb2_grpc, sync_pb2
 from node.grpc.calls import Meter
+from node.grpc.card_status import CardStatusServicer
 from node.grpc.edge import Edge
-from node.grpc.servicers import CardStatusServicer
 from node.metrics import NodeMetrics
 
 SERVICES = {

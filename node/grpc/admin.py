@@ -1,4 +1,4 @@
-"""CardStatus and Admin servicers: thin, each method a call into the library.
+"""The Admin service: operators' writes and reads, each method a call into the library.
 
 Writes (Admin.Revoke/Reinstate) run on one dedicated thread, because an LMDB write
 transaction must stay on the thread that began it (py-lmdb docs) and a large delta should
@@ -16,38 +16,31 @@ import logging
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-
-import numpy as np
-from numpy.typing import NDArray
 
 from blacklist.audit import KEY_SIZE, AuditAction, AuditChange
 from blacklist.authority import Authority, Revocation
 from blacklist.cardid import CardId
-from blacklist.checker import BatchResult, Checker, CheckResult, CheckStatus
 from blacklist.clock import Clock
 from blacklist.delta import Delta
 from blacklist.entry import Entry, Reason
 from blacklist.errors import shown
 from blacklist.lapse import LapseError, LapsePolicy
-from blacklist.packed import PackedBatchError, packed_count
-from blacklist.psam import PSAM_ID_LENGTH, PsamDenied, canonical_psam
+from blacklist.psam import PSAM_ID_LENGTH, canonical_psam
 from blacklist.records import ENTRY_KEY_LENGTH, entry_key
-from blacklist.store import ApplyResult, FeedState, RevocationStore
+from blacklist.store import ApplyResult, RevocationStore
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
-    card_status_pb2,
-    card_status_pb2_grpc,
-    types_pb2,
 )
 from node.grpc.calls import (
     InvalidRequest,
     NotAnAuthority,
     caller_of,
 )
+from node.grpc.messages import Context, entry_message, enum_value, feed_info
 from node.hub import FeedHub
 from node.metrics import NodeMetrics
 
@@ -55,11 +48,7 @@ MAX_WRITE = 100_000
 MAX_PAGE = 10_000
 AUDIT_PAUSE_EVERY = 64  # audit records a reader thread handles between giving up the GIL
 DEFAULT_PAGE = 100
-_STATUS = {s: types_pb2.CardStatusCode.Value(s.name) for s in CheckStatus}
-_INVALID = types_pb2.CardStatusCode.Value("INVALID_CARD_ID")  # packed batches only
-Context = Any  # grpc.aio.ServicerContext (grpc ships no type stubs)
 R = TypeVar("R")  # what a publication returns besides its delta (ApplyResult, ...)
-REFUSAL_HEADER = "blacklist-refusal"  # trailing metadata naming why a check was refused
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:
@@ -97,160 +86,6 @@ def unique_ids(
         dup = next(i for i in out if i in seen or seen.add(i))  # type: ignore[func-returns-value]
         raise InvalidRequest(f"{noun} {dup} appears more than once in the request")
     return out
-
-
-def _enum(value: int) -> Any:
-    """A protobuf enum field takes the plain int (the generated stubs only name the enum)."""
-    return int(value)
-
-
-def feed_info(feed: FeedState, now: float) -> types_pb2.FeedInfo:
-    return types_pb2.FeedInfo(
-        publisher=feed.publisher,
-        version=feed.version,
-        digest=feed.head.digest,
-        age_seconds=max(0.0, now - feed.checked_at),
-        entries=feed.entries,
-        issued_at=feed.issued_at,
-    )
-
-
-def entry_message(entry: Entry) -> types_pb2.Entry:
-    return types_pb2.Entry(
-        card_id=entry.card_id,
-        reason=_enum(entry.reason),
-        effective_time=entry.effective_time,
-        publisher=entry.publisher,
-        version=entry.version,
-        expires_at=entry.expires_at or 0,
-    )
-
-
-class CardStatusServicer(card_status_pb2_grpc.CardStatusServicer):
-    def __init__(self, checker: Checker, metrics: NodeMetrics, max_batch: int) -> None:
-        self._checker = checker
-        self._max_batch = max_batch
-        self._counted = {s: metrics.checks.labels(s.name) for s in CheckStatus}
-        self._psam_refusals = {
-            m: metrics.psam_refusals.labels(m) for m in ("CheckCard", "BatchCheck", "CheckStream")
-        }
-
-    def _answer(self, card_id: str) -> card_status_pb2.CheckCardResponse:
-        # Not timed here: the Edge interceptor times each call once (node/grpc/edge.py).
-        result = self._checker.check(card_id)
-        self._counted[result.status].inc()
-        return self._response(result, card_id.upper())
-
-    @staticmethod
-    def _response(result: CheckResult, canonical: str) -> card_status_pb2.CheckCardResponse:
-        age = result.feed_age_seconds
-        response = card_status_pb2.CheckCardResponse(
-            status=_STATUS[result.status],
-            publisher=result.publisher or "",
-            feed_version=result.feed_version,
-            feed_age_seconds=age if age is not None else 0.0,
-            card_id=canonical,
-        )
-        if result.entry is not None:
-            response.reason = _enum(result.entry.reason)
-            response.effective_time = result.entry.effective_time
-            response.expires_at = result.entry.expires_at or 0
-        return response
-
-    def _admit(self, psam_id: str, method: str, context: Context) -> None:
-        """Refuse a terminal whose PSAM is denied (DESIGN §6), counted; no PSAM, no check."""
-        if not psam_id:
-            return
-        entry = self._checker.psam_denial(psam_id)
-        if entry is not None:
-            self._psam_refusals[method].inc()
-            context.set_trailing_metadata(((REFUSAL_HEADER, "psam-denied"),))
-            raise PsamDenied(
-                entry.card_id, entry.reason.name, entry.effective_time, entry.publisher
-            )
-
-    async def CheckCard(
-        self, request: card_status_pb2.CheckCardRequest, context: Context
-    ) -> card_status_pb2.CheckCardResponse:
-        if request.psam_id:
-            self._admit(request.psam_id, "CheckCard", context)
-        return self._answer(request.card_id)
-
-    async def BatchCheck(
-        self, request: card_status_pb2.BatchCheckRequest, context: Context
-    ) -> card_status_pb2.BatchCheckResponse:
-        self._admit(request.psam_id, "BatchCheck", context)
-        packed = request.packed_ids
-        ids = request.card_ids
-        if packed:
-            if ids:
-                raise InvalidRequest("send card_ids or packed_ids, not both")
-            try:
-                count = packed_count(packed, self._max_batch)
-            except PackedBatchError as exc:
-                raise InvalidRequest(str(exc)) from None
-            found = self._checker.check_packed(packed)
-            response = card_status_pb2.BatchCheckResponse(count=count)
-            self._batch_answer(found.batch, found.index_of, response)
-            if found.malformed:  # answered in index order, as every other card
-                cards = [
-                    *response.cards,
-                    *(
-                        card_status_pb2.BatchCard(index=i, status=_INVALID, error=e.problem)
-                        for i, e in found.malformed.items()
-                    ),
-                ]
-                del response.cards[:]
-                response.cards.extend(sorted(cards, key=lambda c: c.index))
-            return response
-        if not ids:
-            raise InvalidRequest("empty batch: send at least one card id")
-        if len(ids) > self._max_batch:
-            raise InvalidRequest(
-                f"batch of {len(ids)} card ids exceeds the limit of {self._max_batch} per call"
-            )
-        response = card_status_pb2.BatchCheckResponse(count=len(ids))
-        self._batch_answer(self._checker.check_many(ids), None, response)
-        return response
-
-    def _batch_answer(
-        self,
-        result: BatchResult,
-        index_of: Callable[[NDArray[np.intp]], NDArray[np.intp]] | None,
-        response: card_status_pb2.BatchCheckResponse,
-    ) -> None:
-        """Fill ``response`` with every answer of ``result`` that is not NOT_REVOKED (row
-        ``r`` is request index ``index_of(r)``) and the freshness of the feeds that
-        answered, and count the checks."""
-        rows = np.flatnonzero(result.statuses != CheckStatus.NOT_REVOKED)
-        indices = (index_of(rows) if index_of is not None else rows).tolist()
-        for row, i in zip(rows.tolist(), indices, strict=True):
-            answer = result[row]
-            card = response.cards.add(index=i, status=_STATUS[answer.status])
-            card.publisher = answer.publisher or ""
-            if answer.entry is not None:
-                card.reason = _enum(answer.entry.reason)
-                card.effective_time = answer.entry.effective_time
-                card.expires_at = answer.entry.expires_at or 0
-        seen: set[str] = set()
-        for answer in [*result.answering_feeds(), *result.revoked.values()]:
-            if answer.publisher and answer.publisher not in seen and answer.feed_checked_at:
-                seen.add(answer.publisher)
-                response.feeds.add(
-                    publisher=answer.publisher,
-                    version=answer.feed_version,
-                    age_seconds=answer.feed_age_seconds or 0.0,
-                )
-        for status, n in result.counts().items():
-            self._counted[status].inc(n)
-
-    async def CheckStream(
-        self, request_iterator: AsyncIterator[card_status_pb2.CheckCardRequest], context: Context
-    ) -> AsyncIterator[card_status_pb2.CheckCardResponse]:
-        async for request in request_iterator:
-            if request.psam_id:
-                self._admit(request.psam_id, "CheckStream", context)
-            yield self._answer(request.card_id)
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
@@ -521,9 +356,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             add(
                 operator=rec.operator,
                 time=rec.time,
-                action=_enum(rec.action),
+                action=enum_value(rec.action),
                 card_id=rec.card_id,
-                reason=_enum(rec.reason),
+                reason=enum_value(rec.reason),
                 feed_version=rec.feed_version,
                 expires_at=rec.expires_at or 0,
             )
