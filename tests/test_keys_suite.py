@@ -95,6 +95,17 @@ def test_certify_refuses_a_key_with_another_id(tmp_path: Path) -> None:
     assert not (tmp_path / "440000.crt").exists()
 
 
+def test_certify_suite_insists_on_the_subject_s_suite(tmp_path: Path) -> None:
+    ok("init-root", "--out", tmp_path)
+    ok("generate", "--suite", "sm2-sm3", "--publisher", "440000", "--prefix", "44",
+       "--out", tmp_path)  # fmt: skip
+    args = ("certify", "--issuer", tmp_path / "root.key", "--subject", tmp_path / "440000.pub",
+            "--scope", "44", "--days", "30")  # fmt: skip
+    said = refused(*args, "--suite", "ed25519", "--out", tmp_path / "no.crt")
+    assert "its key is sm2-sm3, not ed25519" in said and not (tmp_path / "no.crt").exists()
+    assert "(sm2-sm3) for 440000" in ok(*args, "--suite", "sm2-sm3", "--out", tmp_path / "a.crt")
+
+
 def test_refusals_of_the_suite_options(tmp_path: Path) -> None:
     said = refused("init-root", "--suite", "ed25519", "--distid", "X", "--out", tmp_path)
     assert "ed25519 keys take no distinguishing id" in said

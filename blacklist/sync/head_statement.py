@@ -42,7 +42,7 @@ from blacklist.wire import Reader, Writer
 STATEMENT_MAGIC = b"HEAD"
 FORMAT_VERSION = 1
 BODY_LENGTH = 4 + 1 + 4 + 8 + DIGEST_LENGTH + 8 + 1 + KEY_ID_LENGTH  # 66
-MAX_SIGNATURE = 128  # Ed25519: 64; a DER SM2 signature: at most 72
+MAX_SIGNATURE = 128  # Ed25519: 64; SM2's r || s: 64 (blacklist/sm2.py)
 MAX_STATEMENT_BYTES = BODY_LENGTH + 1 + MAX_SIGNATURE
 _I64_MAX = 2**63 - 1
 

@@ -20,9 +20,10 @@ to learn that at the desk than in the field. Exit status 2 and one ``error:`` li
 refusal.
 
 ``--suite`` (``init-root``, ``generate``) picks the signing suite, ``ed25519`` (the default)
-or ``sm2-sm3`` (SM2 with SM3, issue #14); ``--distid`` gives an SM2 key another
-distinguishing identifier than the standard ``1234567812345678`` (a pinned root or a plain
-trusted key only: ``certify`` refuses to certify such a key, since a certificate names none).
+or ``sm2-sm3`` (SM2 with SM3, issue #14); on ``certify`` it insists on the subject's.
+``--distid`` gives an SM2 key another distinguishing identifier than the standard
+``1234567812345678`` (a pinned root or a plain trusted key only: ``certify`` refuses to
+certify such a key, since a certificate names none).
 Every key file names its suite, and an issuer of any suite may certify a subject of any
 suite: that is how a hierarchy moves from Ed25519 to SM2 by ordinary rotations.
 """
@@ -122,6 +123,13 @@ def _root_cert(args: argparse.Namespace) -> str:
 def _certify(args: argparse.Namespace) -> str:
     issuer = load_signing_key(args.issuer)
     subject = load_trusted_key(args.subject)
+    named = suite(subject.suite_id).name
+    if args.suite is not None and named != args.suite:
+        # A migration certifies new SM2 keys beside old Ed25519 ones: the wrong file is
+        # better refused at the desk than certified.
+        raise KeyCommandError(
+            f"refusing to certify {args.subject}: its key is {named}, not {args.suite}"
+        )
     if args.days < 1:
         raise KeyCommandError(f"--days must be at least 1, got {args.days}")
     not_before = int(time.time())
@@ -277,6 +285,11 @@ def register(keys_sub: Any) -> None:
         "--issuer-cert", type=Path, help="the certifier's own .crt (refuses a wider scope)"
     )
     cert.add_argument("--subject", required=True, type=Path, help="the subject's .pub file")
+    cert.add_argument(
+        "--suite",
+        choices=sorted(SUITES_BY_NAME),
+        help="refuse unless the subject's key is of this suite (its file names it)",
+    )
     cert.add_argument(
         "--scope", action="append", required=True, help="region prefix granted, e.g. 4401"
     )
