@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import string
 from collections.abc import Callable, Iterator
 
@@ -349,3 +350,28 @@ def test_conversions_of_empty_batches() -> None:
     assert [c.shape for c in columns_from_keys(empty_keys)] == [(0,)] * 3
     assert region_codes(empty_matrix).shape == (0,)
     assert rows_to_str(empty_matrix) == []
+
+
+@pytest.mark.parametrize("rows", [1, 2, 31, 32, 33, 64])
+@pytest.mark.parametrize("c_rows", [True, False])
+def test_keys_from_matrix_row_by_row_and_by_columns_agree(
+    rows: int, c_rows: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below 32 rows keys_from_matrix converts row by row (the C card_key), from 32 on by
+    columns: both are text_to_key, row for row, on either side of the threshold (and the
+    row-by-row fallback without the C extension too)."""
+    if not c_rows:
+        monkeypatch.setattr(cardbatch, "_row_key", text_to_key)
+    rng = random.Random(rows)
+    ids = [
+        f"{rng.choice(sorted(PROVINCE_PREFIXES)):02d}{rng.randrange(10_000):04d}"
+        f"{''.join(rng.choice('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ') for _ in range(10))}"
+        f"{rng.getrandbits(64):016X}"
+        for _ in range(rows)
+    ]
+    matrix = np.frombuffer("".join(ids).encode(), dtype=np.uint8).reshape(-1, 32)
+    expected = [text_to_key(i) for i in ids]
+    assert [k.tobytes() for k in keys_from_matrix(matrix)] == expected
+    assert [k.tobytes() for k in keys_from_columns(*columns_from_matrix(matrix))] == expected
+    writable = keys_from_matrix(matrix[: rows // 2 + 1])
+    writable[0, 0] = writable[0, 0]  # callers may write into the keys, as before
