@@ -681,6 +681,10 @@ def test_node_batch_check_packed(
         empty_handler_cpu_us_per_call=statistics.median(m.cpu_us_per_call for m in floor),
         redis_cpu_us_per_call=statistics.median(redis_cpu),
         handler_us=statistics.median(m.handler_us or 0.0 for m in ours),
+        # Cards per second of server CPU: what each server could do given a core, whatever
+        # its single-threaded client could send (redis-benchmark leaves Redis part idle).
+        cards_per_cpu_s=size / statistics.median(m.cpu_us_per_call for m in ours) * 1e6,
+        redis_cards_per_cpu_s=size / max(statistics.median(redis_cpu), 1e-9) * 1e6,
         other_cores=statistics.fmean(m.other_cores for m in [*ours, *floor]),
         load=f"{load.describe()}, {size} ids per call (1% revoked), packed_ids; "
         f"redis-benchmark -c {REDIS_CLIENTS} -P 1 SMISMEMBER, same ids",
