@@ -593,6 +593,11 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server.stop()
 
 
+def _per_cpu_second(cards: int, cpu_us_per_call: list[float]) -> float:
+    cpu = statistics.median(cpu_us_per_call)
+    return cards / cpu * 1e6 if cpu > 0 else 0.0
+
+
 def _packed_batch(node: NodeUnderTest, size: int) -> list[str]:
     """``size`` cards, 1% revoked (the last ones), as _gateway_batch."""
     revoked = size // REVOKED_SHARE
@@ -683,8 +688,9 @@ def test_node_batch_check_packed(
         handler_us=statistics.median(m.handler_us or 0.0 for m in ours),
         # Cards per second of server CPU: what each server could do given a core, whatever
         # its single-threaded client could send (redis-benchmark leaves Redis part idle).
-        cards_per_cpu_s=size / statistics.median(m.cpu_us_per_call for m in ours) * 1e6,
-        redis_cards_per_cpu_s=size / max(statistics.median(redis_cpu), 1e-9) * 1e6,
+        # (0 when a tiny run's CPU is below the clock's tick.)
+        cards_per_cpu_s=_per_cpu_second(size, [m.cpu_us_per_call for m in ours]),
+        redis_cards_per_cpu_s=_per_cpu_second(size, redis_cpu),
         other_cores=statistics.fmean(m.other_cores for m in [*ours, *floor]),
         load=f"{load.describe()}, {size} ids per call (1% revoked), packed_ids; "
         f"redis-benchmark -c {REDIS_CLIENTS} -P 1 SMISMEMBER, same ids",
