@@ -73,6 +73,14 @@ class Updates:
         size += sum(field_size(len(s)) for s in self.statements) + _int_field(16 << 20)
         object.__setattr__(self, "size", size)
 
+    def parts(self) -> list[tuple[str, int]]:
+        """The answer's bytes by what they carry (the deltas, the rest)."""
+        deltas = sum(field_size(len(d)) for u in self.updates for d in u.deltas)
+        return [
+            ("deltas in pull answers", deltas),
+            ("heads and statements in pull answers", self.size - deltas),
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
@@ -95,6 +103,9 @@ class Event:
     @property
     def size(self) -> int:
         return field_size(len(self.delta or self.statement or b""))
+
+    def parts(self) -> list[tuple[str, int]]:
+        return [("pushed deltas" if self.delta is not None else "pushed statements", self.size)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +185,25 @@ class Refused:
     session: int
     request: int = 0
     size: int = 0
+
+
+_KIND = {
+    "GetUpdates": "pull requests (heads)",
+    "PushDeltas": "deltas pushed up",
+    "PushStatements": "statements pushed up",
+    "SnapshotData": "snapshots",
+    "PushSnapshot": "snapshots",
+}
+
+
+def parts(message: object) -> list[tuple[str, int]]:
+    """A message's bytes by what they carry, for the report's breakdown."""
+    split = getattr(message, "parts", None)
+    if split is not None:
+        out: list[tuple[str, int]] = split()
+        return out
+    name = type(message).__name__
+    return [(_KIND.get(name, "other"), int(getattr(message, "size", 0)))]
 
 
 Message = (

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from blacklist.sim.events import Scheduler
-from blacklist.sim.messages import Message, Refused
+from blacklist.sim.messages import Message, Refused, parts
 
 
 @dataclass(slots=True)
@@ -34,6 +34,7 @@ class Traffic:
     sent: int = 0
     received: int = 0
     messages_sent: int = 0
+    received_by_kind: dict[str, int] = field(default_factory=dict)
 
 
 Deliver = Callable[[str, str, Message], None]  # (sender, receiver, message)
@@ -113,7 +114,10 @@ class Network:
                 call = getattr(message, "request", 0)
                 self._sched.after(link.latency, self._deliver, dst, src, Refused(session, call))
             return
-        self._count(dst).received += message.size
+        counted = self._count(dst)
+        counted.received += message.size
+        for kind, size in parts(message):
+            counted.received_by_kind[kind] = counted.received_by_kind.get(kind, 0) + size
         self._deliver(src, dst, message)
 
     def partition(self, a: str, b: str, up: bool = False) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from blacklist.regions import MINISTRY_CODE
 from blacklist.sim.scenarios import DayResult, percentile
+from blacklist.sim.world import START
 
 CRLITE_CADENCE_S = 12 * 3600
 CRLITE_BYTES_PER_DAY = 300_000
@@ -33,6 +34,16 @@ def by_tier(result: DayResult, traffic: dict[str, int]) -> dict[str, tuple[float
     return {t: (float(np.mean(v)) * scale, float(np.max(v)) * scale) for t, v in tiers.items()}
 
 
+def city_breakdown(result: DayResult) -> dict[str, float]:
+    """Mean bytes a day a city node receives, by what they carry."""
+    cities = [s.code for s in result.specs if s.tier == "city"]
+    out: dict[str, float] = defaultdict(float)
+    for code in cities:
+        for kind, size in result.received_by_kind.get(code, {}).items():
+            out[kind] += size * _per_day(result) / len(cities)
+    return dict(out)
+
+
 def national_line(steady: DayResult) -> str:
     p50 = percentile(steady.latencies, 50)
     p99 = percentile(steady.latencies, 99)
@@ -47,7 +58,9 @@ def _kb(n: float) -> str:
     return f"{n / 1000:,.1f} KB" if n < 10_000_000 else f"{n / 1e6:,.1f} MB"
 
 
-def markdown(steady: DayResult, scenario: DayResult, command: str) -> str:
+def markdown(
+    steady: DayResult, scenario: DayResult, command: str, figure: str = "simulation.png"
+) -> str:
     plan = steady.plan
     cfg = plan.config
     lat = steady.latencies
@@ -92,6 +105,19 @@ def markdown(steady: DayResult, scenario: DayResult, command: str) -> str:
             f"| {t} | {_kb(sent[t][0])} | {_kb(sent[t][1])} | {_kb(received[t][0])} | {_kb(received[t][1])} |"
         )
     pulls_per_day = 86_400 / NODE_SYNC_INTERVAL
+    kinds = city_breakdown(steady)
+    total = sum(kinds.values()) or 1
+    lines += [
+        "",
+        "What a city node receives, by what it carries (mean per city per day):",
+        "",
+        "| carried | bytes | share |",
+        "|---|---|---|",
+        *(
+            f"| {k} | {_kb(v)} | {v / total:.0%} |"
+            for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])
+        ),
+    ]
     lines += [
         "",
         f"Ministry fan-out: {_kb(m_day)} sent a day, peak {_kb(peak)}/s (busiest minute).",
@@ -110,8 +136,9 @@ def markdown(steady: DayResult, scenario: DayResult, command: str) -> str:
         f"{CRLITE_BYTES_PER_DAY // 1000} KB a day. Here a revocation reaches all {nodes} nodes "
         f"in {percentile(lat, 99):.2f} s at p99 ({CRLITE_CADENCE_S / max(percentile(lat, 99), 1e-9):,.0f}× "
         f"sooner than one 12-hour cadence), at {_kb(received['city'][0])} a day received by a city "
-        f"node ({received['city'][0] / CRLITE_BYTES_PER_DAY:.1f}× CRLite's), most of it pull "
-        f"and head-statement overhead rather than revocations.",
+        f"node ({received['city'][0] / CRLITE_BYTES_PER_DAY:.1f}× CRLite's); "
+        f"{_deltas_share(kinds):.0%} of that is deltas, the rest heads and head statements "
+        "(the table above).",
         "",
         "## Disturbances (a second day)",
         "",
@@ -139,12 +166,18 @@ def markdown(steady: DayResult, scenario: DayResult, command: str) -> str:
         + (", ".join(f"{k} {v}" for k, v in scenario.outcomes.items()) or "none")
         + ".",
         "",
-        "![propagation and fan-out](simulation.png)",
+        f"![propagation and fan-out]({figure})",
         "",
         national_line(steady),
         "",
     ]
     return "\n".join(lines)
+
+
+def _deltas_share(kinds: dict[str, float]) -> float:
+    total = sum(kinds.values())
+    deltas = sum(v for k, v in kinds.items() if "deltas" in k and "pull requests" not in k)
+    return deltas / total if total else 0.0
 
 
 def plot(steady: DayResult, scenario: DayResult, path: Path) -> None:
@@ -167,14 +200,15 @@ def plot(steady: DayResult, scenario: DayResult, path: Path) -> None:
     a.grid(True, alpha=0.3)
     a.legend()
     for result, label in ((steady, "steady"), (scenario, "disturbed")):
-        minutes = sorted(result.ministry_per_minute)
-        if minutes:
-            m0 = minutes[0]
-            xs = [(m - m0) / 60 for m in minutes]
-            ys = [result.ministry_per_minute[m] / 60 / 1000 for m in minutes]
-            b.plot(xs, ys, label=label, linewidth=0.8)
+        # Ten-minute means, by hour of the (CST) day.
+        buckets: dict[int, int] = defaultdict(int)
+        for minute, sent in result.ministry_per_minute.items():
+            buckets[int((minute * 60 - START) // 600)] += sent
+        if buckets:
+            xs = sorted(buckets)
+            b.plot([x / 6 for x in xs], [buckets[x] / 600 / 1000 for x in xs], label=label)
     b.set_xlabel("hour of the day (CST)")
-    b.set_ylabel("ministry sends (KB/s, per minute)")
+    b.set_ylabel("ministry sends (KB/s, 10-minute means)")
     b.set_title("Ministry fan-out")
     b.grid(True, alpha=0.3)
     b.legend()

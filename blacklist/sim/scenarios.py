@@ -82,6 +82,7 @@ class DayResult:
     unreached: int  # deltas not at every node by the end
     sent: dict[str, int]  # bytes per node
     received: dict[str, int]
+    received_by_kind: dict[str, dict[str, int]]  # per node: bytes by what they carried
     snapshots: dict[str, int]  # snapshot applies by receiving tier
     ministry_per_minute: dict[int, int]
     revocations: int
@@ -164,7 +165,10 @@ class Day:
         for at, what in ticks:
             if self.progress and at - self.t0 >= (hour + 1) * HOUR:
                 hour = int((at - self.t0) // HOUR)
-                print(f"    {hour:02d}:00 virtual, {time.perf_counter() - wall:.0f} s", flush=True)
+                day = "disturbed" if self.faults else "steady"
+                print(
+                    f"    {day} day {hour:02d}:00, {time.perf_counter() - wall:.0f} s", flush=True
+                )
             self._advance(at)
             if what in self.workload.feeds:
                 self._publish(what)
@@ -178,6 +182,8 @@ class Day:
         return result
 
     def _initial_lists(self) -> None:
+        if not self.plan.initial_cards:
+            return
         for p in sorted(self.workload.feeds):
             if self.world.nodes[p].up:
                 cards = self.workload.new_cards(p, self.plan.initial_cards)
@@ -277,6 +283,7 @@ class Day:
             unreached=sum(1 for p in day if p.reached_all is None),
             sent={c: t.sent for c, t in w.network.traffic.items()},
             received={c: t.received for c, t in w.network.traffic.items()},
+            received_by_kind={c: dict(t.received_by_kind) for c, t in w.network.traffic.items()},
             snapshots=dict(w.observed.snapshot_applies),
             ministry_per_minute=dict(w.network.watched[MINISTRY_CODE]),
             revocations=self.revocations,

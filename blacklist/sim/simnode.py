@@ -89,6 +89,7 @@ class NodeConfig:
     sync_interval: float = 5.0
     statement_interval: float = 60.0
     statement_after_publish: bool = True
+    first_statement: float = 0.0  # seconds after start (the node signs one at once)
     request_timeout: float = 30.0
     retain_deltas: int = 1000
     max_message_bytes: int = 16 << 20
@@ -188,7 +189,7 @@ class SimNode:
         self.checker = Checker(self.store, self.host.keys, clock=sched.clock)
         if self.key is not None:
             self.authority = Authority(self.store, self.key, self.host.keys, clock=sched.clock)
-            self._schedule_statement(0.0)
+            self._schedule_statement(self.config.first_statement)
         self.up = True
         if self.upstreams:
             self._connect()
