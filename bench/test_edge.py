@@ -264,11 +264,14 @@ def test_edge_catch_up(
         replica.close()
 
 
-def _rss_bytes(pid: int) -> int:
+def _rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of ``pid`` (proc(5) status): all of it (VmRSS), or only the
+    anonymous part (RssAnon: the heap, not LMDB's file pages, which are page cache the
+    kernel may take back)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {field} for {pid}")
 
 
 def _disk_bytes(path: Path) -> int:
@@ -320,6 +323,14 @@ def test_edge_footprint(
         cwd=ROOT,
         log=root / "edge.log",
     )
+    command = python_command("-m", "node", "edge", "--config", str(config))
+
+    def first_checks(address: str) -> None:  # a reader's first checks: the index paged in
+        with grpc.insecure_channel(address) as channel:
+            stub = card_status_pb2_grpc.CardStatusStub(channel)  # type: ignore[no-untyped-call]
+            for card in upstream.valid[:1000]:
+                stub.CheckCard(card_status_pb2.CheckCardRequest(card_id=card), timeout=10)
+
     try:
         channel = grpc.insecure_channel(daemon.address)
         stub = card_status_pb2_grpc.CardStatusStub(channel)  # type: ignore[no-untyped-call]
@@ -334,23 +345,42 @@ def test_edge_footprint(
             rounds=1,
             iterations=1,
         )
-        for card in upstream.valid[:1000]:  # a reader's first checks, so the index is paged in
-            stub.CheckCard(card_status_pb2.CheckCardRequest(card_id=card), timeout=10)
         channel.close()
+        first_checks(daemon.address)
         rss = _rss_bytes(daemon.proc.pid)
+        anon = _rss_bytes(daemon.proc.pid, "RssAnon")
         node_rss = _rss_bytes(upstream.server.proc.pid)
-        disk = _disk_bytes(root / "data")
-        entries = upstream.entries
-        record(
-            benchmark,
-            entries=entries,
-            bootstrap_seconds=seconds,
-            rss_mib=rss / 2**20,
-            empty_rss_mib=empty_rss / 2**20,
-            rss_bytes_per_entry=(rss - empty_rss) / entries,
-            node_rss_mib=node_rss / 2**20,
-            disk_mib=disk / 2**20,
-            disk_bytes_per_entry=disk / entries,
-        )
+        node_anon = _rss_bytes(upstream.server.proc.pid, "RssAnon")
     finally:
         assert daemon.stop() == 0, (root / "edge.log").read_text()
+    # A restart (a gateway's reboot): ready and answering from its own store.
+    t0 = time.perf_counter()
+    daemon = ServerProcess(command, cwd=ROOT, log=root / "edge-restart.log")
+    try:
+        with grpc.insecure_channel(daemon.address) as channel:
+            stub = card_status_pb2_grpc.CardStatusStub(channel)  # type: ignore[no-untyped-call]
+            assert stub.CheckCard(last, timeout=10).status == revoked
+        restart_seconds = time.perf_counter() - t0
+        first_checks(daemon.address)
+        restart_rss = _rss_bytes(daemon.proc.pid)
+        restart_anon = _rss_bytes(daemon.proc.pid, "RssAnon")
+    finally:
+        assert daemon.stop() == 0, (root / "edge-restart.log").read_text()
+    disk = _disk_bytes(root / "data")
+    entries = upstream.entries
+    record(
+        benchmark,
+        entries=entries,
+        bootstrap_seconds=seconds,
+        rss_mib=rss / 2**20,
+        rss_anon_mib=anon / 2**20,
+        empty_rss_mib=empty_rss / 2**20,
+        rss_bytes_per_entry=(rss - empty_rss) / entries,
+        restart_seconds=restart_seconds,
+        restart_rss_mib=restart_rss / 2**20,
+        restart_rss_anon_mib=restart_anon / 2**20,
+        node_rss_mib=node_rss / 2**20,
+        node_rss_anon_mib=node_anon / 2**20,
+        disk_mib=disk / 2**20,
+        disk_bytes_per_entry=disk / entries,
+    )
