@@ -723,8 +723,11 @@ static int holds_region(const partition *q, uint32_t region) {
 
 /* -------------------------------- the signer's chain from the pinned root (blacklist/certs.py,
  * blacklist/chainverify.py rules 1-4 and 6; key revocations are not in the file, as the
- * Python reader's verify() by default). Ed25519 (suite 1) only: an SM2 chain is refused here. */
+ * Python reader's verify() by default). Ed25519 (suite 1) only: an SM2 chain is refused here.
+ * A certificate is either the binary layout (blacklist/certs_binary.py, magic KCRT) or the
+ * X.509 profile of blacklist/x509certs.py (issue #14), told apart by the first byte. */
 typedef struct {
+    int x509; /* 1: body is the DER TBSCertificate, signed as it is (not its SHA-256) */
     uint32_t publisher;
     int suite;
     const unsigned char *pub;
@@ -745,6 +748,7 @@ static const char *parse_certificate(const unsigned char *p, size_t n, certifica
     uint64_t len = 0;
     int i, shift;
     r.p = p; r.left = n; r.error = NULL;
+    c->x509 = 0;
     if (!take(&r, 4, &q) || memcmp(q, "KCRT", 4) != 0) return "a certificate: bad magic";
     if (be(&r, 1) != 1) return "a certificate: unknown format";
     be(&r, 8); /* serial */
@@ -787,6 +791,172 @@ static const char *parse_certificate(const unsigned char *p, size_t n, certifica
     c->sig_len = (size_t)len;
     if (len > r.left || !take(&r, c->sig_len, &c->sig)) return "a certificate: truncated signature";
     if (r.left) return "a certificate: trailing bytes";
+    return NULL;
+}
+
+/* -- the X.509 profile (blacklist/x509certs.py), DER (X.690 10): definite, shortest lengths */
+static int der_next(cursor *r, int *tag, cursor *inner) {
+    uint64_t first, n = 0;
+    size_t i, width;
+    const unsigned char *content;
+    *tag = (int)be(r, 1);
+    first = be(r, 1);
+    if (r->error) return 0;
+    if (first < 0x80) {
+        n = first;
+    } else {
+        width = (size_t)(first & 0x7f);
+        if (width == 0 || width > 4) { r->error = "bad DER length"; return 0; }
+        for (i = 0; i < width; i++) n = n << 8 | be(r, 1);
+        if (r->error) return 0;
+        if (n < 0x80 || (width > 1 && n < ((uint64_t)1 << (8 * (width - 1))))) {
+            r->error = "DER length not in its shortest form";
+            return 0;
+        }
+    }
+    if (!take(r, (size_t)n, &content)) return 0;
+    inner->p = content; inner->left = (size_t)n; inner->error = NULL;
+    return 1;
+}
+
+static int der_expect(cursor *r, int tag, cursor *inner) {
+    int got;
+    if (!der_next(r, &got, inner)) return 0;
+    if (got != tag) { r->error = "unexpected DER tag"; return 0; }
+    return 1;
+}
+
+static int same(const cursor *c, const unsigned char *bytes, size_t n) {
+    return c->left == n && memcmp(c->p, bytes, n) == 0;
+}
+
+/* days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil) */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
+    int64_t era, yoe, doy, doe;
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* UTCTime YYMMDDHHMMSSZ (1950..2049) or GeneralizedTime YYYYMMDDHHMMSSZ (RFC 5280 4.1.2.5) */
+static int der_time(cursor *r, int64_t *out) {
+    int tag;
+    cursor t;
+    size_t i, digits;
+    int64_t v[7], y;
+    if (!der_next(r, &tag, &t)) return 0;
+    digits = tag == 0x17 ? 12 : tag == 0x18 ? 14 : 0;
+    if (!digits || t.left != digits + 1 || t.p[digits] != 'Z') return 0;
+    for (i = 0; i < digits; i++)
+        if (!is_digit(t.p[i])) return 0;
+    for (i = 0; i < digits / 2; i++) v[i] = (t.p[2 * i] - '0') * 10 + (t.p[2 * i + 1] - '0');
+    if (tag == 0x17) {
+        y = v[0] < 50 ? 2000 + v[0] : 1900 + v[0];
+        memmove(v, v + 1, 5 * sizeof v[0]);
+    } else {
+        y = v[0] * 100 + v[1];
+        memmove(v, v + 2, 5 * sizeof v[0]);
+    }
+    if (v[0] < 1 || v[0] > 12 || v[1] < 1 || v[1] > 31 || v[2] > 23 || v[3] > 59 || v[4] > 59)
+        return 0;
+    *out = days_from_civil(y, v[0], v[1]) * 86400 + v[2] * 3600 + v[3] * 60 + v[4];
+    return 1;
+}
+
+static const unsigned char ALG_ED25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+static const unsigned char OID_AKI[] = {0x06, 0x03, 0x55, 0x1d, 0x23};
+static const unsigned char OID_BASIC[] = {0x06, 0x03, 0x55, 0x1d, 0x13};
+static const unsigned char OID_KEY_USAGE[] = {0x06, 0x03, 0x55, 0x1d, 0x0f};
+static const unsigned char OID_SCOPE[] = { /* x509certs.SCOPE_OID, 2.25.<uuid>.1 */
+    0x06, 0x15, 0x69, 0x82, 0x85, 0xb0, 0x81, 0xcb, 0xef, 0xa3, 0x8a, 0xa2, 0xa7, 0xac,
+    0xcf, 0xfb, 0xcd, 0xa4, 0x9d, 0x89, 0x9d, 0x2a, 0x01};
+
+static const char *parse_scope(cursor *value, certificate *c) {
+    cursor s, pub, list, prefix;
+    size_t k;
+    if (!der_expect(value, 0x30, &s) || value->left || !der_expect(&s, 0x12, &pub) ||
+        pub.left != 6 || !der_expect(&s, 0x30, &list) || s.left)
+        return "a certificate: malformed region scope";
+    for (k = 0; k < 6; k++) {
+        if (!is_digit(pub.p[k])) return "a certificate: publisher not digits";
+        c->publisher = c->publisher * 10 + (uint32_t)(pub.p[k] - '0');
+    }
+    for (c->prefix_count = 0; list.left; c->prefix_count++) {
+        if (c->prefix_count == 255 || !der_expect(&list, 0x12, &prefix) || prefix.left < 1 ||
+            prefix.left > 6)
+            return "a certificate: bad prefix";
+        for (k = 0; k < prefix.left; k++) {
+            if (!is_digit(prefix.p[k])) return "a certificate: prefix not digits";
+            c->prefixes[c->prefix_count][k] = (char)prefix.p[k];
+        }
+        c->prefixes[c->prefix_count][prefix.left] = '\0';
+    }
+    return c->prefix_count ? NULL : "a certificate: empty scope";
+}
+
+static const char *parse_x509_certificate(const unsigned char *p, size_t n, certificate *c) {
+    cursor top, cert, tbs, part, spki, exts, ext, oid, value, flag;
+    int tag, critical, have_scope = 0, have_aki = 0;
+    const char *err;
+    top.p = p; top.left = n; top.error = NULL;
+    memset(c, 0, sizeof *c);
+    c->x509 = 1;
+    if (!der_expect(&top, 0x30, &cert) || top.left) return "a certificate: not one DER SEQUENCE";
+    c->body = cert.p;
+    if (!der_expect(&cert, 0x30, &tbs)) return "a certificate: no TBS";
+    c->body_len = (size_t)(tbs.p + tbs.left - c->body);
+    if (!der_expect(&cert, 0x30, &part) || !same(&part, ALG_ED25519, sizeof ALG_ED25519))
+        return "a certificate: not signed with Ed25519 (this reader verifies Ed25519 only)";
+    if (!der_expect(&cert, 0x03, &part) || part.left != 65 || part.p[0] != 0 || cert.left)
+        return "a certificate: malformed signature";
+    c->sig = part.p + 1;
+    c->sig_len = 64;
+    if (!der_expect(&tbs, 0xa0, &part) || !der_expect(&tbs, 0x02, &part) ||
+        !der_expect(&tbs, 0x30, &part) || !same(&part, ALG_ED25519, sizeof ALG_ED25519))
+        return "a certificate: bad version, serial or signature algorithm";
+    if (!der_expect(&tbs, 0x30, &part) || !der_expect(&tbs, 0x30, &part) ||
+        !der_time(&part, &c->not_before) || !der_time(&part, &c->not_after) || part.left)
+        return "a certificate: bad validity";
+    if (!der_expect(&tbs, 0x30, &part) || !der_expect(&tbs, 0x30, &spki) ||
+        !der_expect(&spki, 0x30, &part) || !der_expect(&spki, 0x03, &value) || spki.left ||
+        value.left < 2 || value.p[0] != 0)
+        return "a certificate: bad subject or key";
+    c->suite = same(&part, ALG_ED25519, sizeof ALG_ED25519) ? 1 : 2; /* 2: SM2, not verified */
+    c->pub = value.p + 1;
+    c->pub_len = value.left - 1;
+    if ((c->suite == 1 && c->pub_len != 32) || c->pub_len > 255) return "a certificate: bad key";
+    if (!der_expect(&tbs, 0xa3, &part) || tbs.left || !der_expect(&part, 0x30, &exts) || part.left)
+        return "a certificate: no extensions";
+    while (exts.left) {
+        if (!der_expect(&exts, 0x30, &ext) || !der_next(&ext, &tag, &oid) || tag != 0x06)
+            return "a certificate: malformed extension";
+        oid.p -= 2, oid.left += 2; /* compare with the tag and length, as the constants are */
+        critical = 0;
+        if (ext.left && ext.p[0] == 0x01) {
+            if (!der_expect(&ext, 0x01, &flag) || flag.left != 1 || flag.p[0] != 0xff)
+                return "a certificate: bad critical flag";
+            critical = 1;
+        }
+        if (!der_expect(&ext, 0x04, &value) || ext.left) return "a certificate: bad extension";
+        if (same(&oid, OID_SCOPE, sizeof OID_SCOPE)) {
+            if (!critical) return "a certificate: the region scope is not critical";
+            if ((err = parse_scope(&value, c)) != NULL) return err;
+            have_scope = 1;
+        } else if (same(&oid, OID_AKI, sizeof OID_AKI)) {
+            if (!der_expect(&value, 0x30, &part) || !der_expect(&part, 0x80, &flag) || flag.left != 8)
+                return "a certificate: authority key identifier is not a key id";
+            c->issuer_key_id = flag.p;
+            have_aki = 1;
+        } else if (critical && !same(&oid, OID_BASIC, sizeof OID_BASIC) &&
+                   !same(&oid, OID_KEY_USAGE, sizeof OID_KEY_USAGE)) {
+            return "a certificate: unknown critical extension";
+        }
+    }
+    if (!have_scope || !have_aki) return "a certificate: no region scope or authority key id";
+    if (c->not_before > c->not_after) return "a certificate: not_before after not_after";
     return NULL;
 }
 
@@ -835,14 +1005,21 @@ static const char *verify_chain(const filter_file *f, const unsigned char *chain
         certificate *c = &certs[i];
         unsigned char digest[32];
         size_t len = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
-        const char *err = parse_certificate(p + 4, len, c);
+        const char *err = len && p[4] == 0x30 ? parse_x509_certificate(p + 4, len, c)
+                                              : parse_certificate(p + 4, len, c);
         int k;
         p += 4 + len;
         if (err) return err;
         if (memcmp(c->issuer_key_id, issuer.key_id, 8) != 0) return "chain: unknown issuer";
         if (issuer.suite != 1 || c->sig_len != 64) return "chain: not an Ed25519 signature (this reader verifies Ed25519 only)";
-        sha256(c->body, c->body_len, digest);
-        if (!ed25519_verify(issuer.pub, digest, 32, c->sig)) return "chain: bad certificate signature";
+        if (c->x509) { /* X.509 signs the TBS itself (RFC 8410) */
+            if (!ed25519_verify(issuer.pub, c->body, c->body_len, c->sig))
+                return "chain: bad certificate signature";
+        } else {
+            sha256(c->body, c->body_len, digest);
+            if (!ed25519_verify(issuer.pub, digest, 32, c->sig))
+                return "chain: bad certificate signature";
+        }
         if (f->issued_at < c->not_before) return "chain: a certificate is not yet valid";
         if (f->issued_at > c->not_after || now > c->not_after) return "chain: a certificate expired";
         snprintf(code, sizeof code, "%06u", (unsigned)c->publisher);
