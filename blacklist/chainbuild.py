@@ -25,7 +25,7 @@ are at most linear in the certificates.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from blacklist.certs import Certificate
@@ -44,17 +44,18 @@ def _newest_first(cert: Certificate) -> tuple[int, int, int, bytes]:
 
 
 def chains_from_records(
-    anchor: _HasKeyId, certificates: Iterable[Certificate]
+    anchor: _HasKeyId | Sequence[_HasKeyId], certificates: Iterable[Certificate]
 ) -> list[tuple[Certificate, ...]]:
-    """The chains (root-most certificate first) from ``anchor`` to every key the
-    certificates reach, by issuer key ids, as the module docstring bounds them.
-    Certificates with no path to the anchor give no chain."""
+    """The chains (root-most certificate first) from ``anchor`` (one root, or each of the
+    pinned roots) to every key the certificates reach, by issuer key ids, as the module
+    docstring bounds them. Certificates with no path to a root give no chain."""
+    roots = list(anchor) if isinstance(anchor, Sequence) else [anchor]
     by_issuer: dict[bytes, list[Certificate]] = {}
     for cert in {c.digest: c for c in certificates}.values():
         if cert.issuer_key_id != cert.key_id:  # self-issued: certifies nothing
             by_issuer.setdefault(cert.issuer_key_id, []).append(cert)
-    placed: dict[bytes, list[tuple[Certificate, ...]]] = {anchor.key_id: [()]}
-    frontier = [anchor.key_id]
+    placed: dict[bytes, list[tuple[Certificate, ...]]] = {r.key_id: [()] for r in roots}
+    frontier = [r.key_id for r in roots]
     out: list[tuple[Certificate, ...]] = []
     for _ in range(MAX_CHAIN_DEPTH):
         level: dict[bytes, list[Certificate]] = {}

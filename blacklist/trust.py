@@ -70,7 +70,18 @@ from blacklist.chainverify import (
 )
 from blacklist.errors import CodecError
 from blacklist.publishers import PrefixClaim, claims_of
-from blacklist.signing import Keyring, TrustedKey
+from blacklist.signing import TrustedKey
+from blacklist.trustroots import (
+    MAX_ROOTS,
+    Chain,
+    Roots,
+    TooManyRoots,
+    anchor_for,
+    anchored,
+    as_anchors,
+    keyring_from_chains,
+    keyring_of,
+)
 
 # The chain rules and chain building are re-exported: callers import them from here.
 __all__ = [
@@ -78,6 +89,7 @@ __all__ = [
     "DEFAULT_MAX_TRUST_RECORDS",
     "MAX_CHAINS_PER_KEY",
     "MAX_CHAIN_DEPTH",
+    "MAX_ROOTS",
     "NATIONAL_PREFIX",
     "BadCertificateSignature",
     "CertificateExpired",
@@ -93,6 +105,7 @@ __all__ = [
     "RevocationIndex",
     "ScopeViolation",
     "SignatureCache",
+    "TooManyRoots",
     "TrustAnchor",
     "TrustError",
     "UnknownIssuer",
@@ -108,64 +121,6 @@ __all__ = [
     "verify_chain",
     "verify_chain_bytes",
 ]
-
-
-def keyring_from_chains(
-    chains: Iterable[Sequence[Certificate]],
-    anchor: TrustAnchor,
-    revocations: Iterable[KeyRevocation],
-    at: int,
-) -> tuple[Keyring, list[TrustError]]:
-    """The keyring of every leaf whose chain verifies at ``at``, and why the others did not.
-
-    One key certified by several valid chains for the same publisher gets the union of their
-    prefixes (any valid certificate suffices); certified for different publishers, it is
-    ambiguous and left out, with a :class:`ConflictingCertificates` for each such chain.
-    """
-    ring, errors, _ = _keyring(chains, anchor, RevocationIndex(revocations), at, SignatureCache())
-    return ring, errors
-
-
-Chain = tuple[Certificate, ...]
-
-
-def _keyring(
-    chains: Iterable[Sequence[Certificate]],
-    anchor: TrustAnchor,
-    revs: RevocationIndex,
-    at: int,
-    signatures: SignatureCache,
-) -> tuple[Keyring, list[TrustError], dict[bytes, list[Chain]]]:
-    """:func:`keyring_from_chains`, and the chains that verified for each key it holds."""
-    errors: list[TrustError] = []
-    by_id: dict[bytes, list[tuple[TrustedKey, Chain]]] = {}
-    for chain in chains:
-        try:
-            key = verify_chain(chain, anchor, revs, at, signatures=signatures)
-        except TrustError as exc:
-            errors.append(exc)
-            continue
-        by_id.setdefault(key.key_id, []).append((key, tuple(chain)))
-    keys: list[TrustedKey] = []
-    valid: dict[bytes, list[Chain]] = {}
-    for key_id, found in by_id.items():
-        publishers = sorted({k.publisher for k, _ in found})
-        if len(publishers) > 1:
-            for _, chain in found:
-                leaf = chain[-1] if chain else None
-                name = leaf.label if leaf is not None else "the pinned root key"
-                errors.append(
-                    ConflictingCertificates(
-                        f"{name}: key {key_id.hex()} is certified for publishers {publishers}",
-                        leaf,
-                    )
-                )
-            continue
-        first = found[0][0]
-        prefixes = sorted({p for k, _ in found for p in k.prefixes})
-        keys.append(TrustedKey(first.suite_id, first.public, first.publisher, tuple(prefixes)))
-        valid[key_id] = [chain for _, chain in found]
-    return Keyring(keys), errors, valid
 
 
 @runtime_checkable
@@ -184,11 +139,11 @@ class KeysAtTime(Protocol):
 DEFAULT_MAX_TRUST_RECORDS = 1000
 
 
-def _certifier(chain: Chain, anchor: TrustAnchor) -> Certifier | None:
-    """Who certified the leaf of ``chain`` (None for the anchor's own empty chain)."""
+def _certifier(chain: Chain, anchors: Sequence[TrustAnchor]) -> Certifier | None:
+    """Who certified the leaf of ``chain`` (None for a root's own empty chain)."""
     if not chain:
         return None
-    return chain[-2].trusted() if len(chain) > 1 else anchor
+    return chain[-2].trusted() if len(chain) > 1 else anchor_for(anchors, chain)
 
 
 class CertifiedKeys(Mapping[bytes, TrustedKey]):
@@ -204,27 +159,28 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
 
     def __init__(
         self,
-        anchor: TrustAnchor,
+        anchor: Roots,
         chains: Iterable[Sequence[Certificate]],
         revocations: Iterable[KeyRevocation],
         at: int,
         *,
         max_trust_records: int = DEFAULT_MAX_TRUST_RECORDS,
     ) -> None:
-        self.anchor = anchor
+        self.anchors = as_anchors(anchor)  # TooManyRoots (a ValueError) beyond MAX_ROOTS
+        self.anchor = self.anchors[0]
         self.chains: tuple[Chain, ...] = tuple(tuple(c) for c in chains)
         self.revocations: tuple[KeyRevocation, ...] = tuple(revocations)
         self.at = at
         self.max_trust_records = max_trust_records
         self._revs = RevocationIndex(self.revocations)
         self._signatures = SignatureCache()
-        self._by_leaf: dict[bytes, list[Chain]] = {}
-        for chain in self.chains:
-            leaf = chain[-1].key_id if chain else anchor.key_id
-            self._by_leaf.setdefault(leaf, []).append(chain)
-        self._now, self.errors, self._valid = _keyring(
-            self.chains, anchor, self._revs, at, self._signatures
-        )
+        # Every chain with the root it starts from (the empty chain: each root itself).
+        self._by_leaf: dict[bytes, list[tuple[TrustAnchor, Chain]]] = {}
+        pairs = anchored(self.anchors, self.chains)
+        for root, chain in pairs:
+            leaf = chain[-1].key_id if chain else root.key_id
+            self._by_leaf.setdefault(leaf, []).append((root, chain))
+        self._now, self.errors, self._valid = keyring_of(pairs, self._revs, at, self._signatures)
         self._feed_records: dict[str, frozenset[bytes]] = {}
 
     def updated(
@@ -235,7 +191,7 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
     ) -> CertifiedKeys:
         """A new view with more chains and revocations, as of ``at`` (default: the same)."""
         return CertifiedKeys(
-            self.anchor,
+            self.anchors,
             (*self.chains, *chains),
             (*self.revocations, *revocations),
             self.at if at is None else at,
@@ -259,8 +215,8 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
         not): a certificate naming it for another is refused at the door, since a key
         certified for two publishers is trusted for neither."""
         return frozenset(
-            chain[-1].publisher if chain else self.anchor.publisher
-            for chain in self._by_leaf.get(key_id, ())
+            chain[-1].publisher if chain else root.publisher
+            for root, chain in self._by_leaf.get(key_id, ())
         )
 
     def claimed(self, key_id: bytes) -> TrustedKey | None:
@@ -269,7 +225,8 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
         chains = self._by_leaf.get(key_id)
         if not chains:
             return None
-        return chains[0][-1].trusted() if chains[0] else self.anchor.trusted()
+        root, chain = chains[0]
+        return chain[-1].trusted() if chain else root.trusted()
 
     def claims(self, *, pending: bool = False) -> tuple[PrefixClaim, ...]:
         """Each (publisher, prefix) claim of the keys valid at ``at``, one per chain that
@@ -290,7 +247,7 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
                     continue  # judged at ``at`` above
                 try:
                     key = verify_chain(
-                        chain, self.anchor, self._revs, start, now=self.at,
+                        chain, anchor_for(self.anchors, chain), self._revs, start, now=self.at,
                         signatures=self._signatures,
                     )  # fmt: skip
                 except TrustError:
@@ -299,7 +256,7 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
         return tuple(out)
 
     def _claims_of(self, chain: Chain, key: TrustedKey) -> list[PrefixClaim]:
-        certifier = _certifier(chain, self.anchor)
+        certifier = _certifier(chain, self.anchors)
         leaf = chain[-1] if chain else None
         return [
             PrefixClaim(
@@ -323,8 +280,8 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
         each other about the last honest version, so the key then stands behind one version
         less (with no digest)."""
         named: list[KeyRevocation] = []
-        for chain in self._by_leaf.get(key_id, ()):
-            certifier = _certifier(chain, self.anchor)
+        for _, chain in self._by_leaf.get(key_id, ()):
+            certifier = _certifier(chain, self.anchors)
             if certifier is None:
                 continue
             named.extend(
@@ -360,12 +317,10 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
             return None
         found: list[TrustedKey] = []
         errors: list[TrustError] = []
-        for chain in chains:
+        for root, chain in chains:
             try:
                 found.append(
-                    verify_chain(
-                        chain, self.anchor, self._revs, t, now=now, signatures=self._signatures
-                    )
+                    verify_chain(chain, root, self._revs, t, now=now, signatures=self._signatures)
                 )
             except TrustError as exc:
                 errors.append(exc)
@@ -398,7 +353,7 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
         certs = {c.digest: c for chain in self.chains for c in chain}.values()
         own = {c.key_id for c in certs if c.publisher == publisher}
         if publisher == self.anchor.publisher:
-            own.add(self.anchor.key_id)
+            own.update(a.key_id for a in self.anchors)
         out = frozenset(
             [c.digest for c in certs if c.publisher == publisher or c.issuer_key_id in own]
             + [r.digest for r in self.revocations if r.issuer_key_id in own]
@@ -408,7 +363,7 @@ class CertifiedKeys(Mapping[bytes, TrustedKey]):
 
 
 def certified_keys_from_records(
-    anchor: TrustAnchor,
+    anchor: Roots,
     chains: Iterable[Sequence[Certificate]],
     records: Iterable[bytes],
     revocations: Iterable[KeyRevocation],
@@ -433,9 +388,10 @@ def certified_keys_from_records(
         else:
             revs.append(record)
     anchor_chain: list[Chain] = [()] if () in configured else []
+    anchors = as_anchors(anchor)
     return CertifiedKeys(
-        anchor,
-        [*anchor_chain, *chains_from_records(anchor, certs)],
+        anchors,
+        [*anchor_chain, *chains_from_records(anchors, certs)],
         revs,
         at,
         max_trust_records=max_trust_records,

@@ -19,7 +19,7 @@ class TrustMaterial:
     configured chains and revocations."""
 
     bare: Mapping[bytes, TrustedKey] | None = None
-    anchor: TrustAnchor | None = None
+    anchor: TrustAnchor | tuple[TrustAnchor, ...] | None = None  # one root, or two (#14)
     chains: tuple[tuple[Certificate, ...], ...] = ()
     revocations: tuple[KeyRevocation, ...] = ()
     max_trust_records: int = DEFAULT_MAX_TRUST_RECORDS

@@ -85,9 +85,11 @@ from blacklist.sync.freshness import DEFAULT_INTERVAL
 from blacklist.sync.readiness import MAX_AGE_LIMIT, MAX_LAG_LIMIT, ReadinessLimits
 from blacklist.trust import (
     DEFAULT_MAX_TRUST_RECORDS,
+    MAX_ROOTS,
     CertificateExpired,
     CertifiedKeys,
     KeyRevoked,
+    TrustAnchor,
 )
 from blacklist.trustmaterial import TrustMaterial
 from node.keyfiles import (
@@ -145,6 +147,8 @@ class NodeConfig:
     tls_key: Path | None = None
     plaintext: bool = False
     trust_anchor_path: Path | None = None
+    # Issue #14: a second pinned root while the ministry's root moves (trust_anchor = [a, b]).
+    also_trust_anchor_paths: tuple[Path, ...] = ()
     certificate_chain_paths: tuple[tuple[Path, ...], ...] = ()
     key_revocation_paths: tuple[Path, ...] = ()
     trust_refresh_interval: float = 60.0
@@ -208,17 +212,22 @@ class NodeConfig:
         if self.trust_anchor_path is None:
             return TrustMaterial(bare=self.keyring())
         return TrustMaterial(
-            anchor=load_trust_anchor(self.trust_anchor_path),
+            anchor=self.trust_anchors(),
             chains=tuple(tuple(load_certificate_chain(c)) for c in self.certificate_chain_paths),
             revocations=tuple(load_revocation(p) for p in self.key_revocation_paths),
             max_trust_records=self.max_trust_records,
         )
 
+    def trust_anchors(self) -> tuple[TrustAnchor, ...]:
+        """The pinned roots (KeyFileError for a file that is not one)."""
+        assert self.trust_anchor_path is not None
+        paths = (self.trust_anchor_path, *self.also_trust_anchor_paths)
+        return tuple(load_trust_anchor(p) for p in paths)
+
     def certified_keys(self, at: int) -> CertifiedKeys:
         """KeyFileError for a file that cannot be read (its message starts with the path)."""
-        assert self.trust_anchor_path is not None
         return CertifiedKeys(
-            load_trust_anchor(self.trust_anchor_path),
+            self.trust_anchors(),
             [load_certificate_chain(chain) for chain in self.certificate_chain_paths],
             [load_revocation(p) for p in self.key_revocation_paths],
             at,
@@ -311,7 +320,7 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
     statements = _seconds(data, "head_statement_interval", DEFAULT_INTERVAL, 0.05, 86400)
     max_lapse = _int(data, "max_lapse_days", DEFAULT_MAX_LAPSE // DAY, 1, 3660) * DAY
     lapses = _lapse_days(data, max_lapse)
-    anchor, chains, revocations = _trust_fields(data, base, trusted)
+    anchors, chains, revocations = _trust_fields(data, base, trusted)
     limits = _transfer_limits(data)
     config = NodeConfig(
         role=role,
@@ -327,7 +336,8 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         upstreams=tuple(upstreams),
         sync_interval=float(interval),
         subscribe=_bool(data, "subscribe", True),
-        trust_anchor_path=anchor,
+        trust_anchor_path=anchors[0] if anchors else None,
+        also_trust_anchor_paths=anchors[1:],
         certificate_chain_paths=chains,
         key_revocation_paths=revocations,
         trust_refresh_interval=float(refresh),
@@ -426,7 +436,7 @@ def _paths(data: dict[str, Any], base: Path, name: str) -> tuple[Path, ...]:
 
 def _trust_fields(
     data: dict[str, Any], base: Path, trusted: list[str]
-) -> tuple[Path | None, tuple[tuple[Path, ...], ...], tuple[Path, ...]]:
+) -> tuple[tuple[Path, ...], tuple[tuple[Path, ...], ...], tuple[Path, ...]]:
     """``trust_anchor``, ``certificate_chains`` and ``key_revocations``: all or nothing of the
     certified hierarchy, and never together with bare ``trusted_keys``."""
     anchor = data.get("trust_anchor")
@@ -437,9 +447,16 @@ def _trust_fields(
                 f"config field(s) {', '.join(map(repr, given))} need 'trust_anchor' "
                 "(the pinned root public key)"
             )
-        return None, (), ()
-    if not isinstance(anchor, str) or not anchor:
-        raise ConfigError(f"config field 'trust_anchor' must be a path, got {anchor!r}")
+        return (), (), ()
+    # One root, or a list of 1..MAX_ROOTS while the ministry's root moves (issue #14).
+    names = anchor if isinstance(anchor, list) else [anchor]
+    if not all(isinstance(a, str) and a for a in names) or not 1 <= len(names) <= MAX_ROOTS:
+        raise ConfigError(
+            f"config field 'trust_anchor' must be a path or a list of 1..{MAX_ROOTS} paths "
+            f"(the pinned root public keys), got {anchor!r}"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config field 'trust_anchor' names {names[0]!r} twice")
     if trusted:
         raise ConfigError(
             "config fields 'trust_anchor' and 'trusted_keys' exclude each other: with a "
@@ -452,7 +469,7 @@ def _trust_fields(
             f"paths (root-most first), got {chains!r}"
         )
     return (
-        (base / anchor).resolve(),
+        tuple((base / a).resolve() for a in names),
         tuple(_paths({"certificate_chains": c}, base, "certificate_chains") for c in chains),
         _paths(data, base, "key_revocations"),
     )
@@ -464,6 +481,7 @@ def _key_file_field(config: NodeConfig, exc: KeyFileError) -> str:
     candidates: list[tuple[str, Path | None]] = [
         ("signing_key", config.signing_key_path),
         ("trust_anchor", config.trust_anchor_path),
+        *(("trust_anchor", p) for p in config.also_trust_anchor_paths),
         *(("certificate_chains", p) for chain in config.certificate_chain_paths for p in chain),
         *(("key_revocations", p) for p in config.key_revocation_paths),
     ]

@@ -60,8 +60,10 @@ def _issuer_of(
     is the chain's business), or None."""
     if key_id == signer.key_id:
         return signer
-    if isinstance(keys, CertifiedKeys) and key_id == keys.anchor.key_id:
-        return keys.anchor.trusted()
+    if isinstance(keys, CertifiedKeys):
+        for root in keys.anchors:
+            if key_id == root.key_id:
+                return root.trusted()
     if isinstance(keys, KeysAtTime):
         return keys.claimed(key_id)
     return keys.get(key_id)

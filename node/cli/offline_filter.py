@@ -31,8 +31,9 @@ from blacklist.filters import export, offline
 from blacklist.follower import StoreFollower
 from blacklist.headstatements import HeadStatements
 from blacklist.signing import SigningKey
+from blacklist.trustroots import anchor_for
 from node.config import ConfigError, NodeConfig, load_config
-from node.keyfiles import KeyFileError, load_certificate_chain, load_trust_anchor
+from node.keyfiles import KeyFileError, load_certificate_chain
 
 EXIT_OK, EXIT_REFUSED = 0, 2
 MIN_VALID_HOURS, MAX_VALID_HOURS = 1, 24 * 31  # a month at most: an offline file goes stale
@@ -53,13 +54,14 @@ def _signing_material(config: NodeConfig) -> tuple[SigningKey, list[Certificate]
             "this node has no trust_anchor: a filter's signer is certified from the root, "
             "which a terminal pins"
         )
-    anchor = load_trust_anchor(config.trust_anchor_path)
-    if key.key_id == anchor.key_id:
-        return key, [], anchor
+    roots = config.trust_anchors()  # one, or two while the root moves (issue #14)
+    for root in roots:
+        if key.key_id == root.key_id:
+            return key, [], root
     for paths in config.certificate_chain_paths:
         chain = load_certificate_chain(paths)
         if chain and chain[-1].key_id == key.key_id:
-            return key, chain, anchor
+            return key, chain, anchor_for(roots, chain)
     raise ExportRefused(
         f"no certificate_chains entry ends in this node's key {key.key_id.hex()} "
         f"({key.publisher}): list the node's own chain in its config"

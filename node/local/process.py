@@ -96,6 +96,7 @@ class NodeSpec:
     # The certified hierarchy (DESIGN.md §6): the pinned root public key, chains root-most
     # first, and key revocations.
     trust_anchor: Path | None = None
+    also_trust_anchor: Path | None = None  # a second pinned root (issue #14)
     certificate_chains: tuple[tuple[Path, ...], ...] = ()
     key_revocations: tuple[Path, ...] = ()
     workers: int = 1  # serving processes on the one port (node/workers/pool.py)
@@ -159,7 +160,11 @@ def config_fields(spec: NodeSpec, data_dir: str | os.PathLike[str] = "data") -> 
     if spec.signing_key is not None:
         fields["signing_key"] = _absolute(spec.signing_key)
     if spec.trust_anchor is not None:
-        fields["trust_anchor"] = _absolute(spec.trust_anchor)
+        roots = [
+            _absolute(spec.trust_anchor),
+            *([] if spec.also_trust_anchor is None else [_absolute(spec.also_trust_anchor)]),
+        ]
+        fields["trust_anchor"] = roots[0] if len(roots) == 1 else roots
         fields["certificate_chains"] = [
             [_absolute(p) for p in chain] for chain in spec.certificate_chains
         ]
