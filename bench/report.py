@@ -15,6 +15,9 @@ FIGURES: dict[str, tuple[str | None, str]] = {
         "delta verify with a 2-cert chain (#5)",
     ),
     "ns_per_check": ("baseline_ns_per_check", "<= naive lookup"),
+    # issue #15 (test_core.py test_check_hit_and_miss): both beside the naive dict, same run
+    "hit_ns": ("naive_hit_ns", "check hit <= 1.5x the naive dict's hit (#15)"),
+    "miss_ns": ("naive_miss_ns", "check miss <= 0.8x the naive dict's miss (#15)"),
     "cards_per_s": ("baseline_cards_per_s", ">= 1.5x naive loop"),
     "index_bytes_per_entry": ("baseline_bytes_per_entry", "<= 2.5 (10M), <= 1/40 of dict"),
     "entries_per_s": ("baseline_entries_per_s", ">= 50% of bare LMDB puts"),

@@ -60,6 +60,36 @@ def test_check_single(benchmark: Any, loaded: Loaded, kind: str) -> None:
         )
 
 
+def test_check_hit_and_miss(benchmark: Any, loaded: Loaded) -> None:
+    """Issue #15's pair of targets in one run: ``check`` on a hit (confirmed by a point get in
+    the thread's read transaction) and on a miss, each beside the naive dict on the same ids.
+    The four loops alternate over rounds and each figure is the median of its rounds, so a
+    burst of load on the shared machine lands on all four alike."""
+    hits, misses = loaded.hits[:BATCH], loaded.misses[:BATCH]
+    ours_hit, naive_hit = _check_loop(loaded, hits)
+    ours_miss, naive_miss = _check_loop(loaded, misses)
+    assert all(loaded.checker.check(q).revoked for q in hits[:10])
+    benchmark(ours_hit)
+    if median(benchmark) is None:
+        return
+    rounds: dict[str, list[float]] = {"hit": [], "naive_hit": [], "miss": [], "naive_miss": []}
+    loops = {"hit": ours_hit, "naive_hit": naive_hit, "miss": ours_miss, "naive_miss": naive_miss}
+    for _ in range(5):
+        for name, loop in loops.items():
+            rounds[name].append(per_call_seconds(loop, repeat=3, number=3) / BATCH * 1e9)
+    ns = {name: statistics.median(values) for name, values in rounds.items()}
+    record(
+        benchmark,
+        entries=loaded.entries,
+        hit_ns=ns["hit"],
+        naive_hit_ns=ns["naive_hit"],
+        miss_ns=ns["miss"],
+        naive_miss_ns=ns["naive_miss"],
+        hit_vs_naive=ns["hit"] / ns["naive_hit"],  # target <= 1.5
+        miss_vs_naive=ns["miss"] / ns["naive_miss"],  # target <= 0.8
+    )
+
+
 def test_check_many(benchmark: Any, loaded: Loaded) -> None:
     # A gateway's batch: mostly valid cards, 1% revoked.
     batch = loaded.misses[: BATCH - BATCH // 100] + loaded.hits[: BATCH // 100]

@@ -125,6 +125,7 @@ class StoreFollower(StoreReader):
         self._rebuilding: threading.Thread | None = None
         self._rebuilt: _Built | None = None
         self._covered: dict[str, FeedHead] = {}
+        self._refresh_lock = threading.Lock()
         with self.env.begin() as txn:
             check_schema(self.path, txn, self._meta)
             generation = self.generation_in(txn)
@@ -162,7 +163,15 @@ class StoreFollower(StoreReader):
         """Catch up with the writer if the stored generation moved (or a rebuilt index is
         ready); True if anything changed. Call before answering from the index. ``txn``:
         catch up to exactly that read transaction's snapshot (a batch then reads its
-        entries and heads from the same one), else to a new one."""
+        entries and heads from the same one), else to a new one.
+
+        Threads may share a follower: one catches up at a time, and a thread whose
+        snapshot is older than the one caught up with changes nothing (the index, which
+        only grows between rebuilds, already covers it)."""
+        with self._refresh_lock:
+            return self._refresh(txn)
+
+    def _refresh(self, txn: Any) -> bool:
         rebuilt = None
         thread = self._rebuilding
         if thread is not None and not thread.is_alive():  # done (or failed: retried later)
@@ -176,7 +185,7 @@ class StoreFollower(StoreReader):
 
     def _refresh_in(self, txn: Any, rebuilt: bool) -> bool:
         generation = self.generation_in(txn)
-        if generation == self.generation and not rebuilt:
+        if generation <= self.generation and not rebuilt:
             return False
         self._catch_up(txn, generation)
         return True
