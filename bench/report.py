@@ -45,9 +45,15 @@ FIGURES: dict[str, tuple[str | None, str]] = {
     "sm2_p50_ms": ("ed25519_p50_ms", "SM2 propagation over 4 hops"),
     "sm2_p99_ms": ("ed25519_p99_ms", "SM2 propagation over 4 hops"),
     "sm2_seconds": ("ed25519_seconds", "SM2 bootstrap from snapshots"),
+    # issue #16 part 1 (test_edge.py): the edge replica in-process, beside both round trips
+    "edge_ns_per_check": ("grpc_ns_per_check", ">= 100x faster than CheckCard over gRPC"),
+    "speedup_vs_redis": (None, ">= 100 (edge miss vs redis-py SISMEMBER, same run)"),
+    "catch_up_seconds": (None, "10,000 revocations published during an outage"),
+    "restart_rss_mib": ("empty_rss_mib", "edge daemon after a restart (vs an empty one)"),
 }
 # Where one key means different things: (part of the benchmark's name, key) → target.
 TARGETS_BY_NAME: dict[tuple[str, str], str] = {
+    ("test_edge_check_many", "cards_per_s"): "(edge check_many of 1,000 ids, in-process)",
     ("test_node_batch", "cards_per_s"): ">= 500,000 per server process",
     ("test_propagation_pull", "p99_ms"): "(reference: pull only, see pull_interval_s)",
     ("test_tls_check_card", "rps"): ">= 80% of plain text (#5)",
