@@ -128,7 +128,8 @@ def _start_node(root: Path, config: Path, workers: int, head: FeedHead) -> Serve
         [server.proc.pid, *(int(i["pid"]) for i in info)],
         head,
     )
-    assert len(served.pids) == workers, served.pids
+    # workers >= 2: that many workers serve, beside the writer that serves none (issue #15).
+    assert len(served.pids) == workers + (workers > 1), served.pids
     return served
 
 

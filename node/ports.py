@@ -54,3 +54,23 @@ def bound(field: str, address: str, bind: Callable[[], T]) -> T:
         return bind()
     except (RuntimeError, OSError) as exc:
         raise PortInUse(field, address, getattr(exc, "strerror", None) or str(exc)) from None
+
+
+def reserve_port(address: str) -> socket.socket:
+    """A bound socket on ``address`` with SO_REUSEPORT that never listens: it holds the
+    port (and picks one for port 0) for the worker processes that serve on it. They bind
+    it too, with SO_REUSEPORT, and the kernel hands connections only to sockets that
+    listen, so none reaches the process that holds this one (node/server.py, workers >= 2).
+    """
+    host, _, port = address.rpartition(":")
+    family, kind, proto, _, where = socket.getaddrinfo(
+        host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    held = socket.socket(family, kind, proto)
+    try:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(where)
+    except BaseException:
+        held.close()
+        raise
+    return held

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import signal
+import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,7 +41,7 @@ from node.grpc.sync import SyncServicer
 from node.head_signer import HeadSigner
 from node.hub import FeedHub
 from node.metrics import VERSION, NodeMetrics
-from node.ports import PortInUse, bound, refuse_a_taken_port
+from node.ports import PortInUse, bound, refuse_a_taken_port, reserve_port
 from node.readiness import ReadinessReporter
 from node.status_page import StatusPage, serve_http
 from node.store_lock import WriterLock
@@ -114,6 +115,7 @@ class Node:
         self._ready_task: asyncio.Task[None] | None = None
         self.workers: WorkerPool | None = None
         self._relay: Path | None = None
+        self._held_port: socket.socket | None = None
 
     def _servicers(self) -> tuple[AdminService, SyncServicer, Meter]:
         """Admin and Sync, and the Meter of every blacklist.v1 call this process serves."""
@@ -176,9 +178,10 @@ class Node:
         self._trust_task = asyncio.create_task(self.trust.run(self._stopping))
         sweeper = Sweeper(self.store, self.writer, self.metrics, self.config.sweep_interval)
         self._sweep_task = asyncio.create_task(sweeper.run(self._stopping))
-        shared = (
-            self.config.workers > 1
-        )  # worker processes bind the same port (node/workers/pool.py)
+        # workers >= 2: that many worker processes serve the node's port (SO_REUSEPORT,
+        # node/workers/pool.py) and this one, the writer, serves none of it: a delta applied
+        # here never holds up a check (issue #15). Admin and Sync reach it over the relay.
+        shared = self.config.workers > 1
         admin, sync, meter = self._servicers()
         # ForwardedCallers first: the Edge must see a relayed call's caller, not the worker.
         server = grpc.aio.server(
@@ -188,7 +191,7 @@ class Node:
             ],
             options=[
                 *message_options(self.config.max_message_bytes),
-                ("grpc.so_reuseport", 1 if shared else 0),
+                ("grpc.so_reuseport", 0),
             ],
         )
         self._add_services(server, admin, sync)
@@ -196,7 +199,13 @@ class Node:
         refuse_a_taken_port(self.config.listen, "listen")
         refuse_a_taken_port(self.config.metrics_listen, "metrics_listen")
         host = self.config.listen.rpartition(":")[0]
-        if self.config.tls:
+        if shared:
+            # The workers serve the port; this process only holds it (and writes).
+            self._held_port = bound(
+                "listen", self.config.listen, lambda: reserve_port(self.config.listen)
+            )
+            port = self._held_port.getsockname()[1]
+        elif self.config.tls:
             assert self.config.tls_ca and self.config.tls_cert and self.config.tls_key
             credentials = server_credentials(
                 self.config.tls_ca, self.config.tls_cert, self.config.tls_key
@@ -315,6 +324,8 @@ class Node:
         )
         if self._relay is not None:
             self._relay.unlink(missing_ok=True)
+        if self._held_port is not None:
+            self._held_port.close()
         self.writer.shutdown(wait=True)
         self.reads.shutdown(wait=True)
         if self.page is not None:

@@ -1,17 +1,18 @@
-"""Serving across cores: the writer process supervises ``workers - 1`` worker processes.
+"""Serving across cores: the writer process supervises ``workers`` worker processes.
 
-The writer (node/server.py) binds the node's port with SO_REUSEPORT and serves everything;
-each worker (node/workers/worker.py) binds the same port and serves CardStatus from a read-only
+The writer (node/server.py) holds the node's port (bound with SO_REUSEPORT, never
+listening) and serves none of it: it applies deltas, signs and syncs. Each worker
+(node/workers/worker.py) binds the same port and serves CardStatus from a read-only
 follower of the same LMDB environment, relaying Admin and Sync to the writer
-(node/workers/relay.py). The kernel spreads incoming connections over all of them.
+(node/workers/relay.py). The kernel spreads incoming connections over the workers.
 
 This module starts the workers, waits until each printed READY, restarts one that dies
 (backoff 0.1 s doubling to 5 s, back to 0.1 s after a worker ran 10 s), and stops them
 all with SIGTERM (SIGKILL after the grace period) when the node stops. Workers also die
 with the writer (PR_SET_PDEATHSIG).
 
-Metrics, on the writer's registry: ``blacklist_workers`` (serving processes alive, the
-writer included), ``blacklist_worker_restarts_total``, and ``blacklist_worker_info``
+Metrics, on the writer's registry: ``blacklist_workers`` (serving processes alive: the
+workers; with ``workers = 1``, 1 for the writer that serves alone), ``blacklist_worker_restarts_total``, and ``blacklist_worker_info``
 (one series per worker: its pid and the URL of its own /metrics, which counts the checks
 it answered; a worker's metrics port is the node's + its number, or any free port when
 the node's is 0).
@@ -91,7 +92,7 @@ def pool_metrics(registry: CollectorRegistry) -> tuple[Counter, Gauge]:
     )
     alive = Gauge(
         "blacklist_workers",
-        "Serving processes alive on the node's port, the writer included",
+        "Serving processes alive on the node's port",
         registry=registry,
     )
     return restarts, alive
@@ -129,13 +130,13 @@ class WorkerPool:
                     parent,
                 ),
             )
-            for i in range(1, config.workers)
+            for i in range(1, config.workers + 1)
         ]
         self._grace = grace
         self._after_exit = after_exit
         self._stopping = asyncio.Event()
         self.restarts, alive = pool_metrics(registry)
-        alive.set_function(lambda: 1 + sum(s.alive for s in self.slots))
+        alive.set_function(lambda: sum(s.alive for s in self.slots))
         registry.register(_InfoCollector(self))
 
     @property
