@@ -52,7 +52,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from blacklist.cardbatch import keys_from_matrix
-from blacklist.cardid import KEY_LENGTH
+from blacklist.cardid import KEY_LENGTH, diagnose
 from blacklist.checkresult import BatchResult as BatchResult
 from blacklist.checkresult import CheckResult as CheckResult
 from blacklist.checkresult import CheckStatus as CheckStatus
@@ -61,7 +61,7 @@ from blacklist.entry import Entry
 from blacklist.errors import CheckUnavailable
 from blacklist.filters.fingerprint import fingerprint_shift
 from blacklist.packed import PackedResult, PackedScan, explain_row, scan_packed
-from blacklist.probe import card_key, probe, scan
+from blacklist.probe import PROVINCES, card_key, raw_probe, scan
 from blacklist.psam import canonical_psam, psam_key
 from blacklist.publishers import PublisherDirectory
 from blacklist.records import VALUE_LENGTH, FeedState, _pub3, _publisher_text, lapsed_value
@@ -263,7 +263,13 @@ class Checker:
         if feed is None:  # entries exist only under a feed; be safe rather than crash
             return CheckResult(CheckStatus.REVOKED, publisher, 0, None, None, self._clock, raw)
         return CheckResult(
-            CheckStatus.REVOKED, publisher, feed.version, feed.checked_at, None, self._clock, raw
+            CheckStatus.REVOKED,
+            publisher,
+            feed.head.version,
+            feed.checked_at,
+            None,
+            self._clock,
+            raw,
         )
 
     def _batch_txn(self) -> Any:
@@ -286,7 +292,10 @@ class Checker:
         epoch = self._epoch
         # One C call validates, canonicalises, hashes and finds the region's cached answer.
         view: CheckResult | None
-        view, canon, digest = probe(card_id, self._views)
+        try:
+            view, canon, digest = raw_probe(card_id, self._views, PROVINCES)
+        except ValueError:  # malformed: the message does not depend on the path that ran
+            raise diagnose(card_id) from None
         if view is None:
             view = self._view(canon[:6])
         if (digest >> self._shift) in self._bitmap:

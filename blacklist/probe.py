@@ -127,5 +127,21 @@ key_fingerprints: Callable[[NDArray[np.uint8], int], NDArray[np.uint32]] = (
 )
 card_key: Callable[[bytes], bytes] = _c_card_key if HAVE_SPEEDUPS else text_to_key
 probe: ProbeFn = _speedups_probe if HAVE_SPEEDUPS else python_probe
+
+
+def python_raw_probe(
+    card_id: object, views: dict[bytes, V], _: bytes
+) -> tuple[V | None, bytes, int]:
+    return python_probe(card_id, views)
+
+
+# ``probe`` without its Python frame, for Checker.check's miss path (a frame is ~15% of a
+# miss): called as ``raw_probe(card_id, views, PROVINCES)``, it raises a bare ValueError
+# (C) or the CardIdError itself (fallback) for a malformed id, and the caller raises
+# ``diagnose(card_id)`` for either, as :func:`probe` does.
+raw_probe: Callable[[object, dict[bytes, Any], bytes], tuple[Any, bytes, int]] = (
+    _c_probe if HAVE_SPEEDUPS else python_raw_probe
+)
+PROVINCES = _PROVINCES
 scan: ScanFn = _speedups_scan if HAVE_SPEEDUPS else python_scan
 members = _speedups_members if HAVE_SPEEDUPS else python_members
