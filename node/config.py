@@ -1,49 +1,7 @@
-"""Node configuration: one TOML file, checked completely at start-up.
-
-    role = "city"                       # ministry | province | city
-    region = "440100"                   # this node's division code (its publisher id)
-    listen = "127.0.0.1:50051"          # gRPC
-    metrics_listen = "127.0.0.1:9101"   # Prometheus /metrics
-    data_dir = "/var/lib/blacklist/440100"
-    signing_key = "keys/440100.key"     # optional: only an authority publishes
-    trusted_keys = ["keys/440100.pub", "keys/110100.pub"]
-    trust_anchor = "keys/root.pub"      # instead of trusted_keys: the certified hierarchy
-    certificate_chains = [              #   (DESIGN §6, blacklist/trust.py): the pinned root,
-      ["certs/440000.crt", "certs/440100.crt"],  # chains root-most first, and the key
-    ]                                   #   revocations their certifiers signed
-    key_revocations = ["revs/440100-1.rev"]
-    trust_refresh_interval = 60.0       # seconds between re-checks of certificate validity
-    max_trust_records = 1000            # certificates + key revocations one feed may carry
-    workers = 1                         # serving processes on the one port (node/workers/pool.py)
-    max_delta_entries = 5000000         # cards + PSAMs one delta may declare (decode bound)
-    max_snapshot_entries = 50000000     # entries one publisher's snapshot may declare
-    upstreams = ["127.0.0.1:50041"]     # where to sync from, in failover order (none: a root)
-    sync_interval = 5.0                 # seconds between scheduled pulls (push is immediate)
-    head_statement_interval = 60.0      # an authority signs its head this often (and after
-                                        #   each publication): feed ages are measured from it
-    max_clock_skew = 300                # seconds a signed time may be ahead of this clock
-    lapse_days = { temporary_loss = 10 }  # an authority's default lapse period per reason
-                                        #   (issue #17; only temporary_loss and other)
-    max_lapse_days = 366                # the longest end time this node accepts in a feed
-    sweep_interval = 60.0               # seconds between sweeps of lapsed entries
-    subscribe = true                    # hold the upstream's push stream (false: pull only)
-    ready_max_lag = 10                  # a replica (upstreams, no signing_key) is NOT_SERVING
-    ready_max_age = 0.0                 #   while a feed is more versions than this behind its
-                                        #   signed head, or (if > 0) proven current longer ago
-                                        #   (seconds); and until its first sync round
-                                        #   (blacklist/sync/readiness.py)
-    max_batch = 10000                   # BatchCheck ids per call
-    map_size_gib = 64                   # LMDB address space
-    max_message_bytes = 16777216        # the one gRPC message limit: this node's server and
-                                        #   every channel it opens; stated to peers in sync
-    snapshot_chunk_bytes = 1048576      # snapshot transfers' chunk size (up and down)
-    max_snapshot_bytes = 1073741824     # the largest snapshot this node takes, pulled or
-                                        #   pushed (a manifest announcing more is refused)
-    tls_ca = "tls/ca.crt"               # mutual TLS (node/tls.py): the CA every peer's
-    tls_cert = "tls/440100.crt"         #   certificate must be signed by, and this node's
-    tls_key = "tls/440100.key"          #   own certificate (role node) and key
-    plaintext = true                    # instead of the tls_* fields: no TLS and no role
-                                        #   checks, for tests and demos only
+"""Node configuration: one TOML file, checked completely at start-up. Its fields, defaults
+and bounds are declared once, in node/configfields.py (the README's "Configuration
+reference" is made from it); this module reads them into a :class:`NodeConfig` and applies
+the rules that join several fields.
 
 With ``trust_anchor`` the trusted keys are the leaves of ``certificate_chains`` that verify,
 together with chains made of the certificates and revocations that arrive in feeds (re-built
@@ -66,14 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from blacklist.csvlist import parse_reason
-from blacklist.delta import MAX_TRUST_RECORDS
-from blacklist.deltadecode import DEFAULT_LIMITS, DecodeLimits
+from blacklist.deltadecode import DecodeLimits
 from blacklist.entry import Reason
-from blacklist.entryblock import MAX_ENTRIES
 from blacklist.lapse import DAY, LapsePolicy
 from blacklist.regions import MINISTRY_CODE, PROVINCE_PREFIXES
 from blacklist.signing import Keyring, SigningKey, TrustedKey
-from blacklist.sync.accept import DEFAULT_MAX_LAPSE, DEFAULT_MAX_SKEW, AcceptPolicy
+from blacklist.sync.accept import DEFAULT_MAX_LAPSE, AcceptPolicy
 from blacklist.sync.budget import (
     MIN_MESSAGE_BYTES,
     chunk_count,
@@ -81,10 +37,8 @@ from blacklist.sync.budget import (
     manifest_size,
     max_chunks,
 )
-from blacklist.sync.freshness import DEFAULT_INTERVAL
-from blacklist.sync.readiness import MAX_AGE_LIMIT, MAX_LAG_LIMIT, ReadinessLimits
+from blacklist.sync.readiness import ReadinessLimits
 from blacklist.trust import (
-    DEFAULT_MAX_TRUST_RECORDS,
     MAX_ROOTS,
     CertificateExpired,
     CertifiedKeys,
@@ -92,6 +46,16 @@ from blacklist.trust import (
     TrustAnchor,
 )
 from blacklist.trustmaterial import TrustMaterial
+from node.configfields import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_SNAPSHOT_BYTES,
+    KNOWN_FIELDS,
+    ConfigError,
+    default,
+    integer,
+    read,
+)
 from node.keyfiles import (
     KeyFileError,
     load_certificate_chain,
@@ -104,27 +68,11 @@ from node.tls import TlsError, identity_from_pem, load_private_key
 
 ROLES = ("ministry", "province", "city")
 TLS_FIELDS = ("tls_ca", "tls_cert", "tls_key")
-DEFAULT_MAX_MESSAGE_BYTES = 16 << 20  # a 100,000-card Revoke is ~5 MB
 MAX_MESSAGE_CEILING = 1 << 30  # gRPC's own limit is 2 GiB; a message this big is a mistake
-DEFAULT_CHUNK_BYTES = 1 << 20
-DEFAULT_MAX_SNAPSHOT_BYTES = 1 << 30
-KNOWN_FIELDS = {
-    "role", "region", "listen", "metrics_listen", "data_dir", "signing_key", "trusted_keys",
-    "max_batch", "map_size_gib", "retain_deltas", "upstreams", "sync_interval", "subscribe",
-    "tls_ca", "tls_cert", "tls_key", "plaintext", "trust_anchor", "certificate_chains",
-    "key_revocations", "trust_refresh_interval", "workers", "max_trust_records",
-    "max_message_bytes", "snapshot_chunk_bytes", "max_snapshot_bytes", "head_statement_interval",
-    "max_clock_skew", "lapse_days", "max_lapse_days", "sweep_interval",
-    "max_delta_entries", "max_snapshot_entries", "ready_max_lag", "ready_max_age",
-}  # fmt: skip
 
 
 # Chain failures that befall a sound chain with time; any other is a wrong file.
 TIMELY_TRUST_ERRORS = (CertificateExpired, KeyRevoked)
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -136,12 +84,12 @@ class NodeConfig:
     data_dir: Path
     signing_key_path: Path | None
     trusted_key_paths: tuple[Path, ...]
-    max_batch: int = 10_000
-    map_size_gib: int = 64
-    retain_deltas: int = 1000
+    max_batch: int = default("max_batch")
+    map_size_gib: int = default("map_size_gib")
+    retain_deltas: int = default("retain_deltas")
     upstreams: tuple[str, ...] = ()
-    sync_interval: float = 5.0
-    subscribe: bool = True
+    sync_interval: float = default("sync_interval")
+    subscribe: bool = default("subscribe")
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -151,22 +99,22 @@ class NodeConfig:
     also_trust_anchor_paths: tuple[Path, ...] = ()
     certificate_chain_paths: tuple[tuple[Path, ...], ...] = ()
     key_revocation_paths: tuple[Path, ...] = ()
-    trust_refresh_interval: float = 60.0
-    workers: int = 1
+    trust_refresh_interval: float = default("trust_refresh_interval")
+    workers: int = default("workers")
     # Trust records one feed may carry (issue #11: bounded); over it, bad_trust_record.
-    max_trust_records: int = DEFAULT_MAX_TRUST_RECORDS
+    max_trust_records: int = default("max_trust_records")
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     snapshot_chunk_bytes: int = DEFAULT_CHUNK_BYTES
     max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES
-    head_statement_interval: float = DEFAULT_INTERVAL
-    max_clock_skew: int = DEFAULT_MAX_SKEW
-    max_delta_entries: int = DEFAULT_LIMITS.max_delta_entries
-    max_snapshot_entries: int = DEFAULT_LIMITS.max_snapshot_entries
+    head_statement_interval: float = default("head_statement_interval")
+    max_clock_skew: int = default("max_clock_skew")
+    max_delta_entries: int = default("max_delta_entries")
+    max_snapshot_entries: int = default("max_snapshot_entries")
     # Issue #17: default lapse periods (seconds) by reason, the longest accepted, and how
     # often lapsed entries are swept.
     lapse_periods: Mapping[Reason, int] = field(default_factory=dict)
     max_lapse: int = DEFAULT_MAX_LAPSE
-    sweep_interval: float = 60.0
+    sweep_interval: float = default("sweep_interval")
     # Issue #18: when a replica tells its balancer it is caught up.
     readiness: ReadinessLimits = field(default_factory=ReadinessLimits)
     source: Path | None = field(default=None, compare=False)
@@ -235,38 +183,13 @@ class NodeConfig:
         )
 
 
-def _address(data: dict[str, Any], name: str) -> str:
+def address(data: dict[str, Any], name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str) or ":" not in value:
         raise ConfigError(f"config field {name!r} must be 'host:port', got {value!r}")
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"config field {name!r}: bad host:port {value!r}")
-    return value
-
-
-def _int(data: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = data.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(
-            f"config field {name!r} must be an integer in {low}..{high}, got {value!r}"
-        )
-    return value
-
-
-def _seconds(data: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = data.get(name, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(
-            f"config field {name!r} must be seconds in {low:g}..{high:g}, got {value!r}"
-        )
-    return float(value)
-
-
-def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
-    value = data.get(name, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"config field {name!r} must be true or false, got {value!r}")
     return value
 
 
@@ -298,70 +221,45 @@ def parse_config(data: dict[str, Any], base: Path) -> NodeConfig:
         raise ConfigError(
             f"config field 'upstreams' must be a list of host:port, got {upstreams!r}"
         )
-    upstreams = [_address({"upstreams": u}, "upstreams") for u in upstreams]
-    interval = data.get("sync_interval", 5.0)
-    if (
-        not isinstance(interval, int | float)
-        or isinstance(interval, bool)
-        or not 0.05 <= interval <= 86400
-    ):
-        raise ConfigError(
-            f"config field 'sync_interval' must be seconds in 0.05..86400, got {interval!r}"
-        )
-    refresh = data.get("trust_refresh_interval", 60.0)
-    if (
-        not isinstance(refresh, int | float)
-        or isinstance(refresh, bool)
-        or not 1 <= refresh <= 86400
-    ):
-        raise ConfigError(
-            f"config field 'trust_refresh_interval' must be seconds in 1..86400, got {refresh!r}"
-        )
-    statements = _seconds(data, "head_statement_interval", DEFAULT_INTERVAL, 0.05, 86400)
-    max_lapse = _int(data, "max_lapse_days", DEFAULT_MAX_LAPSE // DAY, 1, 3660) * DAY
+    upstreams = [address({"upstreams": u}, "upstreams") for u in upstreams]
+    max_lapse = read(data, "max_lapse_days") * DAY
     lapses = _lapse_days(data, max_lapse)
     anchors, chains, revocations = _trust_fields(data, base, trusted)
     limits = _transfer_limits(data)
     config = NodeConfig(
         role=role,
         region=region,
-        listen=_address(data, "listen"),
-        metrics_listen=_address(data, "metrics_listen"),
+        listen=address(data, "listen"),
+        metrics_listen=address(data, "metrics_listen"),
         data_dir=(base / data_dir).resolve(),
         signing_key_path=(base / signing).resolve() if signing else None,
         trusted_key_paths=tuple((base / t).resolve() for t in trusted),
-        max_batch=_int(data, "max_batch", 10_000, 1, 1_000_000),
-        map_size_gib=_int(data, "map_size_gib", 64, 1, 1 << 14),
-        retain_deltas=_int(data, "retain_deltas", 1000, 0, 10_000_000),
+        max_batch=read(data, "max_batch"),
+        map_size_gib=read(data, "map_size_gib"),
+        retain_deltas=read(data, "retain_deltas"),
         upstreams=tuple(upstreams),
-        sync_interval=float(interval),
-        subscribe=_bool(data, "subscribe", True),
+        sync_interval=read(data, "sync_interval"),
+        subscribe=read(data, "subscribe"),
         trust_anchor_path=anchors[0] if anchors else None,
         also_trust_anchor_paths=anchors[1:],
         certificate_chain_paths=chains,
         key_revocation_paths=revocations,
-        trust_refresh_interval=float(refresh),
-        workers=_int(data, "workers", 1, 1, 64),
-        max_trust_records=_int(
-            data, "max_trust_records", DEFAULT_MAX_TRUST_RECORDS, 1, MAX_TRUST_RECORDS
-        ),
+        trust_refresh_interval=read(data, "trust_refresh_interval"),
+        workers=read(data, "workers"),
+        max_trust_records=read(data, "max_trust_records"),
         max_message_bytes=limits[0],
         snapshot_chunk_bytes=limits[1],
         max_snapshot_bytes=limits[2],
-        head_statement_interval=statements,
-        max_clock_skew=_int(data, "max_clock_skew", DEFAULT_MAX_SKEW, 0, 86400),
+        head_statement_interval=read(data, "head_statement_interval"),
+        max_clock_skew=read(data, "max_clock_skew"),
         lapse_periods=lapses,
         max_lapse=max_lapse,
-        sweep_interval=_seconds(data, "sweep_interval", 60.0, 0.05, 86400),
-        max_delta_entries=_int(
-            data, "max_delta_entries", DEFAULT_LIMITS.max_delta_entries, 1, MAX_ENTRIES
-        ),
-        max_snapshot_entries=_int(
-            data, "max_snapshot_entries", DEFAULT_LIMITS.max_snapshot_entries, 1, MAX_ENTRIES
-        ),
+        sweep_interval=read(data, "sweep_interval"),
+        max_delta_entries=read(data, "max_delta_entries"),
+        max_snapshot_entries=read(data, "max_snapshot_entries"),
         readiness=ReadinessLimits(
-            max_lag=_int(data, "ready_max_lag", 10, 0, MAX_LAG_LIMIT),
-            max_age=_seconds(data, "ready_max_age", 0.0, 0.0, MAX_AGE_LIMIT),
+            max_lag=read(data, "ready_max_lag"),
+            max_age=read(data, "ready_max_age"),
         ),
     )
     # Load the keys now so that a bad key file stops the node at start-up, named.
@@ -410,13 +308,13 @@ def _transfer_limits(data: dict[str, Any]) -> tuple[int, int, int]:
     """``max_message_bytes``, ``snapshot_chunk_bytes`` and ``max_snapshot_bytes``: a chunk
     must fit a message, and so must the manifest of the largest snapshot this node takes
     (one checksum per chunk), or that snapshot could not be sent on."""
-    limit = _int(
+    limit = integer(
         data, "max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES, MAX_MESSAGE_CEILING
     )
     most = chunk_payload_limit(limit)
-    chunk = _int(data, "snapshot_chunk_bytes", min(DEFAULT_CHUNK_BYTES, most), 1024, most)
+    chunk = integer(data, "snapshot_chunk_bytes", min(DEFAULT_CHUNK_BYTES, most), 1024, most)
     default = min(DEFAULT_MAX_SNAPSHOT_BYTES, max_chunks(limit) * chunk)
-    biggest = _int(data, "max_snapshot_bytes", default, 1024, 1 << 40)
+    biggest = integer(data, "max_snapshot_bytes", default, 1024, 1 << 40)
     manifest = manifest_size(chunk_count(biggest, chunk))
     if manifest > limit:
         raise ConfigError(
@@ -512,7 +410,7 @@ def _check_certified(keys: CertifiedKeys, own: SigningKey | None, region: str) -
 
 def _with_transport(config: NodeConfig, data: dict[str, Any], base: Path) -> NodeConfig:
     """Mutual TLS (all three tls_* fields) or ``plaintext = true``: one, explicitly."""
-    plaintext = _bool(data, "plaintext", False)
+    plaintext = read(data, "plaintext")
     given = [name for name in TLS_FIELDS if name in data]
     for name in given:
         if not isinstance(data[name], str) or not data[name]:

@@ -49,7 +49,8 @@ from blacklist.checker import BatchResult
 from blacklist.edge import EdgeReplica, EdgeStatus, EdgeTls
 from blacklist.edge.answer import batch_of
 from blacklist.sync.budget import TransferLimits, message_options
-from node.config import ConfigError, _address, _bool, _int, _seconds
+from node.config import address
+from node.configfields import ConfigError, boolean, integer, seconds
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 from node.grpc.calls import Meter
 from node.grpc.card_status import CardStatusServicer
@@ -126,7 +127,7 @@ def _listen(data: dict[str, Any], base: Path) -> str:
     if isinstance(value, str) and value.startswith("unix:") and len(value) > 5:
         path = Path(value[5:])
         return f"unix:{path if path.is_absolute() else base / path}"
-    return _address(data, "listen")
+    return address(data, "listen")
 
 
 def parse_edge_config(data: dict[str, Any], base: Path) -> EdgeConfig:
@@ -140,7 +141,7 @@ def parse_edge_config(data: dict[str, Any], base: Path) -> EdgeConfig:
     if not isinstance(upstreams, list) or not upstreams:
         raise ConfigError(f"config field 'upstreams' must list host:port, got {upstreams!r}")
     tls_paths = [data.get(n) for n in ("tls_ca", "tls_cert", "tls_key")]
-    plaintext = _bool(data, "plaintext", False)
+    plaintext = boolean(data, "plaintext", False)
     if any(tls_paths) and not all(isinstance(p, str) for p in tls_paths):
         raise ConfigError("config fields 'tls_ca', 'tls_cert' and 'tls_key' go together")
     if not any(tls_paths) and not plaintext:
@@ -149,14 +150,14 @@ def parse_edge_config(data: dict[str, Any], base: Path) -> EdgeConfig:
     return EdgeConfig(
         data_dir=base / data_dir,
         listen=_listen(data, base),
-        upstreams=tuple(_address({"upstreams": u}, "upstreams") for u in upstreams),
+        upstreams=tuple(address({"upstreams": u}, "upstreams") for u in upstreams),
         trust=_trust(data, base),
         tls=EdgeTls(*(base / str(p) for p in tls_paths)) if all(tls_paths) else None,
-        max_feed_age=None if age is None else _seconds(data, "max_feed_age", 0, 1e-3, 1e9),
-        sync_interval=_seconds(data, "sync_interval", 5.0, 0.05, 86400),
-        max_batch=_int(data, "max_batch", 10_000, 1, 100_000),
-        map_size_gib=_int(data, "map_size_gib", 64, 1, 1 << 14),
-        max_message_bytes=_int(data, "max_message_bytes", 16 << 20, 64 << 10, 1 << 30),
+        max_feed_age=None if age is None else seconds(data, "max_feed_age", 0, 1e-3, 1e9),
+        sync_interval=seconds(data, "sync_interval", 5.0, 0.05, 86400),
+        max_batch=integer(data, "max_batch", 10_000, 1, 100_000),
+        map_size_gib=integer(data, "map_size_gib", 64, 1, 1 << 14),
+        max_message_bytes=integer(data, "max_message_bytes", 16 << 20, 64 << 10, 1 << 30),
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from blacklist.sync.budget import message_options
-from node.config import DEFAULT_MAX_MESSAGE_BYTES
+from node.configfields import DEFAULT_MAX_MESSAGE_BYTES
 from node.local.state import STATE_FILE, read_state
 from node.tls import channel_credentials
 

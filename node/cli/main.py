@@ -17,7 +17,8 @@ from node.cli import keys as keys_cli
 from node.cli import offline_filter as filter_cli
 from node.cli import status as status_cli
 from node.cli import trust as trust_cli
-from node.config import ConfigError, load_config
+from node.config import load_config
+from node.configfields import ConfigError
 from node.local import drill, scale
 from node.tls import add_commands as add_tls_commands
 

@@ -32,7 +32,8 @@ from blacklist.follower import StoreFollower
 from blacklist.headstatements import HeadStatements
 from blacklist.signing import SigningKey
 from blacklist.trustroots import anchor_for
-from node.config import ConfigError, NodeConfig, load_config
+from node.config import NodeConfig, load_config
+from node.configfields import ConfigError
 from node.keyfiles import KeyFileError, load_certificate_chain
 
 EXIT_OK, EXIT_REFUSED = 0, 2

@@ -29,7 +29,7 @@ from pathlib import Path
 import grpc
 
 from blacklist.sync.budget import message_options
-from node.config import DEFAULT_MAX_MESSAGE_BYTES
+from node.configfields import DEFAULT_MAX_MESSAGE_BYTES
 from node.local.process import KeyPair, LocalNode, NodeSpec, generate_keys, write_config
 from node.local.trust import FederationTrust, make_trust
 from node.tls import channel_credentials
