@@ -106,6 +106,7 @@ class Federation:
         return replace(
             common,
             trust_anchor=self.trust.anchor,
+            also_trust_anchor=self.trust.also_anchor,
             certificate_chains=self.trust.chains(),
             key_revocations=tuple(self.trust.revocations),
             tls_ca=self.trust.ca,

@@ -89,6 +89,7 @@ class FederationTrust:
     anchor: Path  # keys/root.pub: every config's trust_anchor
     root_key: Path  # keys/root.key: the ministry keeps it offline
     ca: Path  # tls/ca/ca.crt: every config's tls_ca
+    also_anchor: Path | None = None  # a second pinned root while the root moves (issue #14)
     keys: dict[str, KeyPair] = field(default_factory=dict)  # publisher → its signing key
     prefixes: dict[str, str] = field(default_factory=dict)  # publisher → what it signs
     scopes: dict[str, str] = field(default_factory=dict)  # publisher → certified prefix
