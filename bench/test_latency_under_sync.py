@@ -81,6 +81,25 @@ PUSH_RATE, PUSH_CARDS = 5.0, 1000  # deltas per second, cards per delta
 TINY_RATE, TINY_SECONDS, TINY_PUSH_RATE = 160, 0.5, 10.0
 
 
+@dataclass(frozen=True)
+class Writes:
+    """What the pusher sends during a window: ``cards`` per delta, ``rate`` deltas a second,
+    in windows of ``seconds``."""
+
+    cards: int
+    rate: float
+    seconds: float
+
+
+# steady: many small deltas (issue #6); big: a 100,000-card delta every 10 s (issue #15),
+# in 12 s windows so that each window holds at least one whole apply.
+WRITES = {
+    "steady": Writes(PUSH_CARDS, PUSH_RATE, SECONDS),
+    "big": Writes(100_000, 0.1, 12.0),
+}
+TINY_WRITES = Writes(2000, TINY_PUSH_RATE, TINY_SECONDS)
+
+
 @dataclass
 class Server:
     label: str
@@ -166,7 +185,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 class Pusher:
     """bench/delta_pusher.py in its own process, its deltas signed and the node reached."""
 
-    def __init__(self, node: Server, key: Path, rate: float, seconds: float, log: Path):
+    def __init__(self, node: Server, key: Path, writes: Writes, log: Path):
+        rate, seconds = writes.rate, writes.seconds
         assert node.head is not None
         self.node = node
         self._log = open(log, "ab")  # noqa: SIM115 - closed in finish()
@@ -177,7 +197,7 @@ class Pusher:
             "--key": str(key),
             "--version": str(head.version),
             "--digest": head.digest.hex(),
-            "--cards": str(PUSH_CARDS),
+            "--cards": str(writes.cards),
             "--rate": str(rate),
             "--count": str(count),
             "--seed": str(head.version),  # new cards in every window
@@ -295,12 +315,18 @@ _EMPTY_PEAK: dict[str, float] = {}
 
 
 def _windows(
-    setup: Setup, node: Server, body: Path, rates: dict[str, float], tmp: Path, tiny: bool
+    setup: Setup,
+    node: Server,
+    body: Path,
+    rates: dict[str, float],
+    tmp: Path,
+    tiny: bool,
+    writes: Writes,
 ) -> dict[str, list[Window]]:
     """``ROUNDS`` rounds of: the node without writes, the node with the pusher running, the
     empty server; each paced at its own half-peak rate."""
-    rounds, seconds, warm_up = (1, TINY_SECONDS, 0.0) if tiny else (ROUNDS, SECONDS, WARM_UP_US)
-    push_rate = TINY_PUSH_RATE if tiny else PUSH_RATE
+    rounds, warm_up = (1, 0.0) if tiny else (ROUNDS, WARM_UP_US)
+    seconds = writes.seconds
     out: dict[str, list[Window]] = {"quiet": [], "sync": [], "empty": []}
     for n in range(rounds):
         for kind in out:
@@ -321,7 +347,7 @@ def _windows(
             if kind != "sync":
                 out[kind].append(paced_run())
                 continue
-            pusher = Pusher(node, setup.pusher_key, push_rate, seconds, tmp / "pusher.log")
+            pusher = Pusher(node, setup.pusher_key, writes, tmp / "pusher.log")
             try:
                 window = paced_run()
             finally:
@@ -355,9 +381,10 @@ def _over_1ms(latencies: list[int]) -> str:
     return f"{sum(1 for t in latencies if t > 1000) / len(latencies):.3f}"
 
 
+@pytest.mark.parametrize("writes", ["steady", "big"])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_check_card_latency_under_sync(
-    benchmark: Any, setup: Setup, tmp_path: Path, workers: int
+    benchmark: Any, setup: Setup, tmp_path: Path, workers: int, writes: str
 ) -> None:
     node = setup.nodes[workers]
     request = card_status_pb2.CheckCardRequest(card_id=setup.valid)
@@ -370,7 +397,11 @@ def test_check_card_latency_under_sync(
     body = tmp_path / "check.bin"
     body.write_bytes(grpc_body([request]))
     tiny = not timed(benchmark)
-    benchmark.name = f"test_check_card_latency_under_sync_{node.label}"
+    if tiny and writes != "steady":
+        pytest.skip("the tiny untimed run writes one way only (the steady case)")
+    kind = TINY_WRITES if tiny else WRITES[writes]
+    suffix = "" if writes == "steady" else f"_{writes}_deltas"  # steady keeps issue #6's name
+    benchmark.name = f"test_check_card_latency_under_sync_{node.label}{suffix}"
 
     def measure() -> tuple[dict[str, float], dict[str, list[Window]]]:
         if tiny:
@@ -380,7 +411,7 @@ def test_check_card_latency_under_sync(
                 _EMPTY_PEAK["empty"] = _peak(setup.empty, body, 1)
             peaks = {"node": _peak(node, body, workers), "empty": _EMPTY_PEAK["empty"]}
         rates = {k: v / 2 for k, v in peaks.items()}
-        return peaks, _windows(setup, node, body, rates, tmp_path, tiny)
+        return peaks, _windows(setup, node, body, rates, tmp_path, tiny, kind)
 
     peaks, windows = benchmark.pedantic(measure, rounds=1, iterations=1)
     sync, quiet, empty = (
@@ -423,10 +454,12 @@ def test_check_card_latency_under_sync(
         share_over_1ms=_over_1ms(sync),
         share_over_1ms_no_writes=_over_1ms(quiet),
         baseline_share_over_1ms=_over_1ms(empty),
-        cards_written_per_s=deltas * PUSH_CARDS / sync_seconds,
+        cards_written_per_s=deltas * kind.cards / sync_seconds,
+        p99_ratio=percentile(sync, 99) / percentile(quiet, 99),
+        delta_cards=kind.cards,
         other_cores=statistics.fmean(w.other_cores for ws in windows.values() for w in ws),
         load=f"h2load -c {node_clients} -m {STREAMS} --rps {node_per_client} -r 1 "
         f"--rate-period 1ms (empty: -c {empty_clients} --rps {empty_per_client}), "
-        f"{TINY_SECONDS if tiny else SECONDS:g} s x {1 if tiny else ROUNDS} rounds; "
-        f"{TINY_PUSH_RATE if tiny else PUSH_RATE:g} deltas/s of {PUSH_CARDS} cards",
+        f"{kind.seconds:g} s x {1 if tiny else ROUNDS} rounds; "
+        f"{kind.rate:g} deltas/s of {kind.cards} cards",
     )
