@@ -109,7 +109,8 @@ FIELDS: tuple[Field, ...] = (
     Field(
         "trust_anchor",
         None,
-        "the pinned root public key; with it the node trusts only certified keys",
+        "the pinned root public key (or a list of two while the root moves); with it the "
+        "node trusts only certified keys",
     ),
     Field(
         "certificate_chains",
