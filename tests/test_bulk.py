@@ -19,8 +19,9 @@ import pytest
 
 from blacklist.csvlist import REASON_NAMES_ZH, Cause, format_time, parse_date
 from blacklist.entry import Reason
-from node.cli.bulk import CountedLines, Importer, Progress
+from node.cli.bulk import Importer
 from node.cli.client import UsageError
+from node.cli.reading import CountedLines, Progress
 from node.gen.blacklist.v1 import admin_pb2, types_pb2
 from tests.node_harness import ROOT, NodeProcess, card_id, write_node
 

@@ -1,4 +1,5 @@
-"""Bulk import and export of a region's list as CSV, through a node's Admin API.
+"""Bulk import of a legacy list as CSV, and the two CSV commands (export: node/cli/export_csv.py),
+through a node's Admin API.
 
     python -m node import-csv FILE --node ADDR [--batch 10000] [--rejects FILE]
     python -m node export-csv --node ADDR --prefix 4401 [-o FILE]
@@ -29,124 +30,46 @@ import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, TextIO
+from typing import Any
 
 import grpc
 
 from blacklist.csvlist import (
-    REASON_NAMES_ZH,
     Cause,
     Rejection,
     Row,
-    format_time,
     read_rows,
 )
-from blacklist.entry import Reason
+from node.cli import export_csv
 from node.cli.client import (
-    ClientTls,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    NotConnected,
     UsageError,
     add_connection_options,
     describe,
+    not_connected,
     open_channel,
     tls_from_args,
     unreachable,
 )
-from node.cli.diagnose import explain_error
+from node.cli.reading import CountedLines, Progress
 from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc
 from node.tls import TlsError
 
 DEFAULT_BATCH = 10_000
 MAX_BATCH = 100_000  # Admin.Revoke's own limit per call (node/grpc/admin.py MAX_WRITE)
-EXPORT_PAGE = 10_000  # ListEntries' largest page
 SHOWN_REJECTS = 20
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_REJECTED = 0, 1
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
-# The end time comes last (issue #17): importers that read three columns still read it.
-EXPORT_HEADER = ["card_id", "reason", "effective_time", "publisher", "version", "expires_at"]
 
 
 class NodeUnreachable(RuntimeError):
     pass
-
-
-class NotConnected(RuntimeError):
-    """The first call (Status, or the first page of an export) failed: nothing was sent,
-    read or written, so there is no summary to print and nothing to run again."""
-
-    def __init__(self, error: grpc.RpcError) -> None:
-        super().__init__(describe(error))
-        self.error = error
-
-
-# ---------------------------------------------------------------------------- reading
-class CountedLines:
-    """The text lines of a binary file, counting the bytes read (for progress) and the
-    lines that were not valid in ``encoding`` (decoded with U+FFFD, so they are rejected
-    by their content, and the summary can suggest another encoding)."""
-
-    def __init__(self, stream: BinaryIO, encoding: str) -> None:
-        self._stream = stream
-        self._encoding = encoding
-        self.bytes_read = 0
-        self.undecodable = 0
-
-    def __iter__(self) -> Iterator[str]:
-        encoding = self._encoding
-        for raw in self._stream:
-            self.bytes_read += len(raw)
-            try:
-                yield raw.decode(encoding)
-            except UnicodeDecodeError:
-                self.undecodable += 1
-                yield raw.decode(encoding, errors="replace")
-
-
-class Progress:
-    """One line on stderr: rows, share of the file read, rate. Redrawn in place on a
-    terminal (at most 5 times a second), else printed every 10 s; silent if ``quiet``."""
-
-    def __init__(
-        self,
-        stream: TextIO,
-        total_bytes: int,
-        *,
-        quiet: bool = False,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._stream = stream
-        self._total = total_bytes
-        self._quiet = quiet
-        self._clock = clock
-        self._tty = stream.isatty()
-        self._every = 0.2 if self._tty else 10.0
-        self.started = clock()
-        self._last = self.started
-
-    def text(self, rows: int, done_bytes: int, rejected: int) -> str:
-        elapsed = max(self._clock() - self.started, 1e-9)
-        share = 100.0 * done_bytes / self._total if self._total else 100.0
-        return (
-            f"import: {rows:,} rows  {share:5.1f}% of {self._total / 1e6:,.1f} MB  "
-            f"{rows / elapsed:,.0f} rows/s  {rejected:,} rejected"
-        )
-
-    def update(self, rows: int, done_bytes: int, rejected: int, *, final: bool = False) -> None:
-        if self._quiet:
-            return
-        now = self._clock()
-        if not final and now - self._last < self._every:
-            return
-        self._last = now
-        line = self.text(rows, done_bytes, rejected)
-        if self._tty:
-            self._stream.write("\r" + line + ("\n" if final else ""))
-        else:
-            self._stream.write(line + "\n")
-        self._stream.flush()
 
 
 # ---------------------------------------------------------------------------- import
@@ -394,113 +317,9 @@ def _import(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except NotConnected as exc:
-            return _not_connected(args.node, exc.error, tls, args.timeout)
+            return not_connected(args.node, exc.error, tls, args.timeout)
     sys.stdout.write(format_summary(summary, rejects_file=args.rejects, encoding=args.encoding))
     return summary.exit_code
-
-
-# ---------------------------------------------------------------------------- export
-def reason_text(reason: int, style: str) -> str:
-    r = Reason(reason)
-    if style == "zh":
-        return REASON_NAMES_ZH[r]
-    return str(int(r)) if style == "code" else r.name.lower()
-
-
-def export_rows(
-    admin: Any, prefix: str, *, page_size: int = EXPORT_PAGE, timeout: float = 60.0
-) -> Iterator[Any]:
-    """Every entry under ``prefix``, page by page (one page in memory at a time). The first
-    page is asked for here, before anything is written: a node that cannot be reached or
-    refuses raises :class:`NotConnected` while stdout is still empty."""
-
-    def page(token: str) -> Any:
-        request = admin_pb2.ListEntriesRequest(
-            region_prefix=prefix, page_size=page_size, page_token=token
-        )
-        return admin.ListEntries(request, timeout=timeout)
-
-    try:
-        first = page("")
-    except grpc.RpcError as exc:
-        raise NotConnected(exc) from None
-
-    def pages(response: Any) -> Iterator[Any]:
-        while True:
-            yield from response.entries
-            if not response.next_page_token:
-                return
-            response = page(response.next_page_token)
-
-    return pages(first)
-
-
-def _not_connected(
-    address: str, error: grpc.RpcError, tls: ClientTls | None, timeout: float
-) -> int:
-    """One line saying why the first call failed and what to do (node/cli/diagnose.py)."""
-    said = explain_error(address, error, tls_given=tls is not None, timeout=timeout)
-    print(f"error: {said.text}", file=sys.stderr)
-    return EXIT_USAGE if said.reached else EXIT_UNREACHABLE
-
-
-def write_export(entries: Iterator[Any], out: IO[str], style: str) -> int:
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(EXPORT_HEADER)
-    n = 0
-    for e in entries:
-        writer.writerow(
-            [
-                e.card_id,
-                reason_text(e.reason, style),
-                format_time(e.effective_time),
-                e.publisher,
-                e.version,
-                format_time(e.expires_at) if e.expires_at else "none",
-            ]
-        )
-        n += 1
-    return n
-
-
-def _export(args: argparse.Namespace) -> int:
-    try:
-        tls = tls_from_args(args)
-        channel = open_channel(args.node, tls)
-    except (UsageError, TlsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    admin = admin_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
-    try:
-        entries = export_rows(admin, args.prefix, timeout=args.timeout)
-    except NotConnected as exc:
-        channel.close()
-        return _not_connected(args.node, exc.error, tls, args.timeout)
-    # A file is written under a temporary name and renamed when complete, so a failed
-    # export never leaves something that looks like a whole list.
-    partial = args.output.with_name(args.output.name + ".partial") if args.output else None
-    try:
-        with channel:
-            if partial is None:
-                n = write_export(entries, sys.stdout, args.reasons)
-                sys.stdout.flush()
-            else:
-                with open(partial, "w", newline="", encoding="utf-8") as out:
-                    n = write_export(entries, out, args.reasons)
-                partial.replace(args.output)
-    except grpc.RpcError as exc:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
-        print(f"error: node {args.node}: {describe(exc)}", file=sys.stderr)
-        return EXIT_UNREACHABLE if unreachable(exc) else EXIT_USAGE
-    except BrokenPipeError:  # stdout closed early (`| head`): the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
-        return EXIT_OK
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"exported {n:,} entries under prefix {args.prefix or '(all)'}", file=sys.stderr)
-    return EXIT_OK
 
 
 # ---------------------------------------------------------------------------- commands
@@ -531,17 +350,4 @@ def add_commands(sub: Any) -> None:
     add_connection_options(imp, timeout=120.0)
     imp.set_defaults(fn=_import)
 
-    exp = sub.add_parser("export-csv", help="write the entries of a region prefix as CSV")
-    exp.add_argument("--node", required=True, metavar="ADDR", help="any node's gRPC address")
-    exp.add_argument(
-        "--prefix", required=True, help="region prefix, 0-6 digits (e.g. 4401; '' for all)"
-    )
-    exp.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: stdout")
-    exp.add_argument(
-        "--reasons",
-        choices=("en", "zh", "code"),
-        default="en",
-        help="reason as English name, Chinese name or code (default en)",
-    )
-    add_connection_options(exp, timeout=60.0)
-    exp.set_defaults(fn=_export)
+    export_csv.add_command(sub)

@@ -5,6 +5,7 @@ three files for every tool."""
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import grpc
 
 from blacklist.sync.budget import message_options
+from node.cli.diagnose import explain_error
 from node.configfields import DEFAULT_MAX_MESSAGE_BYTES
 from node.local.state import STATE_FILE, read_state
 from node.tls import channel_credentials
@@ -20,6 +22,7 @@ from node.tls import channel_credentials
 # ListEntries page of 10,000 entries is well under it, gRPC's 4 MiB default is not far.
 CHANNEL_OPTIONS = message_options(DEFAULT_MAX_MESSAGE_BYTES)
 # Codes that mean "could not talk to the node", as opposed to "the node said no".
+EXIT_USAGE, EXIT_UNREACHABLE = 2, 3  # every command's: bad usage, a node not reached
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
@@ -115,3 +118,19 @@ def add_node_option(parser: argparse.ArgumentParser, what: str) -> None:
         metavar="DIR",
         help="where `make up` keeps federation.json (default .federation)",
     )
+
+
+class NotConnected(RuntimeError):
+    """The first call (Status, or the first page of an export) failed: nothing was sent,
+    read or written, so there is no summary to print and nothing to run again."""
+
+    def __init__(self, error: grpc.RpcError) -> None:
+        super().__init__(describe(error))
+        self.error = error
+
+
+def not_connected(address: str, error: grpc.RpcError, tls: ClientTls | None, timeout: float) -> int:
+    """One line saying why the first call failed and what to do (node/cli/diagnose.py)."""
+    said = explain_error(address, error, tls_given=tls is not None, timeout=timeout)
+    print(f"error: {said.text}", file=sys.stderr)
+    return EXIT_USAGE if said.reached else EXIT_UNREACHABLE
