@@ -39,7 +39,7 @@ from blacklist.delta import sign_delta
 from blacklist.entryblock import CardColumns
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
-from node.config import DEFAULT_MAX_MESSAGE_BYTES
+from node.configfields import DEFAULT_MAX_MESSAGE_BYTES
 from node.keyfiles import write_key_pair
 from node.local.process import LocalNode, NodeSpec, start_node, write_config
 from node.local.scrape import sample, scrape

@@ -54,7 +54,7 @@ from blacklist.delta import sign_delta
 from blacklist.entryblock import CardColumns
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
-from node.config import DEFAULT_MAX_MESSAGE_BYTES
+from node.configfields import DEFAULT_MAX_MESSAGE_BYTES
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 from node.keyfiles import write_key_pair
 from node.local.scrape import Samples, sample, scrape

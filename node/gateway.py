@@ -49,8 +49,8 @@ from blacklist.checker import BatchResult
 from blacklist.edge import EdgeReplica, EdgeStatus, EdgeTls
 from blacklist.edge.answer import batch_of
 from blacklist.sync.budget import TransferLimits, message_options
-from node.config import address
 from node.configfields import ConfigError, boolean, integer, seconds
+from node.configrules import address
 from node.gen.blacklist.v1 import card_status_pb2, card_status_pb2_grpc, types_pb2
 from node.grpc.calls import Meter
 from node.grpc.card_status import CardStatusServicer
