@@ -28,7 +28,11 @@ REGIONS = ("000000", "440000", "110000", "440100", "440300", "110100")
 CARD = r"440100D156000005[0-9A-F]{16}"
 
 EXPECTED_LINES = {
-    "the root made with the CLI": r"python -m node keys init-root --out keys",
+    "the root made with the CLI": r"python -m node keys init-root --suite sm2-sm3 --out keys",
+    # Issue #14: the national scenario runs SM2 by default and says so for every key.
+    "the suite": r"signing suite: sm2-sm3 for every key",
+    "the root's suite": r"root 000000 ministry, sm2-sm3 key [0-9a-f]{8}",
+    "a city key's suite": r"440100 Guangzhou\s+scope 4401 .* sm2-sm3 key [0-9a-f]{8}",
     "a province certified for its province": r"python -m node keys certify --issuer "
     r"keys/root\.key --subject keys/440000\.pub --scope 44 --days \d+ --out certs/440000\.crt",
     "a city certified by its province": r"python -m node keys certify --issuer "

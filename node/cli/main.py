@@ -87,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     trust_cli.register_publish(keys_sub)  # keys publish: certificates/revocations into a feed
     add_tls_commands(sub)
     demo = sub.add_parser("demo", help="the national scenario: six nodes syncing, then stopped")
-    demo.set_defaults(fn=lambda a: __import__("node.local.demo", fromlist=["main"]).main())
+    demo.add_argument(
+        "--suite",
+        choices=("sm2-sm3", "ed25519"),
+        default="sm2-sm3",
+        help="every key's signing suite (default sm2-sm3, the national rules; ed25519: before)",
+    )
+    demo.set_defaults(fn=lambda a: __import__("node.local.demo", fromlist=["main"]).main(a.suite))
     state = "keys, configs, data, logs and federation.json (default: ./.federation)"
     up = sub.add_parser("up", help="start the six-node federation in the background")
     up.add_argument("--dir", type=Path, default=Path(".federation"), help=state)

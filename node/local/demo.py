@@ -102,10 +102,17 @@ def _ms(seconds: float) -> str:
 class Demo(Session):
     # -- setting up, as operators would -----------------------------------------------------
 
+    suite = "sm2-sm3"  # every key's signing suite (issue #14: the national scenario is SM2)
+
     def start(self, root: Path) -> None:
-        fed = self.fed = Federation(root, sync_interval=SYNC_INTERVAL)
+        fed = self.fed = Federation(root, sync_interval=SYNC_INTERVAL, suite=self.suite)
         t0 = time.perf_counter()
         fed.prepare()
+        other = "ed25519" if self.suite == "sm2-sm3" else "sm2-sm3"
+        self.say(
+            f"signing suite: {self.suite} for every key, certificate and feed (`demo --suite "
+            f"{other}` for the other); the TLS links stay ECDSA P-256 (grpcio has no SM2)"
+        )
         demo_trust.show_setup(self, time.perf_counter() - t0)
         self.say(f"configs in {root}/<region>/node.toml: trust_anchor, certificate_chains, tls_*")
         t0 = time.perf_counter()
@@ -365,8 +372,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def run(out: TextIO = sys.stdout) -> int:
+def run(out: TextIO = sys.stdout, suite: str = "sm2-sm3") -> int:
     demo = Demo(out)
+    demo.suite = suite
     try:
         previous = signal.signal(signal.SIGTERM, _interrupt)
     except ValueError:  # not the main thread: no handler, SIGTERM ends the process as usual
@@ -396,5 +404,5 @@ def run(out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def main() -> int:
-    return run()
+def main(suite: str = "sm2-sm3") -> int:
+    return run(suite=suite)

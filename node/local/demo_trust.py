@@ -16,6 +16,7 @@ import grpc
 from blacklist.authority import Revocation, build_delta
 from blacklist.delta import FeedHead
 from blacklist.entry import Reason
+from blacklist.signing import suite
 from node.gen.blacklist.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -66,22 +67,23 @@ def _hierarchy(trust: FederationTrust, topology: Any) -> list[str]:
     for region, *_ in topology:
         if region in trust.certs:
             children.setdefault(trust.issuers[region], []).append(region)
-    root_id = load_trusted_key(trust.anchor).key_id.hex()[:8]
+    root = load_trusted_key(trust.anchor)
     lines = [
-        f"root {MINISTRY} ministry, key {root_id}… ({trust.anchor.relative_to(trust.root)}: "
-        "every config's trust_anchor)"
+        f"root {MINISTRY} ministry, {suite(root.suite_id).name} key {root.key_id.hex()[:8]}… "
+        f"({trust.anchor.relative_to(trust.root)}: every config's trust_anchor)"
     ]
 
     def walk(region: str, indent: str) -> None:
         kids = children.get(region, [])
         for i, kid in enumerate(kids):
             last = i == len(kids) - 1
-            key_id = load_certificate(trust.certs[kid]).key_id.hex()[:8]
+            cert = load_certificate(trust.certs[kid])
+            key_id = f"{suite(cert.suite_id).name} key {cert.key_id.hex()[:8]}"
             label = f"{kid} {NAMES.get(kid, '')}"
             width = 30 - len(indent)  # the columns after the name line up at every depth
             lines.append(
                 f"{indent}{'└── ' if last else '├── '}{label:<{width}} scope {trust.scopes[kid]:<5}"
-                f" signs its feed for {trust.prefixes[kid]}xx, key {key_id}… "
+                f" signs its feed for {trust.prefixes[kid]}xx, {key_id}… "
                 f"({trust.certs[kid].relative_to(trust.root)}, by "
                 f"{'root' if trust.issuers[kid] == MINISTRY else trust.issuers[kid]})"
             )

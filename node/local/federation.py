@@ -60,7 +60,7 @@ class Federation:
     head_statement_interval: float | None = None  # None: the node's default (60 s)
     topology: tuple[tuple[str, str, str | None, str | None], ...] = TOPOLOGY
     secure: bool = True  # False: plain text and bare trusted keys (tests and benchmarks)
-    suite: str = "ed25519"  # the signing suite of the bare keys (secure=False)
+    suite: str = "ed25519"  # the signing suite of every key (certified or bare)
     keys: dict[str, KeyPair] = field(default_factory=dict)
     trust: FederationTrust | None = None  # with secure: keys, certificates, TLS files
     ports: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -71,7 +71,7 @@ class Federation:
         """Keys (and, with ``secure``, certificates and TLS files) for every node, ports and
         a config for every node."""
         if self.secure:
-            self.trust = make_trust(self.root, self.topology)
+            self.trust = make_trust(self.root, self.topology, self.suite)
             self.keys = self.trust.keys  # the same dict: a rotation shows here too
         else:
             for region, _, _, prefix in self.topology:

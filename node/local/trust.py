@@ -90,6 +90,7 @@ class FederationTrust:
     root_key: Path  # keys/root.key: the ministry keeps it offline
     ca: Path  # tls/ca/ca.crt: every config's tls_ca
     also_anchor: Path | None = None  # a second pinned root while the root moves (issue #14)
+    suite: str = "ed25519"  # the signing suite of every key it generates (issue #14)
     keys: dict[str, KeyPair] = field(default_factory=dict)  # publisher → its signing key
     prefixes: dict[str, str] = field(default_factory=dict)  # publisher → what it signs
     scopes: dict[str, str] = field(default_factory=dict)  # publisher → certified prefix
@@ -155,10 +156,10 @@ class FederationTrust:
                      "--scope", scope, "--days", str(days), "--out", out)  # fmt: skip
 
     def _generate(self, publisher: str, out: Path) -> KeyPair:
-        pair = generate_keys(publisher, [self.prefixes[publisher]], out)
+        pair = generate_keys(publisher, [self.prefixes[publisher]], out, self.suite)
         self._record(f"wrote {pair.private} and {pair.public}", "keys", "generate",
                      "--publisher", publisher, "--prefix", self.prefixes[publisher],
-                     "--out", out)  # fmt: skip
+                     "--suite", self.suite, "--out", out)  # fmt: skip
         return pair
 
     def _issue(self, role: str, region: str, hosts: Sequence[str] = ()) -> None:
@@ -219,16 +220,22 @@ class FederationTrust:
                             "--cert", operator.cert, "--key", operator.key, *files)  # fmt: skip
 
 
-def make_trust(root: Path, topology: Topology) -> FederationTrust:
-    """Keys, certificates and TLS files for every node of ``topology`` under ``root``."""
+def make_trust(root: Path, topology: Topology, suite: str = "ed25519") -> FederationTrust:
+    """Keys (every one in signing suite ``suite``), certificates and TLS files for every node
+    of ``topology`` under ``root``."""
     keys_dir, certs_dir = root / "keys", root / "certs"
     certs_dir.mkdir(parents=True, exist_ok=True)
     trust = FederationTrust(
-        root, keys_dir / "root.pub", keys_dir / "root.key", root / "tls" / "ca" / "ca.crt"
+        root,
+        keys_dir / "root.pub",
+        keys_dir / "root.key",
+        root / "tls" / "ca" / "ca.crt",
+        suite=suite,
     )
-    root_key = SigningKey.generate(MINISTRY, [])
+    root_key = SigningKey.generate(MINISTRY, [], suite)
     private, public = write_key_pair(root_key, keys_dir, stem="root")
-    trust._record(f"wrote {private} and {public}", "keys", "init-root", "--out", keys_dir)
+    trust._record(f"wrote {private} and {public}", "keys", "init-root", "--suite", suite,
+                  "--out", keys_dir)  # fmt: skip
     for region, role, parent, prefix in topology:
         if prefix is None:
             continue
