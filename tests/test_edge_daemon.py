@@ -5,8 +5,6 @@ node process; and its config refusals."""
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -20,19 +18,11 @@ from tests.node_harness import (
     write_config,
     write_node,
 )
+from tests.test_edge_replica import wait_until
 from tests.test_node_integration import revoke
 
 GZ = "440100"
 S = types_pb2.CardStatusCode
-TIMEOUT = 60.0
-
-
-def wait_until(what: str, condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_the_daemon_serves_checkcard_on_a_unix_socket(tmp_path: Path) -> None:
