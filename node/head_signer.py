@@ -9,7 +9,7 @@ import asyncio
 import logging
 
 from blacklist.authority import Authority
-from node.hub import FeedHub, Source
+from node.ingest import Ingest, Source
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("node.freshness")
@@ -17,7 +17,7 @@ log = logging.getLogger("node.freshness")
 
 class HeadSigner:
     def __init__(
-        self, authority: Authority, hub: FeedHub, metrics: NodeMetrics, interval: float
+        self, authority: Authority, hub: Ingest, metrics: NodeMetrics, interval: float
     ) -> None:
         if interval <= 0:
             raise ValueError(f"head_statement_interval must be positive, got {interval}")

@@ -39,7 +39,7 @@ from node.grpc.edge import Edge
 from node.grpc.services import SERVICES, add_card_status, settle_heap
 from node.grpc.sync import SyncServicer
 from node.head_signer import HeadSigner
-from node.hub import FeedHub
+from node.ingest import Ingest
 from node.metrics import VERSION, NodeMetrics
 from node.ports import PortInUse, bound, refuse_a_taken_port, reserve_port
 from node.readiness import ReadinessReporter
@@ -102,7 +102,7 @@ class Node:
         # Admin reads (ListAudit) off the event loop and off the writer thread.
         self.reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="admin-read")
         self.keys = keys
-        self.hub: FeedHub | None = None  # made in start(): it needs the running loop
+        self.hub: Ingest | None = None  # made in start(): it needs the running loop
         self.sync: SyncClient | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
@@ -161,7 +161,7 @@ class Node:
         )
 
     async def start(self) -> None:
-        self.hub = FeedHub(
+        self.hub = Ingest(
             self.store,
             self.keys,
             self.writer,

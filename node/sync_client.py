@@ -48,7 +48,7 @@ from node.grpc.sync import (
     manifest_message,
     receive_snapshot,
 )
-from node.hub import FeedHub, Source
+from node.ingest import Ingest, Source
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("node.sync")
@@ -57,10 +57,10 @@ __all__ = ["SnapshotCorrupt", "SyncClient"]
 
 
 class _HubFollower(Follower):
-    """The node's hub as the child's follower: everything lands through FeedHub.apply."""
+    """The node's hub as the child's follower: everything lands through Ingest.apply."""
 
     def __init__(
-        self, store: RevocationStore, hub: FeedHub, metrics: NodeMetrics, limits: TransferLimits
+        self, store: RevocationStore, hub: Ingest, metrics: NodeMetrics, limits: TransferLimits
     ) -> None:
         self._store = store
         self._hub = hub
@@ -106,7 +106,7 @@ class SyncClient:
         upstreams: list[str],
         interval: float,
         store: RevocationStore,
-        hub: FeedHub,
+        hub: Ingest,
         metrics: NodeMetrics,
         clock: Clock,
         subscribe: bool = True,

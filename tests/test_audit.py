@@ -20,7 +20,7 @@ from blacklist.store import RevocationStore
 from node.gen.blacklist.v1 import admin_pb2
 from node.grpc.admin import AdminServicer
 from node.grpc.calls import Meter, caller_of
-from node.hub import FeedHub
+from node.ingest import Ingest
 from node.metrics import NodeMetrics
 from node.tls import init_ca, issue
 from tests.conftest import Keys, card
@@ -136,7 +136,7 @@ def _admin(
         writer=pool,
         clock=clock,
         build_version="test",
-        hub=FeedHub(store, keys.ring, pool, metrics, clock=clock),
+        hub=Ingest(store, keys.ring, pool, metrics, clock=clock),
     )
     # As node/server.py serves it: role checks and error statuses come from the Meter.
     admin.ListAudit = Meter(metrics, enforce=tls).unary(  # type: ignore[method-assign]

@@ -25,7 +25,7 @@ from node.gen.blacklist.v1 import admin_pb2, card_status_pb2, sync_pb2, sync_pb2
 from node.grpc.admin import AdminServicer
 from node.grpc.admin_trust import TrustAdmin
 from node.grpc.calls import MAX_DETAIL, Meter, detail_of
-from node.hub import FeedHub
+from node.ingest import Ingest
 from node.keyfiles import KeyFileError, load_signing_key
 from node.metrics import NodeMetrics
 from node.tls import init_ca, issue
@@ -155,7 +155,7 @@ def _publish_trust(tmp_path: Path, region: str, records: list[bytes]) -> grpc.St
                 writer=pool,
                 clock=clock,
                 build_version="test",
-                hub=FeedHub(store, ring, pool, metrics, clock=clock),
+                hub=Ingest(store, ring, pool, metrics, clock=clock),
             )
             trust = TrustAdmin(admin, store, metrics)
             meter = Meter(

@@ -161,7 +161,7 @@ def test_getupdates_carries_statements_within_half_its_limit_in_turns(
     from blacklist.sync.budget import MIN_MESSAGE_BYTES, TransferLimits
     from node.gen.blacklist.v1 import sync_pb2
     from node.grpc.sync import SyncServicer
-    from node.hub import FeedHub
+    from node.ingest import Ingest
     from node.metrics import NodeMetrics
 
     signers = [SigningKey.generate(f"{110000 + i:06d}", ["11"]) for i in range(1, 501)]
@@ -170,7 +170,7 @@ def test_getupdates_carries_statements_within_half_its_limit_in_turns(
     assert all(r.accepted for r in store.accept_statements(statements, ring, clock(), SKEW))
     with ThreadPoolExecutor(max_workers=1) as writer:
         metrics = NodeMetrics(CollectorRegistry())
-        hub = FeedHub(store, ring, writer, metrics)
+        hub = Ingest(store, ring, writer, metrics)
         servicer = SyncServicer(store, hub, metrics, TransferLimits(MIN_MESSAGE_BYTES))
         request = sync_pb2.GetUpdatesRequest(node="probe", max_response_bytes=MIN_MESSAGE_BYTES)
         seen: set[bytes] = set()

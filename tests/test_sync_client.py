@@ -19,13 +19,13 @@ from blacklist.store import RevocationStore
 from blacklist.sync.budget import TransferLimits
 from blacklist.sync.ingest import Outcome
 from node.gen.blacklist.v1 import sync_pb2
-from node.hub import FeedHub, Source
+from node.ingest import Ingest, Source
 from node.metrics import NodeMetrics
 from node.sync_client import SyncClient
 from tests.conftest import Keys, card
 
 
-class GatedHub(FeedHub):
+class GatedHub(Ingest):
     """Applies only once ``gate`` is set, so a test can act while an apply is under way."""
 
     def __init__(self, *args: Any) -> None:
@@ -147,7 +147,7 @@ def _pull(store: RevocationStore, keys: Keys, clock: ManualClock, upstream: Any)
                 upstreams=["upstream"],
                 interval=60.0,
                 store=store,
-                hub=FeedHub(store, keys.ring, writer, metrics),
+                hub=Ingest(store, keys.ring, writer, metrics),
                 metrics=metrics,
                 clock=clock,
                 limits=TransferLimits(max_message_bytes=1 << 20),

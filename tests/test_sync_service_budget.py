@@ -19,7 +19,7 @@ from blacklist.store import RevocationStore
 from blacklist.sync.budget import MIN_MESSAGE_BYTES, TransferLimits
 from node.gen.blacklist.v1 import sync_pb2
 from node.grpc.sync import SyncServicer
-from node.hub import FeedHub, Source
+from node.ingest import Ingest, Source
 from node.metrics import NodeMetrics
 from tests.conftest import Keys, card
 
@@ -50,7 +50,7 @@ def ask(store: RevocationStore, keys: Keys, child: FeedHead | None) -> sync_pb2.
         with ThreadPoolExecutor(max_workers=1) as writer:
             metrics = NodeMetrics(CollectorRegistry())
             servicer = SyncServicer(
-                store, FeedHub(store, keys.ring, writer, metrics), metrics, TransferLimits()
+                store, Ingest(store, keys.ring, writer, metrics), metrics, TransferLimits()
             )
             request = sync_pb2.GetUpdatesRequest(
                 heads=head_messages({GZ: child} if child else {}),
@@ -109,7 +109,7 @@ def test_subscribe_skips_a_delta_over_the_childs_limit_and_keeps_the_stream(
     async def stream() -> list[bytes]:
         with ThreadPoolExecutor(max_workers=1) as writer:
             metrics = NodeMetrics(CollectorRegistry())
-            hub = FeedHub(store, keys.ring, writer, metrics)
+            hub = Ingest(store, keys.ring, writer, metrics)
             servicer = SyncServicer(store, hub, metrics, TransferLimits())
             events = servicer.Subscribe(
                 sync_pb2.SubscribeRequest(node="probe", max_event_bytes=MIN_MESSAGE_BYTES), None

@@ -1,6 +1,6 @@
 """One simulated node: a real store, the node's decisions, a simulated transport.
 
-What the node does (``node/hub.py``, ``node/sync_client.py``, ``node/sync_service.py``,
+What the node does (``node/ingest.py``, ``node/sync_client.py``, ``node/sync_service.py``,
 ``node/head_signer.py``) is done here in the same order with the same library calls;
 only the awaits became callbacks on the virtual clock:
 
@@ -277,7 +277,7 @@ class SimNode:
         for r in results:
             if r.rejection is not None:
                 # A late copy or a clock ahead is ordinary; only the tampering causes alarm
-                # (node/hub.py logs those as warnings).
+                # (node/ingest.py logs those as warnings).
                 cause = r.rejection.cause
                 outcome = Outcome.REJECTED if cause in TAMPERING_CAUSES else Outcome.STALE
                 self.host.refused(self.code, outcome, cause, r.statement.to_bytes())

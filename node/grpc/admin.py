@@ -41,7 +41,7 @@ from node.grpc.calls import (
     caller_of,
 )
 from node.grpc.messages import Context, entry_message, enum_value, feed_info
-from node.hub import FeedHub
+from node.ingest import Ingest
 from node.metrics import NodeMetrics
 
 MAX_WRITE = 100_000
@@ -100,7 +100,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         writer: ThreadPoolExecutor,
         clock: Clock,
         build_version: str,
-        hub: FeedHub,
+        hub: Ingest,
         reads: ThreadPoolExecutor | None = None,
         lapse: LapsePolicy | None = None,
     ) -> None:

@@ -1,7 +1,7 @@
 """The Admin methods of issue #5 beside the card ones: the PSAM deny list and publishing trust
 records (certificates, key revocations) in the authority's feed. Thin, like admin.py:
 validate the request, hand the work to the hub through AdminServicer.publish_own
-(node/hub.py: the one apply path; then the snapshot policy), answer."""
+(node/ingest.py: the one apply path; then the snapshot policy), answer."""
 
 from __future__ import annotations
 

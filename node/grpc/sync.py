@@ -35,7 +35,7 @@ from blacklist.sync.ingest import Outcome
 from blacklist.sync.plan import SendDeltas, SendSnapshot, plan_updates
 from node.gen.blacklist.v1 import sync_pb2, sync_pb2_grpc
 from node.grpc.calls import InvalidRequest, NotFound
-from node.hub import FeedHub, Source
+from node.ingest import Ingest, Source
 from node.metrics import NodeMetrics
 
 log = logging.getLogger("node.sync")
@@ -76,7 +76,7 @@ class SyncServicer(sync_pb2_grpc.SyncServicer):
     def __init__(
         self,
         store: RevocationStore,
-        hub: FeedHub,
+        hub: Ingest,
         metrics: NodeMetrics,
         limits: TransferLimits | None = None,
     ) -> None:

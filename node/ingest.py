@@ -1,9 +1,9 @@
-"""The feed hub: every signed delta or snapshot, whatever its source (an upstream's push or
-pull, a child's push, this node's own authority through Admin), is applied here on the
-writer thread (:meth:`FeedHub.apply` verifies what arrives; :meth:`FeedHub.publish` takes
-what this node's authority signs and applies in one transaction), then counted, noticed by
-the trust keeper (``after_write``), fanned out to subscribed children and, unless it came
-from the upstream, queued to go up. Both go through :meth:`FeedHub._ingest`: nothing is
+"""The ingest, the node's one road in: every signed delta or snapshot, whatever its source
+(an upstream's push or pull, a child's push, this node's own authority through Admin), is
+applied here on the writer thread (:meth:`Ingest.apply` verifies what arrives;
+:meth:`Ingest.publish` takes what this node's authority signs and applies in one
+transaction), then counted, noticed by the trust keeper (``after_write``), fanned out to subscribed children and, unless it came
+from the upstream, queued to go up. Both go through :meth:`Ingest._ingest`: nothing is
 applied anywhere else, so the rules, the metrics and the fan-out hold on every path.
 
 Head statements (blacklist/sync/freshness.py) take the same road: verified and kept on the
@@ -61,7 +61,7 @@ class Received:
     rejected: list[str] = dataclasses.field(default_factory=list)  # "cause: message"
 
 
-class FeedHub:
+class Ingest:
     def __init__(
         self,
         store: RevocationStore,
