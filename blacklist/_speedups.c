@@ -163,6 +163,40 @@ canonicalise(PyObject *card_id, const unsigned char *provinces, unsigned char *o
     return 0;
 }
 
+/* views.get(canon[:6]) as a new reference (None when absent), or NULL with an exception.
+ * Like dict.get: a missing key is not an error (and __missing__ is not called). */
+static PyObject *
+view_of(PyObject *views, const unsigned char *buf)
+{
+    PyObject *region = PyBytes_FromStringAndSize((const char *)buf, REGION_LENGTH);
+    if (region == NULL) {
+        return NULL;
+    }
+    PyObject *view;
+#if PY_VERSION_HEX >= 0x030D0000
+    /* A strong reference: a borrowed one is unsafe in the free-threaded build. */
+    int found = PyDict_GetItemRef(views, region, &view);
+    Py_DECREF(region);
+    if (found < 0) {
+        return NULL;
+    }
+    if (found == 0) {
+        view = Py_NewRef(Py_None);
+    }
+#else
+    view = PyDict_GetItemWithError(views, region); /* borrowed */
+    Py_DECREF(region);
+    if (view == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        view = Py_None;
+    }
+    Py_INCREF(view);
+#endif
+    return view;
+}
+
 PyDoc_STRVAR(probe_doc,
 "probe(card_id, views, provinces, /) -> (view or None, canon, hash)\n\n"
 "Validate a card id, return views.get(canon[:6]), the canonical upper-case bytes and\n"
@@ -208,33 +242,10 @@ probe(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     }
     PyTuple_SET_ITEM(result, 2, hash);
 
-    PyObject *region = PyBytes_FromStringAndSize((const char *)buf, REGION_LENGTH);
-    if (region == NULL) {
-        goto error;
-    }
-    /* Like dict.get: a missing key is not an error (and __missing__ is not called). */
-    PyObject *view;
-#if PY_VERSION_HEX >= 0x030D0000
-    /* A strong reference: a borrowed one is unsafe in the free-threaded build. */
-    int found = PyDict_GetItemRef(views, region, &view);
-    Py_DECREF(region);
-    if (found < 0) {
-        goto error;
-    }
-    if (found == 0) {
-        view = Py_NewRef(Py_None);
-    }
-#else
-    view = PyDict_GetItemWithError(views, region); /* borrowed */
-    Py_DECREF(region);
+    PyObject *view = view_of(views, buf);
     if (view == NULL) {
-        if (PyErr_Occurred()) {
-            goto error;
-        }
-        view = Py_None;
+        goto error;
     }
-    Py_INCREF(view);
-#endif
     PyTuple_SET_ITEM(result, 0, view);
     return result;
 
@@ -861,6 +872,90 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(probe_in_doc,
+"probe_in(card_id, views, provinces, index, /) -> (view or None, canon, hit)\n"
+"\n"
+"probe() and the index test of Checker.check in one call. index is a tuple (bitmap,\n"
+"raw_pointer, shift), read together by the caller so that the tuple keeps the bitmap\n"
+"alive; hit: whether XXH64(canon) >> shift is in bitmap, read in place through\n"
+"raw_pointer (0: through bitmap.__contains__). Raises ValueError for a malformed id.");
+
+static PyObject *
+probe_in(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError, "probe_in() takes exactly 4 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *views = args[1];
+    PyObject *provinces = args[2];
+    PyObject *index = args[3];
+    if (!PyDict_Check(views)) {
+        PyErr_Format(PyExc_TypeError, "views must be a dict, not %.100s",
+                     Py_TYPE(views)->tp_name);
+        return NULL;
+    }
+    if (!PyBytes_Check(provinces) || PyBytes_GET_SIZE(provinces) != PROVINCE_TABLE_LENGTH) {
+        PyErr_SetString(PyExc_TypeError, "provinces must be a bytes table of length 100");
+        return NULL;
+    }
+    if (!PyTuple_Check(index) || PyTuple_GET_SIZE(index) != 3) {
+        PyErr_SetString(PyExc_TypeError, "index must be a (bitmap, raw_pointer, shift) tuple");
+        return NULL;
+    }
+    PyObject *bitmap = PyTuple_GET_ITEM(index, 0);
+    const croaring_array *ra = (const croaring_array *)PyLong_AsVoidPtr(PyTuple_GET_ITEM(index, 1));
+    if (ra == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    long shift = PyLong_AsLong(PyTuple_GET_ITEM(index, 2));
+    if (shift == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (shift < 32 || shift > 63) {
+        PyErr_SetString(PyExc_ValueError, "shift must be within 32..63");
+        return NULL;
+    }
+
+    unsigned char buf[CARD_ID_LENGTH];
+    if (canonicalise(args[0], (const unsigned char *)PyBytes_AS_STRING(provinces), buf) < 0) {
+        return invalid_card_id();
+    }
+    uint32_t fp = (uint32_t)(xxh64_32(buf) >> shift);
+    int hit = ra != NULL ? croaring_contains(ra, fp) : -1;
+    if (hit < 0) { /* not read in place, or a container kind this code does not know */
+        PyObject *value = PyLong_FromUnsignedLong(fp);
+        if (value == NULL) {
+            return NULL;
+        }
+        hit = PySequence_Contains(bitmap, value);
+        Py_DECREF(value);
+        if (hit < 0) {
+            return NULL;
+        }
+    }
+    PyObject *canon = PyBytes_FromStringAndSize((const char *)buf, CARD_ID_LENGTH);
+    if (canon == NULL) {
+        return NULL;
+    }
+    PyObject *view = view_of(views, buf);
+    if (view == NULL) {
+        Py_DECREF(canon);
+        return NULL;
+    }
+    PyObject *result = PyTuple_New(3);
+    if (result == NULL) {
+        Py_DECREF(canon);
+        Py_DECREF(view);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, view);
+    PyTuple_SET_ITEM(result, 1, canon);
+    PyTuple_SET_ITEM(result, 2, Py_NewRef(hit ? Py_True : Py_False));
+    return result;
+}
+
 /* Validate and canonicalise one 32-byte row of a packed batch into `out`: 0 if valid,
  * -1 if not (the same rules as canonicalise() above, on bytes instead of a str). */
 static int
@@ -1020,6 +1115,7 @@ static PyMethodDef speedups_methods[] = {
     {"card_key", (PyCFunction)card_key, METH_O, card_key_doc},
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL, scan_doc},
     {"probe", (PyCFunction)(void (*)(void))probe, METH_FASTCALL, probe_doc},
+    {"probe_in", (PyCFunction)(void (*)(void))probe_in, METH_FASTCALL, probe_in_doc},
     {"members", (PyCFunction)(void (*)(void))members, METH_FASTCALL, members_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -60,8 +60,8 @@ from blacklist.clock import Clock, system_clock
 from blacklist.entry import Entry
 from blacklist.errors import CheckUnavailable
 from blacklist.filters.fingerprint import fingerprint_shift
-from blacklist.packed import PackedResult, PackedScan, explain_row, scan_packed
-from blacklist.probe import PROVINCES, card_key, raw_probe, scan
+from blacklist.packed import IN_PLACE, PackedResult, PackedScan, explain_row, scan_packed
+from blacklist.probe import PROVINCES, IndexState, card_key, probe_in, scan
 from blacklist.psam import canonical_psam, psam_key
 from blacklist.publishers import PublisherDirectory
 from blacklist.records import VALUE_LENGTH, FeedState, _pub3, _publisher_text, lapsed_value
@@ -144,8 +144,11 @@ class Checker:
         index = self._store.index
         self._bitmap = index.bitmap
         self._width = index.width
-        # The fingerprint rule (filters/fingerprint.py) applied inline to the probe digest.
+        # The fingerprint rule (filters/fingerprint.py): its shift, for the C probe.
         self._shift = fingerprint_shift(index.width)
+        # Read in place only if this pyroaring's layout is the one the C code knows.
+        pointer = index.bitmap.raw_pointer if IN_PLACE else 0
+        self._index: IndexState = (index.bitmap, pointer, self._shift)
         self._views: dict[bytes, CheckResult] = {}
         self._resets += 1  # every thread's snapshot caches are stale (see _in_txn)
         self._by_publisher: dict[str | None, CheckResult] = {}
@@ -290,15 +293,16 @@ class Checker:
         if self._epoch != store.epoch:
             self._reset()
         epoch = self._epoch
-        # One C call validates, canonicalises, hashes and finds the region's cached answer.
+        # One C call validates, canonicalises, hashes, probes the index and finds the
+        # region's cached answer.
         view: CheckResult | None
         try:
-            view, canon, digest = raw_probe(card_id, self._views, PROVINCES)
+            view, canon, hit = probe_in(card_id, self._views, PROVINCES, self._index)
         except ValueError:  # malformed: the message does not depend on the path that ran
             raise diagnose(card_id) from None
         if view is None:
             view = self._view(canon[:6])
-        if (digest >> self._shift) in self._bitmap:
+        if hit:
             return self._confirm(canon, view.publisher)
         # A miss is the cached answer, as of the feeds the index covered all along; unless
         # the writer removed fingerprints meanwhile (it bumps epoch first): ask again.

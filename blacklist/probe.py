@@ -129,19 +129,34 @@ card_key: Callable[[bytes], bytes] = _c_card_key if HAVE_SPEEDUPS else text_to_k
 probe: ProbeFn = _speedups_probe if HAVE_SPEEDUPS else python_probe
 
 
-def python_raw_probe(
-    card_id: object, views: dict[bytes, V], _: bytes
-) -> tuple[V | None, bytes, int]:
-    return python_probe(card_id, views)
+# The state ``probe_in`` tests a fingerprint against: (bitmap, its raw_pointer or 0, shift),
+# one tuple so that a caller reads the three together and the tuple keeps the bitmap alive.
+IndexState = tuple[Any, int, int]
 
 
-# ``probe`` without its Python frame, for Checker.check's miss path (a frame is ~15% of a
-# miss): called as ``raw_probe(card_id, views, PROVINCES)``, it raises a bare ValueError
-# (C) or the CardIdError itself (fallback) for a malformed id, and the caller raises
-# ``diagnose(card_id)`` for either, as :func:`probe` does.
-raw_probe: Callable[[object, dict[bytes, Any], bytes], tuple[Any, bytes, int]] = (
-    _c_probe if HAVE_SPEEDUPS else python_raw_probe
-)
+def python_probe_in(
+    card_id: object, views: dict[bytes, Any], _: bytes, index: IndexState
+) -> tuple[Any, bytes, bool]:
+    """Pure-Python :func:`probe_in`."""
+    view, canon, digest = python_probe(card_id, views)
+    return view, canon, (digest >> index[2]) in index[0]
+
+
+ProbeInFn = Callable[[object, dict[bytes, Any], bytes, IndexState], tuple[Any, bytes, bool]]
+try:
+    from blacklist._speedups import probe_in as _c_probe_in
+except ImportError:  # not compiled, or built before probe_in: the fallback
+    _probe_in: ProbeInFn = python_probe_in
+else:
+    _probe_in = _c_probe_in
+
+# ``probe`` and the index test of Checker.check in one C call, without a Python frame (a
+# frame is ~15% of a miss): ``probe_in(card_id, views, PROVINCES, index)`` returns
+# ``(view, canon, hit)`` and raises a bare ValueError (C) or the CardIdError itself
+# (fallback) for a malformed id; the caller raises ``diagnose(card_id)`` for either, as
+# :func:`probe` does. The index is read in place (``raw_pointer``, see packed.py) when its
+# layout check passed, else through the bitmap's ``__contains__``.
+probe_in: ProbeInFn = _probe_in
 PROVINCES = _PROVINCES
 scan: ScanFn = _speedups_scan if HAVE_SPEEDUPS else python_scan
 members = _speedups_members if HAVE_SPEEDUPS else python_members

@@ -19,7 +19,7 @@ from blacklist.delta import sign_snapshot
 from blacklist.entry import Reason
 from blacklist.errors import StoreError
 from blacklist.follower import FollowingChecker, ReadOnlyStore, StoreFollower
-from blacklist.probe import HAVE_SPEEDUPS, python_raw_probe, python_scan
+from blacklist.probe import HAVE_SPEEDUPS, python_probe_in, python_scan
 from blacklist.reasoncounts import BUILT
 from blacklist.store import SCHEMA_VERSION, RevocationStore
 from node.metrics import LAPSE_WINDOW, NodeMetrics
@@ -49,7 +49,7 @@ def front_half(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     """The C fast path (blacklist/_speedups.c, when built) and the pure-Python fallback:
     the end time is decided after either, by the LMDB read that confirms a hit."""
     if request.param == "python":
-        monkeypatch.setattr(checker_module, "raw_probe", python_raw_probe)
+        monkeypatch.setattr(checker_module, "probe_in", python_probe_in)
         monkeypatch.setattr(checker_module, "scan", python_scan)
     return str(request.param)
 

@@ -31,7 +31,7 @@ from blacklist.clock import ManualClock
 from blacklist.entry import Reason
 from blacklist.errors import CheckUnavailable
 from blacklist.follower import FollowingChecker, StoreFollower
-from blacklist.probe import HAVE_SPEEDUPS, python_raw_probe, python_scan
+from blacklist.probe import HAVE_SPEEDUPS, python_probe_in, python_scan
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
 from blacklist.storereader import StoreReader
@@ -133,7 +133,7 @@ def _checkers(store: RevocationStore, kind: str) -> Checker:
 def front_half(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The C fast path (when built) and the pure-Python fallback of probe/scan."""
     if request.param == "python":
-        monkeypatch.setattr(checker_module, "raw_probe", python_raw_probe)
+        monkeypatch.setattr(checker_module, "probe_in", python_probe_in)
         monkeypatch.setattr(checker_module, "scan", python_scan)
     return str(request.param)
 
@@ -365,7 +365,7 @@ def test_a_single_check_does_not_answer_from_an_index_that_moved_under_it(
     gz.publish([Revocation(REVOKED, Reason.LOSS, T)])  # v1
     checker = Checker(store, KEYS)
     assert checker.check(FINE).feed_version == 1  # v1's answer cached
-    real_probe = checker_module.raw_probe
+    real_probe = checker_module.probe_in
     calls = []
 
     def probe_after_a_write(*args: Any) -> Any:
@@ -376,7 +376,7 @@ def test_a_single_check_does_not_answer_from_an_index_that_moved_under_it(
             done.join()
         return real_probe(*args)
 
-    monkeypatch.setattr(checker_module, "raw_probe", probe_after_a_write)
+    monkeypatch.setattr(checker_module, "probe_in", probe_after_a_write)
     result = checker.check(REVOKED)
     assert len(calls) == 2
     assert (result.status, result.feed_version) == (CheckStatus.NOT_REVOKED, 2)
@@ -407,7 +407,7 @@ def test_a_single_check_that_never_sees_a_still_store_fails_closed(
     store, gz = writer
     gz.publish([Revocation(REVOKED, Reason.LOSS, T)])
     checker = Checker(store, KEYS)
-    real_probe = checker_module.raw_probe
+    real_probe = checker_module.probe_in
     calls = []
 
     def probe_while_writing(*args: Any) -> Any:
@@ -415,7 +415,7 @@ def test_a_single_check_that_never_sees_a_still_store_fails_closed(
         store.epoch += 1  # as every commit's in-memory update does
         return real_probe(*args)
 
-    monkeypatch.setattr(checker_module, "raw_probe", probe_while_writing)
+    monkeypatch.setattr(checker_module, "probe_in", probe_while_writing)
     with pytest.raises(CheckUnavailable) as info:
         checker.check(card("440100"))
     assert len(calls) == checker_module.MAX_TRIES

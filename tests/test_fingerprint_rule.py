@@ -1,6 +1,6 @@
 """The fingerprint rule exists once (issue #12): :func:`blacklist.filters.fingerprint.fingerprint`
 is its definition, and every C path of ``blacklist._speedups`` that computes fingerprints
-(the single probe's digest, ``scan``, ``key_fingerprints``, ``scan_packed``) agrees with it
+(the single probe's digest, ``probe_in``, ``scan``, ``key_fingerprints``, ``scan_packed``) agrees with it
 bit for bit at the widths the index uses, the limits 1 and 32 included. A disagreement would
 revoke a card on one path and not on another."""
 
@@ -60,6 +60,19 @@ def test_the_probe_digest_shifted_is_the_rule(ids: list[str], width: int) -> Non
     shift = fingerprint_shift(width)
     got = [probe(i, {}, _PROVINCES)[2] >> shift for i in ids]
     assert got == _rule(ids, width)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("in_place", [False, True])
+def test_c_probe_in_hits_exactly_the_rule(ids: list[str], width: int, in_place: bool) -> None:
+    """Checker.check's one C call: the index test, in place (raw_pointer) or not."""
+    from blacklist._speedups import probe_in
+
+    fps = _rule(ids, width)
+    held = BitMap(fps[::3])
+    index = (held, held.raw_pointer if in_place else 0, fingerprint_shift(width))
+    got = [probe_in(i, {}, _PROVINCES, index)[2] for i in ids]
+    assert got == [f in held for f in fps]
 
 
 @pytest.mark.parametrize("width", WIDTHS)
