@@ -532,7 +532,9 @@ key_fingerprints(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * *.h: the container structs, unchanged since CRoaring 0.2). blacklist/packed.py checks
  * them at import against pyroaring's own `in` on bitmaps holding every container kind,
  * and uses the generic __contains__ path if they ever disagree. The caller holds the GIL
- * throughout, so no writer thread mutates the bitmap while it is read. */
+ * throughout each chunk (no Python call inside one), and pyroaring never releases it, so no
+ * writer thread mutates the bitmap while it is read; without a GIL (a free-threaded build)
+ * packed.py does not use this path. */
 
 typedef struct {
     int32_t size;

@@ -27,6 +27,7 @@ batch at most the node's ``max_batch`` ids (:func:`packed_count`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -134,7 +135,8 @@ def _speedups_scan_packed(packed: bytes, width: int, container: Any) -> PackedSc
 
 def _in_place_agrees() -> bool:
     """Whether the C code reads this pyroaring's bitmaps right: one of every container kind
-    (array, bitset, run, shared) probed both ways, at and around every value held."""
+    (array, bitset, run, shared) probed both ways, at and around each container's edges and
+    a sample of the values held."""
     held = BitMap(range(0, 1 << 16, 7), copy_on_write=True)  # bitset (9,363 values)
     held.update(range(3 << 16, (3 << 16) + 2000, 5))  # array
     held.add_range(5 << 16, (5 << 16) + 40_000)  # run
@@ -142,7 +144,7 @@ def _in_place_agrees() -> bool:
     shared = held.copy()  # copy on write: the copy's containers are shared
     shared.add(9 << 16)
     edges = [0, 1 << 16, 3 << 16, (3 << 16) + 1995, 5 << 16, (5 << 16) + 40_000, 9 << 16]
-    sample = [*edges, *shared[::53]]  # ~1,000 held values, and their neighbours below
+    sample = [*edges, *shared[::53]]  # ~1,000 held values; each with its two neighbours
     values = np.array(
         sorted({v + d for v in sample for d in (-1, 0, 1) if v + d >= 0}), dtype=np.uint32
     )
@@ -164,8 +166,10 @@ except ImportError:  # not compiled, or an older build of it: the fallback takes
     IN_PLACE = False
 else:
     HAVE_PACKED_SPEEDUPS = True
-    # Read the bitmap in place only if this pyroaring's layout is the one the C code knows.
-    IN_PLACE = _in_place_agrees()
+    # Read the bitmap in place only if this pyroaring's layout is the one the C code knows,
+    # and only under a GIL: pyroaring never releases it, so holding it is what keeps the
+    # writer thread's updates of the bitmap out of a read (a free-threaded build has none).
+    IN_PLACE = _in_place_agrees() and getattr(sys, "_is_gil_enabled", lambda: True)()
 
 ScanPackedFn = Callable[[bytes, int, Any], PackedScan]
 scan_packed: ScanPackedFn = _speedups_scan_packed if HAVE_PACKED_SPEEDUPS else python_scan_packed
