@@ -24,6 +24,7 @@ from tests.filter_fixtures import (
     DAY,
     GD,
     GD_CERT,
+    GZ,
     ROOT,
     SZ,
     T,
@@ -33,6 +34,7 @@ from tests.filter_fixtures import (
 )
 
 GD2 = SigningKey.generate("440000", ["4499"])  # the province's next key (a rotation)
+BIN_GD = issue_certificate(ROOT, GD, ["44"], T - DAY, T + 365 * DAY, serial=38, form="binary")
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 SOURCE = CHECKOUT / "reader" / "offline_filter.c"
@@ -283,6 +285,12 @@ def test_c_reader_verifies_the_signature_and_chain_as_python_does(
         "province's own rotation": _signed(
             world, GD2, [issue_certificate(ROOT, GD2, ["44"], T - DAY, T + DAY, serial=30)], "44"
         ),
+        "a chain in the binary layout of issue #5": _signed(
+            world,
+            GZ,
+            [BIN_GD, issue_certificate(GD, GZ, ["4401"], T - DAY, T + DAY, 36, form="binary")],
+            "4401",
+        ),
     }
     f = world.export()[0]
     sig = bytearray(f.signature)
@@ -302,6 +310,12 @@ def test_c_reader_verifies_the_signature_and_chain_as_python_does(
         ),
         "expired certificate": _signed(
             world, GD, [issue_certificate(ROOT, GD, ["44"], T - DAY, T - 1, serial=32)], "44"
+        ),
+        "binary chain, a second publisher for 44": _signed(
+            world,
+            SZ,
+            [BIN_GD, issue_certificate(GD, SZ, ["44"], T - DAY, T + DAY, 37, form="binary")],
+            "44",
         ),
         "not yet valid": _signed(
             world, GD, [issue_certificate(ROOT, GD, ["44"], T + 1, T + DAY, serial=33)], "44"
