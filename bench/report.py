@@ -20,6 +20,8 @@ FIGURES: dict[str, tuple[str | None, str]] = {
     "miss_ns": ("naive_miss_ns", "check miss <= 0.8x the naive dict's miss (#15)"),
     "cards_per_s": ("baseline_cards_per_s", ">= 1.5x naive loop"),
     "index_bytes_per_entry": ("baseline_bytes_per_entry", "<= 2.5 (10M), <= 1/40 of dict"),
+    # issue #15: the same index resident in a fresh process (VmRSS delta, bench/index_rss.py)
+    "index_resident_bytes_per_entry": ("baseline_bytes_per_entry", "resident, beside serialized"),
     "entries_per_s": ("baseline_entries_per_s", ">= 50% of bare LMDB puts"),
     "delta_bytes_per_entry": ("crl_bytes_per_entry", "<= 10 (CRL ~41)"),
     # issue #4 (test_sync.py); the propagation baseline is one CheckCard round trip
