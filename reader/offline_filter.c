@@ -11,9 +11,11 @@
  *     no trailing bytes;
  *   - every partition body's SHA-256 equals the body_digest in the (signed) header.
  *   AUTHENTICITY, when given the pinned root's Ed25519 public key (ROOT_PUBLIC_HEX):
- *   - the certificate chain in the file, link by link from the root (blacklist/certs.py
- *     layout; blacklist/chainverify.py rules): issuer key id, the issuer's Ed25519
- *     signature over SHA-256 of the certificate body, not_before <= issued_at <= not_after
+ *   - the certificate chain in the file, link by link from the root (X.509 certificates of
+ *     the blacklist/x509certs.py profile, or the older binary layout of
+ *     blacklist/certs_binary.py; blacklist/chainverify.py rules): issuer key id, the
+ *     issuer's Ed25519 signature (over the DER TBS for X.509, over SHA-256 of the body for
+ *     the binary layout), not_before <= issued_at <= not_after
  *     and NOW <= not_after, scope within the issuer's, and a key for another publisher only
  *     for strictly narrower prefixes;
  *   - the leaf is the header's key and is certified for a prefix of the filter's scope (the
@@ -868,6 +870,7 @@ static int der_time(cursor *r, int64_t *out) {
 
 static const unsigned char ALG_ED25519[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
 static const unsigned char OID_AKI[] = {0x06, 0x03, 0x55, 0x1d, 0x23};
+static const unsigned char OID_SKI[] = {0x06, 0x03, 0x55, 0x1d, 0x0e};
 static const unsigned char OID_BASIC[] = {0x06, 0x03, 0x55, 0x1d, 0x13};
 static const unsigned char OID_KEY_USAGE[] = {0x06, 0x03, 0x55, 0x1d, 0x0f};
 static const unsigned char OID_SCOPE[] = { /* x509certs.SCOPE_OID, 2.25.<uuid>.1 */
@@ -897,6 +900,8 @@ static const char *parse_scope(cursor *value, certificate *c) {
     return c->prefix_count ? NULL : "a certificate: empty scope";
 }
 
+static void key_id_of(int suite, const unsigned char *pub, size_t n, unsigned char out[8]);
+
 static const char *parse_x509_certificate(const unsigned char *p, size_t n, certificate *c) {
     cursor top, cert, tbs, part, spki, exts, ext, oid, value, flag;
     int tag, critical, have_scope = 0, have_aki = 0;
@@ -914,9 +919,15 @@ static const char *parse_x509_certificate(const unsigned char *p, size_t n, cert
         return "a certificate: malformed signature";
     c->sig = part.p + 1;
     c->sig_len = 64;
-    if (!der_expect(&tbs, 0xa0, &part) || !der_expect(&tbs, 0x02, &part) ||
-        !der_expect(&tbs, 0x30, &part) || !same(&part, ALG_ED25519, sizeof ALG_ED25519))
-        return "a certificate: bad version, serial or signature algorithm";
+    if (!der_expect(&tbs, 0xa0, &part) || !der_expect(&part, 0x02, &value) || part.left ||
+        value.left != 1 || value.p[0] != 2)
+        return "a certificate: not a version 3 certificate";
+    /* RFC 5280 4.1.2.2: the serial is positive, at most 20 octets */
+    if (!der_expect(&tbs, 0x02, &part) || part.left < 1 || part.left > 20 || (part.p[0] & 0x80) ||
+        (part.left == 1 && part.p[0] == 0))
+        return "a certificate: the serial number is not positive";
+    if (!der_expect(&tbs, 0x30, &part) || !same(&part, ALG_ED25519, sizeof ALG_ED25519))
+        return "a certificate: bad signature algorithm";
     if (!der_expect(&tbs, 0x30, &part) || !der_expect(&tbs, 0x30, &part) ||
         !der_time(&part, &c->not_before) || !der_time(&part, &c->not_after) || part.left)
         return "a certificate: bad validity";
@@ -950,6 +961,13 @@ static const char *parse_x509_certificate(const unsigned char *p, size_t n, cert
                 return "a certificate: authority key identifier is not a key id";
             c->issuer_key_id = flag.p;
             have_aki = 1;
+        } else if (same(&oid, OID_SKI, sizeof OID_SKI)) {
+            unsigned char id[8]; /* if present, it must be the key's id (x509decode.py) */
+            if (!der_expect(&value, 0x04, &flag) || value.left || flag.left != 8)
+                return "a certificate: subject key identifier is not a key id";
+            key_id_of(c->suite, c->pub, c->pub_len, id);
+            if (memcmp(flag.p, id, 8) != 0)
+                return "a certificate: the subject key identifier is not the key's id";
         } else if (critical && !same(&oid, OID_BASIC, sizeof OID_BASIC) &&
                    !same(&oid, OID_KEY_USAGE, sizeof OID_KEY_USAGE)) {
             return "a certificate: unknown critical extension";
