@@ -6,9 +6,9 @@ from typing import Any, TypeVar
 _V = TypeVar("_V")
 
 def probe_in(
-    card_id: object, views: dict[bytes, _V], provinces: bytes, index: tuple[Any, int, int], /
+    card_id: object, views: dict[bytes, _V], provinces: bytes, index: tuple[Any, int], /
 ) -> tuple[_V | None, bytes, bool]:
-    """probe() and the test of the fingerprint in index (bitmap, raw_pointer or 0, shift)."""
+    """probe() and the test of the fingerprint in index (bitmap, shift)."""
 
 def probe(
     card_id: object, views: dict[bytes, _V], provinces: bytes, /

@@ -60,7 +60,7 @@ from blacklist.clock import Clock, system_clock
 from blacklist.entry import Entry
 from blacklist.errors import CheckUnavailable
 from blacklist.filters.fingerprint import fingerprint_shift
-from blacklist.packed import IN_PLACE, PackedResult, PackedScan, explain_row, scan_packed
+from blacklist.packed import PackedResult, PackedScan, explain_row, scan_packed
 from blacklist.probe import PROVINCES, IndexState, card_key, probe_in, scan
 from blacklist.psam import canonical_psam, psam_key
 from blacklist.publishers import PublisherDirectory
@@ -146,9 +146,7 @@ class Checker:
         self._width = index.width
         # The fingerprint rule (filters/fingerprint.py): its shift, for the C probe.
         self._shift = fingerprint_shift(index.width)
-        # Read in place only if this pyroaring's layout is the one the C code knows.
-        pointer = index.bitmap.raw_pointer if IN_PLACE else 0
-        self._index: IndexState = (index.bitmap, pointer, self._shift)
+        self._index: IndexState = (index.bitmap, self._shift)
         self._views: dict[bytes, CheckResult] = {}
         self._resets += 1  # every thread's snapshot caches are stale (see _in_txn)
         self._by_publisher: dict[str | None, CheckResult] = {}

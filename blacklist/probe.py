@@ -129,9 +129,9 @@ card_key: Callable[[bytes], bytes] = _c_card_key if HAVE_SPEEDUPS else text_to_k
 probe: ProbeFn = _speedups_probe if HAVE_SPEEDUPS else python_probe
 
 
-# The state ``probe_in`` tests a fingerprint against: (bitmap, its raw_pointer or 0, shift),
-# one tuple so that a caller reads the three together and the tuple keeps the bitmap alive.
-IndexState = tuple[Any, int, int]
+# What ``probe_in`` tests a fingerprint against: (bitmap, shift), one tuple so that a caller
+# reads the two together (a thread never pairs one index's bitmap with another's width).
+IndexState = tuple[Any, int]
 
 
 def python_probe_in(
@@ -139,7 +139,7 @@ def python_probe_in(
 ) -> tuple[Any, bytes, bool]:
     """Pure-Python :func:`probe_in`."""
     view, canon, digest = python_probe(card_id, views)
-    return view, canon, (digest >> index[2]) in index[0]
+    return view, canon, (digest >> index[1]) in index[0]
 
 
 ProbeInFn = Callable[[object, dict[bytes, Any], bytes, IndexState], tuple[Any, bytes, bool]]
@@ -154,8 +154,7 @@ else:
 # frame is ~15% of a miss): ``probe_in(card_id, views, PROVINCES, index)`` returns
 # ``(view, canon, hit)`` and raises a bare ValueError (C) or the CardIdError itself
 # (fallback) for a malformed id; the caller raises ``diagnose(card_id)`` for either, as
-# :func:`probe` does. The index is read in place (``raw_pointer``, see packed.py) when its
-# layout check passed, else through the bitmap's ``__contains__``.
+# :func:`probe` does.
 probe_in: ProbeInFn = _probe_in
 PROVINCES = _PROVINCES
 scan: ScanFn = _speedups_scan if HAVE_SPEEDUPS else python_scan
