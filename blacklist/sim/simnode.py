@@ -300,6 +300,10 @@ class SimNode:
         delta, _ = self.authority.publish(revocations, reinstatements, snapshot=False)
         if delta is None:
             return None
+        if self.die_after_commit:  # signed and committed here, sent nowhere yet
+            self.die_after_commit = False
+            self.crash()
+            return delta
         self.fan_out(delta.to_bytes(), Source.LOCAL)
         self.authority.maybe_snapshot()
         if self.config.statement_after_publish:
