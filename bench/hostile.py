@@ -8,8 +8,8 @@ body and blacklist/entryblock.py's card block; the signature is zeros.
 
 from __future__ import annotations
 
+from blacklist.binary import Writer
 from blacklist.delta import MAGIC, Kind
-from blacklist.wire import Writer
 
 
 def decode_bomb(key_id: bytes, cards: int, *, issued_at: int, publisher: int = 440100) -> bytes:

@@ -18,10 +18,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from blacklist.binary import Reader
 from blacklist.delta import Delta, FeedHead, Snapshot, publisher_code
 from blacklist.errors import CodecError
 from blacklist.sync.plan import FeedHistory, RetainedDelta, retention_cut
-from blacklist.wire import Reader
 
 _U64 = struct.Struct(">Q")
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar, Literal, Protocol
 
+from blacklist.binary import Writer
 from blacklist.errors import BlacklistError
 from blacklist.signing import KEY_ID_LENGTH, TrustedKey, key_id_of, suite
-from blacklist.wire import Writer
 
 CERT_MAGIC = b"KCRT"
 REVOCATION_MAGIC = b"KREV"

@@ -58,6 +58,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from blacklist.binary import Reader
 from blacklist.certmodel import (
     CERT_MAGIC,
     DIGEST_LENGTH,
@@ -71,7 +72,6 @@ from blacklist.certmodel import (
 )
 from blacklist.errors import CodecError
 from blacklist.signing import KEY_ID_LENGTH
-from blacklist.wire import Reader
 
 
 def _start(

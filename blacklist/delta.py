@@ -61,6 +61,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import NDArray
 
+from blacklist.binary import Writer
 from blacklist.bitpack import pack_uints
 from blacklist.entryblock import (
     CardColumns,
@@ -74,7 +75,6 @@ from blacklist.feedhead import ZERO_DIGEST as ZERO_DIGEST
 from blacklist.feedhead import FeedHead as FeedHead
 from blacklist.feedhead import publisher_code as publisher_code
 from blacklist.signing import KEY_ID_LENGTH, SigningKey, digest_of
-from blacklist.wire import Writer
 
 MAGIC = b"CRL1"
 MAX_SIGNATURE = 1024

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from blacklist.binary import Reader
 from blacklist.bitpack import unpack_uints
 from blacklist.delta import (
     DIGEST_LENGTH,
@@ -35,7 +36,6 @@ from blacklist.entryblock import MAX_ENTRIES, CardColumns, EntryColumns, read_ca
 from blacklist.errors import CodecError
 from blacklist.expiry import read_expiry
 from blacklist.signing import KEY_ID_LENGTH, SUITES
-from blacklist.wire import Reader
 
 
 def _read_header(r: Reader) -> Header:

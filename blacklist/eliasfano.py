@@ -43,9 +43,9 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from blacklist.binary import Reader, Writer
 from blacklist.bitpack import pack_runs, runs_packed_size, unpack_runs
 from blacklist.errors import CodecError
-from blacklist.wire import Reader, Writer
 
 MAX_LOW_WIDTH = 63
 
@@ -177,7 +177,7 @@ def read_runs(
 
 
 def _minimal_uvarint(r: Reader, field: str, limit: int) -> int:
-    """Reader.uvarint that also refuses padded forms (0x80 0x00 for 0): wire.Reader accepts
+    """Reader.uvarint that also refuses padded forms (0x80 0x00 for 0): binary.Reader accepts
     them, and a signed body must have one encoding. Same check as entryblock's."""
     start = r.pos
     value = r.uvarint(field, limit)

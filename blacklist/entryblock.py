@@ -34,7 +34,7 @@ Canonical form: a signed body must have exactly one encoding for one set of chan
 the writer refuses unsorted input (ValueError; ``sorted()`` is the helper) and the reader
 refuses anything the writer would not produce: non-minimal widths, a min time that is not
 the minimum, non-zero padding bits, groups out of order, empty or duplicated, and padded
-varints (wire.Reader accepts 0x80 0x00 for 0; ``_uvarint`` here does not). Duplicate cards
+varints (binary.Reader accepts 0x80 0x00 for 0; ``_uvarint`` here does not). Duplicate cards
 are encoded faithfully, adjacent in the order the caller gave them, so acceptance can
 reject them.
 
@@ -49,13 +49,13 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from blacklist.binary import Reader, Writer
 from blacklist.bitpack import pack_uints, packed_size, unpack_uints
 from blacklist.columns import INT64_MAX, MAX_REGION, MIDDLE_LIMIT, UINT64_MAX, first_unsorted
 from blacklist.columns import CardColumns as CardColumns
 from blacklist.columns import EntryColumns as EntryColumns
 from blacklist.eliasfano import read_runs, write_runs
 from blacklist.errors import CodecError
-from blacklist.wire import Reader, Writer
 
 MAX_ENTRIES = 100_000_000
 MAX_REASON_WIDTH = 8
@@ -215,7 +215,7 @@ def _read_reasons(r: Reader, n: int) -> NDArray[np.uint8]:
 
 
 def _uvarint(r: Reader, field: str, limit: int = UINT64_MAX) -> int:
-    """Reader.uvarint that also refuses padded forms (0x80 0x00 for 0): wire.Reader accepts
+    """Reader.uvarint that also refuses padded forms (0x80 0x00 for 0): binary.Reader accepts
     them, and a signed body must have exactly one encoding."""
     start = r.pos
     value = r.uvarint(field, limit)

@@ -36,11 +36,11 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from blacklist.binary import Reader, Writer
 from blacklist.bitpack import pack_uints, packed_size, unpack_uints
 from blacklist.eliasfano import read_sequence, write_sequence
 from blacklist.entryblock import EntryColumns
 from blacklist.errors import CodecError
-from blacklist.wire import Reader, Writer
 
 NO_END = 0  # the end-time column's value for an entry that does not lapse
 _INT64_MAX = 2**63 - 1

@@ -15,6 +15,7 @@ import pytest
 
 from bench.hostile import decode_bomb
 from blacklist.authority import Revocation, build_delta, entries_from_revocations
+from blacklist.binary import Writer
 from blacklist.cardid import text_to_key
 from blacklist.certs import RevocationReason, issue_certificate, issue_revocation
 from blacklist.clock import ManualClock
@@ -49,7 +50,6 @@ from blacklist.sync.accept import (
 )
 from blacklist.sync.ingest import Outcome, outcome_of
 from blacklist.trust import CertifiedKeys, TrustAnchor
-from blacklist.wire import Writer
 from tests.conftest import Keys, card
 
 NOW = 1_750_000_000

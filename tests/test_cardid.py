@@ -91,7 +91,7 @@ def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
 
 @given(st.binary(max_size=200))
 def test_random_bodies_in_a_valid_container_are_refused(body: bytes) -> None:
-    from blacklist.wire import Writer
+    from blacklist.binary import Writer
 
     w = Writer()
     w.raw(b"CRL1")

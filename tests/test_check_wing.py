@@ -33,7 +33,7 @@ FORBIDDEN = {
     "blacklist.bitpack",
     "blacklist.eliasfano",
     "blacklist.expiry",
-    "blacklist.wire",
+    "blacklist.binary",
     "blacklist.rejections",
     "blacklist.certs",
     "blacklist.chainbuild",

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blacklist.binary import Reader, Writer
 from blacklist.cardid import STANDARD_MIDDLE, text_to_key
 from blacklist.eliasfano import low_widths, read_sequence, write_sequence
 from blacklist.entryblock import (
@@ -22,7 +23,6 @@ from blacklist.entryblock import (
     write_entries,
 )
 from blacklist.errors import CodecError
-from blacklist.wire import Reader, Writer
 
 U64_MAX = 2**64 - 1
 STD_MIDDLE = int(STANDARD_MIDDLE, 36)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blacklist.binary import Reader, Writer
 from blacklist.delta import FeedHead, sign_delta, sign_snapshot
 from blacklist.deltadecode import decode, decode_delta
 from blacklist.entry import Reason
@@ -19,7 +20,6 @@ from blacklist.expiry import read_expiry, write_expiry
 from blacklist.rejections import BadEndTime, MalformedDelta
 from blacklist.signing import Keyring, SigningKey
 from blacklist.sync.accept import AcceptPolicy, accept_delta, accept_signed, accept_snapshot
-from blacklist.wire import Reader, Writer
 
 KEY = SigningKey(1, bytes(range(32)), "440100", ("4401",))
 RING = Keyring([KEY.trusted()])

@@ -102,7 +102,7 @@ def test_a_delta_without_sections_costs_one_byte(keys: Keys) -> None:
 def test_bad_sections_do_not_decode(keys: Keys, tail: bytes, message: str) -> None:
     good = decode_delta(_gz_delta(keys))
     body = good.body[:-1] + tail
-    from blacklist.wire import Writer
+    from blacklist.binary import Writer
 
     w = Writer()
     w.raw(b"CRL1")

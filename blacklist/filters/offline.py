@@ -76,6 +76,7 @@ from typing import Final
 
 import xxhash
 
+from blacklist.binary import Reader, Writer
 from blacklist.cardid import canonical_bytes
 from blacklist.certs import Certificate, KeyRevocation
 from blacklist.chainverify import TrustAnchor, TrustError, decode_chain, verify_chain
@@ -84,7 +85,6 @@ from blacklist.errors import BlacklistError, CardIdError, CodecError
 from blacklist.filters.fuse import FALSE_POSITIVE_RATE, MAX_SEGMENT_LENGTH, FuseFilter, FuseLayout
 from blacklist.psam import PsamIdError, canonical_psam
 from blacklist.signing import KEY_ID_LENGTH, TrustedKey, digest_of
-from blacklist.wire import Reader, Writer
 
 MAGIC: Final = b"FLTR"
 FORMAT_VERSION: Final = 1

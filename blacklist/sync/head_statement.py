@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import ClassVar
 
+from blacklist.binary import Reader, Writer
 from blacklist.delta import DIGEST_LENGTH, FeedHead, publisher_code
 from blacklist.errors import BlacklistError, CodecError
 from blacklist.signing import KEY_ID_LENGTH, SigningKey
-from blacklist.wire import Reader, Writer
 
 STATEMENT_MAGIC = b"HEAD"
 FORMAT_VERSION = 1
