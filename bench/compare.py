@@ -15,9 +15,9 @@ One run, in this order (progress on stderr):
    and after the ``SADD``; a Python set of the id strings and of the 18-byte keys
    (``sys.getsizeof`` of the set and its members).
 3. **Loads, in rounds.** Every side runs once per round, one after another, so that
-   drift in these shared cores' speed falls on all of them; each side's best round is
-   reported (its calls/s and that run's own p50/p99), with every round's rate kept in the
-   JSON. Every server is its own process on loopback, driven by a C client at the same
+   drift in these shared cores' speed falls on all of them; each side's median round is
+   reported (its calls/s and that run's own p50/p99) with the range of the rounds' rates
+   beside it, and every round's rate kept in the JSON. Every server is its own process on loopback, driven by a C client at the same
    number of calls in flight (:data:`INFLIGHT`): h2load for the gRPC servers (the node with
    1 and, where ``node.config`` has ``workers``, 2 workers; ``bench/empty_server.py``),
    ``redis-benchmark`` for Redis and for a raw TCP echo server (``bench/tcp_echo.py``).

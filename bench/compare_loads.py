@@ -35,7 +35,8 @@ def progress(message: str) -> None:
 
 @dataclass
 class Side:
-    """One server + client pairing under load: the best of its rounds."""
+    """One server + client pairing under load: its median round (issue #15: never the best),
+    with the range of the rounds' rates beside it."""
 
     name: str
     client: str
@@ -45,17 +46,23 @@ class Side:
     p99_us: list[float] = field(default_factory=list)
     cpu_ms_per_1000: list[float] = field(default_factory=list)  # server CPU per 1,000 cards
 
-    def best(self) -> int:
-        return max(range(len(self.rates)), key=self.rates.__getitem__)
+    def median_round(self) -> int:
+        """The round whose rate is the median (the upper one of an even count), so that its
+        own p50/p99 go with the headline rate."""
+        ordered = sorted(range(len(self.rates)), key=self.rates.__getitem__)
+        return ordered[len(ordered) // 2]
 
     def summary(self) -> dict[str, Any]:
-        b = self.best()
+        b = self.median_round()
+        low, high = min(self.rates), max(self.rates)
         return {
             "name": self.name,
             "client": self.client,
             "per_call": self.per_call,
             "calls_per_s": self.rates[b],
             "cards_per_s": self.rates[b] * self.per_call,
+            "calls_per_s_range": f"{low:,.0f}-{high:,.0f}",
+            "cards_per_s_range": f"{low * self.per_call:,.0f}-{high * self.per_call:,.0f}",
             "p50_us": self.p50_us[b],
             "p99_us": self.p99_us[b],
             "server_cpu_ms_per_1000_cards": (

@@ -143,7 +143,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['cpus']} cores, 1-minute load {result['load_1m_start']:.1f} at the start and "
         f"{result['load_1m_end']:.1f} at the end (shared machine), {result['run_seconds']:.0f} s "
         f"in all. Loads: {result['rounds']} rounds of {result['seconds_per_load']:g} s per side, "
-        "sides alternated; each side's best round (its rate and that run's own p50/p99). "
+        "sides alternated; each side's median round (its rate and that run's own p50/p99) with "
+        "the range of its rounds' rates. "
         f"Every C-client load keeps {result['inflight']} calls in flight for unary calls "
         "(h2load -c 8 -m 16, redis-benchmark -c 128), 8 for batches, so latencies compare "
         "at the same concurrency; they are latencies at saturation, not at a paced rate.",

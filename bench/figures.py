@@ -3,8 +3,10 @@ onto stderr, beside their baselines."""
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -33,3 +35,12 @@ def record(benchmark: Any, **figures: float | int | str) -> None:
 def progress(message: str, tag: str = "bench") -> None:
     """One progress line on stderr, timestamped (pytest -s shows it; the figures stay clean)."""
     print(f"[{tag} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def median_range(values: Iterable[float], fmt: str = ",.0f") -> tuple[float, str]:
+    """A headline figure over several runs (issue #15): the median, never the best run, and
+    the range as text ("low-high") to go beside it under a ``*_range`` key."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("median_range of no runs")
+    return statistics.median(ordered), f"{ordered[0]:{fmt}}-{ordered[-1]:{fmt}}"
