@@ -3,7 +3,7 @@
  * Why: Checker.check must be no slower than a naive regex + upper + dict.get lookup
  * (~440 ns on the slow build machine). In Python, encode + validate + upper + xxh64 +
  * region lookup is five or six C calls at ~50-100 ns of interpreter overhead each;
- * doing all of it here costs one call. blacklist/probe.py wraps this and keeps a
+ * doing all of it here costs one call. blacklist/fastpath.py wraps this and keeps a
  * pure-Python fallback with identical results (tests/test_probe.py compares them).
  *
  * probe(card_id, views, provinces) -> (views.get(canon[:6]), canon, xxh64(canon))
@@ -1127,7 +1127,7 @@ static PyModuleDef_Slot speedups_slots[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "blacklist._speedups",
-    .m_doc = "C fast path for the single-card check (see blacklist/probe.py).",
+    .m_doc = "C fast path for the single-card check (see blacklist/fastpath.py).",
     .m_size = 0,
     .m_methods = speedups_methods,
     .m_slots = speedups_slots,

@@ -1,4 +1,4 @@
-# Type stub for the C extension built from _speedups.c (wrapped by blacklist/probe.py).
+# Type stub for the C extension built from _speedups.c (wrapped by blacklist/fastpath.py).
 
 from collections.abc import Container
 from typing import Any, TypeVar

@@ -59,9 +59,9 @@ from blacklist.checkresult import CheckStatus as CheckStatus
 from blacklist.clock import Clock, system_clock
 from blacklist.entry import Entry
 from blacklist.errors import CheckUnavailable
+from blacklist.fastpath import PROVINCES, IndexState, card_key, probe_in, scan
 from blacklist.filters.fingerprint import fingerprint_shift
 from blacklist.packed import PackedResult, PackedScan, explain_row, scan_packed
-from blacklist.probe import PROVINCES, IndexState, card_key, probe_in, scan
 from blacklist.psam import canonical_psam, psam_key
 from blacklist.publishers import PublisherDirectory
 from blacklist.records import VALUE_LENGTH, FeedState, _pub3, _publisher_text, lapsed_value

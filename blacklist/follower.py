@@ -54,9 +54,9 @@ from blacklist.columns import CardColumns
 from blacklist.deltadecode import decode_delta
 from blacklist.entry import Entry
 from blacklist.errors import CheckUnavailable, StoreError
+from blacklist.fastpath import key_fingerprints
 from blacklist.feedhead import FeedHead
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex
-from blacklist.probe import key_fingerprints
 from blacklist.psamlist import PsamList
 from blacklist.records import FeedState, _pub3
 from blacklist.signing import TrustedKey

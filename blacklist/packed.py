@@ -38,8 +38,8 @@ from pyroaring import BitMap
 
 from blacklist.cardid import CARD_ID_LENGTH, canonical_bytes, diagnose
 from blacklist.errors import CardIdError
+from blacklist.fastpath import _PROVINCES, python_members
 from blacklist.filters.fingerprint import fingerprint_shift, fingerprints
-from blacklist.probe import _PROVINCES, python_members
 
 if TYPE_CHECKING:
     from blacklist.checker import BatchResult

@@ -29,10 +29,10 @@ from blacklist.cardid import KEY_LENGTH
 from blacklist.clock import Clock, system_clock
 from blacklist.columns import CardColumns, EntryColumns
 from blacklist.delta import Delta, FeedHead, Snapshot
+from blacklist.fastpath import key_fingerprints, members
 from blacklist.filters.roaring_index import SPARSITY_BITS, FingerprintIndex, width_for
 from blacklist.headstatements import HeadStatements
 from blacklist.lapses import Lapses
-from blacklist.probe import key_fingerprints, members
 from blacklist.psamlist import PsamList
 from blacklist.reasoncounts import ReasonCounts, tally, tally_reasons
 from blacklist.records import (
@@ -368,7 +368,7 @@ class RevocationStore(StoreReader, Sweeping, FeedKeeping):
 
     def _maybe_held(self, fps: NDArray[np.uint32]) -> list[int]:
         """Rows of ``fps`` whose fingerprint is in the index: the only ones that may be held
-        (the membership loop in C, blacklist/probe.py)."""
+        (the membership loop in C, blacklist/fastpath.py)."""
         if len(fps) == 0 or not self.index.bitmap:
             return []
         return members(self.index.bitmap, fps)

@@ -18,8 +18,8 @@ import numpy as np
 
 from blacklist.cardid import KEY_LENGTH
 from blacklist.errors import StoreError
+from blacklist.fastpath import key_fingerprints
 from blacklist.filters.roaring_index import FingerprintIndex
-from blacklist.probe import key_fingerprints
 from blacklist.storeschema import Progress
 
 INDEX_FILE = "index.fpx"

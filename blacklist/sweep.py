@@ -18,9 +18,9 @@ import numpy as np
 
 from blacklist.cardid import KEY_LENGTH
 from blacklist.clock import Clock
+from blacklist.fastpath import key_fingerprints
 from blacklist.filters.roaring_index import FingerprintIndex
 from blacklist.lapses import Lapses, lapse_key
-from blacklist.probe import key_fingerprints
 from blacklist.reasoncounts import ReasonCounts
 from blacklist.records import FeedState, _abort_on_error, value_end
 

@@ -50,7 +50,7 @@ FORBIDDEN = {
 # module's docstring why the check path needs it.
 ALLOWED = {
     "blacklist",
-    "blacklist._speedups",  # the one-call probe and the batch scan (probe.py)
+    "blacklist._speedups",  # the one-call probe and the batch scan (fastpath.py)
     "blacklist.cardbatch",  # parsing a batch of ids into a matrix
     "blacklist.cardid",  # the card-id parser and key layout
     "blacklist.checker",
@@ -64,7 +64,7 @@ ALLOWED = {
     "blacklist.filters.fingerprint",  # the fingerprint rule
     "blacklist.filters.roaring_index",  # the index
     "blacklist.packed",  # the packed BatchCheck form (check_packed)
-    "blacklist.probe",
+    "blacklist.fastpath",
     "blacklist.psam",  # a PSAM id's key (psam_denial)
     "blacklist.psamlist",  # the in-memory PSAM deny list a check asks
     "blacklist.publishers",  # which publisher answers for a region

@@ -18,8 +18,8 @@ from blacklist.clock import ManualClock
 from blacklist.delta import sign_snapshot
 from blacklist.entry import Reason
 from blacklist.errors import StoreError
+from blacklist.fastpath import HAVE_SPEEDUPS, python_probe_in, python_scan
 from blacklist.follower import FollowingChecker, ReadOnlyStore, StoreFollower
-from blacklist.probe import HAVE_SPEEDUPS, python_probe_in, python_scan
 from blacklist.reasoncounts import BUILT
 from blacklist.store import SCHEMA_VERSION, RevocationStore
 from node.metrics import LAPSE_WINDOW, NodeMetrics

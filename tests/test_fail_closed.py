@@ -30,8 +30,8 @@ from blacklist.checker import Checker, CheckStatus
 from blacklist.clock import ManualClock
 from blacklist.entry import Reason
 from blacklist.errors import CheckUnavailable
+from blacklist.fastpath import HAVE_SPEEDUPS, python_probe_in, python_scan
 from blacklist.follower import FollowingChecker, StoreFollower
-from blacklist.probe import HAVE_SPEEDUPS, python_probe_in, python_scan
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
 from blacklist.storereader import StoreReader

@@ -11,8 +11,8 @@ import pytest
 from pyroaring import BitMap
 
 from blacklist.cardid import text_to_key
+from blacklist.fastpath import _PROVINCES, HAVE_SPEEDUPS
 from blacklist.filters.fingerprint import fingerprint, fingerprint_shift
-from blacklist.probe import _PROVINCES, HAVE_SPEEDUPS
 from blacklist.regions import PROVINCE_PREFIXES
 
 pytestmark = pytest.mark.skipif(not HAVE_SPEEDUPS, reason="C extension not built")

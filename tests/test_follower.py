@@ -285,7 +285,7 @@ def test_randomised_writer_and_follower_never_disagree_on_a_revoked_card(tmp_pat
 
 
 def _key(card_id: str) -> bytes:
-    from blacklist.probe import card_key
+    from blacklist.fastpath import card_key
 
     return card_key(card_id.encode())
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from blacklist.cardid import canonical_bytes, diagnose
 from blacklist.errors import CardIdError
-from blacklist.probe import _PROVINCES, HAVE_SPEEDUPS, probe, python_probe
+from blacklist.fastpath import _PROVINCES, HAVE_SPEEDUPS, probe, python_probe
 from blacklist.regions import PROVINCE_PREFIXES
 
 needs_speedups = pytest.mark.skipif(
@@ -272,7 +272,7 @@ def test_fallback_is_used_when_the_extension_is_missing() -> None:
     """A failed (optional) compile must leave a working probe, not an ImportError."""
     code = (
         "import sys; sys.modules['blacklist._speedups'] = None\n"
-        "from blacklist import probe as p\n"
+        "from blacklist import fastpath as p\n"
         "assert p.HAVE_SPEEDUPS is False and p.probe is p.python_probe\n"
         "print(p.probe('440100d156000005' + '0' * 16, {b'440100': 'gz'}))\n"
     )

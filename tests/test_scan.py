@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from pyroaring import BitMap
 
 from blacklist.errors import CardIdError
+from blacklist.fastpath import HAVE_SPEEDUPS, python_scan, scan
 from blacklist.filters.fingerprint import fingerprints
-from blacklist.probe import HAVE_SPEEDUPS, python_scan, scan
 from blacklist.regions import PROVINCE_PREFIXES
 
 ids = st.builds(
@@ -64,7 +64,7 @@ def test_scan_names_the_first_bad_id(bad: object) -> None:
 @settings(max_examples=40, deadline=None)
 def test_key_fingerprints_match_fallback(batch: list[str], width: int) -> None:
     from blacklist.cardbatch import keys_from_matrix, parse_many
-    from blacklist.probe import key_fingerprints, python_key_fingerprints
+    from blacklist.fastpath import key_fingerprints, python_key_fingerprints
 
     matrix = parse_many(batch)
     keys = keys_from_matrix(matrix)

@@ -19,7 +19,7 @@ from blacklist.authority import Authority, Revocation
 from blacklist.cardid import text_to_key
 from blacklist.clock import ManualClock
 from blacklist.entry import Reason
-from blacklist.probe import key_fingerprints
+from blacklist.fastpath import key_fingerprints
 from blacklist.store import RevocationStore
 from tests.conftest import Keys, card
 
