@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import FrameType
@@ -75,24 +74,6 @@ class Interrupted(BaseException):
 
 def _when(unix: int) -> str:
     return datetime.fromtimestamp(unix, CHINA).strftime("%Y-%m-%d %H:%M") if unix else "-"
-
-
-def _route(
-    topology: Sequence[tuple[str, str, str | None, str | None]], src: str, dst: str
-) -> tuple[list[str], list[str]]:
-    """The nodes a delta published at ``src`` passes to reach ``dst``: pushed up the tree to
-    the first common ancestor, then streamed down (DESIGN.md §2)."""
-    parent = {region: up for region, _, up, _ in topology}
-
-    def chain(region: str) -> list[str]:
-        out = [region]
-        while (up := parent[out[-1]]) is not None:
-            out.append(up)
-        return out
-
-    up, down = chain(src), chain(dst)
-    common = next(r for r in up if r in down)
-    return up[1 : up.index(common) + 1], down[: down.index(common)][::-1]
 
 
 def _ms(seconds: float) -> str:
@@ -167,7 +148,7 @@ class Demo(Session):
         )
 
     def revoke_singles(self) -> None:
-        pushed, streamed = _route(self.federation.topology, GUANGZHOU, BEIJING)
+        pushed, streamed = self.federation.route(GUANGZHOU, BEIJING)
         hops = pushed + streamed
         before = {r: self._applied(r) for r in hops}
         took = []

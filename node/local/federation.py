@@ -83,6 +83,21 @@ class Federation:
             self.ports[region] = (free_port(), free_port())
         self.write_configs()
 
+    def route(self, src: str, dst: str) -> tuple[list[str], list[str]]:
+        """The nodes a delta published at ``src`` passes to reach ``dst``: pushed up the tree to
+        the first common ancestor, then streamed down (DESIGN.md §2)."""
+        parent = {region: up for region, _, up, _ in self.topology}
+
+        def chain(region: str) -> list[str]:
+            out = [region]
+            while (up := parent[out[-1]]) is not None:
+                out.append(up)
+            return out
+
+        up, down = chain(src), chain(dst)
+        common = next(r for r in up if r in down)
+        return up[1 : up.index(common) + 1], down[: down.index(common)][::-1]
+
     def spec(self, region: str) -> NodeSpec:
         """What the config of ``region``'s node says, from the current keys and trust."""
         role, parent = next((r, p) for reg, r, p, _ in self.topology if reg == region)
