@@ -28,6 +28,7 @@ error, so a node that fails to start says why.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -142,6 +143,21 @@ def generate_keys(
             f"keys for {publisher}: {exc.filename} exists; refusing to overwrite a key"
         ) from None
     return KeyPair(publisher, private, public)
+
+
+def ready_in_file(out: Path, gone: Callable[[], bool], timeout: float) -> Ready | None:
+    """The last READY line a detached node wrote to ``out`` (its stdout, sent to a file: no
+    pipe ties it to the command that started it); None if ``gone()`` (it stopped) or
+    ``timeout`` seconds passed first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            for line in reversed(out.read_text("utf-8", errors="replace").splitlines()):
+                if line.startswith(READY_PREFIX):
+                    return Ready.parse(line)
+        if gone() or time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
 
 
 def _absolute(path: str | os.PathLike[str]) -> str:

@@ -31,7 +31,7 @@ from typing import TextIO
 from blacklist.signing import SigningKey
 from node.keyfiles import write_key_pair
 from node.local import supervise
-from node.local.process import READY_PREFIX, NodeSpec, config_text
+from node.local.process import NodeSpec, config_text, ready_in_file
 
 DEFAULT_DIR = Path(".scale")
 STATE_FILE = "scale.json"
@@ -100,15 +100,9 @@ def spawn(name: str, command: list[str], directory: Path) -> Process:
 def wait_ready_line(process: Process, timeout: float = START_TIMEOUT) -> dict[str, str]:
     """The node's ``READY {json}`` line, read from its out.log."""
     out = Path(process.directory) / "out.log"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in out.read_text(errors="replace").splitlines()[::-1]:
-            if line.startswith(READY_PREFIX):
-                ready: dict[str, str] = json.loads(line[len(READY_PREFIX) :])
-                return ready
-        if not supervise.running(process.pid):
-            break
-        time.sleep(0.1)
+    ready = ready_in_file(out, lambda: not supervise.running(process.pid), timeout)
+    if ready is not None:
+        return {k: str(v) for k, v in ready.raw.items()}
     tail = (Path(process.directory) / "err.log").read_text(errors="replace")[-2000:]
     raise ScaleError(f"{process.name} did not start within {timeout:g} s:\n{tail}")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TextIO
 
 from node.local.federation import Federation
-from node.local.process import READY_PREFIX, LocalNodeError, Ready
+from node.local.process import LocalNodeError, Ready, ready_in_file
 from node.local.scrape import sample, scrape
 from node.local.state import STATE_FILE, NodeRecord, read_state, state_path, write_state
 from node.local.supervise import running, runs, send, wait_until
@@ -181,24 +181,20 @@ def _read_pid(path: Path, keeper: subprocess.Popen[bytes], timeout: float = 10.0
 
 
 def _wait_ready(record: NodeRecord, timeout: float) -> Ready:
-    out, deadline = Path(record.config).parent / "node.out", time.monotonic() + timeout
-    while True:
-        with suppress(OSError):
-            for line in out.read_text("utf-8", errors="replace").splitlines():
-                if line.startswith(READY_PREFIX):
-                    return Ready.parse(line)
-        code = _exit_code(record)
-        if code is not None or time.monotonic() > deadline:
-            what = (
-                f"exited with code {code} before reporting READY"
-                if code is not None
-                else f"did not report READY within {timeout:g} s"
-            )
-            raise FederationError(
-                f"node {record.region} (pid {record.pid}) {what}; last lines of {record.log}:\n"
-                + _tail(Path(record.log))
-            )
-        time.sleep(0.05)
+    out = Path(record.config).parent / "node.out"
+    ready = ready_in_file(out, lambda: _exit_code(record) is not None, timeout)
+    if ready is not None:
+        return ready
+    code = _exit_code(record)
+    what = (
+        f"exited with code {code} before reporting READY"
+        if code is not None
+        else f"did not report READY within {timeout:g} s"
+    )
+    raise FederationError(
+        f"node {record.region} (pid {record.pid}) {what}; last lines of {record.log}:\n"
+        + _tail(Path(record.log))
+    )
 
 
 def _tail(path: Path, lines: int = 15) -> str:
