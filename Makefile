@@ -12,7 +12,7 @@ GEN := node/gen
 PROTOS := $(wildcard proto/blacklist/v1/*.proto)
 PROTO_STAMP := $(GEN)/.stamp
 
-.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean mutate scale-up scale-down balancer-tools reader simulate
+.PHONY: install proto test lint typecheck unit tools bench bench-compare compare-tools demo up down clean mutate scale-up scale-down balancer-tools reader simulate bench-readme
 
 $(STAMP): pyproject.toml blacklist/_speedups.c
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required and none was found on PATH" >&2; exit 1; }
@@ -92,6 +92,11 @@ bench: install
 	$(BIN)/pytest bench --benchmark-only --benchmark-json=bench/results/latest.json \
 		--benchmark-columns=min,median,mean,rounds -q
 	$(BIN)/python -m bench.report bench/results/latest.json
+
+# README.md's benchmark table from the result files its rows' commands write
+# (bench/results/readme-*.json; bench/readme_table.py names each row's command).
+bench-readme: install
+	$(BIN)/python -m bench.report --readme
 
 # The node beside an empty grpc.aio handler, Redis (started here on loopback, no
 # persistence, stopped afterwards), a raw TCP echo, a Python set and a DER delta CRL, in one

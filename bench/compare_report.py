@@ -130,6 +130,48 @@ def _fmt(v: float | None, digits: int = 0) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
 
+# Each side's peer, the side it is read against (issue #15: every row beside its peer): the
+# node beside the empty handler of the same gRPC stack (what is ours), the empty handler and
+# Redis beside the raw TCP echo under the same kind of client (what the transport costs),
+# redis-py beside Redis under its C client. Batches: everything beside Redis SMISMEMBER.
+PEERS: dict[str, dict[str, str]] = {
+    "unary": {
+        "node, 1 worker": "empty grpc.aio handler",
+        "node, 2 workers": "empty grpc.aio handler",
+        "empty grpc.aio handler": "Redis SISMEMBER",
+        "Redis SISMEMBER": "raw TCP echo (Python asyncio)",
+        "raw TCP echo (Python asyncio)": "Redis SISMEMBER",
+        "Redis SISMEMBER via redis-py": "Redis SISMEMBER",
+    },
+    "batch": {
+        "node BatchCheck, 1 worker": "Redis SMISMEMBER",
+        "node BatchCheck, 2 workers": "Redis SMISMEMBER",
+        "empty grpc.aio BatchCheck": "Redis SMISMEMBER",
+        "Redis SMISMEMBER": "empty grpc.aio BatchCheck",
+        "Redis SMISMEMBER via redis-py": "Redis SMISMEMBER",
+    },
+}
+PEERS["single"] = PEERS["unary"]
+
+
+def peer_cell(result: dict[str, Any], table: str, row: dict[str, Any], key: str) -> str:
+    """``peer: its figure (ratio×)`` for ``row`` of ``table``, or a dash when its peer did
+    not run (a run without 2 workers, say)."""
+    name = PEERS[table].get(row["name"])
+    peer = _side(result[table], name) if name else None
+    if peer is None or not peer.get(key):
+        return "—"
+    return f"{name}: {_fmt(peer[key])} ({row[key] / peer[key]:.2f}×)"
+
+
+def _range(row: dict[str, Any], key: str) -> str:
+    """The range of the rounds (older JSON files have none: computed from the rounds)."""
+    if f"{key}_range" in row:
+        return str(row[f"{key}_range"])
+    rounds = [r * row["per_call"] for r in row.get("rounds_calls_per_s", [])]
+    return f"{min(rounds):,.0f}-{max(rounds):,.0f}" if rounds else "—"
+
+
 def markdown(result: dict[str, Any]) -> str:
     n, memory, sizes = (
         result["entries"],
@@ -159,12 +201,14 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## CheckCard unary vs the alternatives",
         "",
-        "| server | client | calls/s | p50 µs | p99 µs | server CPU ms / 1,000 checks | rounds (calls/s) |",
-        "|---|---|---|---|---|---|---|",
+        "| server | client | calls/s (median) | range | beside its peer, calls/s | p50 µs | p99 µs | server CPU ms / 1,000 checks | rounds (calls/s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["unary"]:
         lines.append(
-            f"| {r['name']} | {r['client']} | {_fmt(r['calls_per_s'])} | {_fmt(r['p50_us'])} | "
+            f"| {r['name']} | {r['client']} | {_fmt(r['calls_per_s'])} | "
+            f"{_range(r, 'calls_per_s')} | {peer_cell(result, 'unary', r, 'calls_per_s')} | "
+            f"{_fmt(r['p50_us'])} | "
             f"{_fmt(r['p99_us'])} | {_fmt(r['server_cpu_ms_per_1000_cards'], 1)} | "
             f"{', '.join(f'{x:,.0f}' for x in r['rounds_calls_per_s'])} |"
         )
@@ -172,24 +216,26 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "## CheckCard latency, one call in flight (no queueing)",
         "",
-        "| server | client | p50 µs | p99 µs | calls/s |",
-        "|---|---|---|---|---|",
+        "| server | client | p50 µs | p99 µs | beside its peer, p99 µs | calls/s |",
+        "|---|---|---|---|---|---|",
     ]
     for r in result["single"]:
         lines.append(
             f"| {r['name']} | {r['client']} | {_fmt(r['p50_us'])} | {_fmt(r['p99_us'])} | "
-            f"{_fmt(r['calls_per_s'])} |"
+            f"{peer_cell(result, 'single', r, 'p99_us')} | {_fmt(r['calls_per_s'])} |"
         )
     lines += [
         "",
         f"## BatchCheck ({result['batch_size']:,} ids per call, 1% revoked) vs Redis SMISMEMBER",
         "",
-        "| server | client | cards/s | calls/s | p50 µs per call | p99 µs per call | server CPU ms / 1,000 cards |",
-        "|---|---|---|---|---|---|---|",
+        "| server | client | cards/s (median) | range | beside its peer, cards/s | calls/s | p50 µs per call | p99 µs per call | server CPU ms / 1,000 cards |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["batch"]:
         lines.append(
-            f"| {r['name']} | {r['client']} | {_fmt(r['cards_per_s'])} | {_fmt(r['calls_per_s'])} "
+            f"| {r['name']} | {r['client']} | {_fmt(r['cards_per_s'])} | "
+            f"{_range(r, 'cards_per_s')} | {peer_cell(result, 'batch', r, 'cards_per_s')} | "
+            f"{_fmt(r['calls_per_s'])} "
             f"| {_fmt(r['p50_us'])} | {_fmt(r['p99_us'])} | "
             f"{_fmt(r['server_cpu_ms_per_1000_cards'], 2)} |"
         )
@@ -201,7 +247,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "| holder | bytes per entry | how |",
         "|---|---|---|",
-        f"| roaring index (ours) | {memory['index']:.2f} | `store.index.memory_bytes()` / N |",
+        f"| roaring index (ours) | {memory['index']:.2f} | `store.index.memory_bytes()` / N, "
+        "the serialized size (resident: bench/test_core.py `test_index_memory`) |",
         f"| node resident size (ours) | {memory['node_rss']:.1f} | VmRSS {rss:,.0f} MiB minus an "
         f"empty node's {rss_empty:,.0f} MiB, / N (anonymous memory only: "
         f"{memory['node_rss_anon']:.1f}) |",

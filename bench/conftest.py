@@ -65,6 +65,15 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     store.close(save_index=False)
 
 
+def pytest_benchmark_update_json(
+    config: pytest.Config, benchmarks: list[object], output_json: dict[str, object]
+) -> None:
+    """The conditions of the run in every result file (bench/readme_table.py prints them
+    beside each figure): the load average at the end and the scale."""
+    output_json["load_average"] = list(os.getloadavg())
+    output_json["bench_scale"] = SCALE
+
+
 def per_call_seconds(fn: object, repeat: int = 7, number: int = 5) -> float:
     """Median seconds per call of ``fn`` (the baseline side of a figure), timed in-process."""
     import statistics

@@ -1,12 +1,18 @@
-"""Print the headline figures of a pytest-benchmark JSON file beside their baselines.
+"""Print the headline figures of a pytest-benchmark JSON file beside their baselines, or
+rewrite the README's benchmark table from the result files (bench/readme_table.py).
 
 python -m bench.report bench/results/latest.json
+python -m bench.report --readme [--results bench/results] [--file README.md]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from pathlib import Path
+
+from bench.readme_table import rewrite
 
 # figure key → (baseline key, target as text)
 FIGURES: dict[str, tuple[str | None, str]] = {
@@ -93,5 +99,20 @@ def main(path: str) -> None:
     print(f"(entries per benchmark store: {report['benchmarks'][0]['extra_info'].get('entries')})")
 
 
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report")
+    parser.add_argument("path", nargs="?", default="bench/results/latest.json")
+    parser.add_argument("--readme", action="store_true", help="rewrite README.md's table")
+    parser.add_argument("--results", type=Path, default=Path("bench/results"))
+    parser.add_argument("--file", type=Path, default=Path("README.md"))
+    args = parser.parse_args(argv)
+    if args.readme:
+        changed = rewrite(args.file, args.results)
+        print(f"{args.file}: benchmark table {'rewritten' if changed else 'unchanged'}")
+    else:
+        main(args.path)
+    return 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest.json")
+    sys.exit(cli(sys.argv[1:]))
