@@ -48,6 +48,7 @@ from blacklist.regions import MINISTRY_CODE
 from blacklist.signing import SUITES_BY_NAME, KeyFormatError, SigningKey, suite
 from blacklist.trust import ScopeViolation, check_delegation
 from blacklist.x509certs import self_signed_root, to_pem
+from node.cli import trust
 from node.keyfiles import (
     KeyFileError,
     load_certificate,
@@ -254,6 +255,15 @@ def _suite_options(parser: Any) -> None:
         "--distid",
         help="sm2-sm3 only: the key's distinguishing id (default 1234567812345678)",
     )
+
+
+def add_command(sub: Any) -> None:
+    """``keys``: every subcommand in one place, those made here and ``publish``, which
+    sends what they made to a node (node/cli/trust.py)."""
+    keys = sub.add_parser("keys", help="signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    register(keys_sub)
+    trust.register_publish(keys_sub)
 
 
 def register(keys_sub: Any) -> None:

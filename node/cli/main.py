@@ -81,10 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     edge = sub.add_parser("edge", help="an edge replica serving CardStatus to one gateway")
     edge.add_argument("--config", required=True, type=Path, help="the replica's TOML config")
     edge.set_defaults(fn=_edge)
-    keys = sub.add_parser("keys", help="signing keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    keys_cli.register(keys_sub)  # init-root, generate, certify, revoke (node/cli/keys.py)
-    trust_cli.register_publish(keys_sub)  # keys publish: certificates/revocations into a feed
+    keys_cli.add_command(sub)  # keys init-root|generate|certify|revoke|publish
     add_tls_commands(sub)
     demo = sub.add_parser("demo", help="the national scenario: six nodes syncing, then stopped")
     demo.add_argument(
