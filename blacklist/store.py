@@ -8,7 +8,10 @@ head, retained delta and generation together (py-lmdb docs: all or nothing; a ki
 leaves the last committed state). Fingerprints of new entries enter the index *before* the
 commit and those of removed entries leave it *after*, and ``epoch`` moves between the two,
 so a concurrent check can see a false positive (which LMDB then refutes) but never a false
-negative.
+negative. A big write goes into that one transaction, and into the index, in slices
+(blacklist/slices.py), so that a serving thread of this process runs between them; the
+index's slices all land before the commit, so a check that sees a slice missing also sees
+the transaction uncommitted.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from blacklist.records import (
 )
 from blacklist.rejections import MalformedDelta
 from blacklist.signing import TrustedKey
+from blacklist.slices import APPLY_SLICE, add_in_slices, put_in_slices
 from blacklist.storefeeds import FeedKeeping
 from blacklist.storeindex import INDEX_FILE, build_index, save_index, saved_index
 from blacklist.storemigrate import count_reasons, prepare_schema
@@ -84,9 +88,13 @@ class RevocationStore(StoreReader, Sweeping, FeedKeeping):
         progress: Progress | None = None,
         migrate_progress: Progress | None = None,
         acceptance: AcceptPolicy | None = None,
+        apply_slice: int = APPLY_SLICE,
     ) -> None:
         if retain_deltas < 0:
             raise ValueError(f"retain_deltas must be >= 0, got {retain_deltas}")
+        if apply_slice < 1:
+            raise ValueError(f"apply_slice must be >= 1, got {apply_slice}")
+        self._slice = apply_slice  # items per C call of a big write (blacklist/slices.py)
         where = Path(path)
         where.mkdir(parents=True, exist_ok=True)
         super().__init__(where, open_env(where, map_size, readonly=False), clock, fingerprint_width)
@@ -207,7 +215,7 @@ class RevocationStore(StoreReader, Sweeping, FeedKeeping):
             counts_done = self.reason_counts.stage(txn, counted)
             for key, value in existing.items():
                 self.lapses.stage_drop(txn, key, value)
-            cursor.putmulti(zip(add_keys, add_vals, strict=True), overwrite=True)
+            put_in_slices(cursor, add_keys, add_vals, self._slice)
             self._index_lapses(txn, adds, add_keys, add_vals)
             new_fps = add_fps
             if existing:
@@ -277,7 +285,7 @@ class RevocationStore(StoreReader, Sweeping, FeedKeeping):
                 for key, value in old:
                     txn.delete(key, db=self._entries)
                     self.lapses.stage_drop(txn, key, value)
-            txn.cursor(db=self._entries).putmulti(zip(add_keys, add_vals, strict=True))
+            put_in_slices(txn.cursor(db=self._entries), add_keys, add_vals, self._slice)
             self._index_lapses(txn, entries, add_keys, add_vals)
             issued = snapshot.header.issued_at
             fresh = self._fresh_after(self.feeds.get(snapshot.publisher), new_head, issued)
@@ -346,7 +354,7 @@ class RevocationStore(StoreReader, Sweeping, FeedKeeping):
     def _commit_with_index(self, txn: Any, new_fps: NDArray[np.uint32]) -> None:
         """Commit ``txn`` with the new fingerprints already in the index (see module doc)."""
         self._bump_generation(txn)
-        self.index.add_many(new_fps)
+        add_in_slices(self.index, new_fps, self._slice)
         try:
             txn.commit()
         except BaseException:

@@ -30,7 +30,9 @@ CHILD = """
 import sys
 from tests.test_crash import KEY, KEYS, delta_cards, make_delta
 from blacklist.store import RevocationStore
-store = RevocationStore(sys.argv[1], map_size=1 << 30)
+# 20 slices of 1,000 per delta (blacklist/slices.py): the kill lands between slices of
+# one transaction, which must still commit all or nothing.
+store = RevocationStore(sys.argv[1], map_size=1 << 30, apply_slice=1_000)
 while True:
     head = store.head("440100")
     store.apply(make_delta(head).to_bytes(), KEYS)
