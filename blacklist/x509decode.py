@@ -14,10 +14,12 @@ certificate to the rules. Nothing is verified here.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from blacklist import der
@@ -112,8 +114,12 @@ def decode_x509_certificate(data: bytes) -> X509Certificate:
     if int.from_bytes(serial, "big", signed=True) <= 0:
         raise CodecError(f"{what}: the serial number is not positive (RFC 5280 §4.1.2.2)")
     try:
-        cert = x509.load_der_x509_certificate(bytes(data))
-        exts = _extensions(cert.extensions, what)
+        with warnings.catch_warnings():
+            # A non-positive serial inside an extension (the AKI's authorityCertSerialNumber)
+            # warns before the profile refuses it below; the certificate's own is checked above.
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            cert = x509.load_der_x509_certificate(bytes(data))
+            exts = _extensions(cert.extensions, what)
     except Exception as exc:  # ValueError, InvalidVersion, ...: whatever it cannot parse
         raise CodecError(f"{what}: {exc}") from None
     if cert.version != x509.Version.v3 or len(fields) < 7:
