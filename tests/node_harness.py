@@ -341,8 +341,7 @@ class NodeProcess:
 
     # ------------------------------------------------------------------ metrics
     def scrape(self) -> Metrics:
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
-            return Metrics(response.read().decode())
+        return Metrics.of(self.metrics_url)
 
 
 def _stub(cls: Any, channel: Any) -> Any:
@@ -359,6 +358,12 @@ class Metrics:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 self.samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+
+    @classmethod
+    def of(cls, url: str, timeout: float = 10.0) -> Metrics:
+        """One scrape of the page at ``url``."""
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return cls(response.read().decode())
 
     def value(self, name: str, /, **labels: str) -> float:
         """The one sample called ``name`` whose labels include ``labels``."""

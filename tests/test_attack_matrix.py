@@ -17,7 +17,6 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,8 +100,7 @@ class World:
 
 
 def scrape(node: LocalNode) -> Metrics:
-    with urllib.request.urlopen(node.metrics_url, timeout=10) as response:
-        return Metrics(response.read().decode())
+    return Metrics.of(node.metrics_url)
 
 
 def wait_for(what: str, ok: Callable[[], bool], timeout: float = 30.0) -> None:

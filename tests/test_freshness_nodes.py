@@ -100,10 +100,7 @@ class Nodes:
         return list(response.head_statements)
 
     def scrape(self, name: str) -> Metrics:
-        import urllib.request
-
-        with urllib.request.urlopen(self.nodes[name].metrics_url, timeout=10) as response:
-            return Metrics(response.read().decode())
+        return Metrics.of(self.nodes[name].metrics_url)
 
     def stop(self, name: str) -> None:
         self._channels.pop(name, None)

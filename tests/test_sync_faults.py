@@ -22,7 +22,6 @@ import hashlib
 import random
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,8 +182,7 @@ class Cluster:
         return self.card_status(name).CheckCard(request, **CALL)
 
     def scrape(self, name: str) -> Metrics:
-        with urllib.request.urlopen(self.metrics_url(name), timeout=5) as response:
-            return Metrics(response.read().decode())
+        return Metrics.of(self.metrics_url(name), timeout=5)
 
     def close(self) -> None:
         for channel in self._channels.values():

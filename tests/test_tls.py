@@ -187,10 +187,7 @@ def cluster(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clus
 
 
 def _scrape(node: LocalNode) -> Metrics:
-    import urllib.request
-
-    with urllib.request.urlopen(node.metrics_url, timeout=10) as response:
-        return Metrics(response.read().decode())
+    return Metrics.of(node.metrics_url)
 
 
 def _denied(node: LocalNode, reason: str, method: str) -> float:

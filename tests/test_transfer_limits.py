@@ -19,7 +19,6 @@ import random
 import shutil
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -483,7 +482,6 @@ def test_push_snapshot_landing_on_a_worker_is_relayed_part_by_part(tmp_path: Pat
         info = gd.scrape().samples.get("blacklist_worker_info", [])
         relayed = 0.0
         for url in [labels["metrics_url"] for labels, _ in info]:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                worker = Metrics(response.read().decode())
+            worker = Metrics.of(url)
             relayed += worker.get("blacklist_relayed_calls_total", grpc_method="PushSnapshot")
         assert relayed == 20  # the writer serves no connection: every push was relayed

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -71,8 +70,7 @@ def fresh_channels(node: NodeProcess, n: int = CONNECTIONS) -> list[grpc.Channel
 
 
 def scrape(url: str) -> Metrics:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return Metrics(response.read().decode())
+    return Metrics.of(url)
 
 
 def worker_urls(node: NodeProcess) -> dict[int, str]:

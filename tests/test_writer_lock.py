@@ -10,7 +10,6 @@ processes and a follower read the store beside the writer. The lock module's own
 from __future__ import annotations
 
 import os
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -109,8 +108,7 @@ def test_workers_and_a_follower_read_beside_the_writer(tmp_path: Path) -> None:
                 channel.close()
         answered = 0.0
         for url in worker_urls:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                worker = Metrics(response.read().decode())
+            worker = Metrics.of(url)
             answered += sum(v for _, v in worker.samples.get("blacklist_checks_total", []))
         assert answered == CONNECTIONS  # every check on a worker, none on the writer
         # A follower in this (third) process opens the store read-only beside the writer.
