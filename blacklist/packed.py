@@ -30,19 +30,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 from pyroaring import BitMap
 
 from blacklist.cardid import CARD_ID_LENGTH, canonical_bytes, diagnose
+from blacklist.checkresult import BatchResult
 from blacklist.errors import CardIdError
 from blacklist.fastpath import _PROVINCES, python_members
 from blacklist.filters.fingerprint import fingerprint_shift, fingerprints
-
-if TYPE_CHECKING:
-    from blacklist.checker import BatchResult
 
 PACKED_ROW: Final = CARD_ID_LENGTH  # bytes per id in a packed batch
 

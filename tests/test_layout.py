@@ -194,16 +194,8 @@ def test_importing_the_server_and_a_worker_loads_nothing_of_the_local_side() -> 
     assert json.loads(result.stdout) == []
 
 
-# Circles known today, each to be broken by the work that made it; the test fails on any other
-# circle and on a listed one that is gone (so that the list only shrinks).
-KNOWN_CIRCLES = [
-    # PackedResult (packed.py) names checker.BatchResult under TYPE_CHECKING
-    ["blacklist.checker", "blacklist.packed"],
-]
-
-
 def test_no_import_circles_among_product_modules(product: dict[str, Path]) -> None:
-    assert circles(graph(product)) == KNOWN_CIRCLES
+    assert circles(graph(product)) == []
 
 
 def test_product_code_never_imports_tests_or_bench(product: dict[str, Path]) -> None:
