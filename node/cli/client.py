@@ -111,6 +111,11 @@ def add_node_option(parser: argparse.ArgumentParser, what: str) -> None:
         metavar="ADDR",
         help=f"{what}: host:port, or the region code of a node `make up` started",
     )
+    add_federation_option(parser)
+
+
+def add_federation_option(parser: argparse.ArgumentParser) -> None:
+    """``--federation DIR``: where a region code given for a node is looked up."""
     parser.add_argument(
         "--federation",
         type=Path,

@@ -28,7 +28,6 @@ import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -37,6 +36,7 @@ from node.cli.client import (
     ClientTls,
     UsageError,
     add_connection_options,
+    add_federation_option,
     open_channel,
     resolve_node,
     tls_from_args,
@@ -349,13 +349,7 @@ def add_command(sub: Any) -> None:
         metavar="ADDR",
         help="node gRPC address host:port, or the region code of a node `make up` started",
     )
-    cmd.add_argument(
-        "--federation",
-        type=Path,
-        default=Path(".federation"),
-        metavar="DIR",
-        help="where `make up` keeps federation.json (default .federation)",
-    )
+    add_federation_option(cmd)
     cmd.add_argument(
         "--stale-after",
         type=float,
