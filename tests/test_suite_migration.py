@@ -34,9 +34,9 @@ from blacklist.signing import SigningKey
 from node.gen.blacklist.v1 import admin_pb2, types_pb2
 from node.keyfiles import load_signing_key, load_trusted_key, write_key_pair, write_new_file
 from node.local.federation import Federation
+from node.local.pki import FederationTrust
 from node.local.process import KeyPair, generate_keys
 from node.local.session import RPC_TIMEOUT, Session
-from node.local.trust import FederationTrust
 from node.local.up import wait_linked
 
 DAY = 86_400

@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-# Where `make up` leaves the client certificates (node/local/trust.py, node/local/up.py).
+# Where `make up` leaves the client certificates (node/local/pki.py, node/local/up.py).
 UP_TLS = (
     "`make up` wrote them to .federation/tls/: --ca .federation/tls/ca/ca.crt and "
     "--cert/--key .federation/tls/{role}-<region>.crt/.key"

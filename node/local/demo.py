@@ -6,7 +6,7 @@ loopback with certified keys and mutual TLS.
       └── province 110000 (Beijing)   ── city 110100 (Beijing)
 
 As operators and terminals would: make the root key, every publisher's key, its
-certificate and every TLS certificate with the CLI (node/local/trust.py), write the
+certificate and every TLS certificate with the CLI (node/local/pki.py), write the
 configs, start the six ``python -m node run`` processes (node/local/federation.py) and wait until
 every child holds its upstream's push stream. Then revoke cards at Guangzhou through
 Admin.Revoke and watch a Beijing terminal refuse them (CheckCard on 110100), timing how long
@@ -45,6 +45,7 @@ from node.gen.blacklist.v1 import (
 from node.local import demo_trust
 from node.local.demo_trust import TrustStepFailed
 from node.local.federation import Federation
+from node.local.pki import TrustSetupError
 from node.local.process import LocalNodeError
 from node.local.scrape import sample, scrape
 from node.local.session import (
@@ -57,7 +58,6 @@ from node.local.session import (
     reason_name,
     status_name,
 )
-from node.local.trust import TrustSetupError
 from node.local.up import NAMES, FederationError, wait_linked
 
 GUANGZHOU, SHENZHEN, BEIJING = "440100", "440300", "110100"

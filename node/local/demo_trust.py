@@ -1,4 +1,4 @@
-"""The trust steps of `make demo` (issue #5, DESIGN.md §6): what node/local/trust.py set
+"""The trust steps of `make demo` (issue #5, DESIGN.md §6): what node/local/pki.py set
 up, callers refused for their role or region, and a key rotation whose revocation and new
 certificate travel in the certifier's feed (``keys publish``): no node but the rotated
 city restarts, and that one only to sign with its new key.
@@ -27,9 +27,9 @@ from node.gen.blacklist.v1 import (
     types_pb2,
 )
 from node.keyfiles import load_certificate, load_signing_key, load_trusted_key
+from node.local.pki import MINISTRY, Command, FederationTrust
 from node.local.scrape import sample, scrape
 from node.local.session import RPC_TIMEOUT, Session
-from node.local.trust import MINISTRY, Command, FederationTrust
 from node.local.up import NAMES, wait_linked
 
 # Children that start before their upstream back off (node/sync_client.py, up to 10 s per

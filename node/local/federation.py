@@ -13,7 +13,7 @@ By default (``secure=True``) it runs as a real deployment would (DESIGN.md §6, 
 ministry's root key certifies each province's key for the province (``44``), each province
 certifies its cities' keys (``4401``), and every config pins the root and lists the chains
 instead of bare public keys; every link is mutual TLS, with a ``node`` certificate per node
-and ``operator`` / ``terminal`` certificates for clients (node/local/trust.py; open
+and ``operator`` / ``terminal`` certificates for clients (node/local/pki.py; open
 them with :meth:`Federation.channel`). ``secure=False`` is the plain-text federation with
 bare trusted keys, for the fault tests and benchmarks that talk to nodes without
 certificates.
@@ -30,8 +30,8 @@ import grpc
 
 from blacklist.sync.budget import message_options
 from node.configfields import DEFAULT_MAX_MESSAGE_BYTES
+from node.local.pki import FederationTrust, make_trust
 from node.local.process import KeyPair, LocalNode, NodeSpec, generate_keys, write_config
-from node.local.trust import FederationTrust, make_trust
 from node.tls import channel_credentials
 
 # region, role, parent, signing prefix (None: publishes nothing)

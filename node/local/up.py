@@ -1,7 +1,7 @@
 """`make up` / `make down`: the six-node federation of node/local/federation.py, left running in
 the background for a person (or a test) to use, and stopped again cleanly.
 
-``up`` writes keys, certificates, TLS files (node/local/trust.py: certified keys under
+``up`` writes keys, certificates, TLS files (node/local/pki.py: certified keys under
 the ministry root, mutual TLS on every link) and configs under DIR (default
 ``./.federation``, the project root when make runs it), starts every node in its own session so it outlives the command, waits until
 every node serves and every child holds its upstream's push stream, records the processes in
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TextIO
 
 from node.local.federation import Federation
+from node.local.pki import TRUST_DIRS, TrustSetupError
 from node.local.process import LocalNodeError, Ready, ready_in_file
 from node.local.scrape import sample, scrape
 from node.local.state import STATE_FILE, NodeRecord, read_state, state_path, write_state
 from node.local.supervise import running, runs, send, wait_until
-from node.local.trust import TRUST_DIRS, TrustSetupError
 
 DEFAULT_DIR = Path(".federation")
 READY_TIMEOUT = 30.0  # six cold interpreters importing numpy, grpc and cryptography at once

@@ -1,6 +1,6 @@
-"""The trust set-up of a local federation, made as a real deployment's operators would make
-it (DESIGN.md §6, issue #5): every file is written by ``python -m node keys ...`` or
-``python -m node tls ...``.
+"""The PKI of a local federation (its keys, certificates, key revocations and TLS files), made
+as a real deployment's operators would make it (DESIGN.md §6, issue #5): every file is the
+one ``python -m node keys ...`` or ``python -m node tls ...`` writes.
 
 Certified keys::
 
