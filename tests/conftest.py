@@ -5,10 +5,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from blacklist.clock import ManualClock
 from blacklist.signing import Keyring, SigningKey
 from blacklist.store import RevocationStore
+
+# No per-example deadline: on these shared 2-core machines an example's wall time says
+# nothing about the code (a full run failed on a 301 ms example against the 200 ms default).
+settings.register_profile("shared-machine", deadline=None)
+settings.load_profile("shared-machine")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

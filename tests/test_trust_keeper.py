@@ -23,10 +23,11 @@ from node.keyfiles import write_key_pair
 from node.metrics import NodeMetrics
 from node.trust_keeper import TrustKeeper
 
-T0 = int(time.time())  # parse_config checks the chains at the real time
-
 
 def test_expiry_and_feed_records_take_effect_without_a_restart(tmp_path: Path) -> None:
+    # parse_config checks the chains at the real time: take it now, not at import (a full
+    # suite on a loaded machine reaches this test more than the certificate's 1000 s later).
+    T0 = int(time.time())
     root = SigningKey.generate("000000", [])
     gd = SigningKey.generate("440000", ["44"])
     gz = SigningKey.generate("440100", ["4401"])
@@ -112,6 +113,7 @@ def test_max_trust_records_is_checked_and_reaches_the_keys(
         return
     config = _certified_config(tmp_path, max_trust_records=value)
     assert isinstance(config, NodeConfig) and config.max_trust_records == value
+    T0 = int(time.time())
     keys = config.trust_material().keys([], T0)
     assert isinstance(keys, CertifiedKeys) and keys.max_trust_records == value
     assert config.certified_keys(T0).max_trust_records == value
