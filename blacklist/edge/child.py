@@ -29,6 +29,7 @@ from blacklist.delta import FeedHead
 from blacklist.errors import BlacklistError
 from blacklist.rejections import DeltaRejected
 from blacklist.sync.budget import TransferLimits, message_options
+from blacklist.sync.head_statement import MalformedStatement, decode_statement
 from node.gen.blacklist.v1 import sync_pb2
 
 log = logging.getLogger("blacklist.sync.child")
@@ -174,11 +175,24 @@ class ChildSync:
         async for event in stub.Subscribe(request):
             if event.head_statement:
                 await self._follower.accept_statements([event.head_statement])
+                self._pull_if_ahead(event.head_statement)
                 continue
             self._follower.received(len(event.delta), "delta")
             with contextlib.suppress(DeltaRejected):
                 async with self.applying_pushed:
                     await self._follower.apply(event.delta)
+
+    def _pull_if_ahead(self, statement: bytes) -> None:
+        """A pushed head statement ahead of this child's head means it missed a delta that
+        no later push will repair: one published between its first pull and the moment the
+        upstream registered its Subscribe, or a feed the upstream took by snapshot (which
+        is not pushed). Pull now rather than at the next scheduled pull (found by the
+        simulator, blacklist/sim). The statement's claim only triggers a pull, whose
+        answers are verified as any: a forged one costs one GetUpdates."""
+        with contextlib.suppress(MalformedStatement):
+            claim = decode_statement(statement)
+            if claim.version > self._follower.head(claim.publisher).version:
+                self._gap.set()
 
     async def pull_loop(self, stub: Any) -> None:
         while True:
