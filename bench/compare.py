@@ -270,6 +270,7 @@ def run_compare(settings: Settings, workdir: Path) -> dict[str, Any]:
             cwd=ROOT,
             log=workdir / "node-empty.log",
         )
+        servers.append(empty_node)  # stopped in `finally` too if anything below fails
         verify_empty = grpc.insecure_channel(empty_node.address)
         card_status_pb2_grpc.CardStatusStub(verify_empty).CheckCard(  # type: ignore[no-untyped-call]
             check_card_request(built.valid[0])

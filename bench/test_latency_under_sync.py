@@ -148,7 +148,9 @@ def _start_node(root: Path, config: Path, workers: int, head: FeedHead) -> Serve
         head,
     )
     # workers >= 2: that many workers serve, beside the writer that serves none (issue #15).
-    assert len(served.pids) == workers + (workers > 1), served.pids
+    if len(served.pids) != workers + (workers > 1):
+        server.stop()  # not left running when the check fails
+        raise AssertionError(served.pids)
     return served
 
 

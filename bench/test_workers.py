@@ -95,7 +95,9 @@ def _start(root: Path, config: Path, workers: int) -> Served:
     urls = [writer, *(dict(ls)["metrics_url"] for ls in info)]
     pids = [server.proc.pid, *(int(dict(ls)["pid"]) for ls in info)]
     # workers >= 2: that many workers serve, beside the writer that serves none (issue #15).
-    assert len(pids) == workers + (workers > 1), (pids, workers)
+    if len(pids) != workers + (workers > 1):
+        server.stop()  # not left running when the check fails
+        raise AssertionError((pids, workers))
     return Served(f"{workers}_worker{'s' if workers > 1 else ''}", server, urls, pids)
 
 
