@@ -15,7 +15,6 @@ the one-replica one, while the single node cannot use more than its workers).
 
 from __future__ import annotations
 
-import io
 import json
 import statistics
 from collections.abc import Iterator
@@ -32,12 +31,11 @@ from node.local.scale import (
     STATE_FILE,
     haproxy_command,
     haproxy_path,
-    scale_down,
-    scale_up,
     wait_all_up,
     wait_ready_line,
 )
 from node.local.scale import Process as ScaleProcess
+from node.local.scale import replica_set as running_replicas
 
 pytestmark = pytest.mark.skipif(
     haproxy_path() is None or h2load_path() is None,
@@ -49,14 +47,10 @@ ROUNDS = 3
 SECONDS = 3.0
 
 
-@pytest.fixture
-def replica_set(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "scale"
-    scale_up(directory, replicas=2, out=io.StringIO())
-    try:
+@pytest.fixture(name="replica_set")
+def _replica_set(tmp_path: Path) -> Iterator[Path]:
+    with running_replicas(tmp_path / "scale") as directory:
         yield directory
-    finally:
-        scale_down(directory, out=io.StringIO())
 
 
 def _load(address: str, body: Path, log: Path, full: bool) -> tuple[float, float]:

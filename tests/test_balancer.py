@@ -10,7 +10,6 @@ on it, and comes back once it has caught up with what was published while it was
 
 from __future__ import annotations
 
-import io
 import time
 import urllib.error
 import urllib.request
@@ -31,11 +30,10 @@ from node.local.scale import (
     haproxy_path,
     haproxy_states,
     render_haproxy,
-    scale_down,
-    scale_up,
     spawn,
     stop,
 )
+from node.local.scale import replica_set as running_replicas
 from tests.node_harness import NodeProcess, card_id, write_node
 
 pytestmark = pytest.mark.skipif(
@@ -159,14 +157,10 @@ def test_haproxy_routes_by_readiness(tmp_path: Path) -> None:
         replica.close()
 
 
-@pytest.fixture
-def replica_set(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "scale"
-    scale_up(directory, replicas=2, out=io.StringIO())
-    try:
+@pytest.fixture(name="replica_set")
+def _replica_set(tmp_path: Path) -> Iterator[Path]:
+    with running_replicas(tmp_path / "scale") as directory:
         yield directory
-    finally:
-        scale_down(directory, out=io.StringIO())
 
 
 def test_kill_9_a_replica_under_load(replica_set: Path) -> None:

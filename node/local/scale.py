@@ -15,6 +15,8 @@ command, :func:`replica_command`) comes back where HAProxy expects it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -23,7 +25,7 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
@@ -182,6 +184,17 @@ def scale_up(directory: Path = DEFAULT_DIR, replicas: int = 2, out: TextIO = sys
         print(f"{p.name:<10} pid {p.pid:<8} {p.directory}", file=out)
     print(f"state in {directory / STATE_FILE}; stop with `make scale-down`", file=out)
     return 0
+
+
+@contextlib.contextmanager
+def replica_set(directory: Path, replicas: int = 2) -> Iterator[Path]:
+    """:func:`scale_up` in ``directory``, quietly, and :func:`scale_down` however the body
+    ends (tests and benchmarks)."""
+    scale_up(directory, replicas=replicas, out=io.StringIO())
+    try:
+        yield directory
+    finally:
+        scale_down(directory, out=io.StringIO())
 
 
 def haproxy_command(sock: Path, command: str) -> str:
