@@ -26,7 +26,7 @@ from bench.figures import record
 from blacklist.cardbatch import matrix_from_columns, parse_many, region_codes
 from blacklist.delta import FeedHead, sign_delta
 from blacklist.entryblock import CardColumns
-from blacklist.filters import export, fuse, offline
+from blacklist.filters import export, fuse, offline_read
 from blacklist.filters.fingerprint import fingerprints, xxh64_rows
 from blacklist.signing import SigningKey
 
@@ -100,7 +100,7 @@ def test_filter_offline(benchmark: Any, dataset: Dataset) -> None:
         _source(p, np.concatenate((k, new)) if p == city else k, 2 if p == city else 1)
         for p, k in members.items()
     ]
-    previous = offline.parse(data)
+    previous = offline_read.parse(data)
     rebuilt = export.build_partitions(sources, previous)
     g = export.sign_filter(key, [], "44", 1, 2, rebuilt.partitions)
     update = export.update_bytes(g, previous)

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from blacklist.filters import offline
+from blacklist.filters import offline_read
 from blacklist.filters.offline import Verdict
 from blacklist.follower import StoreFollower
 from node.gen.blacklist.v1 import admin_pb2, admin_pb2_grpc, types_pb2
@@ -95,7 +95,7 @@ def test_export_filter_from_a_running_node(hierarchy: Path, tmp_path: Path) -> N
         done = _export(config, "--scope", "4401", "--out", out)
         assert done.returncode == 0, done.stderr
         assert "1 partitions (1 built, 0 taken over), 3400 cards" in done.stdout
-        f = offline.verify(out.read_bytes(), anchor, now=int(time.time()))
+        f = offline_read.verify(out.read_bytes(), anchor, now=int(time.time()))
         held = _held(tmp_path / "440100" / "data")
         assert len(held) == 3400
         now = int(time.time())
@@ -127,7 +127,7 @@ def test_export_filter_from_a_running_node(hierarchy: Path, tmp_path: Path) -> N
             config, "--scope", "4401", "--out", new, "--previous", out, "--update-out", update
         )
         assert done.returncode == 0, done.stderr
-        g = offline.verify(update.read_bytes(), anchor, previous=f)
+        g = offline_read.verify(update.read_bytes(), anchor, previous=f)
         assert g.to_bytes() == new.read_bytes()
         assert g.check_card(_card(10_500, "440104"), now).verdict is Verdict.MAYBE_REVOKED
         assert node.stop() == 0
@@ -151,7 +151,7 @@ def test_valid_hours_limit(hierarchy: Path, tmp_path: Path, hours: int, ok: bool
     done = _export(config, "--scope", "4401", "--out", out, "--valid-hours", str(hours))
     assert done.returncode == (0 if ok else 2), done.stderr
     if ok:
-        f = offline.verify(out.read_bytes(), load_trust_anchor(d / "root.pub"))
+        f = offline_read.verify(out.read_bytes(), load_trust_anchor(d / "root.pub"))
         assert f.expires_at - f.issued_at == hours * 3600
     else:
         assert "--valid-hours" in done.stderr

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from blacklist.certs import issue_certificate
 from blacklist.chainverify import TrustAnchor
-from blacklist.filters import export, fuse, offline
+from blacklist.filters import export, fuse, offline, offline_read
 from blacklist.filters.offline import Verdict
 from blacklist.signing import SigningKey
 from tests.filter_fixtures import ANCHOR, CHAINS, DAY, GD, GZ, ROOT, T, World, card, psam
@@ -98,10 +98,10 @@ def test_segment_length_limit(length: int, ok: bool, tmp_path: Path) -> None:
     cards = fuse.FuseFilter(p.cards.seed, layout, bytes(layout.array_length), p.cards.size)
     bad = dataclasses.replace(f, partitions=(dataclasses.replace(p, cards=cards),))
     if ok:
-        assert offline.parse(bad.to_bytes()).partitions[0].cards.layout == layout
+        assert offline_read.parse(bad.to_bytes()).partitions[0].cards.layout == layout
     else:
         with pytest.raises(offline.FilterFormatError, match="segment length"):
-            offline.parse(bad.to_bytes())
+            offline_read.parse(bad.to_bytes())
 
 
 # ---------------------------------------------------------------------------- answers
@@ -117,7 +117,7 @@ def world(tmp_path: Path) -> World:
 
 def test_answers_of_a_verified_filter(world: World) -> None:
     f, _ = world.export()
-    g = offline.verify(f.to_bytes(), ANCHOR, now=T)
+    g = offline_read.verify(f.to_bytes(), ANCHOR, now=T)
     assert g.check_card(card(3), T).verdict is Verdict.MAYBE_REVOKED
     assert g.check_card(card(3), T).publisher == "440100"
     assert g.check_card(card(3).lower(), T).verdict is Verdict.MAYBE_REVOKED
@@ -160,38 +160,38 @@ def test_signer_must_be_certified_for_the_scope(world: World) -> None:
     # A province key for 44 may sign 44 and 4401; a city key for 4401 may sign 4401 only.
     for scope, signer in (("44", "440000"), ("4401", "440000"), ("4401", "440100")):
         f, _ = world.export(scope, signer)
-        assert offline.verify(f.to_bytes(), ANCHOR, now=T).scope == scope
+        assert offline_read.verify(f.to_bytes(), ANCHOR, now=T).scope == scope
     f, _ = world.export("44", "440100")
     with pytest.raises(offline.FilterSignerNotAllowed, match=r"\['4401'\].*'44'"):
-        offline.verify(f.to_bytes(), ANCHOR, now=T)
+        offline_read.verify(f.to_bytes(), ANCHOR, now=T)
     f, _ = world.export("4403", "440100")
     with pytest.raises(offline.FilterSignerNotAllowed):
-        offline.verify(f.to_bytes(), ANCHOR, now=T)
+        offline_read.verify(f.to_bytes(), ANCHOR, now=T)
 
 
 def test_the_root_may_sign_any_scope(world: World) -> None:
     sources = export.sources_from_store(world.store, "44", {})
     parts = export.build_partitions(sources).partitions
     f = export.sign_filter(ROOT, [], "44", T, T + DAY, parts)
-    assert offline.verify(f.to_bytes(), ANCHOR, now=T).signer == "000000"
+    assert offline_read.verify(f.to_bytes(), ANCHOR, now=T).signer == "000000"
 
 
 def test_a_forged_or_foreign_filter_is_refused(world: World) -> None:
     f, _ = world.export()
     forged = dataclasses.replace(f, signature=bytes(64))
     with pytest.raises(offline.FilterSignatureError, match="does not verify"):
-        offline.verify(forged.to_bytes(), ANCHOR, now=T)
+        offline_read.verify(forged.to_bytes(), ANCHOR, now=T)
     # Change what the header says: the signature no longer covers it.
     later = dataclasses.replace(f, expires_at=f.expires_at + 365 * DAY)
     with pytest.raises(offline.FilterSignatureError):
-        offline.verify(later.to_bytes(), ANCHOR, now=T)
+        offline_read.verify(later.to_bytes(), ANCHOR, now=T)
     other_root = TrustAnchor.of(SigningKey.generate("000000", [""]))
     with pytest.raises(offline.FilterSignatureError, match="chain"):
-        offline.verify(f.to_bytes(), other_root, now=T)
+        offline_read.verify(f.to_bytes(), other_root, now=T)
     # A chain that certifies another key than the one named.
     wrong = dataclasses.replace(f, chain=tuple(c.to_bytes() for c in CHAINS["440100"]))
     with pytest.raises(offline.FilterSignatureError, match="certifies key"):
-        offline.verify(wrong.to_bytes(), ANCHOR, now=T)
+        offline_read.verify(wrong.to_bytes(), ANCHOR, now=T)
 
 
 def test_an_expired_certificate_is_refused_at_now(world: World) -> None:
@@ -200,9 +200,9 @@ def test_an_expired_certificate_is_refused_at_now(world: World) -> None:
     f = export.sign_filter(
         GD, [short], "44", T, T + DAY, export.build_partitions(sources).partitions
     )
-    assert offline.verify(f.to_bytes(), ANCHOR, now=T + 10)
+    assert offline_read.verify(f.to_bytes(), ANCHOR, now=T + 10)
     with pytest.raises(offline.FilterSignatureError, match="expired"):
-        offline.verify(f.to_bytes(), ANCHOR, now=T + 11)
+        offline_read.verify(f.to_bytes(), ANCHOR, now=T + 11)
 
 
 def test_signing_refuses_a_chain_of_another_key() -> None:
@@ -225,19 +225,19 @@ def test_an_update_rebuilds_and_ships_only_the_partition_that_moved(world: World
     world.clock.advance(30)
     world.state("440300")  # fresher, same head: taken over, not shipped
     world.publish("440100", [card(i, "440104") for i in range(1000, 2000)])
-    new, built = world.export(previous=offline.parse(old.to_bytes()))
+    new, built = world.export(previous=offline_read.parse(old.to_bytes()))
     assert built.rebuilt == ("440100",)
     assert "440300" in built.reused
     update = export.update_bytes(new, old)
     gz = next(p for p in new.partitions if p.publisher == "440100")
     assert len(gz.body) < len(update) < len(gz.body) + 2000
-    applied = offline.verify(update, ANCHOR, now=T + 30, previous=old)
+    applied = offline_read.verify(update, ANCHOR, now=T + 30, previous=old)
     assert applied.to_bytes() == new.to_bytes()
     sz = next(p for p in applied.partitions if p.publisher == "440300")
     assert sz.fresh_at == T + 30
     assert applied.check_card(card(1500, "440104"), T + 30).verdict is Verdict.MAYBE_REVOKED
     with pytest.raises(offline.FilterIntegrityError, match="update"):
-        offline.parse(update)
+        offline_read.parse(update)
 
 
 # ---------------------------------------------------------------------------- no false negatives
@@ -282,7 +282,7 @@ def test_no_false_negatives_after_revocations_and_reinstatements(
             live = {c for c, end in model.items() if end is None or end > now}
             f, _ = w.export(previous=previous)
             if previous is not None:
-                f = offline.parse(export.update_bytes(f, previous), previous=previous)
+                f = offline_read.parse(export.update_bytes(f, previous), previous=previous)
             previous = f
             for c in live:
                 assert f.check_card(c, now).verdict is Verdict.MAYBE_REVOKED, c
@@ -297,7 +297,7 @@ def test_every_revoked_card_of_a_real_store_is_maybe_revoked(world: World) -> No
     f, _ = world.export()
     entries = list(world.store.iter_entries("44"))
     assert len(entries) == 200 + 50 + 2000
-    g = offline.verify(f.to_bytes(), ANCHOR, now=T)
+    g = offline_read.verify(f.to_bytes(), ANCHOR, now=T)
     assert all(g.check_card(e.card_id, T).verdict is Verdict.MAYBE_REVOKED for e in entries)
 
 
@@ -309,7 +309,7 @@ def test_an_sm2_signer_signs_over_sm3(world: World) -> None:
         gd, [cert], "44", T, T + DAY, export.build_partitions(sources).partitions
     )
     assert f.digest == gd.digest(f.header) != hashlib.sha256(f.header).digest()
-    assert offline.verify(f.to_bytes(), ANCHOR, now=T).suite_id == gd.suite_id
+    assert offline_read.verify(f.to_bytes(), ANCHOR, now=T).suite_id == gd.suite_id
     forged = dataclasses.replace(f, expires_at=f.expires_at + 1)
     with pytest.raises(offline.FilterSignatureError):
-        offline.verify(forged.to_bytes(), ANCHOR, now=T)
+        offline_read.verify(forged.to_bytes(), ANCHOR, now=T)

@@ -16,7 +16,7 @@ import pytest
 
 from blacklist.certs import Certificate, issue_certificate
 from blacklist.chainverify import TrustAnchor
-from blacklist.filters import export, offline
+from blacklist.filters import export, offline, offline_read
 from blacklist.signing import SigningKey
 from tests.filter_fixtures import (
     ANCHOR,
@@ -119,7 +119,7 @@ def test_c_and_python_agree_on_every_id(
     signer = "440000" if scope == "44" else "440100"
     f, _ = world.export(scope, signer)
     data = f.to_bytes()
-    parsed = offline.parse(data)
+    parsed = offline_read.parse(data)
     ids = corpus()
     for now in (T, T + DAY - 1, T + DAY, T + 2 * DAY):  # the last two: expired
         c_lines = run_c(reader, data, tmp_path, now, ids)
@@ -163,7 +163,7 @@ def test_both_readers_refuse_a_damaged_file(reader: Path, world: World, tmp_path
         bad[where] ^= 0x01
         assert "damaged" in _refused(reader, bytes(bad), tmp_path)
         with pytest.raises(offline.FilterIntegrityError):
-            offline.parse(bytes(bad))
+            offline_read.parse(bytes(bad))
     assert "trailer" in _refused(reader, bytes(data[:-1]), tmp_path)
     assert "trailer" in _refused(reader, b"", tmp_path)
 
@@ -174,11 +174,11 @@ def test_c_reader_refuses_an_update_until_it_is_applied(
     old, _ = world.export()
     world.clock.advance(60)
     world.publish("440300", [card(9000, "440304")])
-    new, built = world.export(previous=offline.parse(old.to_bytes()))
+    new, built = world.export(previous=offline_read.parse(old.to_bytes()))
     assert built.rebuilt == ("440300",)
     update = export.update_bytes(new, old)
     assert "update" in _refused(reader, update, tmp_path)
-    applied = offline.parse(update, previous=old)
+    applied = offline_read.parse(update, previous=old)
     full = applied.to_bytes()
     assert full == new.to_bytes()
     lines = run_c(reader, full, tmp_path, T + 60, [card(9000, "440304")])
@@ -230,7 +230,7 @@ def test_mutated_files_with_valid_trailers_are_refused_alike_and_safely(
         )  # fmt: skip
         assert run.returncode in (0, 2), (i, run.returncode, run.stderr[-2000:])
         try:
-            parsed = offline.parse(_resealed(case))
+            parsed = offline_read.parse(_resealed(case))
         except offline.FilterError:
             assert run.returncode == 2, (i, run.stdout)
             continue
@@ -259,7 +259,7 @@ def _c_verdict(reader: Path, data: bytes, tmp: Path, root: bytes, now: int = T) 
 
 def _py_accepts(data: bytes, anchor: TrustAnchor, now: int = T) -> bool:
     try:
-        offline.verify(data, anchor, now=now)
+        offline_read.verify(data, anchor, now=now)
     except offline.FilterError:
         return False
     return True

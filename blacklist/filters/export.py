@@ -10,7 +10,7 @@ Updates (CRLite's lesson, mozilla/crlite#316: list-style updates grow; Clubcard 
 issuer): a partition whose feed head (version, digest) is the one the previous file covers
 is not rebuilt, its filters are taken over as they are, and an update file
 (:func:`update_bytes`) leaves out every body the previous file already has. A terminal
-applies it with ``offline.parse(update, previous=old)``; what it gets is byte for byte the
+applies it with ``offline_read.parse(update, previous=old)``; what it gets is byte for byte the
 full file. Only its freshness (``fresh_at``, the statement) moves without a rebuild.
 """
 

@@ -27,7 +27,7 @@ from typing import Any
 from blacklist.certs import Certificate
 from blacklist.chainverify import TrustAnchor
 from blacklist.errors import BlacklistError
-from blacklist.filters import export, offline
+from blacklist.filters import export, offline, offline_read
 from blacklist.follower import StoreFollower
 from blacklist.headstatements import HeadStatements
 from blacklist.signing import SigningKey
@@ -91,7 +91,7 @@ def export_filter(
     issued_at = int(time.time()) if now is None else now
     previous = None
     if previous_bytes is not None:
-        previous = offline.verify(previous_bytes, anchor)
+        previous = offline_read.verify(previous_bytes, anchor)
         if previous.scope != scope:
             raise ExportRefused(f"--previous covers scope {previous.scope!r}, not {scope!r}")
     follower = StoreFollower(config.data_dir, background=False)
@@ -104,7 +104,7 @@ def export_filter(
     signed = export.sign_filter(
         key, chain, scope, issued_at, issued_at + valid_seconds, built.partitions
     )
-    offline.verify_signer(signed, anchor, now=issued_at)
+    offline_read.verify_signer(signed, anchor, now=issued_at)
     return signed, built, previous
 
 
