@@ -11,7 +11,8 @@ embedded replica, ``answer`` its answers and freshness policy.
 """
 
 from blacklist.edge.answer import EdgeAnswer, EdgeBatch, EdgeStatus, StalePolicy
-from blacklist.edge.replica import EdgeCounters, EdgeReplica, EdgeTls
+from blacklist.edge.replica import EdgeReplica
+from blacklist.edge.settings import EdgeCounters, EdgeTls
 
 __all__ = [
     "EdgeAnswer",

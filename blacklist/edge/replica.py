@@ -27,14 +27,9 @@ import contextlib
 import logging
 import os
 import threading
-from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import grpc
 
 from blacklist.certs import Certificate, KeyRevocation
 from blacklist.checker import Checker, CheckResult
@@ -42,6 +37,7 @@ from blacklist.clock import Clock, system_clock
 from blacklist.delta import FeedHead
 from blacklist.edge.answer import NEVER, EdgeAnswer, EdgeBatch, StalePolicy, answer_of, batch_of
 from blacklist.edge.child import ChildSync, follow, forever, hold, open_channel
+from blacklist.edge.settings import EdgeCounters, EdgeTls
 from blacklist.rejections import DeltaRejected
 from blacklist.signing import Keyring, TrustedKey
 from blacklist.store import FeedState, RevocationStore
@@ -56,36 +52,6 @@ from node.gen.blacklist.v1 import sync_pb2_grpc
 log = logging.getLogger("blacklist.edge")
 DEFAULT_MAP_SIZE = 64 << 30  # address space only: LMDB grows the file as it fills
 ANSWER_CACHE = 4096  # fresh answers kept per feed answer object (see check)
-
-
-@dataclass(frozen=True)
-class EdgeTls:
-    """Mutual TLS towards the upstream: the CA that signed it, and this gateway's
-    certificate and key (a ``node`` certificate: the Sync API admits only nodes)."""
-
-    ca: Path
-    cert: Path
-    key: Path
-
-    def credentials(self) -> Any:
-        return grpc.ssl_channel_credentials(
-            root_certificates=Path(self.ca).read_bytes(),
-            private_key=Path(self.key).read_bytes(),
-            certificate_chain=Path(self.cert).read_bytes(),
-        )
-
-
-@dataclass
-class EdgeCounters:
-    """What the replica received and what became of it (by ingest outcome and cause)."""
-
-    deltas: Counter[str] = field(default_factory=Counter)  # outcome → count
-    rejected: Counter[str] = field(default_factory=Counter)  # cause → count
-    statements: Counter[str] = field(default_factory=Counter)  # accepted/duplicate/cause
-    snapshots: Counter[str] = field(default_factory=Counter)  # ok/rejected/corrupt/too_large
-    received_bytes: Counter[str] = field(default_factory=Counter)  # delta/snapshot → bytes
-    sessions: int = 0
-    last_pull: float = 0.0  # the clock at the end of the last complete pull
 
 
 class EdgeReplica:
