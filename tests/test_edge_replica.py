@@ -170,7 +170,9 @@ def test_fails_over_to_the_next_upstream(
     revoke(node, [card])
     with open_replica(tmp_path, files, [DEAD, node.grpc]) as replica:
         wait_until("failover", lambda: status_of(replica, card) is EdgeStatus.REVOKED)
-        assert replica.connected_to == node.grpc
+        # The card can arrive in the session's first pull, before the session marks its
+        # upstream (that follows the pull): wait for the mark, do not race it.
+        wait_until("the session's mark", lambda: replica.connected_to == node.grpc)
 
 
 @pytest.mark.parametrize("kind", [DELTA, STATEMENT])
